@@ -1,0 +1,525 @@
+"""The one write path: weight edits, drains and restores, whoever asks (TUI key, HTTP API, CLI).
+
+Every edit is a read-modify-write of the whole dest (SET_DEST resets whatever it does not carry), then a
+read-back that must match. Guards refuse edits that would black-hole a service; drains remember the
+previous weight in a state file that survives restarts and is shared by every lvstop process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import ipaddress
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.model import AF_INET6, Dest, DestKey, Service, ServiceKey, Snapshot
+from lvstop.model import Protocol as IpProto
+
+if TYPE_CHECKING:
+    from lvstop.events import EventLog
+
+MAX_WEIGHT = 65535
+# Processes that own IPVS weights and put their own back (health checks, config reloads).
+WEIGHT_MANAGERS = ("keepalived", "ldirectord")
+# Dest fields SET_DEST carries; all must read back as written.
+_CONFIG_FIELDS = ("fwd", "weight", "u_threshold", "l_threshold", "tun_type", "tun_port", "tun_flags")
+
+
+class WeightTarget(Protocol):
+    """What Control needs from NetlinkSource or SimSource."""
+
+    def read(self) -> Snapshot: ...
+
+    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None: ...
+
+    def set_dest(self, skey: ServiceKey, dest: Dest) -> None: ...
+
+
+class EditError(ControlError):
+    """A refused or failed edit; `old` is the weight Control saw, when it got that far."""
+
+    def __init__(self, message: str, *, status: int, old: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.old = old
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRecord:
+    previous: int  # the weight restore puts back
+    since: float  # wall time of the drain
+    actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ControlResult:
+    action: str  # set_weight | drain | restore
+    outcome: str  # applied | dry_run | unchanged
+    service: ServiceKey
+    dest: DestKey
+    old: int  # weight read from the kernel before the edit
+    requested: int
+    verified: int | None  # weight read back after the write; None when nothing was written
+    active_conns: int  # at the time of the edit: what a drain has to wait for
+    warnings: tuple[str, ...] = ()
+    previous: int | None = None  # drain/restore: the remembered weight
+
+
+# --- keys as JSON (same shape as lvstop.codec uses) ---
+
+_FAMILIES = {2: "inet", AF_INET6: "inet6"}
+
+
+def service_key_to_dict(k: ServiceKey) -> dict[str, Any]:
+    return {
+        "family": _FAMILIES[k.family],
+        "protocol": None if k.is_fwmark else k.protocol.name.lower(),
+        "address": k.address,
+        "port": k.port,
+        "fwmark": k.fwmark,
+    }
+
+
+def dest_key_to_dict(k: DestKey) -> dict[str, Any]:
+    return {"family": _FAMILIES[k.family], "address": k.address, "port": k.port}
+
+
+def _family(value: object) -> int:
+    for num, name in _FAMILIES.items():
+        if value == name:
+            return num
+    raise ValueError(f"family must be inet or inet6, not {value!r}")
+
+
+def _port(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= 65535:
+        raise ValueError(f"port must be an integer 0..65535, not {value!r}")
+    return value
+
+
+def _address(family: int, value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"address must be a string, not {value!r}")
+    try:
+        addr = ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+    if (addr.version == 6) != (family == AF_INET6):
+        raise ValueError(f"address {value} does not match family {_FAMILIES[family]}")
+    return str(addr)
+
+
+def service_key_from_dict(d: object) -> ServiceKey:
+    """Parse a service key as the JSON API and the state file carry it; ValueError says what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError("service must be an object")
+    family = _family(d.get("family", "inet"))
+    fwmark = d.get("fwmark", 0)
+    if type(fwmark) is not int or not 0 <= fwmark <= 0xFFFFFFFF:
+        raise ValueError(f"fwmark must be an integer 0..4294967295, not {fwmark!r}")
+    if fwmark:
+        return ServiceKey.mark(fwmark, family)
+    proto = d.get("protocol")
+    names = {"tcp": IpProto.TCP, "udp": IpProto.UDP, "sctp": IpProto.SCTP}
+    if proto not in names:
+        raise ValueError(f"protocol must be tcp, udp or sctp (or give fwmark), not {proto!r}")
+    return ServiceKey(family, names[proto], _address(family, d.get("address")), _port(d.get("port")))
+
+
+def dest_key_from_dict(d: object) -> DestKey:
+    if not isinstance(d, dict):
+        raise ValueError("dest must be an object")
+    address = d.get("address")
+    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else 2)
+    return DestKey(family, _address(family, address), _port(d.get("port")))
+
+
+# --- weight managers ---
+
+
+def detect_weight_managers(proc_root: str = "/proc") -> tuple[tuple[str, int], ...]:
+    """(name, pid) of running keepalived/ldirectord, from {proc_root}/*/comm (and perl's cmdline)."""
+    found: list[tuple[str, int]] = []
+    try:
+        entries = os.listdir(proc_root)
+    except OSError:
+        return ()
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            comm = Path(proc_root, entry, "comm").read_text().strip()
+            if comm.startswith("perl"):  # ldirectord started as `perl /usr/sbin/ldirectord`
+                args = Path(proc_root, entry, "cmdline").read_bytes().split(b"\0")
+                comm = next((os.path.basename(a.decode(errors="replace")) for a in args[1:2]), comm)
+        except OSError:  # the process exited while we looked
+            continue
+        if comm in WEIGHT_MANAGERS:
+            found.append((comm, int(entry)))
+    return tuple(sorted(found, key=lambda f: (f[0], f[1])))
+
+
+def manager_warnings(managers: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
+    return tuple(
+        f"{name} (pid {pid}) is running: it manages IPVS weights and may put its own weight back"
+        for name, pid in managers
+    )
+
+
+# --- drain state file ---
+
+
+class DrainState:
+    """The drains file: JSON, replaced atomically, locked so the TUI and the exporter can share it."""
+
+    VERSION = 1
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[dict[tuple[ServiceKey, DestKey], DrainRecord]]:
+        """Load under an exclusive lock held for the body; the body calls save() for what it changes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{self.path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield self._load()
+
+    def load(self) -> dict[tuple[ServiceKey, DestKey], DrainRecord]:
+        with self.locked() as drains:
+            return dict(drains)
+
+    def _load(self) -> dict[tuple[ServiceKey, DestKey], DrainRecord]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise LvstopError(f"{self.path}: cannot read the drain state: {e.strerror}") from None
+        try:
+            doc = json.loads(text)
+            if not isinstance(doc, dict) or doc.get("version") != self.VERSION:
+                raise ValueError(f"expected an object with version {self.VERSION}")
+            out: dict[tuple[ServiceKey, DestKey], DrainRecord] = {}
+            for i, rec in enumerate(doc["drains"]):
+                key = (service_key_from_dict(rec["service"]), dest_key_from_dict(rec["dest"]))
+                prev = rec["previous"]
+                if type(prev) is not int or not 0 < prev <= MAX_WEIGHT:
+                    raise ValueError(f"drain {i}: previous weight {prev!r} is not 1..{MAX_WEIGHT}")
+                out[key] = DrainRecord(prev, float(rec["since"]), str(rec["actor"]), rec.get("reason"))
+            return out
+        except (ValueError, KeyError, TypeError) as e:
+            # Never overwrite a file we cannot read: it may hold the only copy of someone's weights.
+            raise LvstopError(f"{self.path}: unreadable drain state ({e}); fix or move it away") from None
+
+    def save(self, drains: dict[tuple[ServiceKey, DestKey], DrainRecord]) -> None:
+        doc = {
+            "version": self.VERSION,
+            "drains": [
+                {
+                    "service": service_key_to_dict(s),
+                    "dest": dest_key_to_dict(d),
+                    "previous": r.previous,
+                    "since": r.since,
+                    "actor": r.actor,
+                    "reason": r.reason,
+                }
+                for (s, d), r in sorted(drains.items())
+            ],
+        }
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)  # make the rename itself durable
+        finally:
+            os.close(dfd)
+
+
+# --- Control ---
+
+
+class Control:
+    """Weight edits through `target` (NetlinkSource or SimSource), guarded, verified and remembered."""
+
+    def __init__(
+        self,
+        target: WeightTarget,
+        drain_state_path: str | os.PathLike[str],
+        events: EventLog | None = None,
+        floor: int = 0,
+        *,
+        latest: Callable[[], Snapshot | None] | None = None,
+        proc_root: str = "/proc",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`latest` gives the poller's last snapshot (sibling dests, sysctls); without it Control reads."""
+        if not 0 <= floor <= MAX_WEIGHT * 1000:
+            raise ValueError(f"floor must be >= 0, not {floor}")
+        self.target = target
+        self.state = DrainState(drain_state_path)
+        self.events = events
+        self.floor = floor
+        self._latest = latest
+        self.proc_root = proc_root
+        self._clock = clock
+        self._lock = threading.Lock()  # one edit at a time per process; the file lock covers the others
+
+    # public API
+
+    def set_weight(
+        self,
+        skey: ServiceKey,
+        dkey: DestKey,
+        weight: int,
+        *,
+        expect: int | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        dry_run: bool = False,
+        actor: str,
+    ) -> ControlResult:
+        with self._lock:
+            return self._edit("set_weight", skey, dkey, weight, expect, force, reason, dry_run, actor)
+
+    def drain(
+        self,
+        skey: ServiceKey,
+        dkey: DestKey,
+        *,
+        expect: int | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        dry_run: bool = False,
+        actor: str,
+    ) -> ControlResult:
+        """Weight 0, the previous weight remembered for restore. Draining a drained dest changes nothing."""
+        with self._lock, self.state.locked() as drains:
+            rec = drains.get((skey, dkey))
+            cur = self._current(skey, dkey)
+            if cur.weight == 0:
+                if rec is None:
+                    raise EditError(
+                        f"{dkey} in {skey} already has weight 0 and no remembered weight: "
+                        "nothing to drain or to restore later",
+                        status=409,
+                        old=0,
+                    )
+                self._check_expect(cur, expect)
+                return self._result("drain", "unchanged", skey, cur, 0, 0, previous=rec.previous)
+            if dry_run:
+                res = self._edit("drain", skey, dkey, 0, expect, force, reason, True, actor)
+                return dataclasses.replace(res, previous=cur.weight)
+            # Remember first: a crash after the write must still leave the weight to restore.
+            drains[(skey, dkey)] = DrainRecord(cur.weight, self._clock(), actor, reason)
+            self.state.save(drains)
+            try:
+                res = self._edit("drain", skey, dkey, 0, expect, force, reason, False, actor)
+            except ControlError:
+                after = self._safe_get(skey, dkey)
+                if after is None or after.weight != 0:  # not drained after all: forget it again
+                    del drains[(skey, dkey)]
+                    self.state.save(drains)
+                raise
+            return dataclasses.replace(res, previous=cur.weight)
+
+    def restore(
+        self,
+        skey: ServiceKey,
+        dkey: DestKey,
+        *,
+        expect: int | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        dry_run: bool = False,
+        actor: str,
+    ) -> ControlResult:
+        """Put back the weight drain remembered; refused if it moved since, unless `expect` says so."""
+        with self._lock, self.state.locked() as drains:
+            rec = drains.get((skey, dkey))
+            if rec is None:
+                cur = self._safe_get(skey, dkey)
+                raise EditError(
+                    f"{dkey} in {skey} was not drained by lvstop: no weight to restore",
+                    status=409 if cur is not None else 404,
+                    old=cur.weight if cur else None,
+                )
+            cur = self._current(skey, dkey)
+            if cur.weight != 0 and expect is None:
+                raise EditError(
+                    f"{dkey} in {skey} has weight {cur.weight}, not 0: it changed since the drain; "
+                    "pass the weight you see as expect to restore anyway",
+                    status=409,
+                    old=cur.weight,
+                )
+            res = self._edit("restore", skey, dkey, rec.previous, expect, force, reason, dry_run, actor)
+            if not dry_run:
+                del drains[(skey, dkey)]
+                self.state.save(drains)
+            return dataclasses.replace(res, previous=rec.previous)
+
+    def drains(self) -> dict[tuple[ServiceKey, DestKey], DrainRecord]:
+        """Drains in place (as remembered in the state file, so also those of other lvstop processes)."""
+        return self.state.load()
+
+    # internals
+
+    def _edit(
+        self,
+        action: str,
+        skey: ServiceKey,
+        dkey: DestKey,
+        weight: int,
+        expect: int | None,
+        force: bool,
+        reason: str | None,
+        dry_run: bool,
+        actor: str,
+    ) -> ControlResult:
+        if type(weight) is not int or not 0 <= weight <= MAX_WEIGHT:
+            raise EditError(f"weight must be an integer 0..{MAX_WEIGHT}, not {weight!r}", status=400)
+        if expect is not None and (type(expect) is not int or not 0 <= expect <= MAX_WEIGHT):
+            raise EditError(f"expect must be an integer 0..{MAX_WEIGHT}, not {expect!r}", status=400)
+        if force and not (reason and reason.strip()):
+            raise EditError("force needs a reason", status=400)
+        cur = self._current(skey, dkey)
+        self._check_expect(cur, expect)
+        snap = self._snapshot()
+        self._guard(skey, cur, weight, force, snap)
+        warnings = self._warnings(skey, weight, snap)
+        if dry_run:
+            return self._result(action, "dry_run", skey, cur, weight, None, warnings)
+        if weight == cur.weight:
+            return self._result(action, "unchanged", skey, cur, weight, cur.weight, warnings)
+        wanted = dataclasses.replace(cur, weight=weight)
+        if self.events is not None:
+            # Before the write: the next poll may run before we return, and must credit lvstop.
+            self.events.expect_weight(skey, dkey, weight, actor)
+        try:
+            self.target.set_dest(skey, wanted)
+        except (SourceError, OSError) as e:
+            raise EditError(f"the kernel refused the edit: {e}", status=500, old=cur.weight) from None
+        except ControlError as e:
+            raise EditError(str(e), status=e.status, old=cur.weight) from None
+        after = self._safe_get(skey, dkey)
+        if after is None:
+            raise EditError(f"{dkey} vanished from {skey} during the edit", status=500, old=cur.weight)
+        diff = [f for f in _CONFIG_FIELDS if getattr(after, f) != getattr(wanted, f)]
+        if diff:
+            got = ", ".join(f"{f}={getattr(after, f)!r} (wanted {getattr(wanted, f)!r})" for f in diff)
+            raise EditError(f"read-back mismatch after the edit: {got}", status=500, old=cur.weight)
+        return self._result(action, "applied", skey, cur, weight, after.weight, warnings)
+
+    def _result(
+        self,
+        action: str,
+        outcome: str,
+        skey: ServiceKey,
+        cur: Dest,
+        requested: int,
+        verified: int | None,
+        warnings: tuple[str, ...] = (),
+        previous: int | None = None,
+    ) -> ControlResult:
+        return ControlResult(
+            action,
+            outcome,
+            skey,
+            cur.key,
+            cur.weight,
+            requested,
+            verified,
+            cur.active_conns,
+            warnings,
+            previous,
+        )
+
+    def _current(self, skey: ServiceKey, dkey: DestKey) -> Dest:
+        cur = self._safe_get(skey, dkey)
+        if cur is None:
+            raise EditError(f"no dest {dkey} in service {skey}; nothing was added", status=404)
+        return cur
+
+    def _safe_get(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        try:
+            return self.target.get_dest(skey, dkey)
+        except (SourceError, OSError) as e:
+            raise EditError(f"cannot read {dkey} in {skey}: {e}", status=503) from None
+
+    @staticmethod
+    def _check_expect(cur: Dest, expect: int | None) -> None:
+        if expect is not None and cur.weight != expect:
+            raise EditError(
+                f"weight of {cur.key} is {cur.weight}, not {expect} as expected: it changed meanwhile",
+                status=409,
+                old=cur.weight,
+            )
+
+    def _snapshot(self) -> Snapshot | None:
+        snap = self._latest() if self._latest is not None else None
+        if snap is None:
+            try:
+                snap = self.target.read()
+            except (SourceError, OSError):
+                return None
+        return snap
+
+    def _guard(self, skey: ServiceKey, cur: Dest, weight: int, force: bool, snap: Snapshot | None) -> None:
+        if weight >= cur.weight:
+            return
+        svc = snap.service(skey) if snap is not None else None
+        # The siblings' keys come from the snapshot, their weights fresh from the kernel.
+        others = 0
+        for d in svc.dests if svc is not None else ():
+            if d.key != cur.key:
+                fresh = self._safe_get(skey, d.key)
+                others += fresh.weight if fresh is not None else 0
+        before, after = others + cur.weight, others + weight
+        if after == 0 and before > 0:
+            problem = f"this takes the last live weight of {skey} to 0: it would drop all new traffic"
+        elif after < self.floor:
+            problem = f"this takes the live weight of {skey} to {after}, below the floor of {self.floor}"
+        else:
+            return
+        if not force:
+            raise EditError(
+                f"refused: {problem}; give force and a reason to do it anyway", status=409, old=cur.weight
+            )
+
+    def _warnings(self, skey: ServiceKey, weight: int, snap: Snapshot | None) -> tuple[str, ...]:
+        out: list[str] = []
+        if weight == 0 and snap is not None:
+            svc: Service | None = snap.service(skey)
+            sysctls = snap.sysctls
+            if svc is not None and svc.persistent and sysctls.get("expire_quiescent_template", 0) == 0:
+                out.append(
+                    f"{skey} is persistent ({svc.timeout} s) and expire_quiescent_template=0: clients with a "
+                    "persistence template keep coming to this dest until their template expires"
+                )
+            if sysctls.get("expire_nodest_conn", 0) == 0:
+                out.append(
+                    "expire_nodest_conn=0: established connections stay on this dest until they close; "
+                    "removing the dest would not cut them either"
+                )
+        out.extend(manager_warnings(detect_weight_managers(self.proc_root)))
+        return tuple(out)

@@ -1,0 +1,406 @@
+"""Control: read-modify-write, verification, guards, drain state, warnings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from lvstop.control import (
+    Control,
+    ControlResult,
+    DrainState,
+    EditError,
+    detect_weight_managers,
+    service_key_from_dict,
+    service_key_to_dict,
+)
+from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    SVC_F_PERSISTENT,
+    Dest,
+    DestKey,
+    FwdMethod,
+    IssueKind,
+    Service,
+    ServiceKey,
+    Snapshot,
+    TunType,
+)
+
+WEB = ServiceKey.tcp("203.0.113.10", 80)
+STICKY = ServiceKey.tcp("203.0.113.10", 443)
+MARK6 = ServiceKey.mark(7, AF_INET6)
+
+
+def _dest(addr: str, weight: int, **kw: object) -> Dest:
+    fam = AF_INET6 if ":" in addr else AF_INET
+    return Dest(fam, addr, 8080, FwdMethod.MASQ, weight, **kw)  # type: ignore[arg-type]
+
+
+class FakeTarget:
+    """A director in memory with the get_dest/set_dest/read contract of NetlinkSource and SimSource."""
+
+    def __init__(self, sysctls: dict[str, int] | None = None) -> None:
+        self.services: dict[ServiceKey, Service] = {
+            WEB: Service(
+                WEB,
+                "wrr",
+                dests=(
+                    _dest("192.0.2.11", 5, u_threshold=100, l_threshold=10, active_conns=7),
+                    _dest("192.0.2.12", 3),
+                    Dest(
+                        AF_INET,
+                        "192.0.2.13",
+                        8080,
+                        FwdMethod.TUNNEL,
+                        2,
+                        tun_type=TunType.GUE,
+                        tun_port=6080,
+                        tun_flags=1,
+                    ),
+                ),
+            ),
+            STICKY: Service(
+                STICKY, "wlc", flags=SVC_F_PERSISTENT, timeout=300, dests=(_dest("192.0.2.11", 1),)
+            ),
+            MARK6: Service(MARK6, "rr", dests=(_dest("2001:db8::11", 4), _dest("2001:db8::12", 0))),
+        }
+        self.sysctls = (
+            sysctls if sysctls is not None else {"expire_nodest_conn": 1, "expire_quiescent_template": 1}
+        )
+        self.writes: list[tuple[ServiceKey, Dest]] = []
+        self.log: list[str] = []
+        self.fail_set: Exception | None = None
+        self.mangle: dict[str, object] = {}  # fields the "kernel" stores differently (pyroute2's fwd trap)
+
+    def read(self) -> Snapshot:
+        return Snapshot(
+            "demo", "test", 0.0, 0.0, services=tuple(self.services.values()), sysctls=self.sysctls
+        )
+
+    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        svc = self.services.get(skey)
+        return svc.dest(dkey) if svc else None
+
+    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
+        self.log.append("set_dest")
+        if self.fail_set is not None:
+            raise self.fail_set
+        svc = self.services[skey]
+        assert svc.dest(dest.key) is not None, "Control must never add a dest"
+        self.writes.append((skey, dest))
+        stored = dataclasses.replace(dest, **self.mangle)  # type: ignore[arg-type]
+        self.services[skey] = dataclasses.replace(
+            svc, dests=tuple(stored if d.key == dest.key else d for d in svc.dests)
+        )
+
+    def weight(self, skey: ServiceKey, addr: str) -> int:
+        d = self.get_dest(skey, DestKey(AF_INET6 if ":" in addr else AF_INET, addr, 8080))
+        assert d is not None
+        return d.weight
+
+
+class FakeEvents:
+    def __init__(self, target: FakeTarget) -> None:
+        self.expected: list[tuple[ServiceKey, DestKey, int, str]] = []
+        self.target = target
+
+    def expect_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
+        self.target.log.append("expect_weight")
+        self.expected.append((skey, dkey, weight, actor))
+
+
+def dk(addr: str) -> DestKey:
+    return DestKey(AF_INET6 if ":" in addr else AF_INET, addr, 8080)
+
+
+@pytest.fixture
+def target() -> FakeTarget:
+    return FakeTarget()
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> Path:
+    root = tmp_path / "proc"
+    (root / "1").mkdir(parents=True)
+    (root / "1" / "comm").write_text("systemd\n")
+    return root
+
+
+@pytest.fixture
+def control(target: FakeTarget, tmp_path: Path, proc: Path) -> Control:
+    return Control(target, tmp_path / "state" / "drains.json", FakeEvents(target), proc_root=str(proc))
+
+
+def test_set_weight_changes_only_the_weight_and_verifies(control: Control, target: FakeTarget) -> None:
+    before = target.get_dest(WEB, dk("192.0.2.13"))
+    res = control.set_weight(WEB, dk("192.0.2.13"), 9, actor="alice")
+    after = target.get_dest(WEB, dk("192.0.2.13"))
+    assert before is not None and after is not None
+    assert res.outcome == "applied" and (res.old, res.requested, res.verified) == (2, 9, 9)
+    assert after == dataclasses.replace(before, weight=9)  # tunnel type/port/flags kept
+    assert target.writes == [(WEB, dataclasses.replace(before, weight=9))]
+
+
+def test_the_event_log_is_told_before_the_write(control: Control, target: FakeTarget) -> None:
+    control.set_weight(WEB, dk("192.0.2.12"), 4, actor="alice")
+    assert target.log == ["expect_weight", "set_dest"]
+    assert control.events.expected == [(WEB, dk("192.0.2.12"), 4, "alice")]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "skey,addr", [(WEB, "192.0.2.99"), (ServiceKey.tcp("203.0.113.99", 80), "192.0.2.11")]
+)
+def test_unknown_service_or_dest_is_404_and_nothing_is_added(
+    control: Control, target: FakeTarget, skey: ServiceKey, addr: str
+) -> None:
+    with pytest.raises(ControlError) as e:
+        control.set_weight(skey, dk(addr), 1, actor="a")
+    assert e.value.status == 404 and "nothing was added" in str(e.value)
+    assert target.writes == []
+
+
+@pytest.mark.parametrize("weight", [-1, 65536, 1.5, True, "3"])
+def test_weight_outside_range_is_400(control: Control, target: FakeTarget, weight: object) -> None:
+    with pytest.raises(ControlError) as e:
+        control.set_weight(WEB, dk("192.0.2.11"), weight, actor="a")  # type: ignore[arg-type]
+    assert e.value.status == 400
+    assert target.writes == []
+
+
+def test_weight_bounds_are_accepted(control: Control, target: FakeTarget) -> None:
+    assert control.set_weight(WEB, dk("192.0.2.11"), 65535, actor="a").verified == 65535
+    assert control.set_weight(WEB, dk("192.0.2.12"), 0, actor="a").verified == 0
+
+
+def test_compare_and_set_mismatch_is_409(control: Control, target: FakeTarget) -> None:
+    with pytest.raises(EditError) as e:
+        control.set_weight(WEB, dk("192.0.2.11"), 1, expect=4, actor="a")
+    assert e.value.status == 409 and e.value.old == 5
+    assert control.set_weight(WEB, dk("192.0.2.11"), 1, expect=5, actor="a").verified == 1
+
+
+def test_last_live_weight_to_zero_is_refused_without_force_and_reason(
+    control: Control, target: FakeTarget
+) -> None:
+    with pytest.raises(ControlError) as e:
+        control.set_weight(MARK6, dk("2001:db8::11"), 0, actor="a")
+    assert e.value.status == 409 and "last live weight" in str(e.value)
+    with pytest.raises(ControlError) as e:
+        control.set_weight(MARK6, dk("2001:db8::11"), 0, force=True, reason="  ", actor="a")
+    assert e.value.status == 400
+    assert target.writes == []
+    res = control.set_weight(MARK6, dk("2001:db8::11"), 0, force=True, reason="maintenance", actor="a")
+    assert res.verified == 0 and target.weight(MARK6, "2001:db8::11") == 0
+
+
+def test_the_guard_uses_fresh_sibling_weights_not_the_stale_snapshot(
+    target: FakeTarget, tmp_path: Path
+) -> None:
+    stale = target.read()
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: stale, proc_root=str(tmp_path))
+    ctl.set_weight(WEB, dk("192.0.2.12"), 0, actor="a")
+    ctl.set_weight(WEB, dk("192.0.2.13"), 0, actor="a")
+    with pytest.raises(ControlError) as e:  # the stale snapshot still shows 3 + 2 of live weight elsewhere
+        ctl.set_weight(WEB, dk("192.0.2.11"), 0, actor="a")
+    assert e.value.status == 409
+
+
+def test_floor_guards_the_service_total_and_raising_is_always_allowed(
+    target: FakeTarget, tmp_path: Path
+) -> None:
+    ctl = Control(target, tmp_path / "d.json", floor=8, proc_root=str(tmp_path))
+    ctl.set_weight(WEB, dk("192.0.2.11"), 3, actor="a")  # 10 -> 8
+    with pytest.raises(ControlError) as e:
+        ctl.set_weight(WEB, dk("192.0.2.12"), 2, actor="a")  # 8 -> 7
+    assert e.value.status == 409 and "floor of 8" in str(e.value)
+    assert ctl.set_weight(MARK6, dk("2001:db8::12"), 5, actor="a").verified == 5  # 4 -> 9: raising
+    assert ctl.set_weight(WEB, dk("192.0.2.12"), 2, force=True, reason="r", actor="a").verified == 2
+
+
+def test_dry_run_writes_nothing_and_returns_the_plan(control: Control, target: FakeTarget) -> None:
+    res = control.set_weight(WEB, dk("192.0.2.11"), 2, dry_run=True, actor="a")
+    assert (res.outcome, res.old, res.requested, res.verified) == ("dry_run", 5, 2, None)
+    assert target.writes == [] and target.weight(WEB, "192.0.2.11") == 5
+    with pytest.raises(ControlError):  # dry-run still applies every guard
+        control.set_weight(MARK6, dk("2001:db8::11"), 0, dry_run=True, actor="a")
+
+
+def test_read_back_mismatch_is_a_failure(control: Control, target: FakeTarget) -> None:
+    target.mangle = {"fwd": FwdMethod.ROUTE}  # what pyroute2's IPVSDest default does to a Masq server
+    with pytest.raises(ControlError) as e:
+        control.set_weight(WEB, dk("192.0.2.11"), 4, actor="a")
+    assert e.value.status == 500 and "fwd" in str(e.value) and "mismatch" in str(e.value)
+
+
+def test_kernel_refusal_is_500_with_its_text(control: Control, target: FakeTarget) -> None:
+    target.fail_set = SourceError(IssueKind.NO_PERMISSION, "Operation not permitted")
+    with pytest.raises(ControlError) as e:
+        control.set_weight(WEB, dk("192.0.2.11"), 4, actor="a")
+    assert e.value.status == 500 and "Operation not permitted" in str(e.value)
+
+
+def test_drain_remembers_and_restore_survives_a_restart(target: FakeTarget, tmp_path: Path) -> None:
+    path = tmp_path / "drains.json"
+    ctl = Control(target, path, proc_root=str(tmp_path), clock=lambda: 1000.0)
+    res = ctl.drain(WEB, dk("192.0.2.11"), reason="kernel update", actor="alice")
+    assert (res.outcome, res.old, res.verified, res.previous, res.active_conns) == ("applied", 5, 0, 5, 7)
+    assert target.weight(WEB, "192.0.2.11") == 0
+    doc = json.loads(path.read_text())
+    assert doc["drains"][0]["previous"] == 5 and doc["drains"][0]["actor"] == "alice"
+    restarted = Control(target, path, proc_root=str(tmp_path))
+    rec = restarted.drains()[(WEB, dk("192.0.2.11"))]
+    assert (rec.previous, rec.since, rec.reason) == (5, 1000.0, "kernel update")
+    res = restarted.restore(WEB, dk("192.0.2.11"), actor="bob")
+    assert (res.outcome, res.verified, res.previous) == ("applied", 5, 5)
+    assert restarted.drains() == {} and target.weight(WEB, "192.0.2.11") == 5
+
+
+def test_drain_is_idempotent_and_a_zero_weight_dest_cannot_be_drained(
+    control: Control, target: FakeTarget
+) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+    again = control.drain(WEB, dk("192.0.2.12"), actor="a")
+    assert (again.outcome, again.previous) == ("unchanged", 3)
+    assert len(target.writes) == 1
+    with pytest.raises(ControlError) as e:
+        control.drain(MARK6, dk("2001:db8::12"), actor="a")
+    assert e.value.status == 409
+
+
+def test_dry_run_drain_remembers_nothing(control: Control, target: FakeTarget) -> None:
+    res = control.drain(WEB, dk("192.0.2.12"), dry_run=True, actor="a")
+    assert (res.outcome, res.previous, res.requested) == ("dry_run", 3, 0)
+    assert control.drains() == {} and target.writes == []
+
+
+def test_failed_drain_forgets_the_weight_again(control: Control, target: FakeTarget) -> None:
+    target.fail_set = SourceError(IssueKind.IO, "No buffer space available")
+    with pytest.raises(ControlError):
+        control.drain(WEB, dk("192.0.2.12"), actor="a")
+    assert control.drains() == {}
+
+
+def test_restore_refuses_what_was_not_drained_or_moved_since(control: Control, target: FakeTarget) -> None:
+    with pytest.raises(ControlError) as e:
+        control.restore(WEB, dk("192.0.2.12"), actor="a")
+    assert e.value.status == 409
+    with pytest.raises(ControlError) as e:
+        control.restore(WEB, dk("192.0.2.99"), actor="a")
+    assert e.value.status == 404
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+    control.set_weight(WEB, dk("192.0.2.12"), 1, actor="keepalived-ish")
+    with pytest.raises(ControlError) as e:
+        control.restore(WEB, dk("192.0.2.12"), actor="a")
+    assert e.value.status == 409 and "changed since the drain" in str(e.value)
+    assert control.restore(WEB, dk("192.0.2.12"), expect=1, actor="a").verified == 3
+
+
+def test_dry_run_restore_keeps_the_record(control: Control, target: FakeTarget) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+    res = control.restore(WEB, dk("192.0.2.12"), dry_run=True, actor="a")
+    assert (res.outcome, res.requested) == ("dry_run", 3)
+    assert list(control.drains()) == [(WEB, dk("192.0.2.12"))]
+
+
+def test_two_processes_sharing_the_state_file_keep_both_drains(target: FakeTarget, tmp_path: Path) -> None:
+    path = tmp_path / "drains.json"
+    a = Control(target, path, proc_root=str(tmp_path))
+    b = Control(target, path, proc_root=str(tmp_path))
+    threads = [
+        threading.Thread(target=a.drain, args=(WEB, dk("192.0.2.12")), kwargs={"actor": "a"}),
+        threading.Thread(target=b.drain, args=(WEB, dk("192.0.2.13")), kwargs={"actor": "b"}),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(a.drains()) == {(WEB, dk("192.0.2.12")), (WEB, dk("192.0.2.13"))}
+
+
+def test_an_unreadable_state_file_is_never_overwritten(target: FakeTarget, tmp_path: Path) -> None:
+    path = tmp_path / "drains.json"
+    path.write_text('{"version": 1, "drains": [{"service": 3}]}')
+    ctl = Control(target, path, proc_root=str(tmp_path))
+    with pytest.raises(LvstopError) as e:
+        ctl.drain(WEB, dk("192.0.2.12"), actor="a")
+    assert "unreadable drain state" in str(e.value)
+    assert path.read_text() == '{"version": 1, "drains": [{"service": 3}]}'
+    assert target.writes == []
+
+
+def test_state_file_is_replaced_atomically_without_leftovers(control: Control, tmp_path: Path) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+    control.drain(MARK6, dk("2001:db8::11"), force=True, reason="r", actor="a")
+    files = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert files == ["drains.json", "drains.json.lock"]
+    state = DrainState(tmp_path / "state" / "drains.json").load()
+    assert {k: r.previous for k, r in state.items()} == {
+        (WEB, dk("192.0.2.12")): 3,
+        (MARK6, dk("2001:db8::11")): 4,
+    }
+
+
+def test_drain_warnings_for_persistence_and_sysctls(tmp_path: Path) -> None:
+    target = FakeTarget({"expire_nodest_conn": 0, "expire_quiescent_template": 0})
+    ctl = Control(target, tmp_path / "d.json", proc_root=str(tmp_path))
+    target.services[STICKY] = dataclasses.replace(
+        target.services[STICKY], dests=(*target.services[STICKY].dests, _dest("192.0.2.12", 1))
+    )
+    res = ctl.drain(STICKY, dk("192.0.2.11"), actor="a")
+    text = " ".join(res.warnings)
+    assert (
+        "expire_quiescent_template=0" in text
+        and "persistent (300 s)" in text
+        and "expire_nodest_conn=0" in text
+    )
+    calm = Control(FakeTarget(), tmp_path / "e.json", proc_root=str(tmp_path))
+    assert calm.drain(WEB, dk("192.0.2.11"), actor="a").warnings == ()
+
+
+def test_keepalived_and_ldirectord_are_detected_and_warned_about(control: Control, proc: Path) -> None:
+    (proc / "812").mkdir()
+    (proc / "812" / "comm").write_text("keepalived\n")
+    (proc / "901").mkdir()
+    (proc / "901" / "comm").write_text("perl\n")
+    (proc / "901" / "cmdline").write_bytes(b"/usr/bin/perl\0/usr/sbin/ldirectord\0start\0")
+    (proc / "self").mkdir()
+    (proc / "77").mkdir()  # a process that exited between listdir and read
+    assert detect_weight_managers(str(proc)) == (("keepalived", 812), ("ldirectord", 901))
+    res = control.set_weight(WEB, dk("192.0.2.11"), 4, actor="a")
+    assert len(res.warnings) == 2 and "keepalived (pid 812)" in res.warnings[0]
+    assert detect_weight_managers(str(proc / "missing")) == ()
+
+
+@pytest.mark.parametrize(
+    "doc,message",
+    [
+        ({"protocol": "icmp", "address": "203.0.113.1", "port": 1}, "protocol"),
+        ({"protocol": "tcp", "address": "2001:db8::1", "port": 1}, "does not match family"),
+        ({"protocol": "tcp", "address": "nope", "port": 1}, "not an IP address"),
+        ({"protocol": "tcp", "address": "203.0.113.1", "port": 70000}, "port"),
+        ({"fwmark": -1}, "fwmark"),
+        ({"family": "ipx", "fwmark": 1}, "family"),
+    ],
+)
+def test_service_keys_from_json_say_what_is_wrong(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        service_key_from_dict(doc)
+
+
+@pytest.mark.parametrize("key", [WEB, MARK6, ServiceKey.udp("2001:db8::1", 53)])
+def test_service_keys_round_trip_through_json(key: ServiceKey) -> None:
+    assert service_key_from_dict(json.loads(json.dumps(service_key_to_dict(key)))) == key
+
+
+def test_result_is_frozen(control: Control) -> None:
+    res = control.set_weight(WEB, dk("192.0.2.11"), 5, actor="a")
+    assert isinstance(res, ControlResult) and res.outcome == "unchanged"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.old = 1  # type: ignore[misc]
