@@ -1,0 +1,477 @@
+"""The unprivileged fallback: IPVS state as /proc/net/ip_vs* and /proc/sys/net/ipv4/vs print it.
+
+Pure parsers (text in, model out) plus a thin ProcSource that reads the files. /proc lacks much of
+what netlink gives (per-service and per-dest counters and rates, persistent-connection counts,
+thresholds, tunnel settings, scheduler flags, sync daemons, timeouts): those stay None/absent and
+the snapshot carries one UNAVAILABLE issue saying so.
+
+Formats follow the kernel's seq_file code (net/netfilter/ipvs/ip_vs_ctl.c, ip_vs_conn.c):
+- ip_vs: `%s  %08X:%04X %s %s` (IPv6 `[%pI6]:%04X`, fwmark `FWM  %08X %s %s`), then
+  `persistent %d %08X` where the timeout is in jiffies (seconds * HZ) and the IPv4 mask is printed
+  with ntohl(); for IPv6 services the "mask" is the prefix length, also passed through ntohl().
+- ip_vs_conn(_sync): `%-3s %08X %04X %08X %04X %s %04X %-11s ...`, IPv6 printed uncompressed by
+  %pI6, the dest address in its own family.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from types import MappingProxyType
+from typing import TextIO
+
+from lvstop.errors import ParseError, SourceError
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    SVC_F_HASHED,
+    SVC_F_ONEPACKET,
+    SVC_F_PERSISTENT,
+    ConnEntry,
+    Counters,
+    Dest,
+    FwdMethod,
+    Issue,
+    IssueKind,
+    Protocol,
+    Rates,
+    Service,
+    ServiceKey,
+    Snapshot,
+)
+
+IP_VS = "/proc/net/ip_vs"
+IP_VS_STATS = "/proc/net/ip_vs_stats"
+IP_VS_CONN = "/proc/net/ip_vs_conn"
+IP_VS_CONN_SYNC = "/proc/net/ip_vs_conn_sync"
+
+UNAVAILABLE_MESSAGE = (
+    "/proc gives no per-service or per-dest counters or rates, persistent-connection counts, "
+    "thresholds, tunnel settings, scheduler flags, sync daemons or timeouts "
+    "(netlink gives them and needs CAP_NET_ADMIN)"
+)
+
+PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
+# ip_vs_proto_name(0): persistence templates of fwmark services carry protocol 0.
+CONN_PROTOCOLS = {**PROTOCOLS, "IP": Protocol.NONE}
+FWD_METHODS = {m.label: m for m in FwdMethod}
+
+_VERSION_RE = re.compile(r"IP Virtual Server version (\d+\.\d+\.\d+) \(size=(\d+)\)")
+_HEX_RE = re.compile(r"[0-9A-Fa-f]+")
+_INT_RE = re.compile(r"-?[0-9]+")
+_HZ_RE = re.compile(rb"^CONFIG_HZ=(\d+)$", re.MULTILINE)
+
+# Headers of ip_vs_conn (with PEName PEData since 2.6.37, without before) and ip_vs_conn_sync.
+_CONN_HEAD = ("Pro", "FromIP", "FPrt", "ToIP", "TPrt", "DestIP", "DPrt", "State")
+CONN_HEADER_PE = (*_CONN_HEAD, "Expires", "PEName", "PEData")
+CONN_HEADER_OLD = (*_CONN_HEAD, "Expires")
+CONN_HEADER_SYNC = (*_CONN_HEAD, "Origin", "Expires")
+
+
+# ---------------------------------------------------------------- field decoders
+
+
+def parse_hex(text: str, digits: int | None = None) -> int:
+    """An unsigned hex field; `digits` when the kernel prints a fixed width. Raises ValueError."""
+    if not _HEX_RE.fullmatch(text) or (digits is not None and len(text) != digits):
+        raise ValueError(f"bad hex field {text!r}")
+    return int(text, 16)
+
+
+def parse_addr(text: str) -> tuple[int, str]:
+    """(family, canonical text) of an address as /proc prints it: `%08X` or uncompressed `%pI6`."""
+    if len(text) == 8:
+        return AF_INET, str(IPv4Address(parse_hex(text)))
+    if len(text) == 39 and text.count(":") == 7:
+        try:
+            return AF_INET6, str(IPv6Address(text))
+        except ValueError:
+            pass
+    raise ValueError(f"bad address {text!r}")
+
+
+def parse_hostport(text: str) -> tuple[int, str, int]:
+    """`CB00710A:0050` or `[2001:0db8:...:0001]:0050` -> (family, address, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        raise ValueError(f"bad address:port {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if len(host) != 39:
+            raise ValueError(f"bad IPv6 address {host!r}")
+    family, address = parse_addr(host)
+    return family, address, parse_hex(port, 4)
+
+
+def _int(text: str) -> int:
+    if not _INT_RE.fullmatch(text):
+        raise ValueError(f"bad number {text!r}")
+    return int(text)
+
+
+# ---------------------------------------------------------------- /proc/net/ip_vs
+
+
+def parse_version_line(line: str, *, source: str = IP_VS) -> tuple[str, int]:
+    """`IP Virtual Server version 1.2.1 (size=4096)` -> ("1.2.1", 4096)."""
+    m = _VERSION_RE.fullmatch(line.strip())
+    if m is None:
+        raise ParseError(f"expected 'IP Virtual Server version X.Y.Z (size=N)', got {line!r}",
+                         source=source, line=1)
+    return m.group(1), int(m.group(2))
+
+
+@dataclass
+class _ServiceLine:
+    """A service line waiting for its dests (a fwmark service's family is only known from them)."""
+
+    protocol: Protocol
+    family: int | None  # None for FWM lines
+    address: str
+    port: int
+    fwmark: int
+    scheduler: str
+    flags: int
+    jiffies: int
+    netmask: int
+    lineno: int
+    dests: list[Dest]
+
+
+def _parse_service_line(f: list[str], lineno: int) -> _ServiceLine:
+    if len(f) < 3:
+        raise ValueError("service line needs protocol, address and scheduler")
+    if f[0] == "FWM":
+        protocol, family, address, port, fwmark = Protocol.NONE, None, "", 0, parse_hex(f[1])
+        if fwmark == 0:
+            raise ValueError("fwmark 0")
+    elif f[0] in PROTOCOLS:
+        protocol, fwmark = PROTOCOLS[f[0]], 0
+        family, address, port = parse_hostport(f[1])
+    else:
+        raise ValueError(f"unknown protocol {f[0]!r}")
+    flags, jiffies, netmask = SVC_F_HASHED, 0, 0xFFFFFFFF  # every service /proc lists is hashed
+    rest = f[3:]
+    if rest[:1] == ["ops"]:
+        flags |= SVC_F_ONEPACKET
+        rest = rest[1:]
+    if rest:
+        if len(rest) != 3 or rest[0] != "persistent":
+            raise ValueError(f"unexpected flags {' '.join(rest)!r}")
+        flags |= SVC_F_PERSISTENT
+        jiffies = _int(rest[1])
+        netmask = parse_hex(rest[2], 8)
+    return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask,
+                        lineno, [])
+
+
+def _parse_dest_line(f: list[str]) -> Dest:
+    if len(f) != 6:
+        raise ValueError("dest line needs address:port, forward, weight, active and inactive conns")
+    family, address, port = parse_hostport(f[1])
+    fwd = FWD_METHODS.get(f[2])
+    if fwd is None:
+        raise ValueError(f"unknown forwarding method {f[2]!r}")
+    return Dest(family, address, port, fwd, _int(f[3]), active_conns=_int(f[4]),
+                inactive_conns=_int(f[5]), persist_conns=None)
+
+
+def _fwmark_family(dests: list[Dest]) -> int:
+    # FWM lines do not print the family. Only tunnel dests may differ from the service's family,
+    # so the other dests tell it; with none of those, IPv4 is assumed.
+    families = {d.family for d in dests if d.fwd is not FwdMethod.TUNNEL}
+    return families.pop() if len(families) == 1 else AF_INET
+
+
+def _v6_prefix(printed: int) -> int:
+    # The prefix length went through ntohl(): on a little-endian kernel 64 prints as 40000000.
+    if printed <= 128:
+        return printed
+    swapped = int.from_bytes(printed.to_bytes(4, "big"), "little")
+    if not 1 <= swapped <= 128:
+        raise ValueError(f"bad IPv6 persistence prefix {printed:08X}")
+    return swapped
+
+
+def _finish_service(s: _ServiceLine, hz: int | None) -> Service:
+    family = s.family if s.family is not None else _fwmark_family(s.dests)
+    key = (ServiceKey.mark(s.fwmark, family) if s.fwmark
+           else ServiceKey(family, s.protocol, s.address, s.port))
+    netmask = s.netmask
+    if family == AF_INET6:
+        netmask = _v6_prefix(netmask) if s.flags & SVC_F_PERSISTENT else 128
+    timeout = s.jiffies // hz if hz else 0
+    return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask,
+                   dests=tuple(s.dests))
+
+
+def parse_ip_vs(text: str, *, hz: int | None = None, source: str = IP_VS) -> tuple[Service, ...]:
+    """Services and dests of /proc/net/ip_vs, in the kernel's order.
+
+    `hz` is the kernel's CONFIG_HZ: the persistence timeout is printed in jiffies. Without it the
+    timeout of persistent services is left 0 (the caller says why in an Issue).
+    """
+    lines = text.splitlines()
+    if not lines:
+        raise ParseError("empty file", source=source, line=1)
+    parse_version_line(lines[0], source=source)
+    for lineno, head in ((2, "Prot LocalAddress:Port"), (3, "-> RemoteAddress:Port")):
+        if len(lines) < lineno or not lines[lineno - 1].strip().startswith(head):
+            raise ParseError(f"expected a header line starting {head!r}", source=source, line=lineno)
+    pending: list[_ServiceLine] = []
+    for lineno, line in enumerate(lines[3:], start=4):
+        f = line.split()
+        if not f:
+            continue
+        try:
+            if f[0] != "->":
+                pending.append(_parse_service_line(f, lineno))
+            elif pending:
+                pending[-1].dests.append(_parse_dest_line(f))
+            else:
+                raise ValueError("dest line before any service line")
+        except ValueError as e:
+            raise ParseError(str(e), source=source, line=lineno) from None
+    services: list[Service] = []
+    for s in pending:
+        try:
+            services.append(_finish_service(s, hz))
+        except ValueError as e:
+            raise ParseError(str(e), source=source, line=s.lineno) from None
+    return tuple(services)
+
+
+# ---------------------------------------------------------------- /proc/net/ip_vs_stats
+
+
+def parse_ip_vs_stats(text: str, *, source: str = IP_VS_STATS) -> tuple[Counters, Rates]:
+    """Totals (hex) and the kernel's rates (hex, per second; bytes/s) of /proc/net/ip_vs_stats."""
+    lines = text.splitlines()
+    expect = {1: "Total", 2: "Conns", 5: "Conns/s"}
+    for lineno, word in expect.items():
+        if len(lines) < lineno or not lines[lineno - 1].split()[:1] == [word]:
+            raise ParseError(f"expected a header line starting {word!r}", source=source, line=lineno)
+    values: list[list[int]] = []
+    for lineno in (3, 6):
+        f = lines[lineno - 1].split() if len(lines) >= lineno else []
+        try:
+            if len(f) != 5:
+                raise ValueError(f"expected 5 hex numbers, got {len(f)} fields")
+            values.append([parse_hex(v) for v in f])
+        except ValueError as e:
+            raise ParseError(str(e), source=source, line=lineno) from None
+    return Counters(*values[0]), Rates(*(float(v) for v in values[1]))
+
+
+# ---------------------------------------------------------------- /proc/net/ip_vs_conn(_sync)
+
+
+def conn_layout(header: str, *, source: str = IP_VS_CONN) -> tuple[bool, frozenset[int]]:
+    """(is_sync, allowed field counts) from the header line of ip_vs_conn or ip_vs_conn_sync."""
+    f = tuple(header.split())
+    if f == CONN_HEADER_PE:
+        return False, frozenset((9, 11))  # PEName PEData only when a persistence engine set them
+    if f == CONN_HEADER_OLD:
+        return False, frozenset((9,))
+    if f == CONN_HEADER_SYNC:
+        return True, frozenset((10,))
+    raise ParseError(f"not an ip_vs_conn header: {header.strip()!r}", source=source, line=1)
+
+
+def parse_conn_line(line: str, lineno: int, sync: bool, *, source: str = "") -> ConnEntry:
+    """One entry of ip_vs_conn (9 fields, or 11 with PEName PEData) or ip_vs_conn_sync (10)."""
+    source = source or (IP_VS_CONN_SYNC if sync else IP_VS_CONN)
+    f = line.split()
+    try:
+        if len(f) not in ((10,) if sync else (9, 11)):
+            raise ValueError(f"expected {'10' if sync else '9 or 11'} fields, got {len(f)}")
+        if f[0] not in CONN_PROTOCOLS:
+            raise ValueError(f"unknown protocol {f[0]!r}")
+        _, client = parse_addr(f[1])
+        _, vaddr = parse_addr(f[3])
+        _, daddr = parse_addr(f[5])
+        if sync and f[8] not in ("LOCAL", "SYNC"):
+            raise ValueError(f"unknown origin {f[8]!r}")
+        return ConnEntry(
+            protocol=f[0], client=client, client_port=parse_hex(f[2], 4), vaddr=vaddr,
+            vport=parse_hex(f[4], 4), daddr=daddr, dport=parse_hex(f[6], 4), state=f[7],
+            expires=_int(f[9] if sync else f[8]),
+            pe_name=f[9] if len(f) == 11 else "", pe_data=f[10] if len(f) == 11 else "",
+            origin=f[8] if sync else None,
+        )
+    except ValueError as e:
+        raise ParseError(str(e), source=source, line=lineno) from None
+
+
+# ---------------------------------------------------------------- sysctls
+
+
+def parse_sysctls(values: Mapping[str, str]) -> dict[str, int]:
+    """{name: file text} of net/ipv4/vs -> integers.
+
+    A single integer keeps its name. A vector of integers (sync_threshold "3\\t50") becomes one entry
+    per element named `name.0`, `name.1`, ... Anything else (est_cpulist "0-3") is not an int and
+    is left out.
+    """
+    out: dict[str, int] = {}
+    for name, text in values.items():
+        parts = text.split()
+        if not parts or not all(_INT_RE.fullmatch(p) for p in parts):
+            continue
+        if len(parts) == 1:
+            out[name] = int(parts[0])
+        else:
+            out.update((f"{name}.{i}", int(p)) for i, p in enumerate(parts))
+    return out
+
+
+def read_sysctls(directory: str) -> dict[str, int]:
+    """parse_sysctls over the readable files of `directory` (e.g. /proc/sys/net/ipv4/vs)."""
+    texts: dict[str, str] = {}
+    for name in sorted(os.listdir(directory)):
+        try:
+            with open(os.path.join(directory, name), encoding="ascii") as f:
+                texts[name] = f.read()
+        except (OSError, UnicodeDecodeError):
+            continue  # write-only or vanished entries say nothing about traffic
+    return parse_sysctls(texts)
+
+
+# ---------------------------------------------------------------- HZ
+
+
+def parse_config_hz(config: bytes) -> int | None:
+    """CONFIG_HZ from a kernel .config."""
+    m = _HZ_RE.search(config)
+    return int(m.group(1)) if m else None
+
+
+def detect_hz(proc_root: str, sys_root: str, boot_dir: str) -> int | None:
+    """The running kernel's CONFIG_HZ from {proc}/config.gz or {boot}/config-<release>, else None."""
+    try:
+        with gzip.open(os.path.join(proc_root, "config.gz")) as f:
+            hz = parse_config_hz(f.read())
+        if hz:
+            return hz
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(sys_root, "kernel", "osrelease"), encoding="ascii") as f:
+            release = f.read().strip()
+        with open(os.path.join(boot_dir, f"config-{release}"), "rb") as b:
+            return parse_config_hz(b.read())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------- the source
+
+
+def _open(path: str, missing: IssueKind, what: str) -> TextIO:
+    try:
+        return open(path, encoding="ascii", errors="strict")
+    except FileNotFoundError:
+        raise SourceError(missing, what) from None
+    except PermissionError:
+        raise SourceError(IssueKind.NO_PERMISSION, f"permission denied reading {path}") from None
+    except OSError as e:
+        raise SourceError(IssueKind.IO, f"{path}: {e.strerror or e}") from None
+
+
+def _read(path: str, missing: IssueKind, what: str) -> str:
+    with _open(path, missing, what) as f:
+        try:
+            return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SourceError(IssueKind.IO, f"{path}: {e}") from None
+
+
+def _stream(f: TextIO, path: str) -> Iterator[str]:
+    with f:
+        try:
+            yield from f
+        except (OSError, UnicodeDecodeError) as e:
+            raise SourceError(IssueKind.IO, f"{path}: {e}") from None
+
+
+class ProcSource:
+    """Reads {root}/net/ip_vs*, and the sysctls under {sys_root}/net/ipv4/vs (sys_root: {root}/sys).
+
+    `hz` overrides the CONFIG_HZ detection (needed to turn the persistence timeout from jiffies
+    into seconds); `boot_dir` is where config-<release> is looked for.
+    """
+
+    name = "proc"
+
+    def __init__(self, root: str = "/proc", sys_root: str | None = None, *, hz: int | None = None,
+                 boot_dir: str = "/boot") -> None:
+        self.root = root
+        self.sys_root = sys_root if sys_root is not None else os.path.join(root, "sys")
+        self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot_dir)
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, "net", name)
+
+    def _director(self) -> str:
+        try:
+            with open(os.path.join(self.sys_root, "kernel", "hostname"), encoding="utf-8") as f:
+                return f.read().strip() or socket.gethostname()
+        except OSError:
+            return socket.gethostname()
+
+    def read(self) -> Snapshot:
+        wall, mono = time.time(), time.monotonic()
+        path = self._path("ip_vs")
+        text = _read(path, IssueKind.NO_IPVS, f"ip_vs is not loaded (no {path})")
+        services = parse_ip_vs(text, hz=self._hz, source=path)
+        version, size = parse_version_line(text.partition("\n")[0], source=path)
+        issues = [Issue(IssueKind.UNAVAILABLE, UNAVAILABLE_MESSAGE)]
+        if self._hz is None and any(s.persistent for s in services):
+            issues.append(Issue(IssueKind.UNAVAILABLE,
+                                "persistence timeouts unknown: /proc prints them in jiffies and the "
+                                "kernel's CONFIG_HZ was not found (/proc/config.gz, /boot/config-*)"))
+        totals: Counters | None = None
+        total_rates: Rates | None = None
+        stats_path = self._path("ip_vs_stats")
+        try:
+            totals, total_rates = parse_ip_vs_stats(
+                _read(stats_path, IssueKind.IO, f"no {stats_path}"), source=stats_path)
+        except SourceError as e:
+            issues.append(Issue(e.kind, str(e)))
+        except ParseError as e:
+            issues.append(Issue(IssueKind.MALFORMED, str(e)))
+        sysctl_dir = os.path.join(self.sys_root, "net", "ipv4", "vs")
+        try:
+            sysctls = read_sysctls(sysctl_dir)
+        except OSError as e:
+            sysctls = {}
+            issues.append(Issue(IssueKind.IO, f"cannot list {sysctl_dir}: {e.strerror or e}"))
+        return Snapshot(
+            source=self.name, director=self._director(), wall_time=wall, mono_time=mono,
+            services=services, version=version, conn_tab_size=size, totals=totals,
+            total_rates=total_rates, sysctls=MappingProxyType(sysctls), issues=tuple(issues),
+            poll_duration=time.monotonic() - mono,
+        )
+
+    def conn_lines(self, sync: bool = False) -> Iterator[str]:
+        """Lines (newline included) of ip_vs_conn or ip_vs_conn_sync, header first, streamed.
+
+        Opens the file now so a missing file raises here: SourceError(UNAVAILABLE) when only the
+        _sync file is missing, NO_IPVS when ip_vs is not loaded.
+        """
+        path = self._path("ip_vs_conn_sync" if sync else "ip_vs_conn")
+        missing = IssueKind.NO_IPVS
+        if sync and os.path.exists(self._path("ip_vs_conn")):
+            missing = IssueKind.UNAVAILABLE
+        f = _open(path, missing, f"no {path}" if missing is IssueKind.UNAVAILABLE
+                  else f"ip_vs is not loaded (no {path})")
+        return _stream(f, path)
+
+    def close(self) -> None:
+        """Nothing stays open between reads."""
