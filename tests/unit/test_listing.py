@@ -49,6 +49,7 @@ from lvstop.model import (
     TunType,
     normalize_address,
 )
+from lvstop.sources.procfs import conn_layout, parse_conn_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "listing" / "sample-6.1"
 
@@ -141,18 +142,6 @@ def sample_snapshot() -> Snapshot:
     )
 
 
-def _parse_proc_conn(line: str) -> ConnEntry:
-    """Test-side reading of one /proc/net/ip_vs_conn line (IPv4 only, as in the sample)."""
-    f = line.split()
-
-    def ip(h: str) -> str:
-        return str(ipaddress.IPv4Address(int(h, 16)))
-
-    return ConnEntry(
-        f[0], ip(f[1]), int(f[2], 16), ip(f[3]), int(f[4], 16), ip(f[5]), int(f[6], 16), f[7], int(f[8])
-    )
-
-
 # --- the sample, byte for byte ------------------------------------------------------------------
 
 
@@ -215,8 +204,9 @@ class TestSample:
     def test_connections(self) -> None:
         # proc-ip_vs_conn.txt was read a second or two after `ipvsadm -Lnc`: every timer ran down by the
         # same time, give or take the rounding of jiffies to seconds.
-        proc = (SAMPLE / "proc-ip_vs_conn.txt").read_text().splitlines()[2:]
-        entries = [_parse_proc_conn(line) for line in proc]
+        proc = (SAMPLE / "proc-ip_vs_conn.txt").read_text().splitlines()[1:]
+        assert conn_layout(proc[0]) == (False, frozenset((9, 11)))
+        entries = [parse_conn_line(line, n, sync=False) for n, line in enumerate(proc[1:], start=2)]
         ours = render(sample_snapshot(), ListOptions(connection=True), entries).splitlines()
         theirs = captured("ipvsadm-Lnc.txt").splitlines()
         assert ours[:2] == theirs[:2]

@@ -1,0 +1,528 @@
+"""The `lvstop` command: the live TUI by default, `lvstop list` (ipvsadm -L compatible), `lvstop record`.
+
+Everything the process touches (streams, sleep, clock) comes in through `Environment`, so tests run
+`main(argv, env)` with their own streams, as httpie does. Errors end as one line on stderr and an
+`ExitStatus`; nothing here imports Textual unless the TUI is launched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import enum
+import ipaddress
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NoReturn, TextIO
+
+from lvstop import __version__
+from lvstop.errors import LvstopError, ParseError, SourceError
+from lvstop.listing import ListOptions, conn_lines, iter_lines, option_conflict, render
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    ConnEntry,
+    IssueKind,
+    Protocol,
+    ServiceKey,
+    Snapshot,
+    normalize_address,
+)
+from lvstop.sources import Source
+from lvstop.sources.factory import KINDS, open_source
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    ERROR = 1  # anything else lvstop could not do (a source failed, no such service, ...)
+    USAGE = 2  # bad command line
+    NO_IPVS = 3  # the kernel has no IPVS (ip_vs not loaded)
+    NO_PERMISSION = 4  # netlink needs CAP_NET_ADMIN, or a file was not readable
+    BAD_FILE = 5  # a recording or /proc file that is missing, unreadable or malformed
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EPILOG = """\
+sources: auto (default: netlink, or /proc without CAP_NET_ADMIN), netlink, proc, demo (a simulated
+director), replay (--replay FILE, made by `lvstop record`), remote (--connect URL of an lvstop exporter).
+
+exit status: 0 ok, 1 error, 2 bad usage, 3 ip_vs not loaded, 4 permission denied (netlink needs
+CAP_NET_ADMIN), 5 bad or unreadable file, 130 interrupted.
+"""
+
+LIST_EPILOG = (
+    """\
+Prints what `ipvsadm -L -n` prints with the same flags, byte for byte (addresses are always numeric;
+-L and -n are accepted out of habit). Beyond ipvsadm: --all shows connections, counters and rates in
+one wide table, --json the whole snapshot as lvstop's JSON.
+
+--rate shows the kernel's rates (netlink, recordings of it, remote exporters). The demo director has
+no kernel rates: lvstop then reads twice, --interval seconds apart (default 2, one kernel estimator
+tick), and shows the average over that interval. /proc has no per-service counters or rates: those
+columns print "-".
+"""
+    + "\n"
+    + EPILOG
+)
+
+
+@dataclass
+class Environment:
+    """The outside world as `main` sees it; tests pass their own."""
+
+    stdin: TextIO = field(default_factory=lambda: sys.stdin)
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+
+    def warn(self, message: str) -> None:
+        self.stderr.write(f"lvstop: warning: {_one_line(message)}\n")
+
+
+def _one_line(message: object) -> str:
+    return " ".join(str(message).split())
+
+
+class UsageError(LvstopError):
+    """A bad command line, reported as one line and ExitStatus.USAGE."""
+
+
+class _HelpShown(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors raise (one line, no usage dump) and --help/--version return."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            raise UsageError(message.strip())
+        raise _HelpShown(status)
+
+
+# --- argument types -----------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
+    return int(text)
+
+
+def _fwmark(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"invalid fwmark value {text!r} (1 to 4294967295)")
+    return int(text)
+
+
+def _service(protocol: Protocol) -> Callable[[str], ServiceKey]:
+    """ipvsadm's service-address syntax: ADDR[:PORT], [IPv6ADDR]:PORT or a bare IPv6 address."""
+
+    def parse(text: str) -> ServiceKey:
+        host, port = text, "0"
+        if text.startswith("["):
+            close = text.find("]")
+            if close < 0 or text[close + 1 : close + 2] != ":":
+                raise argparse.ArgumentTypeError(f"expected [IPv6-address]:port, got {text!r}")
+            host, port = text[1:close], text[close + 2 :]
+        elif text.count(":") == 1:
+            host, port = text.split(":")
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an IP address[:port] (lvstop does not resolve host names)"
+            ) from None
+        family = AF_INET6 if address.version == 6 else AF_INET
+        return ServiceKey(family, protocol, normalize_address(family, host), _port(port, protocol, text))
+
+    return parse
+
+
+def _port(text: str, protocol: Protocol, whole: str) -> int:
+    if text.isdigit():
+        if int(text) <= 0xFFFF:
+            return int(text)
+        raise argparse.ArgumentTypeError(f"port out of range in {whole!r}")
+    try:
+        return socket.getservbyname(text, protocol.name.lower())
+    except OSError:
+        raise argparse.ArgumentTypeError(f"unknown port or service name {text!r} in {whole!r}") from None
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+def _add_source_options(p: argparse.ArgumentParser, *, sub: bool) -> None:
+    # Given again after a subcommand: SUPPRESS keeps a value given before it (`lvstop --demo list`).
+    d = argparse.SUPPRESS if sub else None
+    g = p.add_argument_group("source")
+    g.add_argument("--source", choices=KINDS, default=d, help="where to read from (default: auto)")
+    g.add_argument(
+        "--demo",
+        action="store_true",
+        default=argparse.SUPPRESS if sub else False,
+        help="the simulated demo director (same as --source demo)",
+    )
+    g.add_argument("--replay", metavar="FILE", default=d, help="a recording made by `lvstop record`")
+    g.add_argument(
+        "--connect",
+        metavar="URL",
+        action="append",
+        default=d,
+        help="an lvstop exporter to read from (repeatable in the TUI)",
+    )
+    g.add_argument(
+        "--netns",
+        metavar="NAME|PATH",
+        default=d,
+        help="network namespace: a name under /var/run/netns or /proc/PID/ns/net (netlink)",
+    )
+    g.add_argument(
+        "--proc-root",
+        metavar="DIR",
+        default=argparse.SUPPRESS if sub else "/proc",
+        help="where proc is mounted (default /proc; /proc/PID for another namespace)",
+    )
+    g.add_argument("--seed", type=int, default=argparse.SUPPRESS if sub else 1, help=argparse.SUPPRESS)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="lvstop",
+        description="Live view of Linux IPVS (LVS): which services are hot, which real servers take the "
+        "traffic, and safe draining. Without a command, starts the full-screen view.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"lvstop {__version__}")
+    parser.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=2.0,
+        metavar="S",
+        help="seconds between reads (default 2, the kernel's estimator tick)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    _add_source_options(parser, sub=False)
+    parser.set_defaults(run=_run_tui)
+    commands = parser.add_subparsers(title="commands", metavar="{list,record}", parser_class=_Parser)
+
+    lst = commands.add_parser(
+        "list",
+        help="print the table as ipvsadm -L -n does",
+        epilog=LIST_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lst.set_defaults(run=_run_list)
+    habit = lst.add_argument_group("accepted for ipvsadm habits (no effect)")
+    habit.add_argument(
+        "-L", "-l", "--list", dest="_list", action="store_true", help="list (what `list` does)"
+    )
+    habit.add_argument("-n", "--numeric", action="store_true", help="numeric output (always)")
+    habit.add_argument("--sort", action="store_true", help="sorted output (the default)")
+    fmt = lst.add_argument_group("formats (as ipvsadm)")
+    fmt.add_argument("-c", "--connection", action="store_true", help="the connection table")
+    fmt.add_argument("--stats", action="store_true", help="cumulative counters")
+    fmt.add_argument("--rate", action="store_true", help="rates per second")
+    fmt.add_argument("-X", "--exact", action="store_true", help="exact numbers, no K/M/G rounding")
+    fmt.add_argument("--thresholds", action="store_true", help="upper/lower connection thresholds")
+    fmt.add_argument("--persistent-conn", action="store_true", help="persistent connection counts")
+    fmt.add_argument("--tun-info", action="store_true", help="tunnel type, port and checksum flags")
+    fmt.add_argument("--timeout", action="store_true", help="tcp, tcpfin and udp timeouts")
+    fmt.add_argument("--daemon", action="store_true", help="connection sync daemons")
+    fmt.add_argument("--nosort", action="store_true", help="kernel order instead of ipvsadm's")
+    one = lst.add_argument_group("one service only (as ipvsadm)")
+    sel = one.add_mutually_exclusive_group()
+    sel.add_argument("-t", "--tcp-service", metavar="ADDR:PORT", type=_service(Protocol.TCP))
+    sel.add_argument("-u", "--udp-service", metavar="ADDR:PORT", type=_service(Protocol.UDP))
+    sel.add_argument("--sctp-service", metavar="ADDR:PORT", type=_service(Protocol.SCTP))
+    sel.add_argument("-f", "--fwmark-service", metavar="MARK", type=_fwmark)
+    one.add_argument("-6", "--ipv6", action="store_true", help="with -f: the IPv6 fwmark service")
+    more = lst.add_argument_group("lvstop's own")
+    more.add_argument("--all", action="store_true", help="connections, counters and rates in one wide table")
+    more.add_argument("--json", action="store_true", help="the snapshot as JSON (lvstop's schema)")
+    more.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        metavar="S",
+        help="--rate without kernel rates: measure over S seconds (default 2)",
+    )
+    _add_source_options(lst, sub=True)
+
+    rec = commands.add_parser(
+        "record",
+        help="record snapshots to a file for --replay",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rec.set_defaults(run=_run_record)
+    rec.add_argument("file", metavar="FILE", help="where to write (gzip-compressed JSON lines)")
+    rec.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        metavar="S",
+        help="seconds between snapshots (default 2)",
+    )
+    rec.add_argument(
+        "--count", type=_positive_int, metavar="N", help="stop after N snapshots (default: Ctrl-C)"
+    )
+    _add_source_options(rec, sub=True)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None, env: Environment) -> argparse.Namespace:
+    """Parses and resolves `source` to one kind; raises UsageError or _HelpShown."""
+    parser = build_parser()
+    with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
+        args = parser.parse_args(argv)
+    args.source = _source_kind(args)
+    return args
+
+
+def _source_kind(args: argparse.Namespace) -> str:
+    implied = [k for k, on in (("demo", args.demo), ("replay", args.replay), ("remote", args.connect)) if on]
+    kinds = dict.fromkeys(([args.source] if args.source else []) + implied)
+    if len(kinds) > 1:
+        raise UsageError(f"choose one source, not {' and '.join(kinds)}")
+    kind = next(iter(kinds), "auto")
+    if kind == "replay" and not args.replay:
+        raise UsageError("--source replay needs --replay FILE")
+    if kind == "remote" and not args.connect:
+        raise UsageError("--source remote needs --connect URL")
+    return kind
+
+
+def _open(args: argparse.Namespace, env: Environment) -> Source:
+    if args.connect and len(args.connect) > 1 and args.run is not _run_tui:
+        raise UsageError("this command reads one director: give a single --connect URL")
+    try:
+        return open_source(
+            args.source,
+            netns=args.netns,
+            proc_root=args.proc_root,
+            replay=args.replay,
+            connect=args.connect[0] if args.connect else None,
+            seed=args.seed,
+            warn=env.warn,
+        )
+    except ValueError as e:  # the factory's word for a combination it cannot serve
+        raise UsageError(str(e)) from None
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+def _run_tui(args: argparse.Namespace, env: Environment) -> int:
+    from lvstop.tui.app import run  # lazily: `lvstop list` must never import Textual
+
+    status = run(args)
+    return ExitStatus.OK if status is None else int(status)
+
+
+def _list_options(args: argparse.Namespace) -> ListOptions:
+    service: ServiceKey | None = args.tcp_service or args.udp_service or args.sctp_service
+    if args.ipv6 and args.fwmark_service is None:
+        raise UsageError("-6 goes with -f/--fwmark-service only (IPv6 addresses speak for themselves)")
+    if args.fwmark_service is not None:
+        service = ServiceKey.mark(args.fwmark_service, AF_INET6 if args.ipv6 else AF_INET)
+    opts = ListOptions(
+        stats=args.stats,
+        rate=args.rate,
+        exact=args.exact,
+        thresholds=args.thresholds,
+        persistent_conn=args.persistent_conn,
+        tun_info=args.tun_info,
+        connection=args.connection,
+        timeout=args.timeout,
+        daemon=args.daemon,
+        service=service,
+        nosort=args.nosort,
+        wide=args.all,
+        json=args.json,
+    )
+    problem = option_conflict(opts)
+    if problem:
+        raise UsageError(problem)
+    return opts
+
+
+def _run_list(args: argparse.Namespace, env: Environment) -> int:
+    opts = _list_options(args)
+    source = _open(args, env)
+    try:
+        if opts.connection:
+            _write_lines(env, conn_lines(_conn_entries(source), opts))
+            return ExitStatus.OK
+        measure = _shows_rates(opts) and args.source == "demo"
+        snap = _measured(source, args, env) if measure else source.read()
+        opts = dataclasses.replace(opts, instant_rates=measure)
+        for issue in snap.issues:
+            env.warn(issue.message)
+        if _shows_rates(opts) and not measure and _lacks_rates(snap):
+            env.warn(f"the {snap.source} source gave no rates for some entries: shown as -")
+        if opts.json:
+            env.stdout.write(render(snap, opts))
+        else:
+            _write_lines(env, iter_lines(snap, opts))
+    finally:
+        source.close()
+    return ExitStatus.OK
+
+
+def _shows_rates(opts: ListOptions) -> bool:
+    return opts.wide or (opts.rate and not opts.stats)
+
+
+def _lacks_rates(snap: Snapshot) -> bool:
+    return any(s.counters is not None and s.rates is None for s in snap.services)
+
+
+def _measured(source: Source, args: argparse.Namespace, env: Environment) -> Snapshot:
+    """Two reads `interval` apart; the poller turns the counters' deltas into per-second averages."""
+    from lvstop.poller import Poller
+
+    interval: float = args.interval
+    env.warn(f"the {source.name} source has no kernel rates: measuring over {interval:g} s")
+    poller = Poller(source, interval=interval, clock=env.monotonic)
+    poller.poll_once()
+    env.sleep(interval)
+    snap: Snapshot = poller.poll_once()
+    return snap
+
+
+def _conn_entries(source: Source) -> Iterator[ConnEntry]:
+    from lvstop.sources.procfs import conn_layout, parse_conn_line
+
+    lines = source.conn_lines(sync=False)
+    header = next(lines, None)
+    if header is None:
+        raise ParseError("empty connection table (no header line)", source="ip_vs_conn", line=1)
+    sync, _ = conn_layout(header)
+    for lineno, line in enumerate(lines, start=2):
+        yield parse_conn_line(line, lineno, sync)
+
+
+def _write_lines(env: Environment, lines: Iterator[str]) -> None:
+    write = env.stdout.write
+    for line in lines:
+        write(line + "\n")
+
+
+def _run_record(args: argparse.Namespace, env: Environment) -> int:
+    from lvstop.poller import Poller
+    from lvstop.sources.replay import Recorder
+
+    interval: float = args.interval
+    source = _open(args, env)
+    written = 0
+    try:
+        poller = Poller(source, interval=interval, clock=env.monotonic)
+        recorder = Recorder(args.file)
+        try:
+            while args.count is None or written < args.count:
+                started = env.monotonic()
+                try:
+                    snap = poller.poll_once()
+                except SourceError as e:
+                    if written == 0:
+                        raise
+                    env.warn(f"read failed, still recording: {e}")
+                else:
+                    recorder.write(snap)
+                    written += 1
+                if args.count is None or written < args.count:
+                    env.sleep(max(0.0, interval - (env.monotonic() - started)))
+        except KeyboardInterrupt:
+            pass  # the usual way to end an open-ended recording
+        finally:
+            recorder.close()
+    finally:
+        source.close()
+    env.stderr.write(f"lvstop: recorded {written} snapshot{'s' if written != 1 else ''} to {args.file}\n")
+    return ExitStatus.OK
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+_STATUS_BY_KIND = {
+    IssueKind.NO_IPVS: ExitStatus.NO_IPVS,
+    IssueKind.NO_PERMISSION: ExitStatus.NO_PERMISSION,
+    IssueKind.MALFORMED: ExitStatus.BAD_FILE,
+}
+
+
+def _status(exc: BaseException, args: argparse.Namespace | None) -> ExitStatus:
+    if isinstance(exc, SourceError):
+        if args is not None and args.source == "replay" and exc.kind is IssueKind.IO:
+            return ExitStatus.BAD_FILE
+        return _STATUS_BY_KIND.get(exc.kind, ExitStatus.ERROR)
+    if isinstance(exc, ParseError):
+        return ExitStatus.BAD_FILE
+    if isinstance(exc, PermissionError):
+        return ExitStatus.NO_PERMISSION
+    if isinstance(exc, OSError):
+        return ExitStatus.BAD_FILE if exc.filename is not None else ExitStatus.ERROR
+    return ExitStatus.ERROR
+
+
+def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
+    """The `lvstop` console script. Returns the exit status (see ExitStatus)."""
+    env = env or Environment()
+    args: argparse.Namespace | None = None
+    try:
+        args = parse_args(argv, env)
+        status: int = args.run(args, env)
+        return status
+    except _HelpShown as e:
+        return e.status
+    except UsageError as e:
+        env.stderr.write(f"lvstop: error: {_one_line(e)} (see lvstop --help)\n")
+        return ExitStatus.USAGE
+    except KeyboardInterrupt:
+        env.stderr.write("lvstop: interrupted\n")
+        return ExitStatus.INTERRUPTED
+    except BrokenPipeError:
+        # `lvstop list | head`: the reader left; keep the interpreter from complaining at exit.
+        if env.stdout is sys.__stdout__:
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+        return ExitStatus.ERROR
+    except (LvstopError, OSError) as e:
+        env.stderr.write(f"lvstop: {_describe(e)}\n")
+        return _status(e, args)
+    except Exception as e:
+        if args is not None and args.debug:
+            raise
+        env.stderr.write(
+            f"lvstop: internal error: {type(e).__name__}: {_one_line(e)} (--debug shows where)\n"
+        )
+        return ExitStatus.ERROR
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return _one_line(exc)

@@ -1,0 +1,134 @@
+"""Opens a source by name. Source modules are imported only when asked for, so `lvstop list --source
+demo` never loads pyroute2 and a missing optional piece only matters to the kind that needs it.
+
+Kinds: netlink, proc, demo, replay, remote, and `auto` (the default): netlink, falling back to /proc
+when the kernel refuses netlink for lack of CAP_NET_ADMIN. /proc is world-readable but knows less
+(no counters, rates, thresholds...), and the fallback says so through `warn`. Without ip_vs loaded
+neither can read anything, so `auto` then fails with one clear NO_IPVS error instead of falling back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+from lvstop.errors import SourceError
+from lvstop.model import IssueKind, Snapshot
+from lvstop.sources import Source
+
+KINDS = ("auto", "netlink", "proc", "demo", "replay", "remote")
+
+NO_IPVS_MESSAGE = (
+    "ip_vs is not loaded: this kernel has no IPVS state to show (no IPVS netlink family, no {path}); "
+    "lvstop never loads it, 'modprobe ip_vs' or the first ipvsadm/keepalived rule does"
+)
+
+
+def open_source(
+    kind: str = "auto",
+    *,
+    netns: str | None = None,
+    proc_root: str = "/proc",
+    replay: str | None = None,
+    connect: str | None = None,
+    seed: int = 1,
+    warn: Callable[[str], None],
+) -> Source:
+    """A ready source of the given kind. Raises SourceError when it cannot be opened at all and
+    ValueError for a kind it does not know or a missing replay path / URL (caller's mistakes)."""
+    if kind == "auto":
+        return _open_auto(netns, proc_root, warn)
+    if kind == "netlink":
+        from lvstop.sources.netlink import NetlinkSource
+
+        source: Source = NetlinkSource(netns=netns, proc_root=proc_root)
+        return source
+    if kind == "proc":
+        if netns is not None:
+            raise ValueError(
+                "the proc source reads the namespace of its --proc-root (use /proc/PID of a process "
+                "inside it), not --netns"
+            )
+        from lvstop.sources.procfs import ProcSource
+
+        source = ProcSource(root=proc_root)
+        return source
+    if kind == "demo":
+        from lvstop.sources.sim import SimSource
+
+        source = SimSource(seed=seed)
+        return source
+    if kind == "replay":
+        if not replay:
+            raise ValueError("the replay source needs a recording (--replay FILE)")
+        from lvstop.sources.replay import ReplaySource
+
+        source = ReplaySource(replay)
+        return source
+    if kind == "remote":
+        if not connect:
+            raise ValueError("the remote source needs an exporter URL (--connect URL)")
+        from lvstop.sources.remote import RemoteSource
+
+        source = RemoteSource(connect)
+        return source
+    raise ValueError(f"unknown source {kind!r} (choose from {', '.join(KINDS)})")
+
+
+def _proc_after(error: SourceError, proc_root: str, warn: Callable[[str], None]) -> Source:
+    """The /proc source replacing netlink after `error`, or the clear NO_IPVS error when ip_vs is absent."""
+    path = os.path.join(proc_root, "net", "ip_vs")
+    if error.kind is IssueKind.NO_IPVS and not os.path.exists(path):
+        raise SourceError(IssueKind.NO_IPVS, NO_IPVS_MESSAGE.format(path=path)) from None
+    from lvstop.sources.procfs import ProcSource
+
+    warn(f"netlink: {error}; reading {path} instead")
+    return ProcSource(root=proc_root)
+
+
+_FALLBACK_KINDS = (IssueKind.NO_PERMISSION, IssueKind.NO_IPVS)
+
+
+def _open_auto(netns: str | None, proc_root: str, warn: Callable[[str], None]) -> Source:
+    from lvstop.sources.netlink import NetlinkSource
+
+    try:
+        netlink = NetlinkSource(netns=netns, proc_root=proc_root)
+    except SourceError as e:
+        # /proc shows the reader's own namespace: it cannot stand in for another one.
+        if netns is not None or e.kind not in _FALLBACK_KINDS:
+            raise
+        return _proc_after(e, proc_root, warn)
+    return netlink if netns is not None else AutoSource(netlink, proc_root, warn)
+
+
+class AutoSource:
+    """netlink until the kernel refuses it (no CAP_NET_ADMIN, no ip_vs), then /proc for good.
+
+    Netlink only learns about permissions on its first request, hence a wrapper rather than a probe
+    at open time (a probe would cost a whole extra read). `active` is the source in use: the write
+    path (Control) needs the NetlinkSource itself and must never be given a ProcSource.
+    """
+
+    def __init__(self, netlink: Source, proc_root: str, warn: Callable[[str], None]) -> None:
+        self.active: Source = netlink
+        self.name = netlink.name
+        self._proc_root = proc_root
+        self._warn = warn
+
+    def read(self) -> Snapshot:
+        try:
+            return self.active.read()
+        except SourceError as e:
+            if self.name == "proc" or e.kind not in _FALLBACK_KINDS:
+                raise
+            self.active.close()
+            self.active = _proc_after(e, self._proc_root, self._warn)
+            self.name = self.active.name
+        return self.active.read()
+
+    def conn_lines(self, sync: bool = False) -> Iterator[str]:
+        return self.active.conn_lines(sync)
+
+    def close(self) -> None:
+        self.active.close()
