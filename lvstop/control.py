@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lvstop.codec import service_key_to_dict
 from lvstop.errors import ControlError, LvstopError, SourceError
 from lvstop.model import AF_INET6, Dest, DestKey, Service, ServiceKey, Snapshot
 from lvstop.model import Protocol as IpProto
@@ -75,19 +76,9 @@ class ControlResult:
     previous: int | None = None  # drain/restore: the remembered weight
 
 
-# --- keys as JSON (same shape as lvstop.codec uses) ---
+# --- keys as JSON (lvstop.codec's shape; parsing checks what a user sent) ---
 
 _FAMILIES = {2: "inet", AF_INET6: "inet6"}
-
-
-def service_key_to_dict(k: ServiceKey) -> dict[str, Any]:
-    return {
-        "family": _FAMILIES[k.family],
-        "protocol": None if k.is_fwmark else k.protocol.name.lower(),
-        "address": k.address,
-        "port": k.port,
-        "fwmark": k.fwmark,
-    }
 
 
 def dest_key_to_dict(k: DestKey) -> dict[str, Any]:
@@ -299,8 +290,11 @@ class Control:
         dry_run: bool = False,
         actor: str,
     ) -> ControlResult:
-        with self._lock:
-            return self._edit("set_weight", skey, dkey, weight, expect, force, reason, dry_run, actor)
+        with self._lock, self.state.locked() as drains:
+            res = self._edit("set_weight", skey, dkey, weight, expect, force, reason, dry_run, actor)
+            if res.outcome == "applied" and weight > 0 and drains.pop((skey, dkey), None) is not None:
+                self.state.save(drains)  # given traffic again: no longer drained, nothing to restore
+            return res
 
     def drain(
         self,

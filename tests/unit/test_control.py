@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lvstop.codec import service_key_to_dict
 from lvstop.control import (
     Control,
     ControlResult,
@@ -16,7 +17,6 @@ from lvstop.control import (
     EditError,
     detect_weight_managers,
     service_key_from_dict,
-    service_key_to_dict,
 )
 from lvstop.errors import ControlError, LvstopError, SourceError
 from lvstop.model import (
@@ -295,11 +295,19 @@ def test_restore_refuses_what_was_not_drained_or_moved_since(control: Control, t
         control.restore(WEB, dk("192.0.2.99"), actor="a")
     assert e.value.status == 404
     control.drain(WEB, dk("192.0.2.12"), actor="a")
-    control.set_weight(WEB, dk("192.0.2.12"), 1, actor="keepalived-ish")
+    target.set_dest(WEB, _dest("192.0.2.12", 1))  # keepalived puts a weight back
     with pytest.raises(ControlError) as e:
         control.restore(WEB, dk("192.0.2.12"), actor="a")
     assert e.value.status == 409 and "changed since the drain" in str(e.value)
     assert control.restore(WEB, dk("192.0.2.12"), expect=1, actor="a").verified == 3
+
+
+def test_giving_a_drained_dest_weight_again_ends_the_drain(control: Control, target: FakeTarget) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+    control.set_weight(WEB, dk("192.0.2.12"), 0, actor="a")  # still drained
+    assert list(control.drains()) == [(WEB, dk("192.0.2.12"))]
+    control.set_weight(WEB, dk("192.0.2.12"), 2, actor="a")
+    assert control.drains() == {}
 
 
 def test_dry_run_restore_keeps_the_record(control: Control, target: FakeTarget) -> None:
