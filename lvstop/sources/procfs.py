@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv6Address
 from types import MappingProxyType
 from typing import TextIO
 
@@ -87,7 +87,8 @@ def parse_hex(text: str, digits: int | None = None) -> int:
 def parse_addr(text: str) -> tuple[int, str]:
     """(family, canonical text) of an address as /proc prints it: `%08X` or uncompressed `%pI6`."""
     if len(text) == 8:
-        return AF_INET, str(IPv4Address(parse_hex(text)))
+        v = parse_hex(text)
+        return AF_INET, f"{v >> 24}.{v >> 16 & 255}.{v >> 8 & 255}.{v & 255}"  # 3x faster than IPv4Address
     if len(text) == 39 and text.count(":") == 7:
         try:
             return AF_INET6, str(IPv6Address(text))
