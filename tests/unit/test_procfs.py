@@ -91,9 +91,8 @@ def test_sample_ip_vs_matches_ipvsadm_ln() -> None:
         if want["persistent"] is None:
             assert not s.persistent
         else:
-            timeout, mask = want["persistent"]  # type: ignore[misc]
             assert s.persistent
-            assert (s.timeout, str(IPv4Address(s.netmask))) == (timeout, mask)
+            assert (s.timeout, str(IPv4Address(s.netmask))) == want["persistent"]
 
 
 def test_sample_persistence_is_jiffies_over_hz() -> None:

@@ -1,0 +1,426 @@
+"""The connection table, read off the poller's tick: streaming aggregation of ip_vs_conn lines.
+
+Reading /proc/net/ip_vs_conn can be slow (quadratic on kernels before 6.14), so a read has a time
+budget and a summary that was cut short says so (`partial`). Parsing is lazy: each line is split
+once; hex is decoded only once per distinct (protocol, vaddr, vport, daddr, dport, state) key and
+per distinct client, never per line. Fields no aggregate needs (client port beyond the template
+test, expiry, PE data) are decoded only for the entries kept for display.
+
+Attribution of an entry to a service (the table shows what the packet carried, not the service):
+1. a persistence template of a fwmark service has protocol IP and the mark as vaddr (the kernel
+   builds it from htonl(fwmark)): it belongs to that FWM service;
+2. otherwise (protocol, vaddr, vport), or (protocol, vaddr, 0) for port-zero services, names the
+   virtual service when its dests include the entry's dest (or the entry is a template);
+3. otherwise fwmark traffic shows the packet's own vaddr:vport: the entry goes to the one fwmark
+   service of its family whose dests include the entry's dest;
+4. otherwise a service matched in step 2 keeps it (its dest was removed), and failing that it is
+   keyed by what the kernel printed and counted in `unattributed`.
+Templates of fwmark and port-zero services print dest port 0; they are tied to the service's one
+dest with that address when there is exactly one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from itertools import islice
+from operator import itemgetter
+from types import MappingProxyType
+from typing import Any
+
+from lvstop.errors import LvstopError, ParseError, SourceError
+from lvstop.model import ConnEntry, DestKey, IssueKind, Protocol, Service, ServiceKey
+from lvstop.sources import Source
+from lvstop.sources.procfs import (
+    CONN_PROTOCOLS,
+    IP_VS_CONN,
+    IP_VS_CONN_SYNC,
+    conn_layout,
+    parse_addr,
+    parse_conn_line,
+    parse_hex,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ENTRIES = 500
+DEFAULT_TOP_CLIENTS = 20
+_CHUNK = 512  # lines between budget checks: about 9 kernel reads of one page each
+# TCP and SCTP count ESTABLISHED as active (kernels before 3.x spelled SCTP's "ESTABISHED").
+ACTIVE_STATES = frozenset(("ESTABLISHED", "ESTABISHED"))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnFilter:
+    """Which entries a summary covers; None matches everything. State and protocol ignore case."""
+
+    service: ServiceKey | None = None
+    dest: DestKey | None = None
+    client_prefix: IPv4Network | IPv6Network | None = None
+    state: str | None = None
+    protocol: str | None = None  # as the table prints it: TCP, UDP, SCTP, IP
+
+    def matches_key(self, service: ServiceKey, dest: DestKey, protocol: str, state: str) -> bool:
+        return ((self.service is None or self.service == service)
+                and (self.dest is None or self.dest == dest)
+                and (self.state is None or self.state.upper() == state.upper())
+                and (self.protocol is None or self.protocol.upper() == protocol.upper()))
+
+
+def _freeze(d: Mapping[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(dict(d))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnCounts:
+    """Entries of one service, one dest or the whole table."""
+
+    states: Mapping[str, int]  # connection entries by state; templates not included
+    templates: int = 0  # persistence templates (what netlink calls PersistConn)
+    origins: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # LOCAL/SYNC, _sync only
+
+    @property
+    def conns(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def active(self) -> int:
+        return sum(n for s, n in self.states.items() if s in ACTIVE_STATES)
+
+    @property
+    def inactive(self) -> int:
+        return self.conns - self.active
+
+
+@dataclass(frozen=True, slots=True)
+class ConnSummary:
+    """What one read of the connection table found (the matching entries only, when filtered)."""
+
+    overall: ConnCounts
+    by_service: Mapping[ServiceKey, ConnCounts]
+    by_dest: Mapping[tuple[ServiceKey, DestKey], ConnCounts]
+    top_clients: tuple[tuple[str, int], ...]  # (client address, entries), most first; templates not counted
+    distinct_clients: int
+    total: int  # entries read, matching or not
+    matched: int  # entries that passed the filter, templates included
+    unattributed: int | None  # matched entries of no known service; None when services were not given
+    entries: tuple[ConnEntry, ...]  # the first matching entries, in table order, for display
+    partial: bool  # the time budget stopped the read before the end of the table
+    read_seconds: float
+    sync: bool  # read from ip_vs_conn_sync (origins counted)
+    filters: ConnFilter | None
+    mono_time: float  # clock() when the read started
+
+
+class _Acc:
+    """Mutable counts while aggregating."""
+
+    __slots__ = ("origins", "states", "templates")
+
+    def __init__(self) -> None:
+        self.states: defaultdict[str, int] = defaultdict(int)
+        self.origins: defaultdict[str, int] = defaultdict(int)
+        self.templates = 0
+
+    def freeze(self) -> ConnCounts:
+        return ConnCounts(_freeze(self.states), self.templates, _freeze(self.origins))
+
+
+# A resolved table key: service, dest, passes the filter, attributed to a known service.
+_Resolved = tuple[ServiceKey, DestKey, bool, bool]
+
+
+def _fwmark_of(vaddr: str) -> int:
+    # The template's vaddr is the union nf_inet_addr {.ip = htonl(fwmark)}: its first 32 bits.
+    return int(vaddr.replace(":", "")[:8], 16)
+
+
+class ConnTable:
+    """Aggregates ip_vs_conn(_sync) text against the known services (see the module doc)."""
+
+    def __init__(self, services: Iterable[Service] | None = None, *,
+                 max_entries: int = DEFAULT_MAX_ENTRIES, top_clients: int = DEFAULT_TOP_CLIENTS) -> None:
+        self.max_entries = max_entries
+        self.top_clients = top_clients
+        self._known = services is not None
+        self._vip: dict[tuple[Protocol, int, str, int], Service] = {}
+        self._fwm: dict[tuple[int, int], Service] = {}
+        self._fwm_by_dest: defaultdict[DestKey, list[Service]] = defaultdict(list)
+        self._dests: dict[ServiceKey, frozenset[DestKey]] = {}
+        self._located: dict[tuple[str, str, str, str, str, bool], tuple[ServiceKey, DestKey, bool]] = {}
+        for s in services or ():
+            k = s.key
+            self._dests[k] = frozenset(d.key for d in s.dests)
+            if k.is_fwmark:
+                self._fwm[(k.family, k.fwmark)] = s
+                for d in s.dests:
+                    self._fwm_by_dest[d.key].append(s)
+            else:
+                self._vip[(k.protocol, k.family, k.address, k.port)] = s
+
+    def _attribute(self, proto: str, vaddr: str, vport: str, dkey: DestKey,
+                   template: bool) -> tuple[ServiceKey, Service | None]:
+        protocol = CONN_PROTOCOLS.get(proto)
+        if protocol is None:
+            raise ValueError(f"unknown protocol {proto!r}")
+        family, address = parse_addr(vaddr)
+        if protocol is Protocol.NONE:
+            mark = _fwmark_of(vaddr)
+            svc = self._fwm.get((family, mark))
+            return (svc.key if svc else ServiceKey.mark(mark, family)), svc
+        port = parse_hex(vport, 4)
+        svc = (self._vip.get((protocol, family, address, port))
+               or self._vip.get((protocol, family, address, 0)))
+        if svc is None or not (template or dkey in self._dests[svc.key]):
+            owners = [s for s in self._fwm_by_dest.get(dkey, ()) if s.key.family == family]
+            if len(owners) == 1:
+                svc = owners[0]
+        return (svc.key if svc else ServiceKey(family, protocol, address, port)), svc
+
+    def _locate(self, proto: str, vaddr: str, vport: str, daddr: str, dport: str,
+                template: bool) -> tuple[ServiceKey, DestKey, bool]:
+        dfamily, dest_address = parse_addr(daddr)
+        dkey = DestKey(dfamily, dest_address, parse_hex(dport, 4))
+        skey, svc = self._attribute(proto, vaddr, vport, dkey, template)
+        if template and dkey.port == 0 and svc is not None:
+            same = [d for d in svc.dests if d.family == dkey.family and d.address == dkey.address]
+            if len(same) == 1:
+                dkey = same[0].key
+        return skey, dkey, svc is not None
+
+    def _resolve(self, k: tuple[str, ...], template: bool, filters: ConnFilter | None) -> _Resolved:
+        # Keys differ mostly by state (and origin): locate each (protocol, vaddr, vport, daddr,
+        # dport) once.
+        proto, vaddr, vport, daddr, dport = k[:5]
+        where = (proto, vaddr, vport, daddr, dport, template)
+        loc = self._located.get(where)
+        if loc is None:
+            loc = self._located[where] = self._locate(proto, vaddr, vport, daddr, dport, template)
+        skey, dkey, attributed = loc
+        ok = filters is None or filters.matches_key(skey, dkey, k[0], k[5])
+        return skey, dkey, ok, attributed
+
+    def summarize(self, lines: Iterable[str], *, sync: bool, budget_s: float | None,
+                  filters: ConnFilter | None, clock: Callable[[], float] = time.monotonic,
+                  source: str | None = None) -> ConnSummary:
+        """Aggregate the table text (header line first). Stops after `budget_s` seconds (partial)."""
+        src = source or (IP_VS_CONN_SYNC if sync else IP_VS_CONN)
+        start = clock()
+        it = iter(lines)
+        try:
+            return self._summarize(it, sync, budget_s, filters, clock, src, start)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()  # release the kernel file early when the budget stopped the read
+
+    def _summarize(self, it: Iterator[str], sync: bool, budget_s: float | None,
+                   filters: ConnFilter | None, clock: Callable[[], float], src: str,
+                   start: float) -> ConnSummary:
+        # table key -> [resolution, entries]; one dict lookup per line does both
+        counts: dict[tuple[str, ...], list[Any]] = {}
+        tcounts: dict[tuple[str, ...], list[Any]] = {}
+        clients: dict[str, int] = {}
+        client_ok: dict[str, bool] = {}
+        prefix = filters.client_prefix if filters else None
+        kept: list[tuple[str, int]] = []
+        keep = self.max_entries
+        total = 0
+        partial = False
+
+        header = next(it, None)
+        if header is not None:
+            is_sync, widths = conn_layout(header, source=src)
+            if is_sync != sync:
+                raise ParseError(f"header is that of {'ip_vs_conn_sync' if is_sync else 'ip_vs_conn'}"
+                                 f" but sync={sync}", source=src, line=1)
+            key_of = itemgetter(0, 3, 4, 5, 6, 7, 8) if sync else itemgetter(0, 3, 4, 5, 6, 7)
+            first = 2  # line number of the chunk's first line
+            while chunk := list(islice(it, _CHUNK)):
+                # Line numbers only matter on errors and for kept entries: chunk.index() finds them
+                # (an identical earlier line would have failed or been kept first).
+                for line in chunk:
+                    f = line.split()
+                    if len(f) not in widths:
+                        if not f:
+                            total -= 1  # a blank line is no entry
+                            continue
+                        raise ParseError(f"expected {' or '.join(map(str, sorted(widths)))} fields, "
+                                         f"got {len(f)}", source=src, line=first + chunk.index(line))
+                    k = key_of(f)
+                    template = f[2] == "0000"
+                    table = tcounts if template else counts
+                    e = table.get(k)
+                    if e is None:
+                        try:
+                            e = table[k] = [self._resolve(k, template, filters), 0]
+                        except ValueError as err:
+                            raise ParseError(str(err), source=src,
+                                             line=first + chunk.index(line)) from None
+                    if not e[0][2]:
+                        continue
+                    c = f[1]
+                    try:
+                        if prefix is not None:
+                            ok = client_ok.get(c)
+                            if ok is None:
+                                ok = client_ok[c] = ip_address(parse_addr(c)[1]) in prefix
+                            if not ok:
+                                continue
+                        e[1] += 1
+                        if not template:
+                            n = clients.get(c)
+                            if n is None:
+                                parse_addr(c)  # validated once per distinct client
+                                n = 0
+                            clients[c] = n + 1
+                    except ValueError as err:
+                        raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
+                    if keep:
+                        kept.append((line, first + chunk.index(line)))
+                        keep -= 1
+                total += len(chunk)
+                first += len(chunk)
+                if budget_s is not None and clock() - start > budget_s:
+                    partial = next(it, None) is not None
+                    break
+
+        return self._build(counts, tcounts, clients, kept, total, partial, sync, filters, src, start,
+                           clock() - start)
+
+    def _build(self, counts: Mapping[tuple[str, ...], list[Any]],
+               tcounts: Mapping[tuple[str, ...], list[Any]], clients: Mapping[str, int],
+               kept: list[tuple[str, int]], total: int, partial: bool, sync: bool,
+               filters: ConnFilter | None, src: str, start: float, seconds: float) -> ConnSummary:
+        overall = _Acc()
+        by_service: defaultdict[ServiceKey, _Acc] = defaultdict(_Acc)
+        by_dest: defaultdict[tuple[ServiceKey, DestKey], _Acc] = defaultdict(_Acc)
+        unattributed = matched = 0
+        for table, template in ((counts, False), (tcounts, True)):
+            for k, ((skey, dkey, _, attributed), n) in table.items():
+                if not n:
+                    continue
+                matched += n
+                unattributed += 0 if attributed else n
+                for acc in (overall, by_service[skey], by_dest[(skey, dkey)]):
+                    if template:
+                        acc.templates += n
+                    else:
+                        acc.states[k[5]] += n
+                    if sync:
+                        acc.origins[k[6]] += n
+        top = heapq.nlargest(self.top_clients, clients.items(), key=itemgetter(1))
+        entries = tuple(parse_conn_line(line, lineno, sync, source=src) for line, lineno in kept)
+        return ConnSummary(
+            overall=overall.freeze(),
+            by_service=MappingProxyType({k: v.freeze() for k, v in sorted(by_service.items())}),
+            by_dest=MappingProxyType({k: v.freeze() for k, v in sorted(by_dest.items())}),
+            top_clients=tuple((parse_addr(c)[1], n) for c, n in top),
+            distinct_clients=len(clients),
+            total=total,
+            matched=matched,
+            unattributed=unattributed if self._known else None,
+            entries=entries,
+            partial=partial,
+            read_seconds=seconds,
+            sync=sync,
+            filters=filters,
+            mono_time=start,
+        )
+
+
+class ConnTableReader:
+    """Reads a source's connection table every `interval` seconds in its own thread.
+
+    Prefers ip_vs_conn_sync (origins LOCAL/SYNC counted) and falls back to ip_vs_conn when the
+    source says it has no _sync file (SourceError UNAVAILABLE). `services` returns the services
+    known now (e.g. from the poller's latest snapshot) for attributing fwmark traffic.
+    """
+
+    def __init__(self, source: Source, interval: float = 10.0, budget_s: float = 1.0, *,
+                 services: Callable[[], Iterable[Service] | None] | None = None,
+                 filters: ConnFilter | None = None, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.interval = interval
+        self.budget_s = budget_s
+        self.filters = filters  # read once per refresh; assign to change what the next read covers
+        self.max_entries = max_entries
+        self.last_error: str | None = None
+        self._services = services
+        self._clock = clock
+        self._latest: ConnSummary | None = None
+        self._subscribers: list[Callable[[ConnSummary], None]] = []
+        self._read_lock = threading.Lock()  # reads never overlap (thread and refresh_now callers)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def latest(self) -> ConnSummary | None:
+        return self._latest
+
+    def subscribe(self, cb: Callable[[ConnSummary], None]) -> Callable[[], None]:
+        """Call `cb` (from the reader's thread) with every new summary. Returns the unsubscribe."""
+        self._subscribers.append(cb)
+
+        def unsubscribe() -> None:
+            if cb in self._subscribers:
+                self._subscribers.remove(cb)
+
+        return unsubscribe
+
+    def _lines(self) -> tuple[Iterator[str], bool]:
+        try:
+            return self.source.conn_lines(sync=True), True
+        except SourceError as e:
+            if e.kind is not IssueKind.UNAVAILABLE:
+                raise
+        return self.source.conn_lines(sync=False), False
+
+    def refresh_now(self) -> ConnSummary:
+        """Read the table now (blocking). Errors are kept in last_error and raised; latest stays."""
+        with self._read_lock:
+            try:
+                known = self._services() if self._services is not None else None
+                table = ConnTable(known, max_entries=self.max_entries)
+                lines, sync = self._lines()
+                summary = table.summarize(lines, sync=sync, budget_s=self.budget_s,
+                                          filters=self.filters, clock=self._clock)
+            except LvstopError as e:
+                self.last_error = str(e)
+                raise
+            self.last_error = None
+            self._latest = summary
+        for cb in list(self._subscribers):
+            try:
+                cb(summary)
+            except Exception:  # one broken consumer must not stop the reads for the others
+                log.exception("connection table subscriber failed")
+        return summary
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(LvstopError):  # kept in last_error; the next tick tries again
+                self.refresh_now()
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="lvstop-conntable", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread; a read under way finishes first (its budget bounds the wait)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
