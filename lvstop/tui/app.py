@@ -1,0 +1,129 @@
+"""The lvstop app: one director (local, demo, replay) or one tab per --connect URL.
+
+`make_app()` builds it from pollers (tests, benches, screenshots); `run(args)` builds the sources,
+pollers and writers from the command line and runs it until quit, SIGTERM or SIGHUP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import BindingType
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer, TabbedContent, TabPane
+
+from lvstop.tui.bindings import KEYS, bindings, palette_title
+from lvstop.tui.feed import DirectorFeed, PollerLike, Writer
+from lvstop.tui.names import Resolver, reverse_dns
+from lvstop.tui.screens.help import HelpScreen
+from lvstop.tui.widgets.director_view import DirectorView
+
+NARROW_WIDTH = 100  # below this the header and dialogs compact (the tables drop columns on their own)
+SHORT_HEIGHT = 20
+
+
+class LvstopApp(App[int]):
+    CSS_PATH = "lvstop.tcss"
+    TITLE = "lvstop"
+    BINDINGS: ClassVar[list[BindingType]] = bindings("app")
+
+    def __init__(self, feeds: Sequence[DirectorFeed], *, autostart: bool = True) -> None:
+        super().__init__()
+        if not feeds:
+            raise ValueError("lvstop needs at least one director")
+        self.feeds = tuple(feeds)
+        self.autostart = autostart
+
+    def compose(self) -> ComposeResult:
+        if len(self.feeds) == 1:
+            yield DirectorView(self.feeds[0], autostart=self.autostart, id="director-0")
+        else:
+            with TabbedContent(id="directors"):
+                for i, feed in enumerate(self.feeds):
+                    with TabPane(feed.label or f"director {i + 1}", id=f"tab-{i}"):
+                        yield DirectorView(feed, autostart=self.autostart, id=f"director-{i}")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            # Not possible off the main thread (some test runners): Textual's own exit paths remain.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._signalled, sig)
+
+    def _signalled(self, sig: int) -> None:
+        # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).
+        self.exit(128 + sig)
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width < NARROW_WIDTH, "narrow")
+        self.set_class(event.size.height < SHORT_HEIGHT, "short")
+
+    @property
+    def director(self) -> DirectorView:
+        """The director in view (the active tab)."""
+        if len(self.feeds) == 1:
+            return self.query_one("#director-0", DirectorView)
+        active = self.query_one("#directors", TabbedContent).active or "tab-0"
+        return self.query_one(f"#director-{active.removeprefix('tab-')}", DirectorView)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_next_director(self) -> None:
+        self._cycle(1)
+
+    def action_previous_director(self) -> None:
+        self._cycle(-1)
+
+    def _cycle(self, step: int) -> None:
+        if len(self.feeds) > 1:
+            tabs = self.query_one("#directors", TabbedContent)
+            current = int((tabs.active or "tab-0").removeprefix("tab-"))
+            tabs.active = f"tab-{(current + step) % len(self.feeds)}"
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """The palette: the same keys as the help screen, titled "area: verb"."""
+        for k in KEYS:
+            if k.palette:
+                yield SystemCommand(
+                    palette_title(k), f"{k.help}  [{k.display}]", self._runner(k.action, k.scope)
+                )
+
+    def _runner(self, action: str, scope: str) -> Callable[[], object]:
+        def run() -> object:
+            target = self if scope == "app" else self.director
+            return self.run_action(action, target)
+
+        return run
+
+
+def make_app(
+    pollers: Sequence[PollerLike],
+    *,
+    writers: Sequence[Writer | None] | None = None,
+    labels: Sequence[str] | None = None,
+    autostart: bool = True,
+    resolver: Resolver = reverse_dns,
+    clock: Callable[[], float] = time.monotonic,
+) -> LvstopApp:
+    """The app over ready-made pollers. `autostart=False` leaves polling to the caller (poll_once)."""
+    feeds = [
+        DirectorFeed(
+            p,
+            writer=writers[i] if writers else None,
+            resolver=resolver,
+            clock=clock,
+            label=labels[i] if labels else "",
+        )
+        for i, p in enumerate(pollers)
+    ]
+    return LvstopApp(feeds, autostart=autostart)

@@ -1,0 +1,1 @@
+"""Modal screens: help, weight entry and the confirmation of weight edits."""

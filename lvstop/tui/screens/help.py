@@ -1,0 +1,48 @@
+"""`?`: every key, grouped by area, built from the same table as the bindings and the palette."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from lvstop.tui.bindings import KEYS
+
+LEGEND = (
+    ("Weight 0 →5", "drained: weight 0 now, restore gives 5 back"),
+    ("W% / T%", "share of the service's live weight / of its new connections (active ones when idle)"),
+    ("Live 2/3", "dests with weight > 0 / all dests of the service"),
+    ("Trend", "new connections per second over the last polls"),
+)
+
+
+def help_table() -> Table:
+    table = Table(box=None, show_header=False, expand=True, padding=(0, 1))
+    table.add_column("key", style="bold", no_wrap=True, min_width=6)
+    table.add_column("what", ratio=1)
+    area = None
+    for k in KEYS:
+        if k.area != area:
+            area = k.area
+            table.add_row(f"[reverse] {area} [/]", "")
+        table.add_row(k.display, k.help)
+    table.add_row("[reverse] legend [/]", "")
+    for term, meaning in LEGEND:
+        table.add_row(term, meaning)
+    return table
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "dismiss", "Close", id="help-close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-box"):
+            yield Static("lvstop keys  (esc closes; ctrl+p opens the command palette)", id="help-title")
+            yield Static(help_table(), id="help-body")

@@ -1,0 +1,94 @@
+"""How numbers look on screen: human units (1.2k, 34 MB) or exact digits, durations, sparklines.
+
+Pure functions: the view model formats cells with them off the UI thread; tables sort by the raw
+numbers, never by these strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _scaled(value: float) -> tuple[float, str]:
+    for factor, suffix in _SI:
+        if abs(value) >= factor * 0.9995:
+            return value / factor, suffix
+    return value, ""
+
+
+def _short(value: float) -> str:
+    """Three significant digits at most: 7, 7.5, 75, 750, then the caller adds a suffix."""
+    if value == int(value) or abs(value) >= 9.95:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
+
+
+def count(value: float | None, *, human: bool = True) -> str:
+    """Connections, packets and their rates: `1.2k` when human, `1,234` when exact."""
+    if value is None:
+        return "-"
+    if not human:
+        return exact(value)
+    scaled, suffix = _scaled(value)
+    return _short(scaled) + suffix
+
+
+def nbytes(value: float | None, *, human: bool = True) -> str:
+    """Bytes (and bytes per second): `34 MB` (SI, as network gear counts) or exact digits."""
+    if value is None:
+        return "-"
+    if not human:
+        return exact(value)
+    scaled, suffix = _scaled(value)
+    return f"{_short(scaled)} {suffix}B"
+
+
+def exact(value: float) -> str:
+    """Every digit, grouped by thousands; fractional rates keep one decimal."""
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def percent(part: float, whole: float) -> str:
+    if whole <= 0:
+        return "-"
+    return f"{100.0 * part / whole:.0f}%"
+
+
+def duration(seconds: float | None) -> str:
+    """`850ms`, `2.1s`, `3m05s`, `2h03m`, `4d02h`: short enough for a header."""
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    if seconds < 0:
+        seconds = 0.0
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """The last `width` values as block characters scaled to their maximum; blanks pad on the left."""
+    if width <= 0:
+        return ""
+    tail = list(values)[-width:]
+    top = max(tail, default=0.0)
+    if top <= 0:
+        bars = "▁" * len(tail)
+    else:
+        last = len(_BARS) - 1
+        bars = "".join(_BARS[min(last, max(0, math.ceil(v / top * last)))] for v in tail)
+    return bars.rjust(width)

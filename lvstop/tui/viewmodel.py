@@ -1,0 +1,1021 @@
+"""Snapshot -> what the screens show: sorted, filtered, formatted rows, header chunks, drain notes.
+
+Pure and free of Textual so that it runs off the UI thread (the feed's builder thread) and in tests.
+Cells carry display strings; sorting uses the raw numbers, never the strings.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+from lvstop.conntable import ConnSummary
+from lvstop.model import (
+    EXPLAINING_SYSCTLS,
+    TUN_F_CSUM,
+    TUN_F_REMCSUM,
+    Dest,
+    DestKey,
+    FwdMethod,
+    Rates,
+    Service,
+    ServiceKey,
+    Snapshot,
+    TunType,
+    format_hostport,
+)
+from lvstop.tui import explain, units
+
+if TYPE_CHECKING:
+    from lvstop.events import Event
+
+# Tones name what a cell means; the stylesheet maps them to colours and NO_COLOR still leaves the text.
+GOOD, WARN, BAD, DRAINED, DIM, ACCENT = "good", "warn", "bad", "drained", "dim", "accent"
+
+TREND_WIDTH = 10
+HISTORY_DEPTH = 120  # samples: 4 minutes at the default 2 s tick
+IMBALANCE_POINTS = 15.0  # weight share vs traffic share gap (percentage points) worth a warning
+IMBALANCE_MIN_CPS = 5.0  # below this many conns/s the shares are noise
+
+Names = Callable[[str], str | None]  # address -> resolved name, None while unknown
+
+
+def no_names(_address: str) -> str | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    id: str
+    title: str
+    numeric: bool = True  # right-aligned; sorting starts descending
+    priority: int = 0  # columns with the highest priority number go first when the table is narrow
+    sortable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    key: str
+    cells: tuple[str, ...]
+    tone: str = ""
+    cell_tones: tuple[str, ...] = ()  # per cell; "" falls back to the row's tone
+
+
+@dataclass(frozen=True, slots=True)
+class SortSpec:
+    column: str
+    reverse: bool
+
+    def toggled(self, column: Column) -> SortSpec:
+        """A header click: same column flips the order, a new one starts hottest/first."""
+        if column.id == self.column:
+            return SortSpec(column.id, not self.reverse)
+        return SortSpec(column.id, column.numeric)
+
+
+@dataclass(frozen=True, slots=True)
+class TableModel:
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...] = ()
+    widths: tuple[int, ...] = ()
+    index: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    sort: SortSpec | None = None
+    total: int = 0  # rows before the filter
+    empty: str = "nothing to show"
+
+    def column(self, column_id: str) -> Column | None:
+        for c in self.columns:
+            if c.id == column_id:
+                return c
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSettings:
+    """Everything the user chose that changes what the tables show."""
+
+    human: bool = True
+    names: bool = False
+    instant: bool = False
+    services_sort: SortSpec = SortSpec("cps", True)
+    dests_sort: SortSpec = SortSpec("address", False)
+    events_sort: SortSpec = SortSpec("time", True)
+    services_filter: str = ""
+    dests_filter: str = ""
+    events_filter: str = ""
+    service: ServiceKey | None = None  # the drilled-down service
+
+
+Span = tuple[str, str]  # (text, tone)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a header line; the widget drops the highest `drop` first when the line is too narrow."""
+
+    spans: tuple[Span, ...]
+    drop: int = 0
+
+    @property
+    def width(self) -> int:
+        return sum(len(t) for t, _ in self.spans)
+
+
+@dataclass(frozen=True, slots=True)
+class PollHealth:
+    """What the poller says about itself, read on the UI thread (attribute reads only)."""
+
+    last_error: str | None
+    last_duration: float | None
+    age: float | None  # seconds since the last good poll started
+    interval: float
+
+    @property
+    def stale(self) -> bool:
+        return self.age is not None and self.age > 3 * self.interval + 1
+
+
+# --- history (sparklines) -------------------------------------------------------------------------
+
+
+class History:
+    """Ring buffers of conns/s per service, per dest and for the director, fed once per poll."""
+
+    TOTAL_CPS, TOTAL_PPS, TOTAL_BPS = "total-cps", "total-pps", "total-bps"
+
+    def __init__(self, depth: int = HISTORY_DEPTH, trend_depth: int = TREND_WIDTH) -> None:
+        self._depth = depth
+        self._trend_depth = trend_depth
+        self._series: dict[Hashable, deque[float]] = {}
+        self._seq: int | None = None
+
+    def record(self, snap: Snapshot) -> None:
+        if snap.seq == self._seq:
+            return
+        self._seq = snap.seq
+        series = self._series
+        depth = self._trend_depth
+        seen = 0
+        for svc in snap.services:
+            self._push(svc.key, _cps(svc.rates), depth)
+            for d in svc.dests:
+                self._push((svc.key, d.key), _cps(d.rates), depth)
+            seen += 1 + len(svc.dests)
+        tr = snap.total_rates
+        if tr is not None:
+            self._push(self.TOTAL_CPS, tr.cps, self._depth)
+            self._push(self.TOTAL_PPS, tr.inpps + tr.outpps, self._depth)
+            self._push(self.TOTAL_BPS, tr.inbps + tr.outbps, self._depth)
+            seen += 3
+        if len(series) > 2 * seen + 16:  # services and dests came and went: forget the gone ones
+            live: set[Hashable] = {s.key for s in snap.services}
+            live |= {(s.key, d.key) for s in snap.services for d in s.dests}
+            live |= {self.TOTAL_CPS, self.TOTAL_PPS, self.TOTAL_BPS}
+            for k in [k for k in series if k not in live]:
+                del series[k]
+
+    def _push(self, key: Hashable, value: float | None, depth: int) -> None:
+        buf = self._series.get(key)
+        if buf is None:
+            buf = self._series[key] = deque(maxlen=depth)
+        buf.append(0.0 if value is None else float(value))
+
+    def series(self, key: Hashable) -> Sequence[float]:
+        return self._series.get(key, ())
+
+
+def _cps(r: Rates | None) -> float | None:
+    return None if r is None else r.cps
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def service_id(key: ServiceKey) -> str:
+    return str(key)
+
+
+def dest_id(key: DestKey) -> str:
+    return str(key)
+
+
+def _addr_order(family: int, address: str, port: int) -> tuple[int, bytes, int]:
+    try:
+        packed = ipaddress.ip_address(address).packed
+    except ValueError:
+        packed = address.encode()
+    return (family, packed, port)
+
+
+def _host(family: int, address: str, port: int, names: Names) -> str:
+    name = names(address)
+    if name is None:
+        return format_hostport(family, address, port)
+    return f"{name}:{port}"
+
+
+def vip_label(key: ServiceKey, names: Names = no_names) -> str:
+    if key.is_fwmark:
+        return f"mark {key.fwmark}" + (" v6" if key.family == 10 else "")
+    return _host(key.family, key.address, key.port, names)
+
+
+def service_flags(svc: Service) -> str:
+    parts: list[str] = []
+    if svc.persistent:
+        part = f"persist {svc.timeout}s"
+        full = 128 if svc.key.family == 10 else 32
+        if svc.prefix_len != full:
+            part += f" /{svc.prefix_len}"
+        parts.append(part)
+    if svc.one_packet:
+        parts.append("ops")
+    parts.extend(svc.sched_flags())
+    if svc.pe_name:
+        parts.append(f"pe {svc.pe_name}")
+    return " ".join(parts)
+
+
+def tunnel_label(d: Dest) -> str:
+    if d.fwd is not FwdMethod.TUNNEL:
+        return ""
+    label = d.tun_type.name.lower()
+    if d.tun_type is TunType.GUE and d.tun_port:
+        label += f":{d.tun_port}"
+    if d.tun_flags & TUN_F_CSUM:
+        label += " csum"
+    if d.tun_flags & TUN_F_REMCSUM:
+        label += " remcsum"
+    return label
+
+
+def _rates(obj: Service | Dest, instant: bool) -> Rates | None:
+    return obj.instant if instant else obj.rates
+
+
+def live_dests(svc: Service) -> int:
+    return sum(1 for d in svc.dests if d.weight > 0)
+
+
+def _matches(needle: str, haystack: Iterable[str]) -> bool:
+    return any(needle in h.lower() for h in haystack)
+
+
+def _finish(
+    columns: tuple[Column, ...],
+    entries: list[tuple[Sequence[object], Row]],
+    sort: SortSpec | None,
+    total: int,
+    empty: str,
+) -> TableModel:
+    """Sort rows by the raw value of the sort column (key breaks ties), measure widths, index keys.
+
+    With `sort` None the rows keep the order they came in (the connection table's own order).
+    """
+    ids = [c.id for c in columns]
+    if sort is not None:
+        col = ids.index(sort.column) if sort.column in ids else 0
+        sort = SortSpec(ids[col], sort.reverse)
+        entries.sort(key=lambda e: e[1].key)
+        entries.sort(key=lambda e: e[0][col], reverse=sort.reverse)  # type: ignore[arg-type,return-value]
+    rows = tuple(row for _, row in entries)
+    widths = [len(c.title) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row.cells):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+    index = MappingProxyType({row.key: i for i, row in enumerate(rows)})
+    return TableModel(columns, rows, tuple(widths), index, sort, total, empty)
+
+
+# --- services ---------------------------------------------------------------------------------------
+
+SERVICE_COLUMNS: tuple[Column, ...] = (
+    Column("proto", "Proto", numeric=False, priority=2),
+    Column("service", "Virtual service", numeric=False, priority=0),
+    Column("sched", "Sched", numeric=False, priority=6),
+    Column("flags", "Flags", numeric=False, priority=12),
+    Column("dests", "Live", priority=3),
+    Column("active", "Active", priority=1),
+    Column("inactive", "InAct", priority=5),
+    Column("persist", "Persist", priority=10),
+    Column("cps", "Conn/s", priority=1),
+    Column("inpps", "InPkt/s", priority=8),
+    Column("outpps", "OutPkt/s", priority=9),
+    Column("inbps", "In B/s", priority=4),
+    Column("outbps", "Out B/s", priority=7),
+    Column("conns", "Conns", priority=11),
+    Column("trend", "Trend", numeric=False, priority=4, sortable=False),
+)
+
+
+def services_table(
+    snap: Snapshot | None, settings: ViewSettings, history: History, names: Names = no_names
+) -> TableModel:
+    if snap is None:
+        return TableModel(SERVICE_COLUMNS, empty="waiting for the first poll…")
+    human, needle = settings.human, settings.services_filter.strip().lower()
+    entries: list[tuple[Sequence[object], Row]] = []
+    for svc in snap.services:
+        key = svc.key
+        label = vip_label(key, names)
+        flags = service_flags(svc)
+        if svc.error:
+            flags = (flags + " " if flags else "") + "read incomplete"
+        if needle and not _matches(
+            needle,
+            (
+                label,
+                vip_label(key),
+                key.protocol.label,
+                svc.scheduler,
+                flags,
+                *(str(d.key) for d in svc.dests),
+            ),
+        ):
+            continue
+        r = _rates(svc, settings.instant)
+        live = live_dests(svc)
+        active = sum(d.active_conns for d in svc.dests)
+        inactive = sum(d.inactive_conns for d in svc.dests)
+        persist_known = [d.persist_conns for d in svc.dests if d.persist_conns is not None]
+        persist = sum(persist_known) if persist_known or not svc.dests else None
+        conns = svc.counters.conns if svc.counters else None
+        tone, dests_tone = "", ""
+        if svc.error:
+            tone = BAD
+        elif live == 0:
+            tone = dests_tone = BAD  # traffic to this VIP has nowhere to go
+        elif live < len(svc.dests):
+            dests_tone = DRAINED
+        cells = (
+            key.protocol.label,
+            label,
+            svc.scheduler,
+            flags,
+            f"{live}/{len(svc.dests)}" if not svc.error else f"{live}/{len(svc.dests)}?",
+            units.count(active, human=human),
+            units.count(inactive, human=human),
+            units.count(persist, human=human),
+            units.count(r.cps if r else None, human=human),
+            units.count(r.inpps if r else None, human=human),
+            units.count(r.outpps if r else None, human=human),
+            units.nbytes(r.inbps if r else None, human=human),
+            units.nbytes(r.outbps if r else None, human=human),
+            units.count(conns, human=human),
+            units.sparkline(history.series(key), TREND_WIDTH),
+        )
+        raw = (
+            key.protocol.label,
+            _addr_order(key.family, key.address, key.port)
+            if not key.is_fwmark
+            else (key.family, b"", key.fwmark),
+            svc.scheduler,
+            flags,
+            live,
+            active,
+            inactive,
+            -1 if persist is None else persist,
+            *((r.cps, r.inpps, r.outpps, r.inbps, r.outbps) if r else (-1.0,) * 5),
+            -1 if conns is None else conns,
+            0,
+        )
+        cell_tones = ("", "", "", "", dests_tone) + ("",) * 10 if dests_tone else ()
+        entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
+    empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
+    return _finish(SERVICE_COLUMNS, entries, settings.services_sort, len(snap.services), empty)
+
+
+# --- dests of a service -----------------------------------------------------------------------------
+
+DEST_COLUMNS: tuple[Column, ...] = (
+    Column("address", "Real server", numeric=False, priority=0),
+    Column("fwd", "Fwd", numeric=False, priority=7),
+    Column("weight", "Weight", priority=0),
+    Column("wshare", "W%", priority=2),
+    Column("tshare", "T%", priority=2),
+    Column("active", "Active", priority=1),
+    Column("inactive", "InAct", priority=4),
+    Column("persist", "Persist", priority=6),
+    Column("cps", "Conn/s", priority=3),
+    Column("inpps", "InPkt/s", priority=9),
+    Column("outpps", "OutPkt/s", priority=10),
+    Column("inbps", "In B/s", priority=5),
+    Column("outbps", "Out B/s", priority=8),
+    Column("thresh", "Upper/Lower", priority=11),
+    Column("tunnel", "Tunnel", numeric=False, priority=12),
+    Column("trend", "Trend", numeric=False, priority=5, sortable=False),
+)
+
+DrainMap = Mapping[tuple[ServiceKey, DestKey], int]  # drained dest -> weight it gets back
+
+
+def dests_table(
+    snap: Snapshot | None,
+    settings: ViewSettings,
+    history: History,
+    drains: DrainMap,
+    names: Names = no_names,
+) -> TableModel:
+    svc = snap.service(settings.service) if snap is not None and settings.service is not None else None
+    if svc is None:
+        return TableModel(DEST_COLUMNS, empty="this service is gone from the director")
+    human, needle = settings.human, settings.dests_filter.strip().lower()
+    live_weight = svc.live_weight
+    rates = {d.key: _rates(d, settings.instant) for d in svc.dests}
+    total_cps = sum(r.cps for r in rates.values() if r is not None)
+    total_active = sum(d.active_conns for d in svc.dests)
+    entries: list[tuple[Sequence[object], Row]] = []
+    for d in svc.dests:
+        label = _host(d.family, d.address, d.port, names)
+        tunnel = tunnel_label(d)
+        if needle and not _matches(needle, (label, str(d.key), d.fwd.label, tunnel)):
+            continue
+        r = rates[d.key]
+        back = drains.get((svc.key, d.key))
+        weight = str(d.weight) if d.weight or back is None else f"0 →{back}"
+        wshare = d.weight / live_weight if live_weight else 0.0
+        # Share of new connections shows how the scheduler splits work; with none, share of active ones.
+        if total_cps > 0:
+            tshare = (r.cps if r else 0.0) / total_cps
+        else:
+            tshare = d.active_conns / total_active if total_active else 0.0
+        tone, weight_tone, share_tone = "", "", ""
+        if d.weight == 0:
+            tone = weight_tone = DRAINED
+        elif d.u_threshold and d.active_conns + d.inactive_conns >= d.u_threshold:
+            weight_tone = WARN  # over its upper threshold: the scheduler skips it
+        if total_cps >= IMBALANCE_MIN_CPS and abs(wshare - tshare) * 100 > IMBALANCE_POINTS:
+            share_tone = WARN
+        thresh = "-" if not (d.u_threshold or d.l_threshold) else f"{d.u_threshold}/{d.l_threshold}"
+        cells = (
+            label,
+            d.fwd.label,
+            weight,
+            units.percent(d.weight, live_weight),
+            units.percent(tshare, 1.0) if (total_cps > 0 or total_active) else "-",
+            units.count(d.active_conns, human=human),
+            units.count(d.inactive_conns, human=human),
+            units.count(d.persist_conns, human=human),
+            units.count(r.cps if r else None, human=human),
+            units.count(r.inpps if r else None, human=human),
+            units.count(r.outpps if r else None, human=human),
+            units.nbytes(r.inbps if r else None, human=human),
+            units.nbytes(r.outbps if r else None, human=human),
+            thresh,
+            tunnel,
+            units.sparkline(history.series((svc.key, d.key)), TREND_WIDTH),
+        )
+        raw = (
+            _addr_order(d.family, d.address, d.port),
+            d.fwd.label,
+            d.weight,
+            wshare,
+            tshare,
+            d.active_conns,
+            d.inactive_conns,
+            -1 if d.persist_conns is None else d.persist_conns,
+            *((r.cps, r.inpps, r.outpps, r.inbps, r.outbps) if r else (-1.0,) * 5),
+            d.u_threshold,
+            tunnel,
+            0,
+        )
+        cell_tones = ("", "", weight_tone, share_tone, share_tone) + ("",) * 11
+        entries.append((raw, Row(dest_id(d.key), cells, tone, cell_tones)))
+    empty = "this service has no real servers" if not svc.dests else "no real server matches the filter"
+    return _finish(DEST_COLUMNS, entries, settings.dests_sort, len(svc.dests), empty)
+
+
+def service_summary(svc: Service, settings: ViewSettings, names: Names = no_names) -> tuple[Span, ...]:
+    """The line above the dests table: which service, how it schedules, how much weight is live."""
+    live = live_dests(svc)
+    spans: list[Span] = [
+        (f"{svc.key.protocol.label} {vip_label(svc.key, names)}", ACCENT),
+        (f"  {svc.scheduler}", ""),
+    ]
+    flags = service_flags(svc)
+    if flags:
+        spans.append((f"  {flags}", DIM))
+    tone = BAD if live == 0 else (DRAINED if live < len(svc.dests) else GOOD)
+    spans.append((f"  live weight {svc.live_weight} on {live}/{len(svc.dests)} dests", tone))
+    if svc.error:
+        spans.append((f"  read incomplete: {svc.error}", BAD))
+    return tuple(spans)
+
+
+def drain_notes(
+    snap: Snapshot, svc: Service, drains: DrainMap, history: History, human: bool = True
+) -> list[tuple[Span, ...]]:
+    """For each dest at weight 0 that still holds connections: how many, the trend, and what holds them."""
+    notes: list[tuple[Span, ...]] = []
+    sysctls = snap.sysctls
+    for d in svc.dests:
+        held = d.active_conns + d.inactive_conns + (d.persist_conns or 0)
+        if d.weight != 0:
+            continue
+        back = drains.get((svc.key, d.key))
+        head: list[Span] = [(f"{d.key}", DRAINED)]
+        head.append((f" drained, restores to {back}" if back is not None else " weight 0", DRAINED))
+        if held == 0:
+            head.append(("  no connections left: safe to take down", GOOD))
+            notes.append(tuple(head))
+            continue
+        head.append((f"  {units.count(d.active_conns, human=human)} active", WARN))
+        head.append((f", {units.count(d.inactive_conns, human=human)} inactive", ""))
+        if d.persist_conns:
+            head.append((f", {units.count(d.persist_conns, human=human)} templates", ""))
+        head.append(("  new conn/s " + units.sparkline(history.series((svc.key, d.key)), TREND_WIDTH), DIM))
+        why: list[str] = []
+        templates_hold = d.persist_conns or d.persist_conns is None
+        if svc.persistent and templates_hold and not sysctls.get("expire_quiescent_template", 0):
+            why.append(
+                f"persistence templates keep sending returning clients for up to {svc.timeout}s "
+                "(expire_quiescent_template=0)"
+            )
+        r = d.rates
+        if r is not None and r.cps > 0 and not svc.persistent:
+            why.append("still gets new connections (port reuse: see conn_reuse_mode)")
+        if d.active_conns and snap.timeouts is not None:
+            why.append(
+                f"active ones end when clients close, or after {units.duration(snap.timeouts.tcp)} idle"
+            )
+        if d.inactive_conns and snap.timeouts is not None:
+            why.append(f"inactive ones expire within {units.duration(snap.timeouts.tcpfin)}")
+        notes.append(tuple(head))
+        notes.extend(((f"    {w}", DIM),) for w in why)
+    return notes
+
+
+@dataclass(frozen=True, slots=True)
+class WeightEffect:
+    """What a weight edit would do to its service, for the confirmation dialog."""
+
+    old: int
+    new: int
+    live_before: int
+    live_after: int
+    live_dests_after: int
+    dests: int
+
+    @property
+    def takes_last_weight(self) -> bool:
+        return self.live_before > 0 and self.live_after == 0
+
+
+def weight_effect(svc: Service, dkey: DestKey, new: int) -> WeightEffect:
+    d = svc.dest(dkey)
+    old = d.weight if d is not None else 0
+    after = [new if x.key == dkey else x.weight for x in svc.dests]
+    return WeightEffect(old, new, svc.live_weight, sum(after), sum(1 for w in after if w > 0), len(svc.dests))
+
+
+# --- events -----------------------------------------------------------------------------------------
+
+EVENT_COLUMNS: tuple[Column, ...] = (
+    Column("time", "Time", numeric=False, priority=0),
+    Column("kind", "Event", numeric=False, priority=1),
+    Column("what", "Where", numeric=False, priority=2),
+    Column("change", "Change", numeric=False, priority=3),
+    Column("by", "By", numeric=False, priority=4),
+    Column("message", "Details", numeric=False, priority=5),
+)
+
+_EVENT_TONES = {
+    "poll_failed": BAD,
+    "inconsistent_read": WARN,
+    "service_removed": WARN,
+    "dest_removed": WARN,
+    "counters_reset": WARN,
+    "poll_recovered": GOOD,
+    "drain_finished": GOOD,
+}
+
+
+def events_table(events: Sequence[Event], settings: ViewSettings) -> TableModel:
+    needle = settings.events_filter.strip().lower()
+    entries: list[tuple[Sequence[object], Row]] = []
+    for i, ev in enumerate(events):
+        t, kind, svc, dest, old, new, actor = ev.time, ev.kind, ev.service, ev.dest, ev.old, ev.new, ev.actor
+        what = " ".join(x for x in (str(svc) if svc else "", f"→ {dest}" if dest else "") if x)
+        change = f"{old} → {new}" if old is not None or new is not None else ""
+        tone = _EVENT_TONES.get(kind, "")
+        by = ""
+        if kind == "weight_changed":
+            by = actor or "outside lvstop"
+            if actor is None:
+                tone = WARN  # keepalived or a human with ipvsadm: they may put their weight back
+        cells = (
+            time.strftime("%H:%M:%S", time.localtime(t)),
+            kind.replace("_", " "),
+            what,
+            change,
+            by,
+            ev.message,
+        )
+        if needle and not _matches(needle, cells):
+            continue
+        entries.append(((t, kind, what, change, by, cells[5]), Row(f"{i}", cells, tone)))
+    return _finish(EVENT_COLUMNS, entries, settings.events_sort, len(events), "no events yet")
+
+
+# --- director ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    section: str
+    name: str
+    value: str
+    meaning: str
+    tone: str = ""
+
+
+def director_settings(snap: Snapshot | None) -> list[Setting]:
+    if snap is None:
+        return []
+    out: list[Setting] = []
+    if snap.daemons:
+        for dm in snap.daemons:
+            extra = ", ".join(
+                f"{k} {v}"
+                for k, v in (
+                    ("maxlen", dm.maxlen),
+                    ("group", dm.group or dm.group6),
+                    ("port", dm.port),
+                    ("ttl", dm.ttl),
+                )
+                if v
+            )
+            out.append(
+                Setting(
+                    "Sync daemons",
+                    dm.state.name.lower(),
+                    f"{dm.mcast_ifn} syncid {dm.syncid}",
+                    (
+                        "sends connection state to the backup"
+                        if dm.state.name == "MASTER"
+                        else "receives connection state from the master"
+                    )
+                    + (f" ({extra})" if extra else ""),
+                    GOOD,
+                )
+            )
+    else:
+        out.append(
+            Setting(
+                "Sync daemons",
+                "none",
+                "-",
+                "no connection sync: a failover drops every established connection",
+                WARN,
+            )
+        )
+    if snap.timeouts is not None:
+        for name in ("tcp", "tcpfin", "udp"):
+            seconds = getattr(snap.timeouts, name)
+            out.append(
+                Setting("Timeouts", name, f"{seconds}s ({units.duration(seconds)})", explain.TIMEOUTS[name])
+            )
+    names = [n for n in EXPLAINING_SYSCTLS if n in snap.sysctls]
+    names += sorted(n for n in snap.sysctls if n not in EXPLAINING_SYSCTLS)
+    for n in names:
+        out.append(
+            Setting("Sysctls (net.ipv4.vs)", n, str(snap.sysctls[n]), explain.sysctl(n, snap.sysctls[n]))
+        )
+    if snap.version or snap.conn_tab_size:
+        out.append(
+            Setting(
+                "IPVS",
+                "version",
+                snap.version or "-",
+                f"connection hash table of {snap.conn_tab_size} buckets" if snap.conn_tab_size else "",
+            )
+        )
+    return out
+
+
+# --- header -----------------------------------------------------------------------------------------
+
+
+def status_chunks(
+    health: PollHealth, settings: ViewSettings, *, paused: bool, mode: str = ""
+) -> tuple[Chunk, ...]:
+    """The live end of the first header line, rebuilt every second on the UI thread (cheap)."""
+    out: list[Chunk] = []
+    if health.last_error is not None:
+        out.append(Chunk((("  POLL FAILING", BAD),)))
+    elif health.stale:
+        out.append(Chunk(((f"  STALE {units.duration(health.age)}", WARN),)))
+    else:
+        age = (f" {units.duration(health.age)} ago", DIM)
+        out.append(Chunk(((f"  poll {units.duration(health.last_duration)}", ""), age), drop=3))
+    out.append(Chunk(((f"  every {units.duration(health.interval)}", DIM),), drop=4))
+    if settings.instant:
+        out.append(Chunk((("  instant rates", ACCENT),), drop=2))
+    if mode:
+        out.append(Chunk(((f"  {mode}", ACCENT),), drop=1))
+    if paused:
+        out.append(Chunk((("  PAUSED", WARN),)))
+    return tuple(out)
+
+
+def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings) -> list[tuple[Chunk, ...]]:
+    """Who (the status chunks follow it); director totals with sparklines; counts, sync, timeouts.
+
+    Built off the UI thread: the counts walk every dest.
+    """
+    human = settings.human
+    first: list[Chunk] = []
+    if snap is None:
+        first.append(Chunk((("lvstop", ACCENT), ("  waiting for the first poll…", DIM))))
+    else:
+        first.append(Chunk(((snap.director, ACCENT), (f" [{snap.source}]", DIM))))
+        if snap.version:
+            first.append(Chunk(((f"  IPVS {snap.version}", ""),), drop=5))
+        if snap.conn_tab_size:
+            first.append(Chunk(((f"  conn tab {snap.conn_tab_size}", DIM),), drop=6))
+    lines = [tuple(first)]
+
+    second: list[Chunk] = []
+    rates = None if snap is None else (snap.total_instant if settings.instant else snap.total_rates)
+    if rates is not None:
+        second.append(
+            Chunk(
+                (
+                    ("conn/s ", DIM),
+                    (units.count(rates.cps, human=human), ""),
+                    (" " + units.sparkline(history.series(History.TOTAL_CPS), 12), ACCENT),
+                )
+            )
+        )
+        second.append(
+            Chunk(
+                (
+                    ("  pkt/s in ", DIM),
+                    (units.count(rates.inpps, human=human), ""),
+                    (" out ", DIM),
+                    (units.count(rates.outpps, human=human), ""),
+                    (" " + units.sparkline(history.series(History.TOTAL_PPS), 12), ACCENT),
+                ),
+                drop=2,
+            )
+        )
+        second.append(
+            Chunk(
+                (
+                    ("  B/s in ", DIM),
+                    (units.nbytes(rates.inbps, human=human), ""),
+                    (" out ", DIM),
+                    (units.nbytes(rates.outbps, human=human), ""),
+                    (" " + units.sparkline(history.series(History.TOTAL_BPS), 12), ACCENT),
+                ),
+                drop=1,
+            )
+        )
+    elif snap is not None:
+        second.append(Chunk((("director totals: no rates yet", DIM),)))
+    lines.append(tuple(second))
+
+    third: list[Chunk] = []
+    if snap is not None:
+        services = len(snap.services)
+        dests = sum(len(s.dests) for s in snap.services)
+        drained = sum(1 for s in snap.services for d in s.dests if d.weight == 0)
+        dead = sum(1 for s in snap.services if not any(d.weight > 0 for d in s.dests))
+        third.append(Chunk(((f"{services} services, {dests} dests", ""),)))
+        if drained:
+            third.append(Chunk(((f", {drained} at weight 0", DRAINED),), drop=1))
+        if dead:
+            third.append(Chunk(((f", {dead} with no live dest", BAD),)))
+        if snap.daemons:
+            sync = " ".join(f"{d.state.name.lower()}:{d.mcast_ifn}/{d.syncid}" for d in snap.daemons)
+            third.append(Chunk((("  sync ", DIM), (sync, GOOD)), drop=2))
+        else:
+            third.append(Chunk((("  sync ", DIM), ("none", WARN)), drop=2))
+        if snap.timeouts is not None:
+            t = snap.timeouts
+            third.append(
+                Chunk((("  timeouts ", DIM), (f"tcp {t.tcp} fin {t.tcpfin} udp {t.udp}", "")), drop=3)
+            )
+        if not snap.ok:
+            third.append(Chunk(((f"  {len(snap.issues)} read issue(s)", WARN),)))
+    lines.append(tuple(third))
+    return lines
+
+
+def fit_chunks(chunks: Sequence[Chunk], width: int) -> list[Chunk]:
+    """Drop the most droppable chunks until the line fits; keep the order of the rest."""
+    kept = list(chunks)
+    while kept and sum(c.width for c in kept) > width:
+        worst = max(range(len(kept)), key=lambda i: (kept[i].drop, i))
+        if kept[worst].drop == 0 and len(kept) == 1:
+            break
+        del kept[worst]
+    return kept
+
+
+def visible_columns(model: TableModel, width: int, gap: int = 2) -> list[int]:
+    """Indices of the columns that fit in `width`, dropping the least important first."""
+    cols = model.columns
+    widths = model.widths or tuple(len(c.title) for c in cols)
+    order = sorted(range(len(cols)), key=lambda i: (cols[i].priority, i))
+    chosen: list[int] = []
+    used = 0
+    for i in order:
+        need = widths[i] + (gap if chosen else 0)
+        if chosen and used + need > width:
+            continue
+        chosen.append(i)
+        used += need
+    return sorted(chosen)
+
+
+# --- connections ------------------------------------------------------------------------------------
+
+CONN_STATE_COLUMNS: tuple[Column, ...] = (
+    Column("state", "State", numeric=False, priority=0, sortable=False),
+    Column("entries", "Entries", priority=0, sortable=False),
+)
+CONN_DEST_COLUMNS: tuple[Column, ...] = (
+    Column("dest", "Real server", numeric=False, priority=0, sortable=False),
+    Column("active", "Active", priority=1, sortable=False),
+    Column("inactive", "InAct", priority=2, sortable=False),
+    Column("templates", "Templ", priority=3, sortable=False),
+    Column("service", "Service", numeric=False, priority=4, sortable=False),
+)
+CONN_CLIENT_COLUMNS: tuple[Column, ...] = (
+    Column("client", "Top client", numeric=False, priority=0, sortable=False),
+    Column("entries", "Entries", priority=0, sortable=False),
+)
+CONN_ENTRY_COLUMNS: tuple[Column, ...] = (
+    Column("proto", "Pro", numeric=False, priority=3, sortable=False),
+    Column("client", "Client", numeric=False, priority=0, sortable=False),
+    Column("state", "State", numeric=False, priority=1, sortable=False),
+    Column("expires", "Expires", priority=2, sortable=False),
+    Column("dest", "Real server", numeric=False, priority=0, sortable=False),
+    Column("virtual", "Virtual", numeric=False, priority=4, sortable=False),
+    Column("origin", "Origin", numeric=False, priority=5, sortable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnQuery:
+    """What the connections view asks of the table: scope from navigation, the rest from `/`."""
+
+    service: ServiceKey | None = None
+    dest: DestKey | None = None
+    client: str = ""  # an address or a prefix (CIDR)
+    state: str = ""
+    protocol: str = ""
+
+
+_CONN_PROTOCOLS = ("TCP", "UDP", "SCTP", "IP")
+
+
+def parse_conn_filter(text: str, base: ConnQuery) -> ConnQuery:
+    """`/` in the connections view: words are a client address or prefix, a protocol, or a state."""
+    client = state = protocol = ""
+    for word in text.split():
+        if word.upper() in _CONN_PROTOCOLS:
+            protocol = word.upper()
+            continue
+        try:
+            ipaddress.ip_network(word, strict=False)
+        except ValueError:
+            if not word.replace("_", "").isalpha():
+                raise ValueError(f"{word!r} is neither an address, a protocol nor a state") from None
+            state = word.upper()
+        else:
+            client = word
+    return ConnQuery(base.service, base.dest, client, state, protocol)
+
+
+def conn_query_text(q: ConnQuery) -> str:
+    parts = [f"service {q.service}" if q.service else "", f"dest {q.dest}" if q.dest else ""]
+    parts += [f"client {q.client}" if q.client else "", q.state, q.protocol]
+    return ", ".join(p for p in parts if p) or "whole table"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnViews:
+    line: tuple[Span, ...]
+    states: TableModel
+    dests: TableModel
+    clients: TableModel
+    entries: TableModel
+    dest_keys: Mapping[str, tuple[ServiceKey, DestKey]]
+
+
+def conn_views(
+    summary: ConnSummary | None,
+    query: ConnQuery,
+    *,
+    error: str | None,
+    age: float | None,
+    human: bool,
+    names: Names = no_names,
+) -> ConnViews:
+    """The connections view from a lvstop.conntable.ConnSummary (None until the first read)."""
+    line: list[Span] = [(conn_query_text(query), ACCENT)]
+    if error is not None:
+        line.append((f"  read failed: {error}", BAD))
+    if summary is None:
+        line.append(("  reading the connection table…" if error is None else "", DIM))
+        empty = TableModel(CONN_ENTRY_COLUMNS, empty="no read yet")
+        return ConnViews(
+            tuple(line),
+            TableModel(CONN_STATE_COLUMNS),
+            TableModel(CONN_DEST_COLUMNS),
+            TableModel(CONN_CLIENT_COLUMNS),
+            empty,
+            MappingProxyType({}),
+        )
+    ov = summary.overall
+    line.append(
+        (
+            f"  {units.count(summary.matched, human=human)} of "
+            f"{units.count(summary.total, human=human)} entries",
+            "",
+        )
+    )
+    line.append((f", {ov.active} active, {ov.inactive} inactive, {ov.templates} templates", ""))
+    line.append((f"  read in {units.duration(summary.read_seconds)}", DIM))
+    if age is not None:
+        line.append((f", {units.duration(age)} ago", DIM))
+    if summary.partial:
+        line.append(("  PARTIAL: the read hit its time budget, counts are low", WARN))
+    if summary.unattributed:
+        line.append((f"  {summary.unattributed} of no known service", WARN))
+
+    states: list[tuple[Sequence[object], Row]] = [
+        ((s, n), Row(s, (s, units.count(n, human=human)))) for s, n in ov.states.items()
+    ]
+    if ov.templates:
+        states.append(
+            (
+                (ov.templates, "~"),
+                Row("templates", ("(templates)", units.count(ov.templates, human=human)), DIM),
+            )
+        )
+    state_model = _finish(CONN_STATE_COLUMNS, states, SortSpec("entries", True), len(states), "no entries")
+
+    dest_rows: list[tuple[Sequence[object], Row]] = []
+    dest_keys: dict[str, tuple[ServiceKey, DestKey]] = {}
+    for (skey, dkey), c in summary.by_dest.items():
+        rid = f"{skey} {dkey}"
+        dest_keys[rid] = (skey, dkey)
+        dest_cells = (
+            _host(dkey.family, dkey.address, dkey.port, names),
+            units.count(c.active, human=human),
+            units.count(c.inactive, human=human),
+            units.count(c.templates, human=human),
+            str(skey),
+        )
+        order = _addr_order(dkey.family, dkey.address, dkey.port)
+        dest_rows.append(((order, c.active, c.inactive, c.templates, str(skey)), Row(rid, dest_cells)))
+    dest_model = _finish(CONN_DEST_COLUMNS, dest_rows, SortSpec("active", True), len(dest_rows), "no entries")
+
+    client_rows: list[tuple[Sequence[object], Row]] = [
+        ((addr, n), Row(addr, (names(addr) or addr, units.count(n, human=human))))
+        for addr, n in summary.top_clients
+    ]
+    client_model = _finish(
+        CONN_CLIENT_COLUMNS, client_rows, SortSpec("entries", True), len(client_rows), "no clients"
+    )
+
+    entry_rows: list[tuple[Sequence[object], Row]] = []
+    for i, e in enumerate(summary.entries):
+        fam = 10 if ":" in e.client else 2
+        dfam = 10 if ":" in e.daddr else 2
+        vfam = 10 if ":" in e.vaddr else 2
+        entry_cells = (
+            e.protocol,
+            _host(fam, e.client, e.client_port, names) if e.client_port else f"{e.client} (template)",
+            e.state,
+            units.duration(e.expires),
+            _host(dfam, e.daddr, e.dport, names),
+            format_hostport(vfam, e.vaddr, e.vport),
+            e.origin or e.pe_name,
+        )
+        entry_rows.append(
+            (
+                (i, e.client, e.state, e.expires, e.daddr, e.vaddr, e.origin or ""),
+                Row(str(i), entry_cells, DIM if e.is_template else ""),
+            )
+        )
+    more = "" if summary.matched <= len(summary.entries) else f" (first {len(summary.entries)} shown)"
+    entry_model = _finish(
+        CONN_ENTRY_COLUMNS,
+        entry_rows,
+        SortSpec("proto", False),
+        summary.matched,
+        "no connection matches" + more,
+    )
+    return ConnViews(
+        tuple(line), state_model, dest_model, client_model, entry_model, MappingProxyType(dest_keys)
+    )

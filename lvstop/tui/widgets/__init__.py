@@ -1,0 +1,1 @@
+"""Widgets of the dashboard: the live table, span lines, and the per-director view."""
