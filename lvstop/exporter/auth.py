@@ -1,0 +1,240 @@
+"""web-config.yml (exporter-toolkit's format: TLS, bcrypt basic-auth users) plus roles, and the rate limiter.
+
+The file is read strictly, as exporter-toolkit reads it: an unknown key is an error, not a silent
+downgrade. lvstop adds one top-level key, `roles`, mapping user names to reader, operator or admin.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import hmac
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from lvstop.errors import LvstopError
+
+
+class Role(enum.IntEnum):
+    """Ordered: each role can do what the ones below it can."""
+
+    READER = 1  # GET everything
+    OPERATOR = 2  # drain, restore, set weight, ramps: all guarded
+    ADMIN = 3  # also force past the guards
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    tls: ssl.SSLContext | None = None
+    users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
+    roles: Mapping[str, Role] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.users)
+
+
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+_CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "roles"}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
+# Accepted for compatibility; Python's ssl picks sane defaults for these.
+_TLS_IGNORED = {"prefer_server_cipher_suites", "curve_preferences", "cipher_suites", "client_allowed_sans"}
+_HTTP_KEYS = {"headers", "http2"}
+
+
+def _fail(path: Path, message: str) -> LvstopError:
+    return LvstopError(f"{path}: {message}")
+
+
+def _mapping(path: Path, value: object, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(path, f"{what} must be a mapping")
+    return value
+
+
+def _unknown(path: Path, doc: Mapping[str, Any], known: set[str], what: str) -> None:
+    extra = sorted(set(doc) - known)
+    if extra:
+        raise _fail(path, f"unknown key(s) in {what}: {', '.join(map(str, extra))}")
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Read and check a web-config.yml; every problem is one LvstopError naming the file."""
+    p = Path(path)
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise _fail(p, f"cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise _fail(p, f"not valid YAML{line}") from None
+    doc = _mapping(p, doc, "the file")
+    _unknown(p, doc, _TOP_KEYS, "the file")
+    users = {}
+    for user, hashed in _mapping(p, doc.get("basic_auth_users"), "basic_auth_users").items():
+        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise _fail(p, f"basic_auth_users.{user}: not a bcrypt hash")
+        users[str(user)] = hashed.encode()
+    roles = {}
+    for user, role in _mapping(p, doc.get("roles"), "roles").items():
+        if str(user) not in users:
+            raise _fail(p, f"roles.{user}: no such user in basic_auth_users")
+        try:
+            roles[str(user)] = Role[str(role).upper()]
+        except KeyError:
+            raise _fail(p, f"roles.{user}: role must be reader, operator or admin, not {role!r}") from None
+    http = _mapping(p, doc.get("http_server_config"), "http_server_config")
+    _unknown(p, http, _HTTP_KEYS, "http_server_config")
+    headers = {
+        str(k): str(v) for k, v in _mapping(p, http.get("headers"), "http_server_config.headers").items()
+    }
+    tls_doc = _mapping(p, doc.get("tls_server_config"), "tls_server_config")
+    _unknown(p, tls_doc, _TLS_KEYS | _TLS_IGNORED, "tls_server_config")
+    return WebConfig(_tls_context(p, tls_doc) if tls_doc else None, users, roles, headers)
+
+
+def _tls_context(p: Path, doc: Mapping[str, Any]) -> ssl.SSLContext:
+    def rel(key: str) -> str:
+        # exporter-toolkit resolves relative paths against the config file's directory.
+        return str((p.parent / str(doc[key])).resolve())
+
+    if not doc.get("cert_file") or not doc.get("key_file"):
+        raise _fail(p, "tls_server_config needs cert_file and key_file")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(rel("cert_file"), rel("key_file"))
+    except (OSError, ssl.SSLError) as e:
+        raise _fail(p, f"cannot load cert_file/key_file: {e}") from None
+    for key, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        if key in doc:
+            if doc[key] not in _TLS_VERSIONS:
+                raise _fail(p, f"tls_server_config.{key} must be one of {', '.join(_TLS_VERSIONS)}")
+            setattr(ctx, attr, _TLS_VERSIONS[doc[key]])
+    mode = doc.get("client_auth_type", "NoClientCert")
+    if mode not in _CLIENT_AUTH:
+        raise _fail(p, f"tls_server_config.client_auth_type must be one of {', '.join(_CLIENT_AUTH)}")
+    ctx.verify_mode = _CLIENT_AUTH[mode]
+    if doc.get("client_ca_file"):
+        try:
+            ctx.load_verify_locations(rel("client_ca_file"))
+        except (OSError, ssl.SSLError) as e:
+            raise _fail(p, f"cannot load client_ca_file: {e}") from None
+    elif ctx.verify_mode != ssl.CERT_NONE:
+        raise _fail(p, f"client_auth_type {mode} needs client_ca_file")
+    return ctx
+
+
+class Authenticator:
+    """HTTP basic auth against bcrypt hashes; unknown users cost one bcrypt check like wrong passwords."""
+
+    def __init__(self, config: WebConfig, anonymous_role: Role = Role.OPERATOR) -> None:
+        self.config = config
+        self.anonymous = Principal("anonymous", anonymous_role)
+        cost = int(next(iter(config.users.values()), b"$2b$10$").split(b"$")[2])
+        self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
+        self._good: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # verified credentials
+        self._lock = threading.Lock()
+
+    def check(self, authorization: str | None) -> Principal | None:
+        """The principal for an Authorization header, or None when the credentials are missing or wrong."""
+        if not self.config.auth:
+            return self.anonymous
+        creds = _basic(authorization)
+        if creds is None:
+            return None
+        user, password = creds
+        # Cache verified pairs by a keyed digest so scrapes do not pay bcrypt each time.
+        digest = hmac.new(self._dummy, password, hashlib.sha256).digest()
+        with self._lock:
+            if (user, digest) in self._good:
+                self._good.move_to_end((user, digest))
+                return self._principal(user)
+        hashed = self.config.users.get(user)
+        ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy) and hashed is not None
+        if not ok:
+            return None
+        with self._lock:
+            self._good[(user, digest)] = None
+            while len(self._good) > 1024:
+                self._good.popitem(last=False)
+        return self._principal(user)
+
+    def _principal(self, user: str) -> Principal:
+        return Principal(user, self.config.roles.get(user, Role.READER))
+
+
+def _basic(header: str | None) -> tuple[str, bytes] | None:
+    if not header or header[:6].lower() != "basic ":
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = raw.partition(b":")
+    if not sep:
+        return None
+    return user.decode("utf-8", "replace"), password
+
+
+class RateLimiter:
+    """Token bucket per client address, checked before authentication so guessing stays slow."""
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 10000
+    ):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max = max_clients
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> float:
+        """0 when the request may go on, else the seconds to wait before the next one will."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.pop(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            wait = 0.0
+            if tokens >= 1:
+                tokens -= 1
+            else:
+                wait = (1 - tokens) / self.rate if self.rate > 0 else 3600.0
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+            return wait

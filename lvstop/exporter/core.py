@@ -1,0 +1,207 @@
+"""The exporter's state between the poller and HTTP: health counters and pages rendered once per change.
+
+A page (the exposition, the JSON snapshot) is rendered by the first request that finds it stale and
+then served from memory; concurrent requests wait for that one render instead of repeating it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from lvstop import codec
+from lvstop.control import Control, detect_weight_managers
+from lvstop.errors import SourceError
+from lvstop.events import WEIGHT_CHANGED, Event, EventLog
+from lvstop.exporter.metrics import (
+    EDIT_OUTCOMES,
+    Body,
+    BodyWriter,
+    ConnStats,
+    ControlView,
+    Health,
+    Inputs,
+    Options,
+    render_inputs,
+)
+from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot
+from lvstop.sources import Source
+
+if TYPE_CHECKING:
+    from lvstop.poller import Poller
+
+
+class CountingSource:
+    """Wraps the poller's source: counts failures and partial reads by kind, notes the last success."""
+
+    def __init__(
+        self, source: Source, on_change: Callable[[], None], clock: Callable[[], float] = time.time
+    ) -> None:
+        self.source = source
+        self.name = source.name
+        self._on_change = on_change
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.errors: dict[str, int] = {}
+        self.ok: bool | None = None  # None until the first poll
+        self.last_success: float | None = None
+        self.last_error: str | None = None
+
+    def read(self) -> Snapshot:
+        try:
+            snap = self.source.read()
+        except SourceError as e:
+            self._count([e.kind.value], str(e))
+            raise
+        except Exception as e:
+            self._count(["internal"], f"{type(e).__name__}: {e}")
+            raise
+        # UNAVAILABLE marks what a source can never read (/proc has no counters): not an error per poll.
+        self._count([i.kind.value for i in snap.issues if i.kind is not IssueKind.UNAVAILABLE], None)
+        return snap
+
+    def _count(self, kinds: list[str], failure: str | None) -> None:
+        with self._lock:
+            for k in kinds:
+                self.errors[k] = self.errors.get(k, 0) + 1
+            self.ok = failure is None
+            self.last_error = failure
+            if failure is None:
+                self.last_success = self._clock()
+        self._on_change()
+
+    def conn_lines(self, sync: bool = False) -> Iterator[str]:
+        return self.source.conn_lines(sync)
+
+    def close(self) -> None:
+        self.source.close()
+
+
+class WatchingEventLog(EventLog):
+    """An EventLog that also counts weight changes made outside lvstop, per dest, for the metrics."""
+
+    def __init__(self, maxlen: int = 1000) -> None:
+        super().__init__(maxlen)
+        self.external: dict[tuple[ServiceKey, DestKey], int] = {}
+
+    def append(self, event: Event) -> Event:
+        event = super().append(event)
+        if event.kind == WEIGHT_CHANGED and event.actor is None and event.service and event.dest:
+            key = (event.service, event.dest)
+            self.external[key] = self.external.get(key, 0) + 1
+        return event
+
+
+class PageCache:
+    """One rendered page per key; the render runs once, under the lock, for all waiting requests."""
+
+    def __init__(self, render: Callable[[], Body | None]) -> None:
+        self._render = render
+        self._lock = threading.Lock()
+        self._key: object = object()  # compared by identity: a snapshot, or a generation token
+        self._body: Body | None = None
+        self.renders = 0
+        self.last_render: float | None = None
+
+    def get(self, key: object) -> Body | None:
+        with self._lock:
+            if key is not self._key:
+                t0 = time.perf_counter()
+                self._body = self._render()
+                self.last_render = time.perf_counter() - t0
+                self._key = key
+                self.renders += 1
+            return self._body
+
+
+class Exporter:
+    """Everything the HTTP layer reads: pages, health, events, drains; everything it counts."""
+
+    def __init__(
+        self,
+        poller: Poller,
+        source: CountingSource,
+        events: WatchingEventLog,
+        *,
+        options: Options | None = None,
+        control: Control | None = None,
+        proc_root: str = "/proc",
+        conn: Callable[[], ConnStats | None] = lambda: None,
+        keep_limit: int = 32 << 20,
+    ) -> None:
+        self.poller = poller
+        self.source = source
+        self.events = events
+        self.options = options or Options()
+        self.control = control
+        self.proc_root = proc_root
+        self._conn = conn
+        self._keep_limit = keep_limit
+        self._lock = threading.Lock()
+        self._generation = object()  # replaced on every change; pages are keyed by it
+        self.edits: dict[str, int] = dict.fromkeys(EDIT_OUTCOMES, 0)
+        self.scrape_duration: float | None = None
+        self.metrics_cache = PageCache(self._render_metrics)
+        self.snapshot_cache = PageCache(self._render_snapshot)
+        poller.subscribe(lambda _snap: self.changed())
+
+    def changed(self) -> None:
+        """Something a page shows changed (new snapshot, failed poll, edit, connection-table read)."""
+        with self._lock:
+            self._generation = object()
+
+    def metrics_page(self) -> Body:
+        body = self.metrics_cache.get(self._generation)
+        assert body is not None
+        return body
+
+    def snapshot_page(self) -> Body | None:
+        return self.snapshot_cache.get(self.poller.latest)
+
+    def record_edit(self, outcome: str) -> None:
+        with self._lock:
+            self.edits[outcome] += 1
+            self._generation = object()
+
+    def record_scrape(self, seconds: float) -> None:
+        self.scrape_duration = seconds  # shows on the next page: this one is already rendered
+
+    def managers(self) -> tuple[tuple[str, int], ...]:
+        return detect_weight_managers(self.proc_root)
+
+    def health(self) -> Health:
+        s = self.source
+        return Health(
+            source=s.name,
+            poll_success=bool(s.ok),
+            last_success=s.last_success,
+            poll_duration=self.poller.last_duration,
+            errors=dict(s.errors),
+            scrape_duration=self.scrape_duration,
+            render_duration=self.metrics_cache.last_render,
+        )
+
+    def inputs(self) -> Inputs:
+        with self._lock:
+            edits = dict(self.edits)
+        drains = self.control.drains() if self.control is not None else {}
+        return Inputs(
+            self.poller.latest,
+            self.health(),
+            ControlView(drains, edits, dict(self.events.external), self.managers()),
+            self._conn(),
+            self.options,
+        )
+
+    def _render_metrics(self) -> Body:
+        return render_inputs(self.inputs(), self._keep_limit)
+
+    def _render_snapshot(self) -> Body | None:
+        snap = self.poller.latest
+        if snap is None:
+            return None
+        w = BodyWriter(self._keep_limit)
+        w.write(codec.dumps(snap))
+        return w.finish()

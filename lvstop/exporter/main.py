@@ -1,0 +1,270 @@
+"""`lvstop-exporter`: the poller, the Prometheus exposition, the JSON API and (when enabled) the write API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from lvstop import __version__
+from lvstop.conntable import ConnSummary, ConnTableReader
+from lvstop.control import Control, WeightTarget
+from lvstop.errors import LvstopError, SourceError
+from lvstop.exporter.audit import AuditLog
+from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config
+from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
+from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
+from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options
+from lvstop.exporter.ramp import Ramps
+from lvstop.poller import Poller
+from lvstop.sources import Source
+from lvstop.sources.factory import KINDS, open_source
+
+log = logging.getLogger("lvstop.exporter")
+
+USAGE = 2
+FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lvstop-exporter",
+        description="Prometheus metrics, a JSON API and guarded weight edits for Linux IPVS.",
+    )
+    p.add_argument("--version", action="version", version=f"lvstop-exporter {__version__}")
+    src = p.add_argument_group("source")
+    src.add_argument("--source", choices=[k for k in KINDS if k != "remote"], default="auto")
+    src.add_argument("--netns", help="network namespace: a name under /var/run/netns or /proc/PID/ns/net")
+    src.add_argument("--proc-root", default="/proc", help="where /proc is (also scanned for keepalived)")
+    src.add_argument("--replay", metavar="FILE", help="a recording made by `lvstop record` (--source replay)")
+    src.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
+    src.add_argument("--interval", type=float, default=2.0, help="poll interval, seconds (default 2)")
+    web = p.add_argument_group("web")
+    web.add_argument("--web.listen-address", dest="listen", default=":9736", help="reads (default :9736)")
+    web.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web-config.yml (+ roles)")
+    web.add_argument(
+        "--web.max-requests", dest="max_requests", type=int, default=40, help="parallel scrapes (0: no limit)"
+    )
+    col = p.add_argument_group("cardinality")
+    col.add_argument(
+        "--collector.dest-labels",
+        dest="dest_labels",
+        default=",".join(DEST_LABELS),
+        help="labels kept on per-dest metrics; values of dests sharing the kept labels are summed",
+    )
+    col.add_argument(
+        "--no-collector.dests", dest="dest_metrics", action="store_false", help="no per-dest metrics"
+    )
+    col.add_argument(
+        "--no-collector.conntable", dest="conntable", action="store_false", help="no connection-table metrics"
+    )
+    col.add_argument("--collector.conntable.interval", dest="conn_interval", type=float, default=30.0)
+    col.add_argument("--collector.conntable.budget", dest="conn_budget", type=float, default=1.0)
+    wr = p.add_argument_group("writes")
+    wr.add_argument("--write.enable", dest="write", action="store_true", help="serve the write API")
+    wr.add_argument("--write.listen-address", dest="write_listen", default="127.0.0.1:9737")
+    wr.add_argument(
+        "--write.allowed-origin",
+        dest="origins",
+        action="append",
+        default=[],
+        help="a browser Origin allowed to write",
+    )
+    wr.add_argument(
+        "--write.rate", dest="rate", type=float, default=1.0, help="write requests per second per client"
+    )
+    wr.add_argument("--write.burst", dest="burst", type=int, default=5)
+    wr.add_argument(
+        "--write.floor", dest="floor", type=int, default=0, help="minimum live weight of a service"
+    )
+    wr.add_argument(
+        "--drain-state", default="/var/lib/lvstop/drains.json", help="where drains remember weights"
+    )
+    wr.add_argument("--audit-log", default="-", help="JSON lines, one per write attempt ('-': stderr)")
+    p.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return p
+
+
+def conn_stats(summary: ConnSummary, wall: float) -> ConnStats:
+    return ConnStats(
+        by_state={k: c.states for k, c in summary.by_service.items()},
+        templates={k: c.templates for k, c in summary.by_service.items() if c.templates},
+        total=summary.total,
+        partial=summary.partial,
+        read_seconds=summary.read_seconds,
+        time=wall,
+    )
+
+
+def _control_target(args: argparse.Namespace, source: Source) -> WeightTarget | None:
+    """What Control writes through: the demo itself, or a NetlinkSource of its own (never the poller's)."""
+    from lvstop.sources.sim import SimSource
+
+    if isinstance(source, SimSource):
+        return source
+    if args.source in ("auto", "netlink"):
+        from lvstop.sources.netlink import NetlinkSource
+
+        try:
+            target: WeightTarget = NetlinkSource(netns=args.netns, proc_root=args.proc_root)
+        except SourceError as e:
+            log.warning("no write path: %s", e)
+            return None
+        return target
+    return None
+
+
+@dataclass
+class Running:
+    """A started exporter; stop() undoes start()."""
+
+    exporter: Exporter
+    servers: list[Server]
+    poller: Poller
+    ramps: Ramps | None
+    conn: ConnTableReader | None
+    audit: AuditLog
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.shutdown()
+            s.server_close()
+        if self.ramps is not None:
+            self.ramps.stop()
+        if self.conn is not None:
+            self.conn.stop(timeout=5)
+        self.poller.stop(timeout=5)
+        self.audit.close()
+
+
+def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sys.stderr) -> Running:
+    """Wire everything and start serving; raises LvstopError (or ValueError for bad flags)."""
+    options = Options(
+        dest_labels=tuple(x for x in args.dest_labels.split(",") if x),
+        dest_metrics=args.dest_metrics,
+        conntable_metrics=args.conntable,
+        tick=args.interval,
+    )
+    web = load_web_config(args.web_config) if args.web_config else WebConfig()
+    read_addr = parse_listen_address(args.listen)
+    write_addr = parse_listen_address(args.write_listen)
+    if args.write and not is_loopback(write_addr[0]) and not (web.tls and web.auth):
+        raise ValueError(
+            f"refusing to serve writes on non-loopback {args.write_listen} without TLS and authentication "
+            "(tls_server_config and basic_auth_users in --web.config.file)"
+        )
+    if args.write and not web.auth:
+        log.warning("writes without authentication: any local user can edit weights (set basic_auth_users)")
+    events = WatchingEventLog()
+    holder: list[Exporter] = []
+    counting = CountingSource(source, on_change=lambda: holder[0].changed() if holder else None)
+    poller = Poller(counting, interval=args.interval, events=events)
+    target = _control_target(args, source) if args.write or args.source == "demo" else None
+    if args.write and target is None:
+        raise ValueError(f"--write.enable needs a source that can write (netlink or demo), not {args.source}")
+    control = (
+        Control(
+            target,
+            args.drain_state,
+            events,
+            args.floor,
+            latest=lambda: poller.latest,
+            proc_root=args.proc_root,
+        )
+        if target is not None
+        else None
+    )
+    conn_state: list[ConnStats | None] = [None]
+    exporter = Exporter(
+        poller,
+        counting,
+        events,
+        options=options,
+        control=control,
+        proc_root=args.proc_root,
+        conn=lambda: conn_state[0],
+    )
+    holder.append(exporter)
+    reader = None
+    if options.conntable_metrics:
+        reader = ConnTableReader(
+            counting,
+            interval=args.conn_interval,
+            budget_s=args.conn_budget,
+            services=lambda: poller.latest.services if poller.latest is not None else None,
+        )
+
+        def conn_read(summary: ConnSummary) -> None:
+            conn_state[0] = conn_stats(summary, time.time())
+            exporter.changed()
+
+        reader.subscribe(conn_read)
+    audit = AuditLog(audit_stream if args.audit_log == "-" else args.audit_log)
+    app = App(
+        exporter,
+        web=web,
+        auth=Authenticator(web),
+        audit=audit,
+        limiter=RateLimiter(args.rate, args.burst),
+        writes=WriteSettings(args.write, tuple(args.origins)),
+        max_requests=args.max_requests,
+    )
+    ramps = Ramps(control, app.ramp_step) if (control is not None and args.write) else None
+    app.ramps = ramps
+    servers = [Server(read_addr, app, writes=False, tls=web.tls)]
+    if args.write:
+        servers.append(Server(write_addr, app, writes=True, tls=web.tls))
+    running = Running(exporter, servers, poller, ramps, reader, audit)
+    poller.start()
+    if reader is not None:
+        reader.start()
+    for s in servers:
+        t = threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}", daemon=True)
+        t.start()
+        running.threads.append(t)
+    return running
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="lvstop-exporter: %(levelname)s: %(message)s")
+    # Short GIL slices keep /-/healthy answering while a big page renders in another thread.
+    sys.setswitchinterval(0.001)
+    try:
+        source = open_source(
+            args.source,
+            netns=args.netns,
+            proc_root=args.proc_root,
+            replay=args.replay,
+            seed=args.seed,
+            warn=log.warning,
+        )
+    except (LvstopError, ValueError) as e:
+        print(f"lvstop-exporter: {e}", file=sys.stderr)
+        return USAGE if isinstance(e, ValueError) else FAILURE
+    try:
+        running = start(args, source)
+    except ValueError as e:
+        print(f"lvstop-exporter: {e}", file=sys.stderr)
+        return USAGE
+    except (LvstopError, OSError) as e:
+        print(f"lvstop-exporter: {e}", file=sys.stderr)
+        return FAILURE
+    for s in running.servers:
+        log.info("serving %s on %s", "reads and writes" if s.writes else "reads", s.url)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    running.stop()
+    source.close()
+    return 0

@@ -1,0 +1,668 @@
+"""Collectors and the exposition renderer.
+
+One collector per area (node_exporter's layout), descriptors built once at import. Each collector
+yields families whose rows carry pre-rendered label text: a dest's labels are formatted once per
+render and reused by its ~18 families, which keeps a 100k-dest render near 1 us per sample
+(client_python's generate_latest costs ~9 us per sample). The text streams into a gzip compressor in
+chunks, so a huge exposition is held in memory only compressed.
+"""
+
+from __future__ import annotations
+
+import platform
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvstop import __version__
+from lvstop.control import DrainRecord
+from lvstop.model import (
+    AF_INET6,
+    TUN_F_CSUM,
+    TUN_F_REMCSUM,
+    Dest,
+    DestKey,
+    FwdMethod,
+    IssueKind,
+    Service,
+    ServiceKey,
+    Snapshot,
+)
+
+# node_exporter's ipvs labels plus `family`, which keeps IPv4 and IPv6 fwmark services with the same
+# mark apart. Sorted by name, as client_python emits them.
+SERVICE_LABELS = ("family", "local_address", "local_mark", "local_port", "proto")
+DEST_LABELS = (*SERVICE_LABELS, "remote_address", "remote_port")
+ERROR_KINDS = (*(k.value for k in IssueKind), "internal")
+EDIT_OUTCOMES = ("applied", "unchanged", "dry_run", "rejected", "failed")
+WEIGHT_MANAGERS = ("keepalived", "ldirectord")
+CHUNK_LINES = 4096  # lines per chunk handed to the compressor
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A metric descriptor: exposition name (counters end in _total, info metrics in _info), type, help."""
+
+    name: str
+    type: str  # counter | gauge
+    help: str
+    cached: bool = True  # a value read by the poller: HELP says it is cached per tick
+
+
+@dataclass(slots=True)
+class Family:
+    spec: Spec
+    rows: Iterable[tuple[str, int | float]]  # (label text without braces, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Cardinality control and the tick the HELP text quotes."""
+
+    dest_labels: tuple[str, ...] = DEST_LABELS  # labels kept on backend metrics; dropped ones are summed
+    dest_metrics: bool = True
+    conntable_metrics: bool = True
+    tick: float = 2.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.dest_labels) - set(DEST_LABELS)
+        if unknown:
+            raise ValueError(
+                f"unknown dest label(s) {', '.join(sorted(unknown))}; known: {', '.join(DEST_LABELS)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    source: str
+    poll_success: bool
+    last_success: float | None  # wall time of the last good poll
+    poll_duration: float | None
+    errors: Mapping[str, int] = field(default_factory=dict)  # by kind (ERROR_KINDS)
+    scrape_duration: float | None = None  # the previous /metrics request
+    render_duration: float | None = None  # the previous render
+
+
+@dataclass(frozen=True, slots=True)
+class ConnStats:
+    """Connection-table aggregates as the exporter exposes them (built from a ConnSummary)."""
+
+    by_state: Mapping[ServiceKey, Mapping[str, int]]
+    templates: Mapping[ServiceKey, int]
+    total: int
+    partial: bool
+    read_seconds: float
+    time: float  # wall time of the read
+
+
+@dataclass(frozen=True, slots=True)
+class ControlView:
+    drains: Mapping[tuple[ServiceKey, DestKey], DrainRecord] = field(default_factory=dict)
+    edits: Mapping[str, int] = field(default_factory=dict)  # by outcome (EDIT_OUTCOMES)
+    external: Mapping[tuple[ServiceKey, DestKey], int] = field(default_factory=dict)
+    managers: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    snapshot: Snapshot | None
+    health: Health
+    control: ControlView = ControlView()
+    conn: ConnStats | None = None
+    options: Options = Options()
+
+
+# --- labels ---
+
+
+def esc(value: str) -> str:
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    return value
+
+
+def labels(**kv: object) -> str:
+    return ",".join(f'{k}="{esc(str(v))}"' for k, v in kv.items())
+
+
+def service_label_values(k: ServiceKey) -> dict[str, str]:
+    return {
+        "family": "inet6" if k.family == AF_INET6 else "inet",
+        "local_address": k.address,
+        "local_mark": str(k.fwmark) if k.fwmark else "",
+        "local_port": str(k.port),
+        "proto": k.protocol.label,
+    }
+
+
+def service_labels(k: ServiceKey) -> str:
+    return labels(**service_label_values(k))
+
+
+def dest_labels(skey: ServiceKey, d: DestKey | Dest, keep: tuple[str, ...] = DEST_LABELS) -> str:
+    values = {**service_label_values(skey), "remote_address": d.address, "remote_port": str(d.port)}
+    return ",".join(f'{n}="{values[n]}"' for n in keep)
+
+
+def _fmt(v: int | float) -> str:
+    if v.__class__ is int:
+        return str(v)
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v))
+
+
+# --- descriptors ---
+
+
+def _counter(name: str, help: str) -> Spec:
+    return Spec(name, "counter", help)
+
+
+def _gauge(name: str, help: str, cached: bool = True) -> Spec:
+    return Spec(name, "gauge", help, cached)
+
+
+_COUNTER_FIELDS = (
+    ("conns", "connections_total", "Connections scheduled"),
+    ("inpkts", "incoming_packets_total", "Incoming packets"),
+    ("outpkts", "outgoing_packets_total", "Outgoing packets"),
+    ("inbytes", "incoming_bytes_total", "Incoming bytes"),
+    ("outbytes", "outgoing_bytes_total", "Outgoing bytes"),
+)
+_RATE_FIELDS = (
+    ("cps", "connections_per_second", "connections per second"),
+    ("inpps", "incoming_packets_per_second", "incoming packets per second"),
+    ("outpps", "outgoing_packets_per_second", "outgoing packets per second"),
+    ("inbps", "incoming_bytes_per_second", "incoming bytes per second"),
+    ("outbps", "outgoing_bytes_per_second", "outgoing bytes per second"),
+)
+
+
+def _counter_specs(prefix: str, what: str) -> tuple[tuple[str, Spec], ...]:
+    return tuple((f, _counter(f"{prefix}_{n}", f"{h} {what}.")) for f, n, h in _COUNTER_FIELDS)
+
+
+def _rate_specs(prefix: str, what: str) -> tuple[tuple[str, Spec], ...]:
+    return tuple(
+        (f, _gauge(f"{prefix}_{n}", f"The kernel's 2 s EWMA estimate of {h} {what}."))
+        for f, n, h in _RATE_FIELDS
+    )
+
+
+DIRECTOR_COUNTERS = _counter_specs("lvstop_ipvs", "through the director (ip_vs_stats)")
+DIRECTOR_RATES = _rate_specs("lvstop_ipvs", "through the director")
+IPVS_INFO = _gauge("lvstop_ipvs_info", "IPVS version of the kernel; value is 1.")
+CONN_TAB_SIZE = _gauge(
+    "lvstop_ipvs_connection_table_size", "Size of the IPVS connection hash table (buckets)."
+)
+SYNC_DAEMON_INFO = _gauge(
+    "lvstop_ipvs_sync_daemon_info",
+    "A running connection sync daemon with its state, syncid and interface; value is 1.",
+)
+SYNC_DAEMONS = _gauge(
+    "lvstop_ipvs_sync_daemons", "Running connection sync daemons by state (master, backup)."
+)
+TIMEOUTS = _gauge(
+    "lvstop_ipvs_timeout_seconds", "IPVS connection timeouts (ipvsadm --set) by kind: tcp, tcpfin, udp."
+)
+SYSCTLS = _gauge("lvstop_ipvs_sysctl", "Value of the net.ipv4.vs.* sysctl named by the label.")
+SERVICES = _gauge("lvstop_ipvs_services", "Virtual services on the director.")
+SNAPSHOT_TIME = _gauge(
+    "lvstop_snapshot_timestamp_seconds",
+    "Wall time of the poll the IPVS values on this page come from.",
+    False,
+)
+
+SERVICE_COUNTERS = _counter_specs("lvstop_ipvs_service", "for the virtual service")
+SERVICE_RATES = _rate_specs("lvstop_ipvs_service", "for the virtual service")
+SERVICE_INFO = _gauge(
+    "lvstop_ipvs_service_info",
+    "Virtual service settings: scheduler, flags, persistence timeout (s), netmask/prefix, persistence "
+    "engine; value is 1.",
+)
+SERVICE_BACKENDS = _gauge("lvstop_ipvs_service_backends", "Real servers (dests) of the virtual service.")
+SERVICE_WEIGHT = _gauge(
+    "lvstop_ipvs_service_weight",
+    "Sum of the weights of the service's real servers; 0 means new traffic is dropped.",
+)
+SERVICE_ACTIVE = _gauge(
+    "lvstop_ipvs_service_connections_active", "Active connections summed over the service's real servers."
+)
+SERVICE_INACTIVE = _gauge(
+    "lvstop_ipvs_service_connections_inactive", "Inactive connections summed over the service's real servers."
+)
+
+DEST_COUNTERS = _counter_specs("lvstop_ipvs_backend", "for the real server")
+DEST_RATES = _rate_specs("lvstop_ipvs_backend", "for the real server")
+DEST_GAUGES: tuple[tuple[Spec, Callable[[Dest], int | None]], ...] = (
+    (
+        _gauge("lvstop_ipvs_backend_connections_active", "Active connections of the real server."),
+        lambda d: d.active_conns,
+    ),
+    (
+        _gauge("lvstop_ipvs_backend_connections_inactive", "Inactive connections of the real server."),
+        lambda d: d.inactive_conns,
+    ),
+    (
+        _gauge(
+            "lvstop_ipvs_backend_connections_persistent", "Persistence templates pointing at the real server."
+        ),
+        lambda d: d.persist_conns,
+    ),
+    (
+        _gauge("lvstop_ipvs_backend_weight", "Weight of the real server; 0 means quiesced (drained)."),
+        lambda d: d.weight,
+    ),
+    (
+        _gauge(
+            "lvstop_ipvs_backend_upper_threshold", "Upper connection threshold of the real server (0: none)."
+        ),
+        lambda d: d.u_threshold,
+    ),
+    (
+        _gauge(
+            "lvstop_ipvs_backend_lower_threshold", "Lower connection threshold of the real server (0: none)."
+        ),
+        lambda d: d.l_threshold,
+    ),
+)
+DEST_INFO = _gauge(
+    "lvstop_ipvs_backend_info",
+    "Real server settings: forwarding method and tunnel type/port/flags; value is 1 (the number of real "
+    "servers when dest labels are dropped).",
+)
+DRAIN_START = _gauge(
+    "lvstop_ipvs_backend_drain_start_timestamp_seconds",
+    "When lvstop drained the real server (present only while it is drained by lvstop).",
+    False,
+)
+DRAIN_PREVIOUS = _gauge(
+    "lvstop_ipvs_backend_drain_previous_weight",
+    "The weight a restore puts back (present only while the real server is drained by lvstop).",
+    False,
+)
+EXTERNAL_CHANGES = _counter(
+    "lvstop_ipvs_backend_external_weight_changes_total",
+    "Weight changes lvstop saw but did not make (keepalived, ldirectord, ipvsadm) since the exporter "
+    "started.",
+)
+
+CONN_ENTRIES = _gauge(
+    "lvstop_ipvs_conntable_entries",
+    "Connection-table entries of the service by state (persistence templates excluded).",
+)
+CONN_TEMPLATES = _gauge(
+    "lvstop_ipvs_conntable_templates", "Persistence templates of the service in the connection table."
+)
+CONN_TOTAL = _gauge(
+    "lvstop_ipvs_conntable_read_entries", "Entries read from the connection table in the last read."
+)
+CONN_PARTIAL = _gauge(
+    "lvstop_ipvs_conntable_partial", "1 when the last connection-table read was cut short by its time budget."
+)
+CONN_SECONDS = _gauge(
+    "lvstop_ipvs_conntable_read_duration_seconds", "Duration of the last connection-table read."
+)
+CONN_TIME = _gauge(
+    "lvstop_ipvs_conntable_read_timestamp_seconds", "Wall time of the last connection-table read.", False
+)
+
+BUILD_INFO = _gauge(
+    "lvstop_build_info",
+    "lvstop version, Python version and the source IPVS state is read from; value is 1.",
+    False,
+)
+POLL_SUCCESS = _gauge(
+    "lvstop_poll_success", "1 when the last poll of IPVS succeeded, 0 when it failed.", False
+)
+LAST_SUCCESS = _gauge(
+    "lvstop_last_successful_poll_timestamp_seconds", "Wall time of the last successful poll.", False
+)
+POLL_DURATION = _gauge("lvstop_poll_duration_seconds", "Duration of the last poll.", False)
+POLL_ERRORS = Spec(
+    "lvstop_poll_errors_total",
+    "counter",
+    "Polls that failed or read partially, by kind: no_ipvs, no_permission, inconsistent, malformed, "
+    "unavailable, io, internal.",
+    False,
+)
+SCRAPE_DURATION = _gauge(
+    "lvstop_scrape_duration_seconds",
+    "Duration of the previous /metrics request (pages are rendered once per poll).",
+    False,
+)
+RENDER_DURATION = _gauge(
+    "lvstop_exposition_render_duration_seconds", "Duration of the previous rendering of this page.", False
+)
+WEIGHT_EDITS = Spec(
+    "lvstop_weight_edits_total",
+    "counter",
+    "Weight edits asked through the write API by outcome: applied, unchanged, dry_run, rejected, failed.",
+    False,
+)
+MANAGERS = _gauge(
+    "lvstop_weight_managers",
+    "Running processes that manage IPVS weights themselves (keepalived, ldirectord) and may undo "
+    "lvstop's edits.",
+    False,
+)
+
+
+# --- collectors ---
+
+
+def _counter_rows(items: Iterable[tuple[str, Any]], field: str) -> list[tuple[str, int | float]]:
+    return [(lab, getattr(obj, field)) for lab, obj in items if obj is not None]
+
+
+class DirectorCollector:
+    """Director-wide totals, version, sync daemons, timeouts and sysctls."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        s = inp.snapshot
+        if s is None:
+            return
+        yield Family(SNAPSHOT_TIME, [("", s.wall_time)])
+        yield Family(SERVICES, [("", len(s.services))])
+        if s.version is not None:
+            yield Family(IPVS_INFO, [(labels(version=s.version), 1)])
+        if s.conn_tab_size is not None:
+            yield Family(CONN_TAB_SIZE, [("", s.conn_tab_size)])
+        if s.totals is not None:
+            for f, spec in DIRECTOR_COUNTERS:
+                yield Family(spec, [("", getattr(s.totals, f))])
+        if s.total_rates is not None:
+            for f, spec in DIRECTOR_RATES:
+                yield Family(spec, [("", getattr(s.total_rates, f))])
+        states = {"master": 0, "backup": 0}
+        info = []
+        for d in s.daemons:
+            state = d.state.name.lower()
+            states[state] += 1
+            info.append((labels(interface=d.mcast_ifn, state=state, syncid=d.syncid), 1))
+        yield Family(SYNC_DAEMONS, [(labels(state=k), v) for k, v in states.items()])
+        if info:
+            yield Family(SYNC_DAEMON_INFO, info)
+        if s.timeouts is not None:
+            t = s.timeouts
+            yield Family(
+                TIMEOUTS,
+                [(labels(kind="tcp"), t.tcp), (labels(kind="tcpfin"), t.tcpfin), (labels(kind="udp"), t.udp)],
+            )
+        if s.sysctls:
+            yield Family(SYSCTLS, [(labels(name=k), v) for k, v in sorted(s.sysctls.items())])
+
+
+def service_flags(svc: Service) -> str:
+    names = ["persistent"] if svc.persistent else []
+    if svc.one_packet:
+        names.append("ops")
+    return ",".join((*names, *svc.sched_flags()))
+
+
+class ServiceCollector:
+    """Per virtual service: counters, kernel rates, settings, and sums over its real servers."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        s = inp.snapshot
+        if s is None:
+            return
+        items = [(service_labels(svc.key), svc) for svc in s.services]
+        with_counters = [(lab, svc.counters) for lab, svc in items]
+        for f, spec in SERVICE_COUNTERS:
+            yield Family(spec, _counter_rows(with_counters, f))
+        with_rates = [(lab, svc.rates) for lab, svc in items]
+        for f, spec in SERVICE_RATES:
+            yield Family(spec, _counter_rows(with_rates, f))
+        yield Family(
+            SERVICE_INFO,
+            [
+                (
+                    lab
+                    + ","
+                    + labels(
+                        flags=service_flags(svc),
+                        netmask=svc.prefix_len,
+                        pe_name=svc.pe_name,
+                        persistence_timeout=svc.timeout if svc.persistent else 0,
+                        scheduler=svc.scheduler,
+                    ),
+                    1,
+                )
+                for lab, svc in items
+            ],
+        )
+        # A service whose dests could not be read has no trustworthy sums: leave them out.
+        whole = [(lab, svc) for lab, svc in items if svc.error is None]
+        yield Family(SERVICE_BACKENDS, [(lab, len(svc.dests)) for lab, svc in whole])
+        yield Family(SERVICE_WEIGHT, [(lab, svc.live_weight) for lab, svc in whole])
+        yield Family(SERVICE_ACTIVE, [(lab, sum(d.active_conns for d in svc.dests)) for lab, svc in whole])
+        yield Family(
+            SERVICE_INACTIVE, [(lab, sum(d.inactive_conns for d in svc.dests)) for lab, svc in whole]
+        )
+
+
+class DestCollector:
+    """Per real server, or summed over dropped labels (node_exporter's --collector.ipvs.backend-labels)."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        s = inp.snapshot
+        if s is None or not inp.options.dest_metrics:
+            return
+        keep = inp.options.dest_labels
+        groups: dict[str, list[Dest]] = {}
+        for svc in s.services:
+            if keep == DEST_LABELS:  # the common case: one dest per label set, no dict churn on summing
+                base = service_labels(svc.key)
+                for d in svc.dests:
+                    groups[f'{base},remote_address="{d.address}",remote_port="{d.port}"'] = [d]
+            else:
+                for d in svc.dests:
+                    groups.setdefault(dest_labels(svc.key, d, keep), []).append(d)
+        single = all(len(g) == 1 for g in groups.values())
+        items = list(groups.items())
+
+        def rows(get: Callable[[Dest], int | float | None]) -> list[tuple[str, int | float]]:
+            if single:
+                out = [(lab, get(ds[0])) for lab, ds in items]
+                return [(lab, v) for lab, v in out if v is not None]
+            summed = []
+            for lab, ds in items:
+                vals = [v for v in map(get, ds) if v is not None]
+                if vals:
+                    summed.append((lab, sum(vals)))
+            return summed
+
+        for f, spec in DEST_COUNTERS:
+            yield Family(spec, rows(_field_of("counters", f)))
+        for f, spec in DEST_RATES:
+            yield Family(spec, rows(_field_of("rates", f)))
+        for spec, get in DEST_GAUGES:
+            yield Family(spec, rows(get))
+        info: dict[str, int] = {}
+        for lab, ds in items:
+            for d in ds:
+                key = f"{lab},{dest_info_labels(d)}" if lab else dest_info_labels(d)
+                info[key] = info.get(key, 0) + 1
+        yield Family(DEST_INFO, list(info.items()))
+
+
+def _field_of(part: str, name: str) -> Callable[[Dest], int | float | None]:
+    def get(d: Dest) -> int | float | None:
+        obj = getattr(d, part)
+        return getattr(obj, name) if obj is not None else None
+
+    return get
+
+
+def dest_info_labels(d: Dest) -> str:
+    tunnel = d.fwd is FwdMethod.TUNNEL
+    flags = [n for bit, n in ((TUN_F_CSUM, "csum"), (TUN_F_REMCSUM, "remcsum")) if d.tun_flags & bit]
+    return labels(
+        forwarding=d.fwd.label.lower(),
+        tunnel_flags=",".join(flags) if tunnel else "",
+        tunnel_port=d.tun_port if tunnel and d.tun_port else "",
+        tunnel_type=d.tun_type.name.lower() if tunnel else "",
+    )
+
+
+class ControlCollector:
+    """Drains, weight edits, weight changes made outside lvstop, and the processes that make them."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        c = inp.control
+        yield Family(WEIGHT_EDITS, [(labels(outcome=o), c.edits.get(o, 0)) for o in EDIT_OUTCOMES])
+        counts = {m: 0 for m in WEIGHT_MANAGERS}
+        for name, _pid in c.managers:
+            counts[name] = counts.get(name, 0) + 1
+        yield Family(MANAGERS, [(labels(name=n), v) for n, v in counts.items()])
+        drains = sorted(c.drains.items())
+        yield Family(DRAIN_START, [(dest_labels(s, d), r.since) for (s, d), r in drains])
+        yield Family(DRAIN_PREVIOUS, [(dest_labels(s, d), r.previous) for (s, d), r in drains])
+        if c.external:
+            yield Family(
+                EXTERNAL_CHANGES, [(dest_labels(s, d), n) for (s, d), n in sorted(c.external.items())]
+            )
+
+
+class ConnTableCollector:
+    """Connection-table aggregates, read off the poll tick with a time budget."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        c = inp.conn
+        if c is None or not inp.options.conntable_metrics:
+            return
+        yield Family(
+            CONN_ENTRIES,
+            [
+                (f"{service_labels(k)},{labels(state=st)}", n)
+                for k, states in sorted(c.by_state.items())
+                for st, n in sorted(states.items())
+            ],
+        )
+        yield Family(CONN_TEMPLATES, [(service_labels(k), n) for k, n in sorted(c.templates.items())])
+        yield Family(CONN_TOTAL, [("", c.total)])
+        yield Family(CONN_PARTIAL, [("", int(c.partial))])
+        yield Family(CONN_SECONDS, [("", c.read_seconds)])
+        yield Family(CONN_TIME, [("", c.time)])
+
+
+class HealthCollector:
+    """The exporter's own health: build, poll success and duration, errors by kind, scrape duration."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        h = inp.health
+        yield Family(
+            BUILD_INFO,
+            [(labels(python_version=platform.python_version(), source=h.source, version=__version__), 1)],
+        )
+        yield Family(POLL_SUCCESS, [("", int(h.poll_success))])
+        if h.last_success is not None:
+            yield Family(LAST_SUCCESS, [("", h.last_success)])
+        if h.poll_duration is not None:
+            yield Family(POLL_DURATION, [("", h.poll_duration)])
+        yield Family(POLL_ERRORS, [(labels(kind=k), h.errors.get(k, 0)) for k in ERROR_KINDS])
+        if h.scrape_duration is not None:
+            yield Family(SCRAPE_DURATION, [("", h.scrape_duration)])
+        if h.render_duration is not None:
+            yield Family(RENDER_DURATION, [("", h.render_duration)])
+
+
+COLLECTORS = (
+    HealthCollector(),
+    DirectorCollector(),
+    ServiceCollector(),
+    DestCollector(),
+    ControlCollector(),
+    ConnTableCollector(),
+)
+
+
+def collect(inp: Inputs) -> Iterator[Family]:
+    for c in COLLECTORS:
+        yield from c.collect(inp)
+
+
+# --- exposition ---
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A rendered page: always gzip; the identity bytes too unless they were too big to keep."""
+
+    gzip: bytes
+    size: int  # length of the identity bytes
+    identity: bytes | None
+
+    def identity_chunks(self, chunk: int = 1 << 16) -> Iterator[bytes]:
+        if self.identity is not None:
+            yield self.identity
+            return
+        d = zlib.decompressobj(wbits=31)
+        for i in range(0, len(self.gzip), chunk):
+            out = d.decompress(self.gzip[i : i + chunk])
+            if out:
+                yield out
+        tail = d.flush()
+        if tail:
+            yield tail
+
+
+class BodyWriter:
+    """Collects text into gzip (level 1: the text is very repetitive) and, below keep_limit, as is."""
+
+    def __init__(self, keep_limit: int = 32 << 20) -> None:
+        self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
+        self._zparts: list[bytes] = []
+        self._parts: list[bytes] | None = []
+        self._limit = keep_limit
+        self.size = 0
+
+    def write(self, text: str) -> None:
+        b = text.encode()
+        self.size += len(b)
+        if self._parts is not None:
+            if self.size <= self._limit:
+                self._parts.append(b)
+            else:
+                self._parts = None
+        self._zparts.append(self._z.compress(b))
+
+    def finish(self) -> Body:
+        self._zparts.append(self._z.flush())
+        identity = b"".join(self._parts) if self._parts is not None else None
+        return Body(b"".join(self._zparts), self.size, identity)
+
+
+def help_text(spec: Spec, tick: float) -> str:
+    text = spec.help + (f" Cached: refreshed once per {tick:g} s poll tick." if spec.cached else "")
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
+    """The Prometheus text format (0.0.4), written in chunks; families without rows are left out."""
+    for fam in families:
+        rows = fam.rows if isinstance(fam.rows, list) else list(fam.rows)
+        if not rows:
+            continue
+        name = fam.spec.name
+        out.write(f"# HELP {name} {help_text(fam.spec, tick)}\n# TYPE {name} {fam.spec.type}\n")
+        for i in range(0, len(rows), CHUNK_LINES):
+            out.write(
+                "".join(
+                    [
+                        f"{name}{{{lab}}} {_fmt(v)}\n" if lab else f"{name} {_fmt(v)}\n"
+                        for lab, v in rows[i : i + CHUNK_LINES]
+                    ]
+                )
+            )
+
+
+def render_inputs(inp: Inputs, keep_limit: int = 32 << 20) -> Body:
+    w = BodyWriter(keep_limit)
+    render(collect(inp), w, inp.options.tick)
+    return w.finish()
