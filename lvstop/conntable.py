@@ -74,10 +74,6 @@ class ConnFilter:
                 and (self.protocol is None or self.protocol.upper() == protocol.upper()))
 
 
-def _freeze(d: Mapping[str, int]) -> Mapping[str, int]:
-    return MappingProxyType(dict(d))
-
-
 @dataclass(frozen=True, slots=True)
 class ConnCounts:
     """Entries of one service, one dest or the whole table."""
@@ -104,7 +100,7 @@ class ConnSummary:
     """What one read of the connection table found (the matching entries only, when filtered)."""
 
     overall: ConnCounts
-    by_service: Mapping[ServiceKey, ConnCounts]
+    by_service: Mapping[ServiceKey, ConnCounts]  # in order of first appearance in the table
     by_dest: Mapping[tuple[ServiceKey, DestKey], ConnCounts]
     top_clients: tuple[tuple[str, int], ...]  # (client address, entries), most first; templates not counted
     distinct_clients: int
@@ -125,12 +121,18 @@ class _Acc:
     __slots__ = ("origins", "states", "templates")
 
     def __init__(self) -> None:
-        self.states: defaultdict[str, int] = defaultdict(int)
-        self.origins: defaultdict[str, int] = defaultdict(int)
+        self.states: dict[str, int] = {}  # plain dicts: frozen behind a proxy without a copy
+        self.origins: dict[str, int] = {}
         self.templates = 0
 
+    def add(self, other: _Acc) -> None:
+        self.templates += other.templates
+        for mine, theirs in ((self.states, other.states), (self.origins, other.origins)):
+            for name, n in theirs.items():
+                mine[name] = mine.get(name, 0) + n
+
     def freeze(self) -> ConnCounts:
-        return ConnCounts(_freeze(self.states), self.templates, _freeze(self.origins))
+        return ConnCounts(MappingProxyType(self.states), self.templates, MappingProxyType(self.origins))
 
 
 # A resolved table key: service, dest, passes the filter, attributed to a known service.
@@ -224,7 +226,7 @@ class ConnTable:
     def _summarize(self, it: Iterator[str], sync: bool, budget_s: float | None,
                    filters: ConnFilter | None, clock: Callable[[], float], src: str,
                    start: float) -> ConnSummary:
-        # table key -> [resolution, entries]; one dict lookup per line does both
+        # table key -> [passes the filter, entries, resolution]: one dict lookup per line
         counts: dict[tuple[str, ...], list[Any]] = {}
         tcounts: dict[tuple[str, ...], list[Any]] = {}
         clients: dict[str, int] = {}
@@ -260,11 +262,12 @@ class ConnTable:
                     e = table.get(k)
                     if e is None:
                         try:
-                            e = table[k] = [self._resolve(k, template, filters), 0]
+                            r = self._resolve(k, template, filters)
+                            e = table[k] = [r[2], 0, r]
                         except ValueError as err:
                             raise ParseError(str(err), source=src,
                                              line=first + chunk.index(line)) from None
-                    if not e[0][2]:
+                    if not e[0]:
                         continue
                     c = f[1]
                     try:
@@ -299,29 +302,33 @@ class ConnTable:
                tcounts: Mapping[tuple[str, ...], list[Any]], clients: Mapping[str, int],
                kept: list[tuple[str, int]], total: int, partial: bool, sync: bool,
                filters: ConnFilter | None, src: str, start: float, seconds: float) -> ConnSummary:
-        overall = _Acc()
-        by_service: defaultdict[ServiceKey, _Acc] = defaultdict(_Acc)
         by_dest: defaultdict[tuple[ServiceKey, DestKey], _Acc] = defaultdict(_Acc)
         unattributed = matched = 0
         for table, template in ((counts, False), (tcounts, True)):
-            for k, ((skey, dkey, _, attributed), n) in table.items():
+            for k, (_, n, (skey, dkey, _, attributed)) in table.items():
                 if not n:
                     continue
                 matched += n
                 unattributed += 0 if attributed else n
-                for acc in (overall, by_service[skey], by_dest[(skey, dkey)]):
-                    if template:
-                        acc.templates += n
-                    else:
-                        acc.states[k[5]] += n
-                    if sync:
-                        acc.origins[k[6]] += n
+                acc = by_dest[(skey, dkey)]
+                if template:
+                    acc.templates += n
+                else:
+                    acc.states[k[5]] = acc.states.get(k[5], 0) + n
+                if sync:
+                    acc.origins[k[6]] = acc.origins.get(k[6], 0) + n
+        # services and the whole table from the dests: fewer of them than table keys
+        overall = _Acc()
+        by_service: defaultdict[ServiceKey, _Acc] = defaultdict(_Acc)
+        for (skey, _), acc in by_dest.items():
+            for into in (overall, by_service[skey]):
+                into.add(acc)
         top = heapq.nlargest(self.top_clients, clients.items(), key=itemgetter(1))
         entries = tuple(parse_conn_line(line, lineno, sync, source=src) for line, lineno in kept)
         return ConnSummary(
             overall=overall.freeze(),
-            by_service=MappingProxyType({k: v.freeze() for k, v in sorted(by_service.items())}),
-            by_dest=MappingProxyType({k: v.freeze() for k, v in sorted(by_dest.items())}),
+            by_service=MappingProxyType({k: v.freeze() for k, v in by_service.items()}),
+            by_dest=MappingProxyType({k: v.freeze() for k, v in by_dest.items()}),
             top_clients=tuple((parse_addr(c)[1], n) for c, n in top),
             distinct_clients=len(clients),
             total=total,
