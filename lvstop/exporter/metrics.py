@@ -82,6 +82,8 @@ class Health:
     errors: Mapping[str, int] = field(default_factory=dict)  # by kind (ERROR_KINDS)
     scrape_duration: float | None = None  # the previous /metrics request
     render_duration: float | None = None  # the previous render
+    version: str = __version__
+    python_version: str = field(default_factory=platform.python_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,7 +560,7 @@ class HealthCollector:
         h = inp.health
         yield Family(
             BUILD_INFO,
-            [(labels(python_version=platform.python_version(), source=h.source, version=__version__), 1)],
+            [(labels(python_version=h.python_version, source=h.source, version=h.version), 1)],
         )
         yield Family(POLL_SUCCESS, [("", int(h.poll_success))])
         if h.last_success is not None:

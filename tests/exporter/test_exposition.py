@@ -1,0 +1,328 @@
+"""The exposition: golden pages, promtool, values equal to the snapshot, cardinality flags, caching.
+
+Golden files are rewritten with LVSTOP_UPDATE_GOLDEN=1 (node_exporter's -update flag); review the diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import subprocess
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from lvstop.exporter.core import PageCache
+from lvstop.exporter.metrics import (
+    DEST_LABELS,
+    ConnStats,
+    ControlView,
+    Health,
+    Inputs,
+    Options,
+    render_inputs,
+    service_label_values,
+)
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    Counters,
+    Daemon,
+    DaemonState,
+    Dest,
+    FwdMethod,
+    Protocol,
+    Rates,
+    Service,
+    ServiceKey,
+    Snapshot,
+)
+
+from .support import FIXTURES, conn_of, demo_director, golden_inputs, kernel_snapshot
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("LVSTOP_UPDATE_GOLDEN") == "1"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def page(inp: Inputs, keep_limit: int = 32 << 20) -> str:
+    body = render_inputs(inp, keep_limit)
+    text = gzip.decompress(body.gzip).decode()
+    assert body.size == len(text.encode())
+    return text
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = (s.name, tuple(sorted(s.labels.items())))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+def promtool_check(text: str) -> None:
+    res = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0 and not res.stdout.strip() and not res.stderr.strip(), res.stdout + res.stderr
+
+
+def kernel_inputs(options: Options | None = None) -> Inputs:
+    snap = kernel_snapshot()
+    lines = (FIXTURES / "kernel-6.1-ip_vs_conn.txt").read_text().splitlines(keepends=True)
+    return golden_inputs(snap, conn_of(snap, lines), options)
+
+
+def demo_inputs() -> Inputs:
+    snap, lines = demo_director()
+    return golden_inputs(snap, conn_of(snap, lines))
+
+
+CASES = {
+    "demo": demo_inputs,
+    "kernel-6.1": kernel_inputs,
+    "kernel-6.1-service-labels-only": lambda: kernel_inputs(
+        Options(dest_labels=("family", "local_address", "local_mark", "local_port", "proto"))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden_page(name: str) -> None:
+    text = page(CASES[name]())
+    path = GOLDEN / f"{name}.prom"
+    if UPDATE:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{path} differs; LVSTOP_UPDATE_GOLDEN=1 rewrites it"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_promtool_finds_nothing(name: str) -> None:
+    promtool_check(page(CASES[name]()))
+
+
+def test_every_dest_and_service_value_equals_the_snapshot() -> None:
+    inp = kernel_inputs()
+    got = samples(page(inp))
+    assert inp.snapshot is not None
+    checked = 0
+    for svc in inp.snapshot.services:
+        slab = service_label_values(svc.key)
+        assert svc.counters is not None and svc.rates is not None
+        assert (
+            got[("lvstop_ipvs_service_connections_total", tuple(sorted(slab.items())))] == svc.counters.conns
+        )
+        assert (
+            got[("lvstop_ipvs_service_outgoing_bytes_per_second", tuple(sorted(slab.items())))]
+            == svc.rates.outbps
+        )
+        assert got[("lvstop_ipvs_service_weight", tuple(sorted(slab.items())))] == svc.live_weight
+        for d in svc.dests:
+            lab = tuple(sorted({**slab, "remote_address": d.address, "remote_port": str(d.port)}.items()))
+            assert d.counters is not None and d.rates is not None
+            expect = {
+                "lvstop_ipvs_backend_connections_total": d.counters.conns,
+                "lvstop_ipvs_backend_incoming_packets_total": d.counters.inpkts,
+                "lvstop_ipvs_backend_outgoing_packets_total": d.counters.outpkts,
+                "lvstop_ipvs_backend_incoming_bytes_total": d.counters.inbytes,
+                "lvstop_ipvs_backend_outgoing_bytes_total": d.counters.outbytes,
+                "lvstop_ipvs_backend_connections_per_second": d.rates.cps,
+                "lvstop_ipvs_backend_incoming_bytes_per_second": d.rates.inbps,
+                "lvstop_ipvs_backend_connections_active": d.active_conns,
+                "lvstop_ipvs_backend_connections_inactive": d.inactive_conns,
+                "lvstop_ipvs_backend_connections_persistent": d.persist_conns,
+                "lvstop_ipvs_backend_weight": d.weight,
+                "lvstop_ipvs_backend_upper_threshold": d.u_threshold,
+            }
+            for name, value in expect.items():
+                assert got[(name, lab)] == value, (name, lab)
+                checked += 1
+    assert checked == 12 * sum(len(s.dests) for s in inp.snapshot.services)
+    totals = inp.snapshot.totals
+    assert totals is not None and got[("lvstop_ipvs_incoming_bytes_total", ())] == totals.inbytes
+
+
+def test_dropped_dest_labels_are_summed_like_node_exporter() -> None:
+    keep = ("family", "local_address", "local_port", "proto", "remote_address")
+    inp = kernel_inputs(Options(dest_labels=keep))
+    got = samples(page(inp))
+    assert inp.snapshot is not None
+    expected: Counter[tuple[tuple[str, str], ...]] = Counter()
+    for svc in inp.snapshot.services:
+        values = service_label_values(svc.key)
+        for d in svc.dests:
+            full = {**values, "remote_address": d.address, "remote_port": str(d.port)}
+            assert d.counters is not None
+            expected[tuple(sorted((k, full[k]) for k in keep))] += d.counters.inbytes
+    series = {lab: v for (n, lab), v in got.items() if n == "lvstop_ipvs_backend_incoming_bytes_total"}
+    assert series == expected
+    assert all(dict(lab).keys() == set(keep) for lab in series)
+
+
+def test_per_dest_and_conntable_metrics_can_be_turned_off() -> None:
+    names = {n for n, _ in samples(page(kernel_inputs(Options(dest_metrics=False, conntable_metrics=False))))}
+    assert not any(
+        n.startswith("lvstop_ipvs_backend_") and "drain" not in n and "external" not in n for n in names
+    )
+    assert not any(n.startswith("lvstop_ipvs_conntable_") for n in names)
+    assert "lvstop_ipvs_service_connections_total" in names
+
+
+def _svc(key: ServiceKey, dest_addr: str) -> Service:
+    fam = AF_INET6 if ":" in dest_addr else AF_INET
+    d = Dest(fam, dest_addr, 80, FwdMethod.ROUTE, 1, counters=Counters(1, 2, 3, 4, 5), rates=Rates())
+    return Service(key, "rr", counters=Counters(1, 2, 3, 4, 5), rates=Rates(), dests=(d,))
+
+
+def test_fwmark_ipv6_and_sctp_services_never_collide() -> None:
+    snap = Snapshot(
+        "netlink",
+        "d",
+        0.0,
+        0.0,
+        services=(
+            _svc(ServiceKey.mark(1), "192.0.2.11"),
+            _svc(ServiceKey.mark(1, AF_INET6), "192.0.2.11"),  # same mark, same real server, other family
+            _svc(ServiceKey.tcp("203.0.113.20", 3868), "192.0.2.11"),
+            _svc(ServiceKey(AF_INET, Protocol.SCTP, "203.0.113.20", 3868), "192.0.2.11"),
+            _svc(ServiceKey.tcp("2001:db8::20", 80), "2001:db8::11"),
+        ),
+    )
+    text = page(Inputs(snap, Health("netlink", True, 0.0, 0.0)))
+    got = samples(text)  # asserts no duplicate series
+    weights = [lab for n, lab in got if n == "lvstop_ipvs_backend_weight"]
+    assert len(weights) == 5
+    assert {dict(lab)["proto"] for lab in weights} == {"FWM", "TCP", "SCTP"}
+    promtool_check(text)
+
+
+def test_a_service_read_inconsistently_has_no_sums() -> None:
+    svc = dataclasses.replace(
+        _svc(ServiceKey.tcp("203.0.113.20", 80), "192.0.2.11"), error="vanished mid-dump"
+    )
+    got = samples(
+        page(Inputs(Snapshot("netlink", "d", 0.0, 0.0, services=(svc,)), Health("netlink", True, 0.0, 0.0)))
+    )
+    names = {n for n, _ in got}
+    assert "lvstop_ipvs_service_connections_total" in names and "lvstop_ipvs_backend_weight" in names
+    assert "lvstop_ipvs_service_weight" not in names and "lvstop_ipvs_service_backends" not in names
+
+
+def test_what_proc_cannot_see_is_absent_not_zero() -> None:
+    d = Dest(AF_INET, "192.0.2.11", 80, FwdMethod.MASQ, 3, persist_conns=None)
+    svc = Service(ServiceKey.tcp("203.0.113.20", 80), "wlc", dests=(d,))
+    got = samples(
+        page(Inputs(Snapshot("proc", "d", 0.0, 0.0, services=(svc,)), Health("proc", True, 0.0, 0.0)))
+    )
+    names = {n for n, _ in got}
+    assert "lvstop_ipvs_backend_weight" in names and "lvstop_ipvs_backend_connections_active" in names
+    assert not names & {
+        "lvstop_ipvs_backend_connections_total",
+        "lvstop_ipvs_backend_connections_per_second",
+        "lvstop_ipvs_backend_connections_persistent",
+        "lvstop_ipvs_service_connections_total",
+    }
+
+
+def test_label_values_are_escaped() -> None:
+    snap = Snapshot("netlink", "d", 0.0, 0.0, daemons=(Daemon(DaemonState.MASTER, 'we"ird\\if\n', 7),))
+    text = page(Inputs(snap, Health("netlink", True, 0.0, 0.0)))
+    got = samples(text)
+    assert (
+        got[
+            (
+                "lvstop_ipvs_sync_daemon_info",
+                (("interface", 'we"ird\\if\n'), ("state", "master"), ("syncid", "7")),
+            )
+        ]
+        == 1
+    )
+    promtool_check(text)
+
+
+def test_help_says_values_are_cached_per_tick() -> None:
+    text = page(dataclasses.replace(kernel_inputs(), options=Options(tick=5)))
+    helps = [line for line in text.splitlines() if line.startswith("# HELP lvstop_ipvs_backend_weight ")]
+    assert len(helps) == 1 and "once per 5 s poll tick" in helps[0]
+
+
+def test_unknown_dest_label_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown dest label"):
+        Options(dest_labels=("local_address", "hostname"))
+    assert set(DEST_LABELS) >= {
+        "local_address",
+        "local_port",
+        "remote_address",
+        "remote_port",
+        "proto",
+        "local_mark",
+    }
+
+
+def test_a_page_too_big_to_keep_is_held_only_compressed() -> None:
+    inp = kernel_inputs()
+    whole = render_inputs(inp)
+    small = render_inputs(inp, keep_limit=1000)
+    assert whole.identity is not None and small.identity is None
+    assert b"".join(small.identity_chunks(chunk=512)) == whole.identity
+    assert gzip.decompress(small.gzip) == whole.identity
+
+
+def test_the_page_renders_once_for_concurrent_requests() -> None:
+    calls = []
+    gate = threading.Event()
+
+    def slow_render() -> None:
+        calls.append(1)
+        gate.wait(1)
+
+    cache = PageCache(slow_render)  # type: ignore[arg-type]
+    key = object()
+    threads = [threading.Thread(target=cache.get, args=(key,)) for _ in range(20)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and cache.renders == 1
+    cache.get(object())
+    assert cache.renders == 2
+
+
+def test_conntable_aggregates_match_the_table() -> None:
+    inp = kernel_inputs()
+    got = samples(page(inp))
+    lines = (FIXTURES / "kernel-6.1-ip_vs_conn.txt").read_text().splitlines()[1:]
+    conn = inp.conn
+    assert isinstance(conn, ConnStats) and conn.total == len(lines)
+    entries = sum(v for (n, _), v in got.items() if n == "lvstop_ipvs_conntable_entries")
+    templates = sum(v for (n, _), v in got.items() if n == "lvstop_ipvs_conntable_templates")
+    assert entries + templates == len(lines)
+    assert templates == sum(1 for line in lines if line.split()[2] == "0000")
+
+
+def test_control_view_shows_drains_edits_and_outside_changes() -> None:
+    got = samples(page(kernel_inputs()))
+    drains = {lab: v for (n, lab), v in got.items() if n == "lvstop_ipvs_backend_drain_previous_weight"}
+    assert list(drains.values()) == [7]
+    assert got[("lvstop_weight_edits_total", (("outcome", "applied"),))] == 3
+    assert got[("lvstop_weight_managers", (("name", "keepalived"),))] == 1
+    assert got[("lvstop_weight_managers", (("name", "ldirectord"),))] == 0
+    assert (
+        sum(v for (n, _), v in got.items() if n == "lvstop_ipvs_backend_external_weight_changes_total") == 2
+    )
+
+
+def test_an_empty_exporter_still_says_how_it_is() -> None:
+    text = page(Inputs(None, Health("netlink", False, None, None, {"no_ipvs": 3}), ControlView()))
+    got = samples(text)
+    assert got[("lvstop_poll_success", ())] == 0
+    assert got[("lvstop_poll_errors_total", (("kind", "no_ipvs"),))] == 3
+    promtool_check(text)
