@@ -34,7 +34,7 @@ the kernel's own starting point, avg 0 and counters 0, so it is exact again from
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from lvstop.model import Counters, Rates
@@ -43,8 +43,8 @@ TICK = 2.0  # seconds between the kernel's estimator runs for one entry
 MAX_CATCHUP_STEPS = 32  # (3/4)^32 < 1e-4: older history no longer shows in the average
 _U64 = (1 << 64) - 1
 _S64_SIGN = 1 << 63
-# Below this delta `delta << 9` stays under 2^63, so C's u64/s64 casts are identities (fast path).
-_FAST_DELTA = 1 << 54
+# Below 2^54 a delta's `delta << 9` stays under 2^63, so C's u64/s64 casts are identities (fast path).
+_FAST_BITS = 54
 
 
 def _s64(x: int) -> int:
@@ -97,35 +97,29 @@ class KernelEstimator:
 
     def tick(self, c: Counters) -> None:
         """One run of the kernel's estimator over counters `c`."""
-        d_conns = (c.conns - self.last_conns) & _U64
-        d_inpkts = (c.inpkts - self.last_inpkts) & _U64
-        d_outpkts = (c.outpkts - self.last_outpkts) & _U64
-        d_inbytes = (c.inbytes - self.last_inbytes) & _U64
-        d_outbytes = (c.outbytes - self.last_outbytes) & _U64
-        if (
-            d_conns < _FAST_DELTA
-            and d_inpkts < _FAST_DELTA
-            and d_outpkts < _FAST_DELTA
-            and d_inbytes < _FAST_DELTA
-            and d_outbytes < _FAST_DELTA
-            and self.cps < _S64_SIGN
-            and self.inpps < _S64_SIGN
-            and self.outpps < _S64_SIGN
-            and self.inbps < _S64_SIGN
-            and self.outbps < _S64_SIGN
-        ):
-            # Everything non-negative and far from 2^63: plain Python ints give the C result.
+        d_conns = c.conns - self.last_conns
+        d_inpkts = c.inpkts - self.last_inpkts
+        d_outpkts = c.outpkts - self.last_outpkts
+        d_inbytes = c.inbytes - self.last_inbytes
+        d_outbytes = c.outbytes - self.last_outbytes
+        if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS == 0 and (
+            self.cps | self.inpps | self.outpps | self.inbps | self.outbps
+        ) >> 63 == 0:
+            # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts change nothing, and Python's
+            # >> floors like the arithmetic shift of a negative s64.
             self.cps += ((d_conns << 9) - self.cps) >> 2
             self.inpps += ((d_inpkts << 9) - self.inpps) >> 2
             self.outpps += ((d_outpkts << 9) - self.outpps) >> 2
             self.inbps += ((d_inbytes << 4) - self.inbps) >> 2
             self.outbps += ((d_outbytes << 4) - self.outbps) >> 2
-        else:
-            self.cps = _step(self.cps, d_conns, 9)
-            self.inpps = _step(self.inpps, d_inpkts, 9)
-            self.outpps = _step(self.outpps, d_outpkts, 9)
-            self.inbps = _step(self.inbps, d_inbytes, 4)
-            self.outbps = _step(self.outbps, d_outbytes, 4)
+            self.last_conns, self.last_inpkts, self.last_outpkts = c.conns, c.inpkts, c.outpkts
+            self.last_inbytes, self.last_outbytes = c.inbytes, c.outbytes
+            return
+        self.cps = _step(self.cps, d_conns & _U64, 9)
+        self.inpps = _step(self.inpps, d_inpkts & _U64, 9)
+        self.outpps = _step(self.outpps, d_outpkts & _U64, 9)
+        self.inbps = _step(self.inbps, d_inbytes & _U64, 4)
+        self.outbps = _step(self.outbps, d_outbytes & _U64, 4)
         self.last_conns = c.conns & _U64
         self.last_inpkts = c.inpkts & _U64
         self.last_outpkts = c.outpkts & _U64
@@ -190,15 +184,21 @@ class _Entry:
     prev_time: float
     step_time: float  # when the last EWMA step was due
     warm: bool  # first step still to come, and it warm-starts the average
-    ewma: Rates | None  # last read-out, reused while unchanged
+    ewma: Rates | None  # the last read-out
+    gen: int  # the sweep generation that last saw this key
 
 
 class Estimator:
-    """Per-key EWMA and instant rates from timed counter samples. Pure: time is an argument."""
+    """Per-key EWMA and instant rates from timed counter samples. Pure: time is an argument.
+
+    Keys are whatever identifies an entry (the poller uses ServiceKey, (ServiceKey, family,
+    address, port) for dests, and "totals"). sweep() forgets the keys not seen since the last sweep.
+    """
 
     def __init__(self, tick: float = TICK) -> None:
         self.tick = tick
         self._entries: dict[Hashable, _Entry] = {}
+        self._gen = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -214,54 +214,83 @@ class Estimator:
         if e is None:
             fresh = counters == _ZERO
             est = KernelEstimator() if fresh else KernelEstimator.zeroed(counters)
-            self._entries[key] = _Entry(est, counters, counters, mono_time, mono_time, not fresh, None)
+            self._entries[key] = _Entry(
+                est, counters, counters, mono_time, mono_time, not fresh, None, self._gen
+            )
             return None, None
+        e.gen = self._gen
         dt = mono_time - e.prev_time
         if dt <= 0:  # the same sample again, or a clock that went back: nothing measurable
             return e.ewma, None
-        if _went_down(counters, e.prev):
+        p = e.prev
+        conns, inpkts, outpkts = counters.conns, counters.inpkts, counters.outpkts
+        inbytes, outbytes = counters.inbytes, counters.outbytes
+        e.prev, e.prev_time = counters, mono_time
+        if (
+            conns < p.conns
+            or inpkts < p.inpkts
+            or outpkts < p.outpkts
+            or inbytes < p.inbytes
+            or outbytes < p.outbytes
+        ):
             # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
             e.est, e.base, e.warm, e.ewma = KernelEstimator(), _ZERO, False, None
             self._advance(e, counters, mono_time)
-            e.prev, e.prev_time = counters, mono_time
             return None, None
-        p = e.prev
         instant = Rates(
-            (counters.conns - p.conns) / dt,
-            (counters.inpkts - p.inpkts) / dt,
-            (counters.outpkts - p.outpkts) / dt,
-            (counters.inbytes - p.inbytes) / dt,
-            (counters.outbytes - p.outbytes) / dt,
+            (conns - p.conns) / dt,
+            (inpkts - p.inpkts) / dt,
+            (outpkts - p.outpkts) / dt,
+            (inbytes - p.inbytes) / dt,
+            (outbytes - p.outbytes) / dt,
         )
-        self._advance(e, counters, mono_time)
-        e.prev, e.prev_time = counters, mono_time
+        tick = self.tick
+        if not e.warm and tick * 0.75 <= mono_time - e.step_time < tick * 1.75:
+            # One kernel step due: the usual case, inlined (see _advance for the rest).
+            e.step_time += tick
+            if abs(mono_time - e.step_time) > tick / 2:
+                e.step_time = mono_time
+            est = e.est
+            est.tick(counters)
+            e.base = counters
+            e.ewma = est.read()
+        else:
+            self._advance(e, counters, mono_time)
         return e.ewma, instant
 
     def _advance(self, e: _Entry, counters: Counters, now: float) -> None:
         """Run the kernel steps due since the last one, splitting the counter delta evenly."""
-        steps = int((now - e.step_time) / self.tick + 0.25)  # 1.5..3.5 ticks -> 1 step, and so on
+        tick = self.tick
+        steps = int((now - e.step_time) / tick + 0.25)  # 1.5..3.5 ticks -> 1 step, and so on
         if steps <= 0:
             return
-        e.step_time += steps * self.tick
-        if abs(now - e.step_time) > self.tick / 2:  # the poll cadence drifted from ours: resync
+        e.step_time += steps * tick
+        if abs(now - e.step_time) > tick / 2:  # the poll cadence drifted from ours: resync
             e.step_time = now
         if e.warm:
             e.est = KernelEstimator.steady(counters, _per_step(e.base, counters, steps))
             e.warm = False
-        else:
+        elif steps > 1:
             skipped = max(0, steps - MAX_CATCHUP_STEPS)
             if skipped:
                 e.est.rebase(_between(e.base, counters, skipped, steps))
             for i in range(skipped + 1, steps):
                 e.est.tick(_between(e.base, counters, i, steps))
             e.est.tick(counters)
+        else:
+            e.est.tick(counters)
         e.base = counters
         e.ewma = e.est.read()
 
-    def retain(self, keys: Container[Hashable]) -> None:
-        """Forget every key not in `keys` (services and dests that vanished)."""
-        for k in [k for k in self._entries if k not in keys]:
-            del self._entries[k]
+    def touch(self, key: Hashable) -> None:
+        """Keep `key` through the next sweep without a sample (its read was incomplete)."""
+        e = self._entries.get(key)
+        if e is not None:
+            e.gen = self._gen
 
-    def clear(self) -> None:
-        self._entries.clear()
+    def sweep(self) -> None:
+        """Forget the keys neither updated nor touched since the last sweep (vanished entries)."""
+        gen = self._gen
+        for k in [k for k, e in self._entries.items() if e.gen != gen]:
+            del self._entries[k]
+        self._gen = gen + 1

@@ -66,25 +66,38 @@ def _went_down(cur: Counters | None, prev: Counters | None) -> bool:
 
 
 def _diff_dest(t: float, skey: ServiceKey, old: Dest, new: Dest, out: list[Event]) -> None:
-    dkey = new.key
     if old.weight != new.weight:
         out.append(
             Event(
                 t,
                 WEIGHT_CHANGED,
-                f"{skey} -> {dkey}: weight {old.weight} -> {new.weight}",
+                f"{skey} -> {new.key}: weight {old.weight} -> {new.weight}",
                 skey,
-                dkey,
+                new.key,
                 old.weight,
                 new.weight,
             )
         )
     if new.weight == 0 and old.active_conns > 0 and new.active_conns == 0:
         out.append(
-            Event(t, DRAIN_FINISHED, f"{skey} -> {dkey}: drained, no active connections left", skey, dkey)
+            Event(
+                t, DRAIN_FINISHED, f"{skey} -> {new.key}: drained, no active connections left", skey, new.key
+            )
         )
     if _went_down(new.counters, old.counters):
-        out.append(Event(t, COUNTERS_RESET, f"{skey} -> {dkey}: counters went down (zeroed)", skey, dkey))
+        out.append(
+            Event(t, COUNTERS_RESET, f"{skey} -> {new.key}: counters went down (zeroed)", skey, new.key)
+        )
+
+
+def _same_keys(old: tuple[Dest, ...], new: tuple[Dest, ...]) -> bool:
+    """The same dests in the same order (the usual case: dumps come in a stable order)."""
+    if len(old) != len(new):
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a.address != b.address or a.port != b.port or a.family != b.family:
+            return False
+    return True
 
 
 def _diff_service(t: float, old: Service, new: Service, out: list[Event]) -> None:
@@ -93,6 +106,11 @@ def _diff_service(t: float, old: Service, new: Service, out: list[Event]) -> Non
         out.append(Event(t, COUNTERS_RESET, f"{skey}: counters went down (zeroed or re-created)", skey))
     if old.error is not None or new.error is not None:
         return  # an incomplete dest list says nothing about dests coming or going
+    if _same_keys(old.dests, new.dests):
+        for a, b in zip(old.dests, new.dests, strict=True):
+            if a is not b:
+                _diff_dest(t, skey, a, b, out)
+        return
     before = {d.key: d for d in old.dests}
     for d in new.dests:
         prev = before.pop(d.key, None)
