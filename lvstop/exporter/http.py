@@ -183,11 +183,14 @@ class App:
         headers: Any,
         source: str,
         listener_writes: bool,
-        param: str,
+        param: str = "",
+        oversize: bool = False,
     ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """One write attempt, start to audit line: (status, JSON payload, extra headers)."""
         att = Attempt(action, source)
         try:
+            if oversize:
+                raise Refused(413, f"the body must be at most {MAX_BODY} bytes")
             payload, status = self._attempt(att, method, body, headers, listener_writes, param)
         except Refused as r:
             self._audit(att, _outcome(r.status), r.status, error=str(r), old=r.old)
@@ -485,17 +488,16 @@ class Handler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         cancel = _CANCEL.match(path)
         if cancel or (path in WRITE_ROUTES and not (path == "/api/v1/ramps" and method in ("GET", "HEAD"))):
-            go_on, body = self._body() if method == "POST" else (True, b"")
-            if not go_on:
-                return
+            body, oversize = self._body() if method == "POST" else (b"", False)
             status, payload, headers = app.attempt(
                 "ramp_cancel" if cancel else WRITE_ROUTES[path],
                 method,
-                body,
+                None if oversize else body,
                 self.headers,
                 self.client_address[0],
                 self.server.writes,
                 cancel.group(1) if cancel else "",
+                oversize,
             )
             self._json(status, payload, headers)
             return
@@ -565,19 +567,18 @@ class Handler(BaseHTTPRequestHandler):
             for chunk in body.identity_chunks():
                 self.wfile.write(chunk)
 
-    def _body(self) -> tuple[bool, bytes | None]:
-        """(go on, body): body None without Content-Length; go on False when a response was sent."""
+    def _body(self) -> tuple[bytes | None, bool]:
+        """(body, oversize): body None without Content-Length; an oversize body is left unread."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
-            return True, None
+            return None, False
         raw = self.headers.get("Content-Length")
         if raw is None:
-            return True, None
+            return None, False
         if not raw.isdigit() or int(raw) > MAX_BODY:
             self.close_connection = True  # the unread body would be taken for the next request
-            self._json(413, {"error": f"the body must be at most {MAX_BODY} bytes"})
-            return False, None
-        return True, self.rfile.read(int(raw))
+            return None, True
+        return self.rfile.read(int(raw)), False
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()

@@ -135,8 +135,12 @@ class Running:
     threads: list[threading.Thread] = field(default_factory=list)
 
     def stop(self) -> None:
+        stopping = [threading.Thread(target=s.shutdown) for s in self.servers]  # each waits one poll interval
+        for t in stopping:
+            t.start()
+        for t in stopping:
+            t.join()
         for s in self.servers:
-            s.shutdown()
             s.server_close()
         if self.ramps is not None:
             self.ramps.stop()
@@ -228,7 +232,9 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     if reader is not None:
         reader.start()
     for s in servers:
-        t = threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}", daemon=True)
+        t = threading.Thread(
+            target=s.serve_forever, args=(0.2,), name=f"http-{s.server_address[1]}", daemon=True
+        )
         t.start()
         running.threads.append(t)
     return running

@@ -1,0 +1,538 @@
+"""The HTTP API against a running exporter on the demo director: every rule of the write path."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import http.client
+import json
+import ssl
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import pytest
+
+from lvstop.exporter.main import build_parser, start
+from lvstop.sources.sim import SimSource
+
+from .support import WEB, Harness, basic, dest_json, dkey, key_json, start_exporter
+
+DRAIN = {"service": key_json(), "dest": dest_json()}
+
+
+def weight_of(h: Harness, addr: str = "192.0.2.11") -> int:
+    d = h.source.get_dest(WEB, dkey(addr))
+    assert d is not None
+    return d.weight
+
+
+# --- reads ---
+
+
+def test_metrics_identity_and_gzip_are_the_same_page(exporter: Harness) -> None:
+    plain = exporter.get("/metrics")
+    zipped = exporter.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert plain.status == zipped.status == 200
+    assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert gzip.decompress(zipped.body) == plain.body
+    assert b'lvstop_ipvs_backend_weight{family="inet",local_address="203.0.113.10"' in plain.body
+
+
+def test_the_page_is_rendered_once_per_snapshot(exporter: Harness) -> None:
+    cache = exporter.running.exporter.metrics_cache
+    exporter.running.poller.stop()
+    exporter.poll()
+    exporter.get("/metrics")
+    before = cache.renders
+    for _ in range(5):
+        exporter.get("/metrics", headers={"Accept-Encoding": "gzip"})
+    assert cache.renders == before
+    exporter.poll()
+    exporter.get("/metrics")
+    assert cache.renders == before + 1
+
+
+def test_snapshot_is_the_codec_json_of_the_latest_poll(exporter: Harness) -> None:
+    reply = exporter.get("/api/v1/snapshot")
+    doc = reply.json()
+    assert reply.status == 200 and doc["schema"] == 1 and doc["source"] == "demo"
+    assert doc["seq"] == exporter.running.poller.latest.seq  # type: ignore[union-attr]
+
+
+def test_health_readiness_status_openapi(exporter: Harness) -> None:
+    assert exporter.get("/-/healthy").status == 200
+    assert exporter.get("/-/ready").body == b"Ready\n"
+    status = exporter.get("/api/v1/status").json()
+    assert status["poll"]["success"] is True and status["writes"]["enabled"] is True
+    spec = exporter.get("/api/v1/openapi.json").json()
+    assert spec["openapi"].startswith("3.0") and "/api/v1/drain" in spec["paths"]
+    assert exporter.get("/nope").status == 404
+    assert exporter.get("/api/v1/events?limit=0").status == 400
+
+
+# --- the write path ---
+
+
+def test_drain_restore_and_the_audit_trail(exporter: Harness) -> None:
+    res = exporter.post("/api/v1/drain", {**DRAIN, "reason": "kernel update"})
+    doc = res.json()
+    assert res.status == 200 and (doc["outcome"], doc["old"], doc["verified"], doc["previous"]) == (
+        "applied",
+        100,
+        0,
+        100,
+    )
+    assert weight_of(exporter) == 0
+    exporter.poll()
+    drains = exporter.get("/api/v1/drains").json()["drains"]
+    assert [(d["previous"], d["weight"], d["reason"]) for d in drains] == [(100, 0, "kernel update")]
+    res = exporter.post("/api/v1/restore", {**DRAIN, "expect": 0})
+    assert res.status == 200 and res.json()["verified"] == 100 and weight_of(exporter) == 100
+    lines = exporter.audit()
+    assert [(a["action"], a["outcome"], a["old"], a["verified"]) for a in lines] == [
+        ("drain", "applied", 100, 0),
+        ("restore", "applied", 0, 100),
+    ]
+    assert lines[0]["actor"] == "anonymous" and lines[0]["source"] == "127.0.0.1"
+
+
+def test_set_weight_changes_only_the_weight_and_is_credited_to_lvstop(exporter: Harness) -> None:
+    before = exporter.source.get_dest(WEB, dkey())
+    res = exporter.post("/api/v1/weight", {**DRAIN, "weight": 42, "expect": 100})
+    assert res.status == 200 and res.json()["verified"] == 42
+    after = exporter.source.get_dest(WEB, dkey())
+    assert before is not None and after is not None
+    assert (after.fwd, after.u_threshold, after.l_threshold, after.tun_type) == (
+        before.fwd,
+        before.u_threshold,
+        before.l_threshold,
+        before.tun_type,
+    )
+    exporter.poll()
+    events = exporter.get("/api/v1/events").json()["events"]
+    changed = [e for e in events if e["kind"] == "weight_changed"]
+    assert changed[-1]["actor"] == "anonymous" and changed[-1]["new"] == 42
+
+
+def test_a_weight_changed_outside_lvstop_is_flagged(exporter: Harness) -> None:
+    d = exporter.source.get_dest(WEB, dkey("192.0.2.12"))
+    assert d is not None
+    exporter.source.set_dest(WEB, dataclasses.replace(d, weight=3))  # what keepalived would do
+    exporter.poll()
+    events = exporter.get("/api/v1/events").json()["events"]
+    assert any(e["kind"] == "weight_changed" and e["actor"] is None and e["new"] == 3 for e in events)
+    page = exporter.get("/metrics").body.decode()
+    line = next(
+        x for x in page.splitlines() if x.startswith("lvstop_ipvs_backend_external_weight_changes_total{")
+    )
+    assert 'remote_address="192.0.2.12"' in line and line.endswith(" 1")
+
+
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ({**DRAIN, "weight": 65536}, 400, "weight must be"),
+        ({**DRAIN, "weight": -1}, 400, "weight must be"),
+        ({**DRAIN, "weight": "5"}, 400, "weight must be"),
+        ({**DRAIN}, 400, "weight is required"),
+        ({**DRAIN, "weight": 1, "colour": "red"}, 400, "unknown field"),
+        ({**DRAIN, "weight": 1, "dry_run": "yes"}, 400, "dry_run"),
+        (
+            {
+                "service": {"protocol": "tcp", "address": "203.0.113.99", "port": 80},
+                "dest": dest_json(),
+                "weight": 1,
+            },
+            404,
+            "nothing was added",
+        ),
+        ({"service": key_json(), "dest": dest_json("192.0.2.99"), "weight": 1}, 404, "nothing was added"),
+        ({**DRAIN, "weight": 1, "expect": 7}, 409, "not 7 as expected"),
+        (
+            {"service": {"protocol": "tcp", "address": "nope", "port": 80}, "dest": dest_json(), "weight": 1},
+            400,
+            "not an IP address",
+        ),
+    ],
+)
+def test_bad_edits_are_refused_and_audited(
+    exporter: Harness, body: dict[str, Any], status: int, needle: str
+) -> None:
+    res = exporter.post("/api/v1/weight", body)
+    assert res.status == status and needle in res.json()["error"]
+    assert weight_of(exporter) == 100
+    [line] = exporter.audit()
+    assert (line["outcome"], line["status"]) == ("rejected", status)
+    services = [s for s in exporter.source.read().services if s.key.address == "203.0.113.99"]
+    assert services == []  # a 404 never adds anything
+
+
+def test_last_live_weight_needs_force_reason_and_admin(exporter: Harness) -> None:
+    snap = exporter.poll()
+    svc = next(s for s in snap.services if s.key.is_fwmark and len(s.dests) >= 1)
+    body_base = {"service": {"family": "inet6" if svc.key.family == 10 else "inet", "fwmark": svc.key.fwmark}}
+    last = None
+    for d in svc.dests:  # drain all but the last dest, then try the last
+        body = {**body_base, "dest": {"address": d.address, "port": d.port}}
+        res = exporter.post("/api/v1/drain", body)
+        last = body
+        if res.status == 409:
+            break
+        assert res.status == 200, res.json()
+    assert res.status == 409 and "last live weight" in res.json()["error"]
+    forced = exporter.post("/api/v1/drain", {**last, "force": True, "reason": "maintenance window"})
+    assert forced.status == 403 and "admin" in forced.json()["error"]  # anonymous is an operator
+
+
+def test_dry_run_changes_nothing(exporter: Harness) -> None:
+    res = exporter.post("/api/v1/drain", {**DRAIN, "dry_run": True})
+    doc = res.json()
+    assert res.status == 200 and (doc["outcome"], doc["requested"], doc["verified"]) == ("dry_run", 0, None)
+    assert weight_of(exporter) == 100 and exporter.get("/api/v1/drains").json()["drains"] == []
+    assert exporter.audit()[0]["outcome"] == "dry_run"
+
+
+def test_csrf_and_transport_rules(exporter: Harness) -> None:
+    attempts = [
+        (exporter.request("GET", "/api/v1/weight"), 405),
+        (
+            exporter.post(
+                "/api/v1/weight",
+                None,
+                raw=b"{}",
+                headers={"Content-Type": "text/plain", "X-Lvstop-Request": "1"},
+            ),
+            415,
+        ),
+        (
+            exporter.post(
+                "/api/v1/weight", {**DRAIN, "weight": 1}, headers={"Origin": "https://evil.example"}
+            ),
+            403,
+        ),
+        (exporter.post("/api/v1/weight", {**DRAIN, "weight": 1}, headers={"X-Lvstop-Request": ""}), 403),
+        (
+            exporter.post(
+                "/api/v1/weight",
+                None,
+                raw=b"{",
+                headers={"Content-Type": "application/json", "X-Lvstop-Request": "1"},
+            ),
+            400,
+        ),
+        (
+            exporter.post(
+                "/api/v1/weight",
+                None,
+                raw=b"x" * 70000,
+                headers={"Content-Type": "application/json", "X-Lvstop-Request": "1"},
+            ),
+            413,
+        ),
+        (exporter.post("/api/v1/drain", DRAIN, write=False), 403),  # the read listener never writes
+        (exporter.request("DELETE", "/metrics", write=False), 405),
+    ]
+    for reply, status in attempts:
+        assert reply.status == status, (reply.status, reply.body)
+    assert attempts[0][0].headers["allow"] == "POST"
+    assert weight_of(exporter) == 100
+    lines = exporter.audit()
+    assert len(lines) == 7  # every attempt on a write route, none for the read-only page
+    assert all(a["outcome"] == "rejected" for a in lines)
+
+
+def test_allowed_origin_may_write(tmp_path: Path) -> None:
+    h = start_exporter(tmp_path, "--write.allowed-origin", "https://ops.example", "--write.rate", "100")
+    try:
+        ok = h.post("/api/v1/drain", {**DRAIN, "dry_run": True}, headers={"Origin": "https://ops.example"})
+        bad = h.post(
+            "/api/v1/drain", {**DRAIN, "dry_run": True}, headers={"Origin": "https://ops.example.evil"}
+        )
+        assert (ok.status, bad.status) == (200, 403)
+    finally:
+        h.running.stop()
+
+
+def test_rate_limit_applies_before_authentication(tmp_path: Path) -> None:
+    cfg = web_config(tmp_path)
+    h = start_exporter(tmp_path, "--web.config.file", str(cfg), "--write.rate", "0.01", "--write.burst", "2")
+    try:
+        statuses = [h.post("/api/v1/drain", {**DRAIN, "dry_run": True}).status for _ in range(4)]
+        assert statuses == [401, 401, 429, 429]  # the 3rd never reached the password check
+        assert h.post("/api/v1/drain", DRAIN, headers={"Authorization": basic("bob", "bob-pw")}).status == 429
+        lines = h.audit()
+        assert len(lines) == 5 and [a["status"] for a in lines] == [401, 401, 429, 429, 429]
+        assert all(a["actor"] is None for a in lines)
+    finally:
+        h.running.stop()
+
+
+def test_ramp_steps_to_the_target_and_can_be_cancelled(exporter: Harness) -> None:
+    plan = exporter.post(
+        "/api/v1/ramps", {**DRAIN, "weight": 40, "duration": 0.3, "steps": 3, "dry_run": True}
+    ).json()
+    assert plan["outcome"] == "dry_run" and [s["weight"] for s in plan["plan"]] == [80, 60, 40]
+    assert weight_of(exporter) == 100
+    started = exporter.post("/api/v1/ramps", {**DRAIN, "weight": 40, "duration": 0.3, "steps": 3})
+    assert started.status == 202
+    ramp_id = started.json()["ramp"]["id"]
+    deadline = time.monotonic() + 5
+    while exporter.get("/api/v1/ramps").json()["ramps"][0]["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert exporter.get("/api/v1/ramps").json()["ramps"][0]["state"] == "done" and weight_of(exporter) == 40
+    steps = [a for a in exporter.audit() if a["action"] == "ramp_step"]
+    assert [(a["old"], a["verified"]) for a in steps] == [(100, 80), (80, 60), (60, 40)]
+    assert all(a["actor"] == "anonymous" and a["source"] == f"ramp {ramp_id}" for a in steps)
+
+    slow = exporter.post("/api/v1/ramps", {**DRAIN, "weight": 100, "duration": 60, "steps": 6}).json()["ramp"]
+    busy = exporter.post("/api/v1/ramps", {**DRAIN, "weight": 1, "duration": 1})
+    assert busy.status == 409
+    cancel = exporter.post(f"/api/v1/ramps/{slow['id']}/cancel", {})
+    assert cancel.status == 200 and cancel.json()["ramp"]["state"] == "cancelled"
+    assert weight_of(exporter) == 40  # stopped where it stood
+    assert exporter.post("/api/v1/ramps/r999/cancel", {}).status == 404
+
+
+def test_a_ramp_stops_when_someone_else_touches_the_weight(exporter: Harness) -> None:
+    ramp = exporter.post("/api/v1/ramps", {**DRAIN, "weight": 0, "duration": 0.4, "steps": 2}).json()["ramp"]
+    exporter.post("/api/v1/weight", {**DRAIN, "weight": 77})
+    deadline = time.monotonic() + 5
+    while (state := exporter.get("/api/v1/ramps").json()["ramps"][0])["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert state["id"] == ramp["id"] and state["state"] == "failed" and "changed meanwhile" in state["error"]
+    assert weight_of(exporter) == 77
+
+
+def test_a_drain_survives_an_exporter_restart(tmp_path: Path) -> None:
+    sim = SimSource(seed=1)
+    h = start_exporter(tmp_path, source=sim)
+    assert h.post("/api/v1/drain", DRAIN).status == 200
+    h.running.stop()
+    again = start_exporter(tmp_path, source=sim)
+    try:
+        drains = again.get("/api/v1/drains").json()["drains"]
+        assert [(d["previous"], d["actor"]) for d in drains] == [(100, "anonymous")]
+        assert again.post("/api/v1/restore", DRAIN).status == 200 and weight_of(again) == 100
+        assert len(again.audit()) == 2  # the same audit file: the drain, then the restore
+    finally:
+        again.running.stop()
+
+
+def test_keepalived_is_warned_about(exporter: Harness, tmp_path: Path) -> None:
+    (tmp_path / "proc" / "4242").mkdir()
+    (tmp_path / "proc" / "4242" / "comm").write_text("keepalived\n")
+    res = exporter.post("/api/v1/weight", {**DRAIN, "weight": 5, "dry_run": True}).json()
+    assert any("keepalived (pid 4242)" in w for w in res["warnings"])
+    status = exporter.get("/api/v1/status").json()
+    assert status["weight_managers"] == [{"name": "keepalived", "pid": 4242}]
+
+
+# --- authentication and roles ---
+
+
+def web_config(tmp_path: Path, tls: tuple[Path, Path] | None = None) -> Path:
+    def h(pw: str) -> str:
+        return bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()
+
+    doc: dict[str, Any] = {
+        "basic_auth_users": {"alice": h("alice-pw"), "bob": h("bob-pw"), "carol": h("carol-pw")},
+        "roles": {"alice": "reader", "bob": "operator", "carol": "admin"},
+    }
+    if tls:
+        doc["tls_server_config"] = {"cert_file": str(tls[0]), "key_file": str(tls[1])}
+    path = tmp_path / "web-config.yml"
+    path.write_text(json.dumps(doc))  # JSON is YAML
+    return path
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Any:
+    h = start_exporter(
+        tmp_path,
+        "--web.config.file",
+        str(web_config(tmp_path)),
+        "--write.rate",
+        "1000",
+        "--write.burst",
+        "1000",
+    )
+    yield h
+    h.running.stop()
+
+
+def test_no_or_bad_credentials_are_401_everywhere(secured: Harness) -> None:
+    assert secured.get("/metrics").status == 401
+    assert secured.get("/metrics", headers={"Authorization": basic("alice", "wrong")}).status == 401
+    assert secured.get("/metrics", headers={"Authorization": basic("mallory", "x")}).status == 401
+    assert secured.get("/metrics", headers={"Authorization": "Basic !!!"}).status == 401
+    assert secured.get("/metrics", headers={"Authorization": basic("alice", "alice-pw")}).status == 200
+    res = secured.post("/api/v1/drain", DRAIN)
+    assert res.status == 401 and res.headers["www-authenticate"].startswith("Basic")
+
+
+def test_roles_reader_operator_admin(secured: Harness) -> None:
+    as_ = {name: {"Authorization": basic(name, f"{name}-pw")} for name in ("alice", "bob", "carol")}
+    assert secured.post("/api/v1/drain", {**DRAIN, "dry_run": True}, headers=as_["alice"]).status == 403
+    assert secured.post("/api/v1/drain", {**DRAIN, "dry_run": True}, headers=as_["bob"]).status == 200
+    forced = {**DRAIN, "weight": 1, "force": True, "reason": "r", "dry_run": True}
+    assert secured.post("/api/v1/weight", forced, headers=as_["bob"]).status == 403
+    assert secured.post("/api/v1/weight", forced, headers=as_["carol"]).status == 200
+    actors = [(a["actor"], a["status"]) for a in secured.audit()]
+    assert actors == [("alice", 403), ("bob", 200), ("bob", 403), ("carol", 200)]
+
+
+def test_the_actor_comes_from_the_credential_never_a_header(secured: Harness) -> None:
+    hdrs = {"Authorization": basic("bob", "bob-pw"), "X-Remote-User": "carol", "X-Forwarded-User": "carol"}
+    assert secured.post("/api/v1/drain", {**DRAIN, "dry_run": True}, headers=hdrs).status == 200
+    assert secured.audit()[-1]["actor"] == "bob"
+
+
+def test_audit_lines_equal_attempts(secured: Harness) -> None:
+    bob = {"Authorization": basic("bob", "bob-pw")}
+    attempts = [
+        lambda: secured.post("/api/v1/drain", DRAIN),
+        lambda: secured.post("/api/v1/drain", DRAIN, headers=bob),
+        lambda: secured.post("/api/v1/drain", DRAIN, headers=bob),
+        lambda: secured.post("/api/v1/restore", {**DRAIN, "dry_run": True}, headers=bob),
+        lambda: secured.post("/api/v1/restore", DRAIN, headers=bob),
+        lambda: secured.post("/api/v1/restore", DRAIN, headers=bob),
+        lambda: secured.request("GET", "/api/v1/restore", headers=bob),
+        lambda: secured.post("/api/v1/weight", {**DRAIN, "weight": 70000}, headers=bob),
+    ]
+    statuses = [a().status for a in attempts]
+    assert statuses == [401, 200, 200, 200, 200, 409, 405, 400]
+    lines = secured.audit()
+    assert len(lines) == len(attempts)
+    assert [a["outcome"] for a in lines] == [
+        "rejected",
+        "applied",
+        "unchanged",
+        "dry_run",
+        "applied",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    page = secured.get("/metrics", headers=bob).body.decode()
+    assert 'lvstop_weight_edits_total{outcome="rejected"} 4' in page
+    assert 'lvstop_weight_edits_total{outcome="applied"} 2' in page
+
+
+# --- listener safety ---
+
+
+def test_non_loopback_write_listener_is_refused_without_tls_and_auth(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        [
+            "--source",
+            "demo",
+            "--write.enable",
+            "--write.listen-address",
+            "0.0.0.0:0",
+            "--drain-state",
+            str(tmp_path / "d.json"),
+        ]
+    )
+    with pytest.raises(ValueError, match="without TLS and authentication"):
+        start(args, SimSource(seed=1))
+    cfg = web_config(tmp_path)  # auth but no TLS: still refused
+    args = build_parser().parse_args(
+        [
+            "--source",
+            "demo",
+            "--write.enable",
+            "--write.listen-address",
+            "0.0.0.0:0",
+            "--web.config.file",
+            str(cfg),
+            "--drain-state",
+            str(tmp_path / "d.json"),
+        ]
+    )
+    with pytest.raises(ValueError, match="without TLS and authentication"):
+        start(args, SimSource(seed=1))
+
+
+def test_writes_are_off_unless_enabled(tmp_path: Path) -> None:
+    h = start_exporter(tmp_path, write=False)
+    try:
+        assert h.write_url is None
+        assert h.post("/api/v1/drain", DRAIN, write=False).status == 403
+        assert h.get("/api/v1/status").json()["writes"]["enabled"] is False
+    finally:
+        h.running.stop()
+
+
+def test_tls_with_auth_may_listen_beyond_loopback(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    cfg = web_config(tmp_path, (cert, key))
+    args = build_parser().parse_args(
+        [
+            "--source",
+            "demo",
+            "--write.enable",
+            "--write.listen-address",
+            "0.0.0.0:0",
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--web.config.file",
+            str(cfg),
+            "--drain-state",
+            str(tmp_path / "d.json"),
+            "--audit-log",
+            str(tmp_path / "a.jsonl"),
+            "--no-collector.conntable",
+        ]
+    )
+    running = start(args, SimSource(seed=1))
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        port = running.servers[1].server_address[1]
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request(
+            "POST",
+            "/api/v1/drain",
+            body=json.dumps({**DRAIN, "dry_run": True}),
+            headers={
+                "Content-Type": "application/json",
+                "X-Lvstop-Request": "1",
+                "Authorization": basic("bob", "bob-pw"),
+            },
+        )
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["outcome"] == "dry_run"
+        conn.close()
+        assert running.servers[1].url.startswith("https://")
+    finally:
+        running.stop()
