@@ -6,9 +6,12 @@ pollers and writers from the command line and runs it until quit, SIGTERM or SIG
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -17,14 +20,30 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.events import Resize
 from textual.screen import Screen
+from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from lvstop.poller import Poller
+from lvstop.sources import Source
 from lvstop.tui.bindings import KEYS, bindings, palette_title
 from lvstop.tui.feed import DirectorFeed, PollerLike, Writer
 from lvstop.tui.names import Resolver, reverse_dns
 from lvstop.tui.screens.help import HelpScreen
 from lvstop.tui.widgets.director_view import DirectorView
 
+# textual-dark gives accent and warning the same orange; here each tone has its own hue:
+# accent (names, titles) cyan, warning orange, error red, drained (secondary) violet.
+THEME = Theme(
+    name="lvstop",
+    primary="#0178D4",
+    secondary="#B98CF0",
+    accent="#4FC1D6",
+    warning="#FFB347",
+    error="#FF6B6B",
+    success="#4EBF71",
+    foreground="#E0E0E0",
+    dark=True,
+)
 NARROW_WIDTH = 100  # below this the header and dialogs compact (the tables drop columns on their own)
 SHORT_HEIGHT = 20
 
@@ -40,6 +59,9 @@ class LvstopApp(App[int]):
             raise ValueError("lvstop needs at least one director")
         self.feeds = tuple(feeds)
         self.autostart = autostart
+        self.startup_warnings: list[str] = []  # e.g. "netlink refused: reading /proc instead"
+        self.register_theme(THEME)
+        self.theme = THEME.name
 
     def compose(self) -> ComposeResult:
         if len(self.feeds) == 1:
@@ -57,6 +79,9 @@ class LvstopApp(App[int]):
             # Not possible off the main thread (some test runners): Textual's own exit paths remain.
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._signalled, sig)
+
+        for w in self.startup_warnings:
+            self.notify(w, severity="warning", timeout=10)
 
     def _signalled(self, sig: int) -> None:
         # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).
@@ -127,3 +152,60 @@ def make_app(
         for i, p in enumerate(pollers)
     ]
     return LvstopApp(feeds, autostart=autostart)
+
+
+DEFAULT_DRAIN_STATE = "/var/lib/lvstop/drains.json"
+
+
+def writer_for(source: object, poller: Poller, drain_state: str, actor: str | None = None) -> Writer | None:
+    """Local writes need a source that can SET_DEST (netlink, the demo); /proc and replays are read-only."""
+    target = getattr(source, "active", source)  # AutoSource: the netlink source it wraps
+    if not (hasattr(target, "get_dest") and hasattr(target, "set_dest")):
+        return None
+    from lvstop.control import Control, WeightTarget
+    from lvstop.tui.writes import LocalWriter
+
+    wt: WeightTarget = target  # type: ignore[assignment]
+    return LocalWriter(Control(wt, drain_state, poller.events, latest=lambda: poller.latest), actor)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`lvstop` without a command: open the sources the arguments name and run until quit."""
+    from lvstop.sources.factory import open_source
+
+    warnings: list[str] = []
+    urls: list[str | None] = list(args.connect) if args.connect else [None]
+    sources: list[Source] = []
+    demo_dir: tempfile.TemporaryDirectory[str] | None = None
+    try:
+        for url in urls:
+            sources.append(
+                open_source(
+                    args.source,
+                    netns=args.netns,
+                    proc_root=args.proc_root,
+                    replay=args.replay,
+                    connect=url,
+                    seed=args.seed,
+                    warn=warnings.append,
+                )
+            )
+        if args.source == "demo":
+            demo_dir = tempfile.TemporaryDirectory(prefix="lvstop-demo-")  # demo drains end with the demo
+        drain_state = (
+            os.path.join(demo_dir.name, "drains.json")
+            if demo_dir is not None
+            else getattr(args, "drain_state", None) or DEFAULT_DRAIN_STATE
+        )
+        pollers = [Poller(s, interval=args.interval) for s in sources]
+        writers = [writer_for(s, p, drain_state) for s, p in zip(sources, pollers, strict=True)]
+        labels = [url or "" for url in urls]
+        app = make_app(pollers, writers=writers, labels=labels)
+        app.startup_warnings = warnings
+        status = app.run()
+        return 0 if status is None else status
+    finally:
+        for s in sources:
+            s.close()
+        if demo_dir is not None:
+            demo_dir.cleanup()

@@ -74,8 +74,9 @@ class Views:
     services: vm.TableModel
     dests: vm.TableModel
     summary: tuple[vm.Span, ...]
-    drain_notes: tuple[tuple[vm.Span, ...], ...]
+    dest_notes: tuple[tuple[vm.Span, ...], ...]
     events: vm.TableModel
+    recent: tuple[tuple[vm.Span, ...], ...]  # the newest events, for the strip under the services
     director: tuple[vm.Setting, ...]
     service_keys: Mapping[str, ServiceKey]
     dest_keys: Mapping[str, DestKey]
@@ -205,9 +206,9 @@ class DirectorFeed:
 
     @property
     def idle(self) -> bool:
-        """Nothing queued or being built (tests wait for this)."""
+        """Nothing queued, being built, or built and not yet taken by the UI (tests wait for this)."""
         with self._cond:
-            return not self._dirty and not self._busy
+            return not self._dirty and not self._busy and not self._pending
 
     def health(self) -> vm.PollHealth:
         """Attribute reads only: safe and cheap on the UI thread every second."""
@@ -319,9 +320,10 @@ class DirectorFeed:
         dest_keys: dict[str, DestKey] = {}
         if svc is not None and shown is not None:
             summary = vm.service_summary(svc, settings, names)
-            notes = tuple(vm.drain_notes(shown, svc, drains, self.history, settings.human))
+            notes = tuple(vm.dest_notes(shown, svc, drains, self.history, settings.human))
             dest_keys = {vm.dest_id(d.key): d.key for d in svc.dests}
         service_keys = {vm.service_id(s.key): s.key for s in shown.services} if shown is not None else {}
+        events = self.recent_events()
         conns = None
         reader = self._conn_reader
         if reader is not None:
@@ -339,8 +341,9 @@ class DirectorFeed:
             services=services,
             dests=dests,
             summary=summary,
-            drain_notes=notes,
-            events=vm.events_table(self.recent_events(), settings),
+            dest_notes=notes,
+            events=vm.events_table(events, settings),
+            recent=tuple(vm.recent_events(events)),
             director=tuple(vm.director_settings(live)),
             service_keys=MappingProxyType(service_keys),
             dest_keys=MappingProxyType(dest_keys),

@@ -69,7 +69,7 @@ def duration(seconds: float | None) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 10:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.0f}s" if seconds == int(seconds) else f"{seconds:.1f}s"
     whole = int(seconds)
     if whole < 60:
         return f"{whole}s"
@@ -80,15 +80,24 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
+FLAT = 0.05  # swings smaller than this share of the peak draw a flat line: noise is not a trend
+
+
 def sparkline(values: Sequence[float], width: int) -> str:
-    """The last `width` values as block characters scaled to their maximum; blanks pad on the left."""
+    """The last `width` values as bars from their minimum to their maximum; blanks pad on the left.
+
+    Scaled to the window's own range, so a busy but steady service still shows its ups and downs;
+    all zeros stay at the floor and a nearly steady series draws a flat mid-height line.
+    """
     if width <= 0:
         return ""
     tail = list(values)[-width:]
-    top = max(tail, default=0.0)
-    if top <= 0:
-        bars = "▁" * len(tail)
+    lo, hi = min(tail, default=0.0), max(tail, default=0.0)
+    last = len(_BARS) - 1
+    if hi <= 0:
+        bars = _BARS[0] * len(tail)
+    elif hi - lo <= FLAT * hi:
+        bars = _BARS[last // 2] * len(tail)
     else:
-        last = len(_BARS) - 1
-        bars = "".join(_BARS[min(last, max(0, math.ceil(v / top * last)))] for v in tail)
+        bars = "".join(_BARS[min(last, max(0, round((v - lo) / (hi - lo) * last)))] for v in tail)
     return bars.rjust(width)

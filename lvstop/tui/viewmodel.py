@@ -22,6 +22,7 @@ from lvstop.model import (
     Dest,
     DestKey,
     FwdMethod,
+    Protocol,
     Rates,
     Service,
     ServiceKey,
@@ -183,7 +184,8 @@ class History:
         buf = self._series.get(key)
         if buf is None:
             buf = self._series[key] = deque(maxlen=depth)
-        buf.append(0.0 if value is None else float(value))
+        if value is not None:  # no rate yet (first poll, counters reset): a gap, not a dip to zero
+            buf.append(float(value))
 
     def series(self, key: Hashable) -> Sequence[float]:
         return self._series.get(key, ())
@@ -452,6 +454,7 @@ def dests_table(
             weight_tone = WARN  # over its upper threshold: the scheduler skips it
         if total_cps >= IMBALANCE_MIN_CPS and abs(wshare - tshare) * 100 > IMBALANCE_POINTS:
             share_tone = WARN
+        active_tone = BAD if suspect_dead(svc, d) else ""
         thresh = "-" if not (d.u_threshold or d.l_threshold) else f"{d.u_threshold}/{d.l_threshold}"
         cells = (
             label,
@@ -485,7 +488,7 @@ def dests_table(
             tunnel,
             0,
         )
-        cell_tones = ("", "", weight_tone, share_tone, share_tone) + ("",) * 11
+        cell_tones = ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 10
         entries.append((raw, Row(dest_id(d.key), cells, tone, cell_tones)))
     empty = "this service has no real servers" if not svc.dests else "no real server matches the filter"
     return _finish(DEST_COLUMNS, entries, settings.dests_sort, len(svc.dests), empty)
@@ -508,24 +511,46 @@ def service_summary(svc: Service, settings: ViewSettings, names: Names = no_name
     return tuple(spans)
 
 
-def drain_notes(
+def suspect_dead(svc: Service, d: Dest) -> bool:
+    """Gets new connections, none of them establish, while its siblings' do: the server may be down.
+
+    TCP only: elsewhere "active" does not mean established.
+    """
+    if svc.key.protocol is not Protocol.TCP or d.weight == 0 or d.active_conns or not d.inactive_conns:
+        return False
+    new = d.instant.cps if d.instant is not None else (d.rates.cps if d.rates is not None else 0)
+    return new > 0 and any(o.active_conns for o in svc.dests if o is not d)
+
+
+def dest_notes(
     snap: Snapshot, svc: Service, drains: DrainMap, history: History, human: bool = True
 ) -> list[tuple[Span, ...]]:
-    """For each dest at weight 0 that still holds connections: how many, the trend, and what holds them."""
+    """Under the dests: each drain's progress and what holds its connections; dests that look down."""
     notes: list[tuple[Span, ...]] = []
-    sysctls = snap.sysctls
+    sysctls, timeouts, tcp = snap.sysctls, snap.timeouts, svc.key.protocol is Protocol.TCP
     for d in svc.dests:
-        held = d.active_conns + d.inactive_conns + (d.persist_conns or 0)
+        if suspect_dead(svc, d):
+            notes.append(
+                (
+                    (f"{d.key}", BAD),
+                    ("  gets new connections but none establish", BAD),
+                    (
+                        f" ({units.count(d.inactive_conns, human=human)} inactive, 0 active):"
+                        " the real server may be down",
+                        "",
+                    ),
+                )
+            )
         if d.weight != 0:
             continue
         back = drains.get((svc.key, d.key))
         head: list[Span] = [(f"{d.key}", DRAINED)]
         head.append((f" drained, restores to {back}" if back is not None else " weight 0", DRAINED))
-        if held == 0:
+        if d.active_conns + d.inactive_conns + (d.persist_conns or 0) == 0:
             head.append(("  no connections left: safe to take down", GOOD))
             notes.append(tuple(head))
             continue
-        head.append((f"  {units.count(d.active_conns, human=human)} active", WARN))
+        head.append((f"  {units.count(d.active_conns, human=human)} active", WARN if d.active_conns else ""))
         head.append((f", {units.count(d.inactive_conns, human=human)} inactive", ""))
         if d.persist_conns:
             head.append((f", {units.count(d.persist_conns, human=human)} templates", ""))
@@ -537,15 +562,13 @@ def drain_notes(
                 f"persistence templates keep sending returning clients for up to {svc.timeout}s "
                 "(expire_quiescent_template=0)"
             )
-        r = d.rates
-        if r is not None and r.cps > 0 and not svc.persistent:
-            why.append("still gets new connections (port reuse: see conn_reuse_mode)")
-        if d.active_conns and snap.timeouts is not None:
-            why.append(
-                f"active ones end when clients close, or after {units.duration(snap.timeouts.tcp)} idle"
-            )
-        if d.inactive_conns and snap.timeouts is not None:
-            why.append(f"inactive ones expire within {units.duration(snap.timeouts.tcpfin)}")
+        elif d.instant is not None and d.instant.cps > 0:
+            why.append("still gets new connections" + (" (port reuse: see conn_reuse_mode)" if tcp else ""))
+        if d.active_conns and timeouts is not None and tcp:
+            why.append(f"active ones end when clients close, or after {units.duration(timeouts.tcp)} idle")
+        if d.inactive_conns and timeouts is not None:
+            linger = timeouts.tcpfin if tcp else timeouts.udp
+            why.append(f"inactive ones expire within {units.duration(linger)}")
         notes.append(tuple(head))
         notes.extend(((f"    {w}", DIM),) for w in why)
     return notes
@@ -596,31 +619,64 @@ _EVENT_TONES = {
 }
 
 
+_SELF_EXPLAINED = ("weight_changed", "dest_added", "dest_removed", "service_added", "service_removed")
+
+
+def _event_cells(ev: Event) -> tuple[tuple[str, ...], str]:
+    what = " ".join(
+        x for x in (str(ev.service) if ev.service else "", f"→ {ev.dest}" if ev.dest else "") if x
+    )
+    change = f"{ev.old} → {ev.new}" if ev.old is not None or ev.new is not None else ""
+    tone = _EVENT_TONES.get(ev.kind, "")
+    by = ""
+    if ev.kind == "weight_changed":
+        by = ev.actor or "outside lvstop"
+        if ev.actor is None:
+            tone = WARN  # keepalived or a human with ipvsadm: they may put their weight back
+    details = "" if ev.kind in _SELF_EXPLAINED else ev.message
+    cells = (
+        time.strftime("%H:%M:%S", time.localtime(ev.time)),
+        ev.kind.replace("_", " "),
+        what,
+        change,
+        by,
+        details,
+    )
+    return cells, tone
+
+
 def events_table(events: Sequence[Event], settings: ViewSettings) -> TableModel:
     needle = settings.events_filter.strip().lower()
     entries: list[tuple[Sequence[object], Row]] = []
-    for i, ev in enumerate(events):
-        t, kind, svc, dest, old, new, actor = ev.time, ev.kind, ev.service, ev.dest, ev.old, ev.new, ev.actor
-        what = " ".join(x for x in (str(svc) if svc else "", f"→ {dest}" if dest else "") if x)
-        change = f"{old} → {new}" if old is not None or new is not None else ""
-        tone = _EVENT_TONES.get(kind, "")
-        by = ""
-        if kind == "weight_changed":
-            by = actor or "outside lvstop"
-            if actor is None:
-                tone = WARN  # keepalived or a human with ipvsadm: they may put their weight back
-        cells = (
-            time.strftime("%H:%M:%S", time.localtime(t)),
-            kind.replace("_", " "),
-            what,
-            change,
-            by,
-            ev.message,
-        )
-        if needle and not _matches(needle, cells):
+    seen: dict[str, int] = {}
+    for ev in events:
+        cells, tone = _event_cells(ev)
+        if needle and not _matches(needle, (*cells, ev.message)):
             continue
-        entries.append(((t, kind, what, change, by, cells[5]), Row(f"{i}", cells, tone)))
+        # Keys stay stable as older events fall out of the log, so the cursor stays put.
+        key = f"{ev.time!r}|{ev.kind}|{ev.message}"
+        n = seen[key] = seen.get(key, 0) + 1
+        if n > 1:
+            key += f"#{n}"
+        entries.append(((ev.time, *cells[1:]), Row(key, cells, tone)))
     return _finish(EVENT_COLUMNS, entries, settings.events_sort, len(events), "no events yet")
+
+
+def recent_events(events: Sequence[Event], n: int = 5) -> list[tuple[Span, ...]]:
+    """The newest events, newest first, for the strip under the services."""
+    lines: list[tuple[Span, ...]] = []
+    for ev in reversed(events[-n:]):
+        cells, tone = _event_cells(ev)
+        t, kind, what, change, by, details = cells
+        spans: list[Span] = [(t, DIM), (f"  {kind}", tone), (f"  {what}", "")]
+        if change:
+            spans.append((f"  {change}", tone))
+        if by:
+            spans.append((f"  {by}", DIM))
+        if details:
+            spans.append((f"  {details}", DIM))
+        lines.append(tuple(spans))
+    return lines
 
 
 # --- director ---------------------------------------------------------------------------------------
@@ -749,7 +805,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                 (
                     ("conn/s ", DIM),
                     (units.count(rates.cps, human=human), ""),
-                    (" " + units.sparkline(history.series(History.TOTAL_CPS), 12), ACCENT),
+                    (" " + _spark(history.series(History.TOTAL_CPS)), ACCENT),
                 )
             )
         )
@@ -760,7 +816,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                     (units.count(rates.inpps, human=human), ""),
                     (" out ", DIM),
                     (units.count(rates.outpps, human=human), ""),
-                    (" " + units.sparkline(history.series(History.TOTAL_PPS), 12), ACCENT),
+                    (" " + _spark(history.series(History.TOTAL_PPS)), ACCENT),
                 ),
                 drop=2,
             )
@@ -772,7 +828,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                     (units.nbytes(rates.inbps, human=human), ""),
                     (" out ", DIM),
                     (units.nbytes(rates.outbps, human=human), ""),
-                    (" " + units.sparkline(history.series(History.TOTAL_BPS), 12), ACCENT),
+                    (" " + _spark(history.series(History.TOTAL_BPS)), ACCENT),
                 ),
                 drop=1,
             )
@@ -806,6 +862,11 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
             third.append(Chunk(((f"  {len(snap.issues)} read issue(s)", WARN),)))
     lines.append(tuple(third))
     return lines
+
+
+def _spark(series: Sequence[float], width: int = 16) -> str:
+    """Header sparklines grow from the left until full: no padding pushing them away from their number."""
+    return units.sparkline(series, min(width, len(series)))
 
 
 def fit_chunks(chunks: Sequence[Chunk], width: int) -> list[Chunk]:
@@ -943,7 +1004,10 @@ def conn_views(
             "",
         )
     )
-    line.append((f", {ov.active} active, {ov.inactive} inactive, {ov.templates} templates", ""))
+    n = {
+        k: units.count(v, human=human) for k, v in (("a", ov.active), ("i", ov.inactive), ("t", ov.templates))
+    }
+    line.append((f", {n['a']} active, {n['i']} inactive, {n['t']} templates", ""))
     line.append((f"  read in {units.duration(summary.read_seconds)}", DIM))
     if age is not None:
         line.append((f", {units.duration(age)} ago", DIM))
@@ -958,7 +1022,7 @@ def conn_views(
     if ov.templates:
         states.append(
             (
-                (ov.templates, "~"),
+                ("~templates", ov.templates),
                 Row("templates", ("(templates)", units.count(ov.templates, human=human)), DIM),
             )
         )

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from lvstop.tui.bindings import KEYS
+from lvstop.tui.bindings import KEYS, Key
 
 LEGEND = (
     ("Weight 0 →5", "drained: weight 0 now, restore gives 5 back"),
@@ -25,12 +25,13 @@ def help_table() -> Table:
     table = Table(box=None, show_header=False, expand=True, padding=(0, 1))
     table.add_column("key", style="bold", no_wrap=True, min_width=6)
     table.add_column("what", ratio=1)
-    area = None
+    areas: dict[str, list[Key]] = {}
     for k in KEYS:
-        if k.area != area:
-            area = k.area
-            table.add_row(f"[reverse] {area} [/]", "")
-        table.add_row(k.display, k.help)
+        areas.setdefault(k.area, []).append(k)
+    for area, keys in areas.items():
+        table.add_row(f"[reverse] {area} [/]", "")
+        for k in keys:
+            table.add_row(k.display, k.help)
     table.add_row("[reverse] legend [/]", "")
     for term, meaning in LEGEND:
         table.add_row(term, meaning)

@@ -72,10 +72,11 @@ class DirectorView(Vertical):
         with ContentSwitcher(initial="services-view", id="views"):
             with Vertical(id="services-view"):
                 yield LiveTable(id="services-table")
+                yield SpanLines(id="recent-events")
             with Vertical(id="dests-view"):
                 yield SpanLines(id="dests-summary")
                 yield LiveTable(id="dests-table")
-                yield SpanLines(id="drain-notes")
+                yield SpanLines(id="dest-notes")
             with Vertical(id="conns-view"):
                 yield SpanLines(id="conns-line")
                 with Horizontal(id="conns-aggregates"):
@@ -115,7 +116,10 @@ class DirectorView(Vertical):
         self.query_one("#dests-table", LiveTable).set_model(views.dests)
         self.query_one("#events-table", LiveTable).set_model(views.events)
         self.query_one("#dests-summary", SpanLines).set_lines([views.summary])
-        self.query_one("#drain-notes", SpanLines).set_lines(views.drain_notes)
+        self.query_one("#dest-notes", SpanLines).set_lines(views.dest_notes)
+        title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (4: all of them)", vm.DIM))
+        recent = views.recent or ((("none yet: services, dests and weights that change show here", vm.DIM),),)
+        self.query_one("#recent-events", SpanLines).set_lines([title, *recent])
         self.query_one("#director-info", Static).update(director_table(views.director))
         if views.conns is not None:
             c = views.conns
@@ -172,9 +176,8 @@ class DirectorView(Vertical):
         self.view = view
         self.query_one("#views", ContentSwitcher).current = f"{view}-view"
         self._close_filter()
-        table = TABLE_OF_VIEW.get(view)
-        if table is not None:
-            self.query_one(f"#{table}").focus()
+        # Something inside this view must hold the focus, or its keys would not reach it.
+        self.query_one(f"#{TABLE_OF_VIEW.get(view, 'director-view')}").focus()
         self.refresh_bindings()
 
     def action_back(self) -> None:

@@ -52,8 +52,8 @@ class LiveTable(ScrollView, can_focus=True):
     LiveTable { height: 1fr; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 1; }
     LiveTable > .live-table--header { text-style: bold; background: $panel; }
     LiveTable > .live-table--sorted { text-style: bold underline; background: $panel; }
-    LiveTable > .live-table--cursor { background: $panel-lighten-2; }
-    LiveTable:focus > .live-table--cursor { background: $accent 40%; }
+    LiveTable > .live-table--cursor { background: $panel-lighten-2; color: $foreground; }
+    LiveTable:focus > .live-table--cursor { background: $primary 60%; color: $foreground; }
     LiveTable > .live-table--empty { color: $text-muted; text-style: italic; }
     LiveTable > .live-table--good { color: $success; }
     LiveTable > .live-table--warn { color: $warning; }
@@ -105,6 +105,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._model = model if model is not None else TableModel(())
         self._cursor = 0
         self._cursor_key: str | None = None
+        self._pinned = False  # the user moved the cursor: from then on it follows its row, not its index
         self._columns: list[tuple[int, int, int]] = []  # (column index, x, width) of the shown columns
         self._line_cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] | None = None
@@ -134,7 +135,7 @@ class LiveTable(ScrollView, can_focus=True):
         layout_changed = model.columns != self._model.columns or model.widths != self._model.widths
         self._model = model
         rows = model.rows
-        if old_key is not None and old_key in model.index:
+        if self._pinned and old_key is not None and old_key in model.index:
             self._cursor = model.index[old_key]
         else:
             self._cursor = min(self._cursor, max(0, len(rows) - 1))
@@ -196,7 +197,8 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _style(self, name: str) -> Style:
         if self._styles is None:
-            self._styles = {c: self.get_component_rich_style(c) for c in self.COMPONENT_CLASSES}
+            # partial: a tone sets a colour only; the row keeps its own background
+            self._styles = {c: self.get_component_rich_style(c, partial=True) for c in self.COMPONENT_CLASSES}
         return self._styles.get(f"live-table--{name}", Style.null())
 
     def render_line(self, y: int) -> Strip:
@@ -225,14 +227,14 @@ class LiveTable(ScrollView, can_focus=True):
     def _header_strip(self) -> Strip:
         model = self._model
         sort = model.sort
-        base = self._style("header")
-        sorted_style = self._style("sorted")
+        base = self.rich_style + self._style("header")
+        sorted_style = base + self._style("sorted")
         segments = [Segment(" ", base)]
         for i, _x, w in self._columns:
             col = model.columns[i]
             title = col.title
             style = base
-            if sort is not None and sort.column == col.id:
+            if sort is not None and sort.column == col.id and col.sortable:
                 title += "▼" if sort.reverse else "▲"
                 style = sorted_style
             text = title.rjust(w) if col.numeric else title.ljust(w)
@@ -244,15 +246,18 @@ class LiveTable(ScrollView, can_focus=True):
     def _empty_strip(self, y: int) -> Strip:
         if y != 1:
             return Strip.blank(0)
-        return Strip([Segment(" " + self._model.empty, self._style("empty"))])
+        return Strip([Segment(" " + self._model.empty, self.rich_style + self._style("empty"))])
 
     def _row_strip(self, row: Row, cursor: bool) -> Strip:
         self.rendered_lines += 1
         model = self._model
         base = self.rich_style
-        row_style = self._style(row.tone) if row.tone else Style.null()
+        # The cursor's colours replace the row's tone (a tinted text on the cursor bar is unreadable);
+        # a cell's own tone still shows on top, as it marks the one number that matters.
         if cursor:
-            row_style = row_style + self._style("cursor")
+            row_style = base + self._style("cursor")
+        else:
+            row_style = base + self._style(row.tone) if row.tone else base
         segments = [Segment(" ", row_style)]
         tones = row.cell_tones
         for i, _x, w in self._columns:
@@ -262,12 +267,10 @@ class LiveTable(ScrollView, can_focus=True):
             text = text.rjust(w) if model.columns[i].numeric else text.ljust(w)
             tone = tones[i] if tones else ""
             style = row_style + self._style(tone) if tone else row_style
-            if cursor and tone:
-                style = style + self._style("cursor")
             segments.append(Segment(text, style))
             segments.append(Segment(" " * GAP, row_style))
         width = max(self.scrollable_content_region.width, self.virtual_size.width)
-        return Strip(segments).extend_cell_length(width, row_style if cursor else base)
+        return Strip(segments).extend_cell_length(width, row_style)
 
     # --- cursor and mouse --------------------------------------------------------------------------
 
@@ -287,6 +290,7 @@ class LiveTable(ScrollView, can_focus=True):
         if not rows:
             return
         index = max(0, min(index, len(rows) - 1))
+        self._pinned = True
         if index == self._cursor and self._cursor_key == rows[index].key:
             return
         self._cursor = index

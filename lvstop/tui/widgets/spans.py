@@ -47,7 +47,7 @@ class SpanLines(Widget):
             self.refresh(layout=True)
 
     def tone(self, tone: str) -> Style:
-        return self.get_component_rich_style(f"spans--{tone}") if tone else Style.null()
+        return self.get_component_rich_style(f"spans--{tone}", partial=True) if tone else Style.null()
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis", end="")

@@ -1,0 +1,91 @@
+"""The demo director on a hand-driven clock: the same pictures every time.
+
+Screenshots, snapshot tests and the benchmark need a director whose numbers and history do not
+depend on when they run: a seeded SimSource and a poller whose clocks only move when told to.
+`Stage.advance()` moves time by one poll and polls; the app shows what the real `--demo` would
+show after that many polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from textual.pilot import Pilot
+
+from lvstop.poller import Poller
+from lvstop.sources.sim import SimSource
+from lvstop.tui.app import LvstopApp, make_app, writer_for
+from lvstop.tui.feed import Writer
+
+# 2026-01-14 15:30 UTC: near the demo's daily peak, so the tables are busy.
+START = 1_768_404_600.0
+STEP = 2.0
+ACTOR = "tui:oncall"
+
+
+@dataclass
+class ManualClock:
+    now: float = START
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Stage:
+    """A seeded demo director, its poller and writer, on one manual clock (wall and monotonic alike)."""
+
+    seed: int = 1
+    services: int | None = None
+    dests_per_service: int | None = None
+    clock: ManualClock = field(default_factory=ManualClock)
+
+    def __post_init__(self) -> None:
+        self.source = SimSource(self.seed, self.services, self.dests_per_service, clock=self.clock)
+        self.poller = Poller(self.source, interval=STEP, clock=self.clock, wall_clock=self.clock)
+        self._dir = tempfile.TemporaryDirectory(prefix="lvstop-stage-")
+        drains = os.path.join(self._dir.name, "drains.json")
+        self.writer: Writer | None = writer_for(self.source, self.poller, drains, actor=ACTOR)
+
+    def advance(self, polls: int = 1) -> None:
+        for _ in range(polls):
+            self.clock.now += STEP
+            self.poller.poll_once()
+
+    def app(self) -> LvstopApp:
+        """The app over this stage; nothing polls on its own (autostart off), names never resolve."""
+        return make_app(
+            [self.poller],
+            writers=[self.writer],
+            autostart=False,
+            resolver=lambda _a: None,
+            clock=self.clock,
+        )
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+async def settle(app: LvstopApp, pilot: Pilot[int], timeout: float = 10.0) -> None:
+    """Wait until every feed has built and the UI has applied the newest views (and repainted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.pause()
+        if all(f.idle for f in app.feeds):
+            await pilot.pause()
+            if all(f.idle for f in app.feeds):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the views did not settle")
+        await asyncio.sleep(0.005)
+
+
+async def play(app: LvstopApp, pilot: Pilot[int], stage: Stage, polls: int) -> None:
+    """Poll `polls` times, letting the UI take each snapshot (so the sparklines get every point)."""
+    for _ in range(polls):
+        stage.advance()
+        await settle(app, pilot)
