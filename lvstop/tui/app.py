@@ -25,11 +25,16 @@ from textual.widgets import Footer, TabbedContent, TabPane
 
 from lvstop.poller import Poller
 from lvstop.sources import Source
+from lvstop.sources.replay import ReplaySource
+from lvstop.tui import viewmodel as vm
 from lvstop.tui.bindings import KEYS, bindings, palette_title
 from lvstop.tui.feed import DirectorFeed, PollerLike, Writer
 from lvstop.tui.names import Resolver, reverse_dns
+from lvstop.tui.playback import Playback
 from lvstop.tui.screens.help import HelpScreen
 from lvstop.tui.widgets.director_view import DirectorView
+from lvstop.tui.widgets.live_table import LiveTable
+from lvstop.tui.writes import RemoteWriter
 
 # textual-dark gives accent and warning the same orange; here each tone has its own hue:
 # accent (names, titles) cyan, warning orange, error red, drained (secondary) violet.
@@ -58,6 +63,8 @@ class LvstopApp(App[int]):
         if not feeds:
             raise ValueError("lvstop needs at least one director")
         self.feeds = tuple(feeds)
+        for feed in self.feeds:
+            feed.wants_brief = len(self.feeds) > 1
         self.autostart = autostart
         self.startup_warnings: list[str] = []  # e.g. "netlink refused: reading /proc instead"
         self.register_theme(THEME)
@@ -71,6 +78,8 @@ class LvstopApp(App[int]):
                 for i, feed in enumerate(self.feeds):
                     with TabPane(feed.label or f"director {i + 1}", id=f"tab-{i}"):
                         yield DirectorView(feed, autostart=self.autostart, id=f"director-{i}")
+                with TabPane("side by side", id="tab-side"):
+                    yield LiveTable(id="side-by-side")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -87,6 +96,14 @@ class LvstopApp(App[int]):
         # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).
         self.exit(128 + sig)
 
+    def on_director_view_applied(self, _msg: DirectorView.Applied) -> None:
+        """A director has new views: refresh the side-by-side table (a few dozen rows)."""
+        if len(self.feeds) > 1:
+            views = [self.query_one(f"#director-{i}", DirectorView) for i in range(len(self.feeds))]
+            human = self.feeds[0].settings.human
+            figures = [(v.feed.label, v.views.brief if v.views else None, v.feed.health()) for v in views]
+            self.query_one("#side-by-side", LiveTable).set_model(vm.side_by_side(figures, human))
+
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width < NARROW_WIDTH, "narrow")
         self.set_class(event.size.height < SHORT_HEIGHT, "short")
@@ -96,8 +113,9 @@ class LvstopApp(App[int]):
         """The director in view (the active tab)."""
         if len(self.feeds) == 1:
             return self.query_one("#director-0", DirectorView)
-        active = self.query_one("#directors", TabbedContent).active or "tab-0"
-        return self.query_one(f"#director-{active.removeprefix('tab-')}", DirectorView)
+        active = self.query_one("#directors", TabbedContent).active
+        index = active.removeprefix("tab-") if active and active != "tab-side" else "0"
+        return self.query_one(f"#director-{index}", DirectorView)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -112,8 +130,9 @@ class LvstopApp(App[int]):
     def _cycle(self, step: int) -> None:
         if len(self.feeds) > 1:
             tabs = self.query_one("#directors", TabbedContent)
-            current = int((tabs.active or "tab-0").removeprefix("tab-"))
-            tabs.active = f"tab-{(current + step) % len(self.feeds)}"
+            ids = [f"tab-{i}" for i in range(len(self.feeds))] + ["tab-side"]
+            current = ids.index(tabs.active) if tabs.active in ids else 0
+            tabs.active = ids[(current + step) % len(ids)]
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The palette: the same keys as the help screen, titled "area: verb"."""
@@ -136,6 +155,7 @@ def make_app(
     *,
     writers: Sequence[Writer | None] | None = None,
     labels: Sequence[str] | None = None,
+    playbacks: Sequence[Playback | None] | None = None,
     autostart: bool = True,
     resolver: Resolver = reverse_dns,
     clock: Callable[[], float] = time.monotonic,
@@ -148,6 +168,7 @@ def make_app(
             resolver=resolver,
             clock=clock,
             label=labels[i] if labels else "",
+            playback=playbacks[i] if playbacks else None,
         )
         for i, p in enumerate(pollers)
     ]
@@ -157,8 +178,13 @@ def make_app(
 DEFAULT_DRAIN_STATE = "/var/lib/lvstop/drains.json"
 
 
-def writer_for(source: object, poller: Poller, drain_state: str, actor: str | None = None) -> Writer | None:
-    """Local writes need a source that can SET_DEST (netlink, the demo); /proc and replays are read-only."""
+def writer_for(
+    source: object, poller: Poller, drain_state: str, *, actor: str | None = None, url: str | None = None
+) -> Writer | None:
+    """Remote directors write through their exporter (`url`, credentials included); local writes need
+    a source that can SET_DEST (netlink, the demo); /proc and replays are read-only."""
+    if url is not None:
+        return RemoteWriter(url)
     target = getattr(source, "active", source)  # AutoSource: the netlink source it wraps
     if not (hasattr(target, "get_dest") and hasattr(target, "set_dest")):
         return None
@@ -167,6 +193,14 @@ def writer_for(source: object, poller: Poller, drain_state: str, actor: str | No
 
     wt: WeightTarget = target  # type: ignore[assignment]
     return LocalWriter(Control(wt, drain_state, poller.events, latest=lambda: poller.latest), actor)
+
+
+def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None:
+    if not isinstance(source, ReplaySource):
+        return None
+    playback = Playback(poller, source, cadence)
+    poller.subscribe(playback.on_snapshot)
+    return playback
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,9 +232,12 @@ def run(args: argparse.Namespace) -> int:
             else getattr(args, "drain_state", None) or DEFAULT_DRAIN_STATE
         )
         pollers = [Poller(s, interval=args.interval) for s in sources]
-        writers = [writer_for(s, p, drain_state) for s, p in zip(sources, pollers, strict=True)]
+        writers = [
+            writer_for(s, p, drain_state, url=url) for s, p, url in zip(sources, pollers, urls, strict=True)
+        ]
         labels = [url or "" for url in urls]
-        app = make_app(pollers, writers=writers, labels=labels)
+        playbacks = [_playback(s, p, args.interval) for s, p in zip(sources, pollers, strict=True)]
+        app = make_app(pollers, writers=writers, labels=labels, playbacks=playbacks)
         app.startup_warnings = warnings
         status = app.run()
         return 0 if status is None else status

@@ -116,7 +116,6 @@ KEYS: tuple[Key, ...] = (
         "sort by next column",
         "Sort by the next column (or click a column header)",
         "s",
-        footer=True,
     ),
     Key("sort-reverse", "S", "sort_reverse", "table", "reverse sort", "Reverse the sort order", "S"),
     Key(
@@ -137,7 +136,6 @@ KEYS: tuple[Key, ...] = (
         "numeric/names",
         "Numeric addresses or resolved names (resolved in the background)",
         "n",
-        footer=True,
     ),
     Key(
         "exact",
@@ -156,7 +154,6 @@ KEYS: tuple[Key, ...] = (
         "smoothed/instant rates",
         "The kernel's smoothed rates (2 s EWMA) or plain rates over the last poll",
         "r",
-        footer=True,
     ),
     Key("slower", "plus", "interval(2.0)", "poll", "slower refresh", "Poll half as often", "+"),
     Key("faster", "minus", "interval(0.5)", "poll", "faster refresh", "Poll twice as often", "-"),

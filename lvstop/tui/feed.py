@@ -23,6 +23,7 @@ from lvstop.model import DestKey, Service, ServiceKey, Snapshot
 from lvstop.sources import Source
 from lvstop.tui import viewmodel as vm
 from lvstop.tui.names import NameCache, Resolver, reverse_dns
+from lvstop.tui.playback import Playback
 
 if TYPE_CHECKING:
     from lvstop.control import ControlResult
@@ -82,6 +83,7 @@ class Views:
     dest_keys: Mapping[str, DestKey]
     drains: Mapping[tuple[ServiceKey, DestKey], int]
     conns: vm.ConnViews | None  # only while the connections view is open
+    brief: vm.Brief | None  # for the side-by-side tab of several directors
     build_seconds: float
 
 
@@ -96,9 +98,12 @@ class DirectorFeed:
         resolver: Resolver = reverse_dns,
         clock: Callable[[], float] = time.monotonic,
         label: str = "",
+        playback: Playback | None = None,
     ) -> None:
         self.poller = poller
         self.writer = writer
+        self.playback = playback
+        self.wants_brief = False  # set when the app shows several directors side by side
         self.clock = clock
         self.label = label
         self.history = vm.History()
@@ -349,6 +354,7 @@ class DirectorFeed:
             dest_keys=MappingProxyType(dest_keys),
             drains=drains,
             conns=conns,
+            brief=vm.brief(live) if self.wants_brief else None,
             build_seconds=time.perf_counter() - t0,
         )
 

@@ -6,18 +6,29 @@ runs Control's own dry run, so the dialog shows exactly what Control would do or
 
 from __future__ import annotations
 
+import base64
 import getpass
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
-from lvstop.errors import LvstopError
+from lvstop.codec import service_key_to_dict
+from lvstop.control import ControlResult, dest_key_from_dict, dest_key_to_dict, service_key_from_dict
+from lvstop.errors import ControlError, LvstopError
+from lvstop.exporter.openapi import CSRF_HEADER
 from lvstop.model import DestKey, ServiceKey
+from lvstop.sources.remote import RemoteSource
 from lvstop.tui.viewmodel import WeightEffect
 
 if TYPE_CHECKING:
-    from lvstop.control import Control, ControlResult
+    from lvstop.control import Control
     from lvstop.tui.feed import Writer
+
+SNAPSHOT_PATH = "/api/v1/snapshot"
 
 FORCE_PROBE_REASON = "preview"  # dry runs only: tells a guard refusal from other refusals
 
@@ -93,3 +104,77 @@ class LocalWriter:
 
     def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]:
         return {k: rec.previous for k, rec in self.control.drains().items()}
+
+
+class RemoteWriter:
+    """Edits through a remote lvstop-exporter's write API (POST {url}/api/v1/drain|restore|weight).
+
+    The exporter runs the same Control (guard, compare-and-set, drain state) and names the actor from
+    the credential in the URL, never from us. Refusals come back as ControlError with the HTTP status.
+    """
+
+    TIMEOUT = 10.0
+
+    def __init__(self, url: str) -> None:
+        self.base = RemoteSource(url).url.removesuffix(SNAPSHOT_PATH)
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        self._headers = {"Content-Type": "application/json", CSRF_HEADER: "lvstop-tui"}
+        if parts.username is not None:
+            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=self._headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.TIMEOUT) as resp:
+                doc = json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("error", e.reason)
+            except (ValueError, AttributeError):
+                message = e.reason
+            raise ControlError(f"{self.base}: {message}", status=e.code) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise ControlError(f"{self.base}: {getattr(e, 'reason', e)}", status=503) from None
+        if not isinstance(doc, dict):
+            raise ControlError(f"{self.base}{path}: the reply is not a JSON object", status=502)
+        return doc
+
+    def _edit(self, path: str, skey: ServiceKey, dkey: DestKey, kw: dict[str, Any]) -> ControlResult:
+        body = {"service": service_key_to_dict(skey), "dest": dest_key_to_dict(dkey), **kw}
+        doc = self._call("POST", path, body)
+        try:
+            return ControlResult(
+                doc["action"],
+                doc["outcome"],
+                service_key_from_dict(doc["service"]),
+                dest_key_from_dict(doc["dest"]),
+                doc["old"],
+                doc["requested"],
+                doc.get("verified"),
+                doc.get("active_conns", 0),
+                tuple(doc.get("warnings", ())),
+                doc.get("previous"),
+            )
+        except (KeyError, ValueError, TypeError) as e:
+            raise ControlError(f"{self.base}{path}: unexpected reply ({e})", status=502) from None
+
+    def drain(self, skey: ServiceKey, dkey: DestKey, **kw: Any) -> ControlResult:
+        return self._edit("/api/v1/drain", skey, dkey, kw)
+
+    def restore(self, skey: ServiceKey, dkey: DestKey, **kw: Any) -> ControlResult:
+        return self._edit("/api/v1/restore", skey, dkey, kw)
+
+    def set_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, **kw: Any) -> ControlResult:
+        return self._edit("/api/v1/weight", skey, dkey, {"weight": weight, **kw})
+
+    def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]:
+        doc = self._call("GET", "/api/v1/drains")
+        try:
+            return {
+                (service_key_from_dict(d["service"]), dest_key_from_dict(d["dest"])): int(d["previous"])
+                for d in doc["drains"]
+            }
+        except (KeyError, ValueError, TypeError) as e:
+            raise ControlError(f"{self.base}/api/v1/drains: unexpected reply ({e})", status=502) from None

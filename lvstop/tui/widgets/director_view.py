@@ -46,6 +46,9 @@ class DirectorView(Vertical):
     class ViewsBuilt(Message):
         """The feed has new views; carries nothing because the feed keeps only the newest (coalescing)."""
 
+    class Applied(Message):
+        """New views are on screen (the app refreshes what spans several directors)."""
+
     class WritePreviewed(Message):
         def __init__(self, preview: Preview) -> None:
             super().__init__()
@@ -133,6 +136,7 @@ class DirectorView(Vertical):
                 self.query_one(f"#conns-{name}", LiveTable).set_model(model)
         self.refresh_status()
         self.applied += 1
+        self.post_message(self.Applied())
 
     def refresh_status(self) -> None:
         """Every second and on each build: the live end of the header and the failure banner."""
@@ -163,7 +167,7 @@ class DirectorView(Vertical):
 
     @property
     def mode(self) -> str:
-        return ""
+        return self.feed.playback.label if self.feed.playback is not None else ""
 
     # --- views and navigation --------------------------------------------------------------------
 
@@ -288,8 +292,23 @@ class DirectorView(Vertical):
     # --- toggles ---------------------------------------------------------------------------------
 
     def action_pause(self) -> None:
-        self.feed.set_paused(not self.feed.paused)
+        if self.feed.playback is not None:
+            self.feed.playback.toggle()  # a replay pauses its playback; the tables follow it
+        else:
+            self.feed.set_paused(not self.feed.paused)
         self.refresh_status()
+
+    def action_speed(self, factor: float) -> None:
+        if self.feed.playback is not None:
+            self.feed.playback.set_speed(factor)
+            self.refresh_status()
+
+    @work(thread=True, group="step", exclusive=True)
+    def action_step(self) -> None:
+        if self.feed.playback is not None:
+            error = self.feed.playback.step()
+            if error is not None:
+                self.app.call_from_thread(self.notify, error, severity="error")
 
     def action_flip(self, setting: str) -> None:
         self.feed.update(**{setting: not getattr(self.feed.settings, setting)})
@@ -310,7 +329,9 @@ class DirectorView(Vertical):
             return self.view in SORT_SETTING
         if action == "filter":
             return self.view in FILTER_SETTING or self.view == "conns"
-        return action not in ("step", "speed")
+        if action in ("step", "speed"):
+            return self.feed.playback is not None
+        return True
 
     def _selected_dest(self) -> tuple[ServiceKey, DestKey, int] | None:
         views = self.views

@@ -23,7 +23,7 @@ class SpanLines(Widget):
     COMPONENT_CLASSES: ClassVar[set[str]] = {f"spans--{t}" for t in TONES}
 
     DEFAULT_CSS = """
-    SpanLines { height: auto; }
+    SpanLines { height: auto; text-wrap: nowrap; text-overflow: ellipsis; }
     SpanLines > .spans--good { color: $success; }
     SpanLines > .spans--warn { color: $warning; text-style: bold; }
     SpanLines > .spans--bad { color: $error; text-style: bold; }
