@@ -22,24 +22,20 @@ from lvstop.model import IssueKind, Snapshot
 
 
 class Recorder:
-    """Appends snapshots to a new recording at `path` (an existing file is replaced)."""
+    """Appends snapshots to a new recording at `path` (an existing file is replaced). Raises OSError
+    when the file cannot be created or written."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        try:
-            self._f: IO[str] | None = gzip.open(self.path, "wt", encoding="utf-8")  # noqa: SIM115 (kept open)
-        except OSError as e:
-            raise SourceError(IssueKind.IO, f"cannot record to {self.path}: {e.strerror or e}") from None
+        # OSError (with the file name) is left to the caller: the CLI reports it as a bad file.
+        self._f: IO[str] | None = gzip.open(self.path, "wt", encoding="utf-8")  # noqa: SIM115 (kept open)
         self.count = 0
 
     def write(self, snapshot: Snapshot) -> None:
         if self._f is None:
             raise ValueError(f"recorder for {self.path} is closed")
-        try:
-            self._f.write(codec.dumps(snapshot) + "\n")
-            self._f.flush()  # a sync flush: everything written so far survives a crash
-        except OSError as e:
-            raise SourceError(IssueKind.IO, f"cannot write to {self.path}: {e.strerror or e}") from None
+        self._f.write(codec.dumps(snapshot) + "\n")
+        self._f.flush()  # a sync flush: everything written so far survives a crash
         self.count += 1
 
     def close(self) -> None:

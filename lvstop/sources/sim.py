@@ -640,7 +640,6 @@ class SimSource:
                 daemons=DAEMONS,
                 timeouts=TIMEOUTS,
                 sysctls=SYSCTLS,
-                poll_duration=self._clock() - wall,
             )
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:

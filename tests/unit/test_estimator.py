@@ -80,10 +80,16 @@ def test_steady_two_connections_per_two_seconds_reads_one_cps() -> None:
 
 def _ref_tick(avg: int, last: int, cur: int, shift: int) -> tuple[int, int]:
     """The C statement, with ctypes doing the u64/s64 conversions."""
-    u64 = lambda x: ctypes.c_uint64(x).value  # noqa: E731
-    s64 = lambda x: ctypes.c_int64(x).value  # noqa: E731
-    rate = u64(u64(cur - last) << shift)
-    return u64(avg + (s64(s64(rate) - s64(avg)) >> 2)), u64(cur)
+    rate = _u64(_u64(cur - last) << shift)
+    return _u64(avg + (_s64(_s64(rate) - _s64(avg)) >> 2)), _u64(cur)
+
+
+def _u64(x: int) -> int:
+    return ctypes.c_uint64(x).value
+
+
+def _s64(x: int) -> int:
+    return ctypes.c_int64(x).value
 
 
 u64s = st.one_of(
@@ -105,8 +111,8 @@ def test_tick_matches_c_semantics_over_the_whole_u64_range(
     assert (k.cps, k.inpps, k.outpps, k.last_conns) == (want_cps, want_cps, want_cps, want_last)
     assert (k.inbps, k.outbps) == (want_bps, want_bps)
     r = k.read()
-    assert r.cps == ctypes.c_uint64(want_cps + 0x1FF).value >> 10
-    assert r.inbps == ctypes.c_uint64(want_bps + 0xF).value >> 5
+    assert r.cps == _u64(want_cps + 0x1FF) >> 10
+    assert r.inbps == _u64(want_bps + 0xF) >> 5
 
 
 def test_counter_wrap_is_a_small_delta_for_the_kernel() -> None:

@@ -123,8 +123,9 @@ def test_write_after_close_and_unwritable_path(tmp_path: Path) -> None:
     rec.close()
     with pytest.raises(ValueError):
         rec.write(snap(0))
-    with pytest.raises(SourceError):
+    with pytest.raises(FileNotFoundError) as e:
         Recorder(tmp_path / "no" / "such" / "dir.jsonl.gz")
+    assert e.value.filename == str(tmp_path / "no" / "such" / "dir.jsonl.gz")
 
 
 def test_replaying_a_recorded_demo_through_a_poller_gives_the_recorded_numbers(tmp_path: Path) -> None:
