@@ -156,7 +156,10 @@ class ConnTable:
         self._fwm: dict[tuple[int, int], Service] = {}
         self._fwm_by_dest: defaultdict[DestKey, list[Service]] = defaultdict(list)
         self._dests: dict[ServiceKey, frozenset[DestKey]] = {}
-        self._located: dict[tuple[str, str, str, str, str, bool], tuple[ServiceKey, DestKey, bool]] = {}
+        # (protocol, vaddr, vport, daddr, dport) -> where it goes; templates apart (other rules)
+        self._located: dict[tuple[str, ...], tuple[ServiceKey, DestKey, bool]] = {}
+        self._tlocated: dict[tuple[str, ...], tuple[ServiceKey, DestKey, bool]] = {}
+        self._addrs: dict[str, tuple[int, str]] = {}  # few distinct vaddrs and daddrs, many keys
         for s in services or ():
             k = s.key
             self._dests[k] = frozenset(d.key for d in s.dests)
@@ -167,12 +170,18 @@ class ConnTable:
             else:
                 self._vip[(k.protocol, k.family, k.address, k.port)] = s
 
+    def _addr(self, text: str) -> tuple[int, str]:
+        a = self._addrs.get(text)
+        if a is None:
+            a = self._addrs[text] = parse_addr(text)
+        return a
+
     def _attribute(self, proto: str, vaddr: str, vport: str, dkey: DestKey,
                    template: bool) -> tuple[ServiceKey, Service | None]:
         protocol = CONN_PROTOCOLS.get(proto)
         if protocol is None:
             raise ValueError(f"unknown protocol {proto!r}")
-        family, address = parse_addr(vaddr)
+        family, address = self._addr(vaddr)
         if protocol is Protocol.NONE:
             mark = _fwmark_of(vaddr)
             svc = self._fwm.get((family, mark))
@@ -188,7 +197,7 @@ class ConnTable:
 
     def _locate(self, proto: str, vaddr: str, vport: str, daddr: str, dport: str,
                 template: bool) -> tuple[ServiceKey, DestKey, bool]:
-        dfamily, dest_address = parse_addr(daddr)
+        dfamily, dest_address = self._addr(daddr)
         dkey = DestKey(dfamily, dest_address, parse_hex(dport, 4))
         skey, svc = self._attribute(proto, vaddr, vport, dkey, template)
         if template and dkey.port == 0 and svc is not None:
@@ -198,13 +207,13 @@ class ConnTable:
         return skey, dkey, svc is not None
 
     def _resolve(self, k: tuple[str, ...], template: bool, filters: ConnFilter | None) -> _Resolved:
-        # Keys differ mostly by state (and origin): locate each (protocol, vaddr, vport, daddr,
-        # dport) once.
-        proto, vaddr, vport, daddr, dport = k[:5]
-        where = (proto, vaddr, vport, daddr, dport, template)
-        loc = self._located.get(where)
+        # Keys differ mostly by state (and origin): locate each 5-tuple once.
+        located = self._tlocated if template else self._located
+        where = k[:5]
+        loc = located.get(where)
         if loc is None:
-            loc = self._located[where] = self._locate(proto, vaddr, vport, daddr, dport, template)
+            proto, vaddr, vport, daddr, dport = where
+            loc = located[where] = self._locate(proto, vaddr, vport, daddr, dport, template)
         skey, dkey, attributed = loc
         ok = filters is None or filters.matches_key(skey, dkey, k[0], k[5])
         return skey, dkey, ok, attributed
