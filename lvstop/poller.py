@@ -209,15 +209,20 @@ class Poller:
 
     def start(self) -> None:
         """Poll in a daemon thread until stop(). Does nothing if already running."""
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="lvstop-poller", daemon=True)
+        # Each thread has its own stop flag: a thread still finishing a slow read after stop()
+        # ends after that read, even when a new one has started meanwhile (polls still never
+        # overlap: they take turns on the poll lock).
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="lvstop-poller", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop polling. Returns at once if idle; waits at most `timeout` for a read in progress
-        (the thread is a daemon and ends after that read)."""
+        (the thread is a daemon and ends after that read). Callable from a subscriber."""
         self._stop.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
@@ -227,11 +232,11 @@ class Poller:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             start = self._clock()
             # A failure is recorded in last_error and the event log; the thread lives on.
             with contextlib.suppress(Exception):
                 self.poll_once()
-            if self._stop.wait(max(0.0, start + self.interval - self._clock())):
+            if stop.wait(max(0.0, start + self.interval - self._clock())):
                 break

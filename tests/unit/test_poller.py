@@ -253,3 +253,28 @@ def test_polls_never_overlap_and_failures_do_not_kill_the_thread() -> None:
 def test_interval_must_be_positive() -> None:
     with pytest.raises(ValueError):
         Poller(FakeSource(director), interval=0)
+
+
+def test_stop_from_a_subscriber_then_start_again() -> None:
+    # Replay playback stops the poller from its subscriber at the end, and starts it on resume.
+    poller = Poller(FakeSource(director), interval=0.01)
+    first = threading.Event()
+    again = threading.Event()
+
+    def on_snapshot(s: Snapshot) -> None:
+        if not first.is_set():
+            first.set()
+            poller.stop()
+        else:
+            again.set()
+
+    poller.subscribe(on_snapshot)
+    poller.start()
+    try:
+        assert first.wait(5.0)
+        poller.start()  # at once: the stopping thread may still be finishing
+        assert again.wait(5.0)
+        assert poller.running
+    finally:
+        poller.stop()
+    assert not poller.running
