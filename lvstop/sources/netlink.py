@@ -1,0 +1,450 @@
+"""NetlinkSource: the IPVS state over generic netlink (what ipvsadm reads), decoded by sources.wire.
+
+Thin I/O: send a request, read the raw reply bytes, hand them to the pure decoders in wire.py. A full
+read is GET_INFO, GET_CONFIG, GET_DAEMON, the service dump and one dest dump per service, plus the
+totals of /proc/net/ip_vs_stats and the sysctls of /proc/sys/net/ipv4/vs (parsed by sources.procfs).
+
+Every IPVS command, reads included, needs CAP_NET_ADMIN; the kernel's EPERM becomes a SourceError
+NO_PERMISSION naming it, so the caller can fall back to /proc. lvstop never loads ip_vs: a kernel
+without the "IPVS" generic netlink family gives SourceError NO_IPVS.
+
+Network namespaces (--netns NAME under /var/run/netns, or a path such as /proc/PID/ns/net): IPVS
+state, /proc/net/ip_vs* and /proc/sys/net are all per namespace, and each follows the namespace of
+the thread that opens the socket or the file. setns(2) moves only the calling thread, so one helper
+thread enters the namespace (with pyroute2's setns) and opens everything there: the netlink socket
+and the /proc files (through /proc/thread-self/net, since /proc/self/net would show the main
+thread's namespace). A socket or file keeps its namespace, so it is then read from any thread.
+pyroute2's own GenericNetlinkSocket is not used: in 0.9 it wraps the fd in an asyncio transport with
+one socket per calling thread, so a poller thread would silently get a fresh socket in its own
+namespace; pyroute2 is used to enter the namespace and to build/parse the nlctrl family lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import gc
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from queue import SimpleQueue
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
+
+from lvstop.errors import ParseError, SourceError
+from lvstop.model import (
+    Counters,
+    Daemon,
+    Dest,
+    DestKey,
+    Issue,
+    IssueKind,
+    Rates,
+    Service,
+    ServiceKey,
+    Snapshot,
+    Timeouts,
+)
+from lvstop.sources import wire
+from lvstop.sources.procfs import ProcSource, parse_ip_vs_stats, read_sysctls
+
+NETLINK_GENERIC = 16
+NETNS_RUN_DIR = "/var/run/netns"
+VANISHED = "vanished during the read"
+_RECV_SIZE = 1 << 16  # dump replies come in datagrams of at most ~32 KiB
+_T = TypeVar("_T")
+
+
+class NetlinkSocket(Protocol):
+    """What NetlinkSource needs of a socket (tests pass a fake that replays recorded replies)."""
+
+    def sendto(self, data: bytes, address: tuple[int, int], /) -> int: ...
+
+    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]: ...
+
+    def settimeout(self, value: float | None, /) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_generic_socket() -> NetlinkSocket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_GENERIC)
+
+
+def netns_path(netns: str) -> str:
+    """A name under /var/run/netns (as `ip netns` makes them) or a path such as /proc/PID/ns/net."""
+    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+
+
+class _Namespace:
+    """A thread living in another network namespace that runs calls there (see the module doc)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._calls: SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = SimpleQueue()
+        entered: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(entered,), name="lvstop-netns", daemon=True)
+        self._thread.start()
+        entered.result()
+
+    def _run(self, entered: Future[None]) -> None:
+        try:
+            self._enter()
+        except BaseException as e:
+            entered.set_exception(e)
+            return
+        entered.set_result(None)
+        while (item := self._calls.get()) is not None:
+            fn, result = item
+            try:
+                result.set_result(fn())
+            except BaseException as e:
+                result.set_exception(e)
+
+    def _enter(self) -> None:
+        from pyroute2 import netns  # slow import (~0.1 s): only when a namespace is asked for
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SourceError(IssueKind.IO, f"no network namespace {self.path}") from None
+        except OSError as e:
+            raise SourceError(
+                _os_kind(e), f"cannot open network namespace {self.path}: {e.strerror}"
+            ) from None
+        try:
+            netns.setns(fd, flags=0)  # an fd, never a name: pyroute2 would create a missing name
+        except OSError as e:
+            raise SourceError(
+                _os_kind(e), f"cannot enter network namespace {self.path}: {e.strerror} (needs CAP_SYS_ADMIN)"
+            ) from None
+        finally:
+            os.close(fd)
+
+    def call(self, fn: Callable[[], _T]) -> _T:
+        result: Future[_T] = Future()
+        self._calls.put((fn, result))
+        return result.result()
+
+    def close(self) -> None:
+        self._calls.put(None)
+
+
+def _os_kind(e: OSError) -> IssueKind:
+    return IssueKind.NO_PERMISSION if e.errno in (errno.EPERM, errno.EACCES) else IssueKind.IO
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A big read allocates three objects per dest; with the cyclic GC on, Python rescans the
+    whole heap several times while they pile up (40% of the decode time for 100,000 dests).
+    Nothing built here forms cycles, so the collector waits until the read is done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class NetlinkSource:
+    """Reads IPVS over generic netlink; also the write primitives control.py uses (get/set_dest)."""
+
+    name = "netlink"
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        proc_root: str = "/proc",
+        *,
+        timeout: float = 5.0,
+        socket_factory: Callable[[], NetlinkSocket] = open_generic_socket,
+    ) -> None:
+        self.netns = netns
+        self.proc_root = proc_root
+        self._timeout = timeout
+        self._socket_factory = socket_factory
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._sock: NetlinkSocket | None = None
+        self._family = 0
+        self._ns = _Namespace(netns_path(netns)) if netns is not None else None
+        # /proc/net follows the opening thread's namespace only through thread-self
+        self._net_root = os.path.join(proc_root, "thread-self") if netns is not None else proc_root
+        self._proc: ProcSource | None = None
+        try:
+            with self._lock:
+                self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _in_ns(self, fn: Callable[[], _T]) -> _T:
+        return fn() if self._ns is None else self._ns.call(fn)
+
+    def _connect(self) -> NetlinkSocket:
+        if self._sock is None:
+            sock = self._in_ns(self._socket_factory)
+            try:
+                sock.settimeout(self._timeout)
+                self._sock = sock
+                self._family = self._resolve_family()
+            except BaseException:
+                self._drop()
+                raise
+        return self._sock
+
+    def _drop(self) -> None:
+        """Forget the socket (after a timeout or garbled reply it may be out of step)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _resolve_family(self) -> int:
+        from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_REQUEST, ctrlmsg
+
+        seq = next(self._seq)
+        msg = ctrlmsg()
+        msg["cmd"] = CTRL_CMD_GETFAMILY
+        msg["version"] = 1
+        msg["attrs"].append(["CTRL_ATTR_FAMILY_NAME", wire.IPVS_GENL_NAME])
+        msg["header"]["type"] = GENL_ID_CTRL
+        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        what = "netlink family lookup of IPVS"
+        try:
+            data, _chunks = self._transact(bytes(msg.data), seq, what)
+            wire.raise_for_error(data, what)
+        except wire.NetlinkError as e:
+            if e.errno == errno.ENOENT:
+                raise SourceError(
+                    IssueKind.NO_IPVS,
+                    "ip_vs is not loaded: the kernel has no IPVS netlink family (lvstop never loads it)",
+                ) from None
+            raise
+        reply = ctrlmsg(data)
+        reply.decode()
+        family = reply.get_attr("CTRL_ATTR_FAMILY_ID")
+        if not isinstance(family, int):
+            raise SourceError(IssueKind.MALFORMED, f"{what}: the reply names no family id")
+        return family
+
+    def _transact(self, request: bytes, seq: int, what: str) -> tuple[bytes, int]:
+        """Send one request and return the whole reply (and how many datagrams it took)."""
+        sock = self._sock
+        if sock is None:
+            raise SourceError(IssueKind.IO, f"{what}: no netlink socket")
+        chunks: list[bytes] = []
+        try:
+            sock.sendto(request, (0, 0))
+            while True:
+                data, _anc, flags, _addr = sock.recvmsg(_RECV_SIZE)
+                if flags & socket.MSG_TRUNC:
+                    raise ParseError("reply larger than the receive buffer", source=what)
+                first_seq, ends = wire.scan_chunk(data, what)
+                if first_seq != seq:
+                    continue  # the rest of an earlier, abandoned request
+                chunks.append(data)
+                if ends:
+                    return b"".join(chunks), len(chunks)
+        except TimeoutError:
+            self._drop()
+            raise SourceError(
+                IssueKind.IO, f"{what}: no reply from the kernel within {self._timeout} s"
+            ) from None
+        except ParseError as e:
+            self._drop()
+            raise SourceError(IssueKind.MALFORMED, str(e)) from None
+        except OSError as e:
+            self._drop()
+            raise SourceError(_os_kind(e), f"{what}: {e.strerror or e}") from None
+
+    def _request(self, build: Callable[[int, int], bytes], what: str) -> tuple[bytes, int]:
+        self._connect()
+        seq = next(self._seq)
+        return self._transact(build(self._family, seq), seq, what)
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self) -> Snapshot:
+        wall, mono = time.time(), time.monotonic()
+        issues: list[Issue] = []
+        with self._lock, _gc_paused():
+            version, tab_size = self._info()
+            timeouts = self._partial(issues, self._timeouts)
+            daemons = self._partial(issues, self._daemons) or ()
+            services = [self._with_dests(s, issues) for s in self._services()]
+            services = self._recheck(services, issues)
+        totals, total_rates = self._totals(issues)
+        sysctls = self._sysctls(issues)
+        return Snapshot(
+            source=self.name,
+            director=socket.gethostname(),
+            wall_time=wall,
+            mono_time=mono,
+            services=tuple(services),
+            version=version,
+            conn_tab_size=tab_size,
+            totals=totals,
+            total_rates=total_rates,
+            daemons=daemons,
+            timeouts=timeouts,
+            sysctls=MappingProxyType(sysctls),
+            issues=tuple(issues),
+            poll_duration=time.monotonic() - mono,
+        )
+
+    def _info(self) -> tuple[str, int]:
+        what = "netlink GET_INFO"
+        try:
+            data, _ = self._request(wire.get_info_request, what)
+            return wire.decode_info(data, self._family)
+        except wire.NetlinkError as e:
+            if e.errno == errno.ENOENT:  # the family went away: ip_vs was unloaded
+                self._drop()
+                raise SourceError(
+                    IssueKind.NO_IPVS, "ip_vs is not loaded any more (IPVS netlink family gone)"
+                ) from None
+            raise
+        except ParseError as e:
+            raise SourceError(IssueKind.MALFORMED, str(e)) from None
+
+    def _timeouts(self) -> Timeouts:
+        data, _ = self._request(wire.get_config_request, "netlink GET_CONFIG")
+        return wire.decode_config(data, self._family)
+
+    def _daemons(self) -> tuple[Daemon, ...]:
+        data, _ = self._request(wire.get_daemons_request, "netlink GET_DAEMON")
+        return tuple(wire.decode_daemons(data, self._family))
+
+    @staticmethod
+    def _partial(issues: list[Issue], fn: Callable[[], _T]) -> _T | None:
+        """A part of the read that may fail alone: its error becomes an issue."""
+        try:
+            return fn()
+        except wire.NetlinkError as e:
+            issues.append(Issue(e.kind, str(e)))
+        except ParseError as e:
+            issues.append(Issue(IssueKind.MALFORMED, str(e)))
+        return None
+
+    def _services(self) -> list[Service]:
+        data, _ = self._request(wire.get_services_request, "netlink GET_SERVICE dump")
+        try:
+            return wire.decode_services(data, self._family)
+        except ParseError as e:
+            raise SourceError(IssueKind.MALFORMED, str(e)) from None
+
+    def _with_dests(self, svc: Service, issues: list[Issue]) -> Service:
+        what = f"netlink GET_DEST of {svc.key}"
+        try:
+            data, _ = self._request(lambda fam, seq: wire.get_dests_request(fam, seq, svc.key), what)
+            dests = wire.decode_dests(data, self._family, svc.key.family)
+        except wire.NetlinkError as e:
+            if e.kind is IssueKind.INCONSISTENT:
+                return self._vanished(svc, issues)
+            issues.append(Issue(e.kind, str(e), svc.key))
+            return dataclasses.replace(svc, error=str(e))
+        except ParseError as e:
+            issues.append(Issue(IssueKind.MALFORMED, str(e), svc.key))
+            return dataclasses.replace(svc, error=f"malformed reply: {e.reason}")
+        except SourceError as e:
+            if e.kind is not IssueKind.MALFORMED:
+                raise  # no reply at all: the whole read fails
+            issues.append(Issue(e.kind, str(e), svc.key))  # garbled datagram; the next request reconnects
+            return dataclasses.replace(svc, error=str(e))
+        return dataclasses.replace(svc, dests=tuple(dests))
+
+    def _recheck(self, services: list[Service], issues: list[Issue]) -> list[Service]:
+        """Mark the services that are gone by the end of the read.
+
+        The kernel answers a dest dump of a missing service with an empty dump, and a dump that
+        spans several datagrams just stops early if the service is deleted meanwhile: neither is an
+        error. One more service dump tells which services vanished while their dests were read.
+        """
+        still = {s.key for s in self._services()}
+        return [s if s.key in still or s.error else self._vanished(s, issues) for s in services]
+
+    @staticmethod
+    def _vanished(svc: Service, issues: list[Issue]) -> Service:
+        issues.append(
+            Issue(
+                IssueKind.INCONSISTENT, f"{svc.key} {VANISHED} (deleted while its dests were read)", svc.key
+            )
+        )
+        return dataclasses.replace(svc, error=VANISHED)
+
+    # ------------------------------------------------------------------ /proc parts
+
+    def _totals(self, issues: list[Issue]) -> tuple[Counters | None, Rates | None]:
+        path = os.path.join(self._net_root, "net", "ip_vs_stats")
+        try:
+            return parse_ip_vs_stats(self._in_ns(lambda: _read_text(path)), source=path)
+        except OSError as e:
+            issues.append(Issue(_os_kind(e), f"{path}: {e.strerror or e}"))
+        except ParseError as e:
+            issues.append(Issue(IssueKind.MALFORMED, str(e)))
+        return None, None
+
+    def _sysctls(self, issues: list[Issue]) -> dict[str, int]:
+        directory = os.path.join(self.proc_root, "sys", "net", "ipv4", "vs")
+        try:
+            return self._in_ns(lambda: read_sysctls(directory))
+        except OSError as e:
+            issues.append(Issue(_os_kind(e), f"cannot list {directory}: {e.strerror or e}"))
+            return {}
+
+    def conn_lines(self, sync: bool = False) -> Iterator[str]:
+        """ip_vs_conn(_sync) of this source's namespace, streamed (the file is opened there)."""
+        if self._proc is None:
+            self._proc = ProcSource(root=self._net_root, sys_root=os.path.join(self.proc_root, "sys"))
+        proc = self._proc
+        return self._in_ns(lambda: proc.conn_lines(sync))
+
+    # ------------------------------------------------------------------ writes (control.py only)
+
+    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        """A fresh read of one dest; None when it or its service does not exist."""
+        what = f"netlink GET_DEST of {skey}"
+        with self._lock:
+            try:
+                data, _ = self._request(lambda fam, seq: wire.get_dests_request(fam, seq, skey), what)
+                dests = wire.decode_dests(data, self._family, skey.family)
+            except wire.NetlinkError as e:
+                if e.kind is IssueKind.INCONSISTENT:
+                    return None
+                raise
+            except ParseError as e:
+                raise SourceError(IssueKind.MALFORMED, str(e)) from None
+        return next((d for d in dests if d.key == dkey), None)
+
+    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
+        """IPVS_CMD_SET_DEST with the whole dest (never NEW_DEST: a missing dest stays missing)."""
+        what = f"netlink SET_DEST of {dest.key} in {skey}"
+        with self._lock:
+            data, _ = self._request(lambda fam, seq: wire.set_dest_request(fam, seq, skey, dest), what)
+            try:
+                wire.ack(data, what)
+            except ParseError as e:
+                raise SourceError(IssueKind.MALFORMED, str(e)) from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+        if self._ns is not None:
+            self._ns.close()
+            self._ns = None
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()

@@ -1,0 +1,965 @@
+"""IPVS generic-netlink wire format: kernel replies -> model, model -> requests. Pure, no I/O.
+
+Layout from include/uapi/linux/ip_vs.h and net/netfilter/ipvs/ip_vs_ctl.c (ip_vs_genl_fill_service,
+_fill_dest, _fill_daemon, _get_cmd). Attributes are host order except ports and the tunnel port
+(be16), the IPv4 netmask and IPv4 multicast group (be32); addresses are a 16-byte union nf_inet_addr
+(IPv4 in the first 4 bytes). The IPv6 "netmask" is a prefix length, host order.
+
+Decoding is built for big directors: the kernel writes every dest message with the same attribute
+layout, so the first message of each length is walked attribute by attribute (the reference path) and
+compiled into one struct that reads every header and value of later messages in a single call; a
+message whose headers differ from the compiled ones goes back to the reference path.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Final, TypeVar
+
+from lvstop.errors import ParseError, SourceError
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    Counters,
+    Daemon,
+    DaemonState,
+    Dest,
+    FwdMethod,
+    IssueKind,
+    Protocol,
+    Rates,
+    Service,
+    ServiceKey,
+    Timeouts,
+    TunType,
+)
+
+# --- netlink (include/uapi/linux/netlink.h) ---
+NLMSG_NOOP: Final = 1
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLMSG_OVERRUN: Final = 4
+NLM_F_REQUEST: Final = 0x1
+NLM_F_MULTI: Final = 0x2
+NLM_F_ACK: Final = 0x4
+NLM_F_DUMP: Final = 0x300
+NLA_TYPE_MASK: Final = 0x3FFF  # strips NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+# --- IPVS generic netlink family (include/uapi/linux/ip_vs.h) ---
+IPVS_GENL_NAME: Final = "IPVS"
+IPVS_GENL_VERSION: Final = 1
+
+CMD_NEW_SERVICE: Final = 1
+CMD_SET_SERVICE: Final = 2
+CMD_DEL_SERVICE: Final = 3
+CMD_GET_SERVICE: Final = 4
+CMD_NEW_DEST: Final = 5
+CMD_SET_DEST: Final = 6
+CMD_DEL_DEST: Final = 7
+CMD_GET_DEST: Final = 8
+CMD_NEW_DAEMON: Final = 9
+CMD_DEL_DAEMON: Final = 10
+CMD_GET_DAEMON: Final = 11
+CMD_SET_CONFIG: Final = 12
+CMD_GET_CONFIG: Final = 13
+CMD_SET_INFO: Final = 14
+CMD_GET_INFO: Final = 15
+CMD_ZERO: Final = 16
+CMD_FLUSH: Final = 17
+
+CMD_NAMES: Final = {
+    CMD_NEW_SERVICE: "NEW_SERVICE",
+    CMD_SET_SERVICE: "SET_SERVICE",
+    CMD_DEL_SERVICE: "DEL_SERVICE",
+    CMD_GET_SERVICE: "GET_SERVICE",
+    CMD_NEW_DEST: "NEW_DEST",
+    CMD_SET_DEST: "SET_DEST",
+    CMD_DEL_DEST: "DEL_DEST",
+    CMD_GET_DEST: "GET_DEST",
+    CMD_NEW_DAEMON: "NEW_DAEMON",
+    CMD_DEL_DAEMON: "DEL_DAEMON",
+    CMD_GET_DAEMON: "GET_DAEMON",
+    CMD_SET_CONFIG: "SET_CONFIG",
+    CMD_GET_CONFIG: "GET_CONFIG",
+    CMD_SET_INFO: "SET_INFO",
+    CMD_GET_INFO: "GET_INFO",
+    CMD_ZERO: "ZERO",
+    CMD_FLUSH: "FLUSH",
+}
+
+CMD_ATTR_SERVICE: Final = 1
+CMD_ATTR_DEST: Final = 2
+CMD_ATTR_DAEMON: Final = 3
+CMD_ATTR_TIMEOUT_TCP: Final = 4
+CMD_ATTR_TIMEOUT_TCP_FIN: Final = 5
+CMD_ATTR_TIMEOUT_UDP: Final = 6
+
+SVC_ATTR_AF: Final = 1
+SVC_ATTR_PROTOCOL: Final = 2
+SVC_ATTR_ADDR: Final = 3
+SVC_ATTR_PORT: Final = 4
+SVC_ATTR_FWMARK: Final = 5
+SVC_ATTR_SCHED_NAME: Final = 6
+SVC_ATTR_FLAGS: Final = 7
+SVC_ATTR_TIMEOUT: Final = 8
+SVC_ATTR_NETMASK: Final = 9
+SVC_ATTR_STATS: Final = 10
+SVC_ATTR_PE_NAME: Final = 11
+SVC_ATTR_STATS64: Final = 12
+
+DEST_ATTR_ADDR: Final = 1
+DEST_ATTR_PORT: Final = 2
+DEST_ATTR_FWD_METHOD: Final = 3
+DEST_ATTR_WEIGHT: Final = 4
+DEST_ATTR_U_THRESH: Final = 5
+DEST_ATTR_L_THRESH: Final = 6
+DEST_ATTR_ACTIVE_CONNS: Final = 7
+DEST_ATTR_INACT_CONNS: Final = 8
+DEST_ATTR_PERSIST_CONNS: Final = 9
+DEST_ATTR_STATS: Final = 10
+DEST_ATTR_ADDR_FAMILY: Final = 11
+DEST_ATTR_STATS64: Final = 12
+DEST_ATTR_TUN_TYPE: Final = 13
+DEST_ATTR_TUN_PORT: Final = 14
+DEST_ATTR_TUN_FLAGS: Final = 15
+
+DAEMON_ATTR_STATE: Final = 1
+DAEMON_ATTR_MCAST_IFN: Final = 2
+DAEMON_ATTR_SYNC_ID: Final = 3
+DAEMON_ATTR_SYNC_MAXLEN: Final = 4
+DAEMON_ATTR_MCAST_GROUP: Final = 5
+DAEMON_ATTR_MCAST_GROUP6: Final = 6
+DAEMON_ATTR_MCAST_PORT: Final = 7  # nla_put_u16: host order, unlike every other port
+DAEMON_ATTR_MCAST_TTL: Final = 8
+
+STATS_ATTR_CONNS: Final = 1  # CONNS..OUTBPS are 1..10 in model order (Counters then Rates)
+STATS_ATTR_PAD: Final = 11
+
+INFO_ATTR_VERSION: Final = 1
+INFO_ATTR_CONN_TAB_SIZE: Final = 2
+
+# 32-bit IPVS_*_ATTR_STATS: conns/inpkts/outpkts are u32, bytes u64, rates u32; STATS64 is all u64
+_STATS32_CODES: Final = ("I", "I", "I", "Q", "Q", "I", "I", "I", "I", "I")
+_STATS64_CODES: Final = ("Q",) * 10
+
+_NLH = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_GENL = struct.Struct("=BBH")  # genlmsghdr: cmd, version, reserved
+_NLA = struct.Struct("=HH")  # nlattr: len, type
+_U32 = struct.Struct("=I")
+_I32 = struct.Struct("=i")
+_HDR_LEN: Final = _NLH.size + _GENL.size
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class NetlinkError(SourceError):
+    """The kernel answered a request with an errno."""
+
+    def __init__(self, kind: IssueKind, message: str, code: int) -> None:
+        super().__init__(kind, message)
+        self.errno = code
+
+
+def kernel_error(code: int, what: str) -> NetlinkError:
+    """Map a kernel errno to lvstop's error kinds, with one clear message."""
+    text = f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    if code in (errno.EPERM, errno.EACCES):
+        return NetlinkError(
+            IssueKind.NO_PERMISSION,
+            f"{what}: {text}: IPVS netlink needs CAP_NET_ADMIN (run as root or grant the capability)",
+            code,
+        )
+    if code in (errno.ESRCH, errno.ENOENT):
+        return NetlinkError(IssueKind.INCONSISTENT, f"{what}: {text}: no longer exists", code)
+    return NetlinkError(IssueKind.IO, f"{what}: kernel refused: {text}", code)
+
+
+def _malformed(what: str, detail: str) -> ParseError:
+    return ParseError(detail, source=what)
+
+
+# --------------------------------------------------------------------------- message framing
+
+
+def scan_chunk(chunk: bytes, what: str) -> tuple[int, bool]:
+    """(seq of the first message, True if this chunk ends the reply).
+
+    One recv() returns whole messages of one reply. A reply ends with NLMSG_DONE, NLMSG_ERROR (an
+    error or an ack), or a genl message without NLM_F_MULTI (a plain doit reply).
+    """
+    n = len(chunk)
+    if n < _NLH.size:
+        raise _malformed(what, f"truncated reply: {n} bytes")
+    off = 0
+    first_seq = -1
+    ends = False
+    while off < n:
+        mlen, mtype, mflags, seq, _pid = _check_header(chunk, off, n, what)
+        if first_seq < 0:
+            first_seq = seq
+        ends = mtype in (NLMSG_DONE, NLMSG_ERROR) or (mtype != NLMSG_NOOP and not mflags & NLM_F_MULTI)
+        off += _align(mlen)
+    return first_seq, ends
+
+
+def _check_header(buf: bytes, off: int, n: int, what: str) -> tuple[int, int, int, int, int]:
+    if n - off < _NLH.size:
+        raise _malformed(what, f"truncated netlink header at byte {off}")
+    hdr: tuple[int, int, int, int, int] = _NLH.unpack_from(buf, off)
+    mlen = hdr[0]
+    if mlen < _NLH.size or mlen > n - off:
+        raise _malformed(what, f"netlink message at byte {off} claims {mlen} bytes, {n - off} left")
+    return hdr
+
+
+def _control(buf: bytes, off: int, mlen: int, mtype: int, what: str) -> bool:
+    """Handle a non-genl message; True when it ends the reply. Raises on kernel errors."""
+    if mtype == NLMSG_NOOP:
+        return False
+    if mtype in (NLMSG_DONE, NLMSG_ERROR):
+        # DONE carries the dump's final status, ERROR the request's (0 = ack)
+        code = -_I32.unpack_from(buf, off + _NLH.size)[0] if mlen >= _NLH.size + 4 else 0
+        if mtype == NLMSG_ERROR and mlen < _NLH.size + 4:
+            raise _malformed(what, "truncated NLMSG_ERROR")
+        if code:
+            raise kernel_error(code, what)
+        return True
+    if mtype == NLMSG_OVERRUN:
+        raise _malformed(what, "netlink overrun: the kernel dropped part of the reply")
+    raise _malformed(what, f"unexpected netlink message type {mtype}")
+
+
+def _genl_messages(
+    data: bytes, family_id: int, reply_cmd: int, what: str, *, dump: bool
+) -> Iterator[tuple[int, int]]:
+    """(offset, length) of each genl message of the reply; checks framing and completeness."""
+    n = len(data)
+    off = 0
+    seen = 0
+    finished = False
+    while off < n:
+        mlen, mtype, _flags, _seq, _pid = _check_header(data, off, n, what)
+        if mtype == family_id:
+            _check_genl(data, off, mlen, reply_cmd, what)
+            seen += 1
+            yield off, mlen
+        elif _control(data, off, mlen, mtype, what):
+            finished = True
+            break
+        off += _align(mlen)
+    if dump and not finished:
+        raise _malformed(what, "truncated dump: no NLMSG_DONE")
+    if not dump and not seen:
+        raise _malformed(what, "empty reply")
+
+
+def _check_genl(buf: bytes, off: int, mlen: int, reply_cmd: int, what: str) -> None:
+    if mlen < _HDR_LEN:
+        raise _malformed(what, f"truncated generic netlink header at byte {off}")
+    cmd = buf[off + _NLH.size]
+    if cmd != reply_cmd:
+        raise _malformed(what, f"expected {CMD_NAMES.get(reply_cmd)}, got command {cmd}")
+
+
+def raise_for_error(data: bytes, what: str) -> bool:
+    """Raise the kernel's error if the reply carries one; True if it holds an ack or NLMSG_DONE."""
+    n = len(data)
+    off = 0
+    while off < n:
+        mlen, mtype, _flags, _seq, _pid = _check_header(data, off, n, what)
+        if mtype in (NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN) and _control(data, off, mlen, mtype, what):
+            return True
+        off += _align(mlen)
+    return False
+
+
+def ack(data: bytes, what: str) -> None:
+    """Check the reply of a request sent with NLM_F_ACK and no reply payload (SET_DEST)."""
+    if not raise_for_error(data, what):
+        raise _malformed(what, "no acknowledgement in the reply")
+
+
+# --------------------------------------------------------------------------- attribute walking
+
+
+def _attrs(buf: bytes, start: int, end: int, what: str, headers: list[int]) -> dict[int, tuple[int, int]]:
+    """One level of attributes: type -> (payload offset, payload length); header offsets appended."""
+    out: dict[int, tuple[int, int]] = {}
+    while end - start >= _NLA.size:
+        alen, atype = _NLA.unpack_from(buf, start)
+        if alen < _NLA.size or alen > end - start:
+            raise _malformed(what, f"attribute {atype & NLA_TYPE_MASK} at byte {start} has bad length {alen}")
+        out[atype & NLA_TYPE_MASK] = (start + _NLA.size, alen - _NLA.size)
+        headers.append(start)
+        start += _align(alen)
+    if 0 < end - start < _NLA.size:
+        raise _malformed(what, f"truncated attribute at byte {start}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """Where one value of a message's canonical tuple comes from (absent: offset -1, value None)."""
+
+    offset: int
+    code: str
+
+
+_ABSENT: Final = _Field(-1, "")
+
+
+def _field(buf: bytes, attrs: dict[int, tuple[int, int]], atype: int, code: str, what: str) -> _Field:
+    spot = attrs.get(atype)
+    if spot is None:
+        return _ABSENT
+    off, length = spot
+    if length < struct.calcsize("=" + code):
+        raise _malformed(what, f"attribute {atype} too short ({length} bytes) at byte {off}")
+    return _Field(off, code)
+
+
+def _string_field(attrs: dict[int, tuple[int, int]], atype: int) -> _Field:
+    spot = attrs.get(atype)
+    return _ABSENT if spot is None else _Field(spot[0], f"{spot[1]}s")
+
+
+def _stats_fields(
+    buf: bytes, outer: dict[int, tuple[int, int]], a64: int, a32: int, what: str, headers: list[int]
+) -> list[_Field]:
+    """The 10 stats values from STATS64, else from the 32-bit STATS (kernels before 4.1)."""
+    for atype, codes in ((a64, _STATS64_CODES), (a32, _STATS32_CODES)):
+        spot = outer.get(atype)
+        if spot is not None:
+            inner = _attrs(buf, spot[0], spot[0] + spot[1], what, headers)
+            fields = [_field(buf, inner, i + 1, c, what) for i, c in enumerate(codes)]
+            if _ABSENT in fields:
+                raise _malformed(what, f"incomplete stats attribute {atype}")
+            return fields
+    return [_ABSENT] * 10
+
+
+def _read(buf: bytes, fields: list[_Field]) -> tuple[Any, ...]:
+    return tuple(None if f.offset < 0 else struct.unpack_from("=" + f.code, buf, f.offset)[0] for f in fields)
+
+
+# --------------------------------------------------------------------------- compiled layouts
+
+
+_BLOCK: Final = 16  # messages verified per big-integer comparison
+
+
+class _Layout:
+    """A compiled attribute layout: verifies and reads whole runs of same-layout messages.
+
+    Verification compares every header byte (nlmsghdr length and type, the genl header, every
+    nlattr header) of a block of messages in one masked big-integer comparison, which costs less
+    than unpacking the headers. `values` then reads only the values; `canon` reorders them into the
+    reference path's order (None when the kernel writes them in that order, as 4.x-6.x kernels do
+    for dests).
+    """
+
+    __slots__ = ("block", "canon", "one", "pad", "size", "values")
+
+    def __init__(self, buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field]) -> None:
+        if mlen % 4:
+            raise ValueError("unaligned message")
+        self.size = mlen
+        mask = bytearray(mlen)
+        mask[0:6] = b"\xff" * 6  # nlmsghdr length and type; flags, seq and pid may differ
+        for h in headers:
+            mask[h - off : h - off + 4] = b"\xff" * 4
+        expected = bytes(x & y for x, y in zip(buf[off : off + mlen], mask, strict=True))
+        self.one = self._pair(bytes(mask), expected, 1)
+        self.block = self._pair(bytes(mask), expected, _BLOCK)
+        present = sorted((f.offset - off, f.code, i) for i, f in enumerate(fields) if f.offset >= 0)
+        fmt = ["="]
+        pos = 0
+        for rel, code, _i in present:
+            if rel < pos:
+                raise ValueError("overlapping attributes")
+            fmt.append(f"{rel - pos}x{code}")
+            pos = rel + struct.calcsize("=" + code)
+        fmt.append(f"{mlen - pos}x")
+        self.values = struct.Struct("".join(fmt))
+        order = [i for _rel, _code, i in present]
+        where = {canon: k for k, canon in enumerate(order)}
+        self.pad = len(order) < len(fields)  # absent values read a None appended to the row
+        self.canon = (
+            None
+            if order == list(range(len(fields)))
+            else itemgetter(*(where.get(i, len(order)) for i in range(len(fields))))
+        )
+
+    @staticmethod
+    def _pair(mask: bytes, expected: bytes, count: int) -> tuple[int, int]:
+        return int.from_bytes(mask * count, "little"), int.from_bytes(expected * count, "little")
+
+    def run(self, data: bytes, view: memoryview, off: int) -> int:
+        """How many messages from `off` on have exactly this layout."""
+        size = self.size
+        left = len(data) - off
+        k = 0
+        mask, expected = self.block
+        step = _BLOCK * size
+        while left >= step and int.from_bytes(view[off : off + step], "little") & mask == expected:
+            off += step
+            left -= step
+            k += _BLOCK
+        mask, expected = self.one
+        while left >= size and int.from_bytes(view[off : off + size], "little") & mask == expected:
+            off += size
+            left -= size
+            k += 1
+        return k
+
+
+def _compile(buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field]) -> _Layout | None:
+    try:
+        return _Layout(buf, off, mlen, headers, fields)
+    except (ValueError, struct.error):
+        return None  # odd layout (e.g. duplicate attributes): keep using the reference path
+
+
+_NONE: Final = (None,)
+_T = TypeVar("_T")
+
+
+def _decode_dump(
+    data: bytes,
+    family_id: int,
+    reply_cmd: int,
+    what: str,
+    walk: Callable[[bytes, int, int, str], tuple[list[int], list[_Field]]],
+    build: Callable[[tuple[Any, ...], int], _T],
+    layouts: dict[int, _Layout],
+    ctx: int,
+    fast: bool,
+) -> list[_T]:
+    """Decode every genl message of a reply: compiled runs where possible, else the reference path."""
+    n = len(data)
+    view = memoryview(data)
+    off = 0
+    out: list[_T] = []
+    finished = False
+    while off < n:
+        mlen, mtype, _flags, _seq, _pid = _check_header(data, off, n, what)
+        if mtype == family_id:
+            lay = layouts.get(mlen) if fast else None
+            k = lay.run(data, view, off) if lay is not None else 0
+            if lay is not None and k:
+                end = off + k * mlen
+                rows = lay.values.iter_unpack(view[off:end])
+                canon = lay.canon
+                if canon is None:
+                    out += [build(v, ctx) for v in rows]
+                elif lay.pad:
+                    out += [build(canon(v + _NONE), ctx) for v in rows]
+                else:
+                    out += [build(canon(v), ctx) for v in rows]
+                off = end
+                continue
+            _check_genl(data, off, mlen, reply_cmd, what)
+            headers, fields = walk(data, off, mlen, what)
+            out.append(build(_read(data, fields), ctx))
+            if fast:
+                compiled = _compile(data, off, mlen, [off + _NLH.size, *headers], fields)
+                if compiled is not None:
+                    layouts[mlen] = compiled
+        elif _control(data, off, mlen, mtype, what):
+            finished = True
+            break
+        off += _align(mlen)
+    if not finished:
+        raise _malformed(what, "truncated dump: no NLMSG_DONE")
+    return out
+
+
+def _nested(
+    buf: bytes, off: int, mlen: int, cmd_attr: int, what: str, headers: list[int]
+) -> dict[int, tuple[int, int]]:
+    top = _attrs(buf, off + _HDR_LEN, off + mlen, what, headers)
+    spot = top.get(cmd_attr)
+    if spot is None:
+        raise _malformed(what, f"message at byte {off} lacks attribute {cmd_attr}")
+    return _attrs(buf, spot[0], spot[0] + spot[1], what, headers)
+
+
+# --------------------------------------------------------------------------- model construction
+
+# A frozen dataclass __init__ calls object.__setattr__ per field (about 2 us for a Dest on the
+# reference machine); these twins have the same slots and a plain __init__, and each instance is
+# then re-classed to the frozen type: the result is an ordinary Dest, built four times faster.
+# tests/unit/test_wire.py checks that the twins list exactly the model's fields.
+
+
+class _DestTwin:
+    __slots__ = Dest.__slots__
+
+    def __init__(
+        self,
+        family: int,
+        address: str,
+        port: int,
+        fwd: FwdMethod,
+        weight: int,
+        u_threshold: int,
+        l_threshold: int,
+        active_conns: int,
+        inactive_conns: int,
+        persist_conns: int | None,
+        tun_type: TunType,
+        tun_port: int,
+        tun_flags: int,
+        counters: Counters | None,
+        rates: Rates | None,
+    ) -> None:
+        self.family = family
+        self.address = address
+        self.port = port
+        self.fwd = fwd
+        self.weight = weight
+        self.u_threshold = u_threshold
+        self.l_threshold = l_threshold
+        self.active_conns = active_conns
+        self.inactive_conns = inactive_conns
+        self.persist_conns = persist_conns
+        self.tun_type = tun_type
+        self.tun_port = tun_port
+        self.tun_flags = tun_flags
+        self.counters = counters
+        self.rates = rates
+        self.instant = None
+
+
+class _CountersTwin:
+    __slots__ = Counters.__slots__
+
+    def __init__(self, conns: int, inpkts: int, outpkts: int, inbytes: int, outbytes: int) -> None:
+        self.conns = conns
+        self.inpkts = inpkts
+        self.outpkts = outpkts
+        self.inbytes = inbytes
+        self.outbytes = outbytes
+
+
+class _RatesTwin:
+    __slots__ = Rates.__slots__
+
+    def __init__(self, cps: int, inpps: int, outpps: int, inbps: int, outbps: int) -> None:
+        self.cps = cps
+        self.inpps = inpps
+        self.outpps = outpps
+        self.inbps = inbps
+        self.outbps = outbps
+
+
+def _stats(t: tuple[Any, ...], start: int) -> tuple[Counters | None, Rates | None]:
+    if t[start] is None:
+        return None, None
+    return Counters(*t[start : start + 5]), Rates(*t[start + 5 : start + 10])
+
+
+_NAMES: Final[dict[int, dict[bytes, str]]] = {AF_INET: {}, AF_INET6: {}}
+_NAME_CACHE_MAX: Final = 1 << 16
+
+
+def address_text(family: int, raw: bytes) -> str:
+    """Text of a union nf_inet_addr, as model.normalize_address writes it (cached: real servers repeat)."""
+    cache = _NAMES.get(family)
+    if cache is None:
+        raise ParseError(f"unknown address family {family}", source="netlink")
+    name = cache.get(raw)
+    if name is None:
+        try:
+            name = str(
+                ipaddress.IPv4Address(raw[:4]) if family == AF_INET else ipaddress.IPv6Address(raw[:16])
+            )
+        except ValueError:
+            raise ParseError(f"address of {len(raw)} bytes for family {family}", source="netlink") from None
+        if len(cache) >= _NAME_CACHE_MAX:
+            cache.clear()
+        cache[raw] = name
+    return name
+
+
+_FWD: Final = {m.value: m for m in FwdMethod}
+_TUN: Final = {t.value: t for t in TunType}
+_ntohs = socket.ntohs
+
+
+def _dest_walk(buf: bytes, off: int, mlen: int, what: str) -> tuple[list[int], list[_Field]]:
+    headers: list[int] = []
+    a = _nested(buf, off, mlen, CMD_ATTR_DEST, what, headers)
+    # the order ip_vs_genl_fill_dest writes them in, so compiled layouts need no reordering
+    fields = [
+        _string_field(a, DEST_ATTR_ADDR),
+        _field(buf, a, DEST_ATTR_PORT, "H", what),
+        _field(buf, a, DEST_ATTR_FWD_METHOD, "I", what),
+        _field(buf, a, DEST_ATTR_WEIGHT, "I", what),
+        _field(buf, a, DEST_ATTR_TUN_TYPE, "B", what),
+        _field(buf, a, DEST_ATTR_TUN_PORT, "H", what),
+        _field(buf, a, DEST_ATTR_TUN_FLAGS, "H", what),
+        _field(buf, a, DEST_ATTR_U_THRESH, "I", what),
+        _field(buf, a, DEST_ATTR_L_THRESH, "I", what),
+        _field(buf, a, DEST_ATTR_ACTIVE_CONNS, "I", what),
+        _field(buf, a, DEST_ATTR_INACT_CONNS, "I", what),
+        _field(buf, a, DEST_ATTR_PERSIST_CONNS, "I", what),
+        _field(buf, a, DEST_ATTR_ADDR_FAMILY, "H", what),
+    ]
+    for f, name in zip(fields, ("address", "port", "forwarding method", "weight"), strict=False):
+        if f is _ABSENT:
+            raise _malformed(what, f"dest message at byte {off} lacks its {name}")
+    fields += _stats_fields(buf, a, DEST_ATTR_STATS64, DEST_ATTR_STATS, what, headers)
+    return headers, fields
+
+
+def _build_dest(t: tuple[Any, ...], svc_family: int) -> Dest:
+    (raw, port, fwd, weight, tun_type, tun_port, tun_flags, u_th, l_th, active, inact, persist, family,
+     conns, inpkts, outpkts, inbytes, outbytes, cps, inpps, outpps, inbps, outbps) = t  # fmt: skip
+    if family is None:
+        family = svc_family  # kernels before 4.3 do not send the dest's own family
+    names = _NAMES.get(family)
+    address = names.get(raw) if names is not None else None
+    if address is None:
+        address = address_text(family, raw)
+    method = _FWD.get(fwd)
+    tun = _TUN.get(tun_type or 0)
+    if method is None or tun is None:
+        raise ParseError(f"unknown forwarding method {fwd} or tunnel type {tun_type}", source="netlink dest")
+    counters: Any = None
+    rates: Any = None
+    if conns is not None:
+        counters = _CountersTwin(conns, inpkts, outpkts, inbytes, outbytes)
+        counters.__class__ = Counters
+        rates = _RatesTwin(cps, inpps, outpps, inbps, outbps)
+        rates.__class__ = Rates
+    d: Any = _DestTwin(
+        family, address, _ntohs(port), method, weight, u_th or 0, l_th or 0, active or 0, inact or 0,
+        persist, tun, _ntohs(tun_port or 0), tun_flags or 0, counters, rates,
+    )  # fmt: skip
+    d.__class__ = Dest
+    return d  # type: ignore[no-any-return]
+
+
+def _service_walk(buf: bytes, off: int, mlen: int, what: str) -> tuple[list[int], list[_Field]]:
+    headers: list[int] = []
+    a = _nested(buf, off, mlen, CMD_ATTR_SERVICE, what, headers)
+    fields = [
+        _field(buf, a, SVC_ATTR_AF, "H", what),
+        _field(buf, a, SVC_ATTR_PROTOCOL, "H", what),
+        _string_field(a, SVC_ATTR_ADDR),
+        _field(buf, a, SVC_ATTR_PORT, "H", what),
+        _field(buf, a, SVC_ATTR_FWMARK, "I", what),
+        _string_field(a, SVC_ATTR_SCHED_NAME),
+        _field(buf, a, SVC_ATTR_FLAGS, "I", what),  # struct ip_vs_flags {flags, mask}: flags first
+        _field(buf, a, SVC_ATTR_TIMEOUT, "I", what),
+        _field(buf, a, SVC_ATTR_NETMASK, "4s", what),
+        _string_field(a, SVC_ATTR_PE_NAME),
+    ]
+    fields += _stats_fields(buf, a, SVC_ATTR_STATS64, SVC_ATTR_STATS, what, headers)
+    return headers, fields
+
+
+def _cstr(raw: bytes | None) -> str:
+    return "" if raw is None else raw.split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+_PROTOCOLS: Final = {p.value: p for p in Protocol if p is not Protocol.NONE}
+
+
+def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
+    (af, proto, raw, port, fwmark, sched, flags, timeout, netmask, pe) = t[:10]
+    if af not in (AF_INET, AF_INET6):
+        raise ParseError(f"service with unknown address family {af}", source="netlink service")
+    if fwmark is not None:
+        key = ServiceKey(af, Protocol.NONE, "", 0, fwmark)
+    else:
+        protocol = _PROTOCOLS.get(proto)
+        if protocol is None or raw is None or port is None:
+            raise ParseError(
+                f"service without a fwmark needs protocol, address and port (protocol {proto})",
+                source="netlink service",
+            )
+        key = ServiceKey(af, protocol, address_text(af, raw), _ntohs(port))
+    if netmask is None:
+        mask = 0xFFFFFFFF if af == AF_INET else 128
+    else:  # IPv4: a be32 mask; IPv6: the prefix length as a host-order u32
+        mask = int.from_bytes(netmask, "big") if af == AF_INET else _U32.unpack(netmask)[0]
+    counters, rates = _stats(t, 10)
+    return Service(key, _cstr(sched), flags or 0, timeout or 0, mask, _cstr(pe), counters, rates)
+
+
+_DEST_LAYOUTS: dict[int, _Layout] = {}
+_SERVICE_LAYOUTS: dict[int, _Layout] = {}
+
+
+# --------------------------------------------------------------------------- public decoders
+
+
+def decode_services(data: bytes, family_id: int, *, fast: bool = True) -> list[Service]:
+    """A GET_SERVICE reply (dump, or a doit of one service) -> services, without dests."""
+    return _decode_dump(
+        data,
+        family_id,
+        CMD_NEW_SERVICE,
+        "netlink GET_SERVICE reply",
+        _service_walk,
+        _build_service,
+        _SERVICE_LAYOUTS,
+        0,
+        fast,
+    )
+
+
+def decode_dests(data: bytes, family_id: int, svc_family: int, *, fast: bool = True) -> list[Dest]:
+    """A GET_DEST dump -> dests. svc_family names dests on kernels that do not send their family."""
+    return _decode_dump(
+        data,
+        family_id,
+        CMD_NEW_DEST,
+        "netlink GET_DEST reply",
+        _dest_walk,
+        _build_dest,
+        _DEST_LAYOUTS,
+        svc_family,
+        fast,
+    )
+
+
+def decode_daemons(data: bytes, family_id: int) -> list[Daemon]:
+    what = "netlink GET_DAEMON reply"
+    out = []
+    for off, mlen in _genl_messages(data, family_id, CMD_NEW_DAEMON, what, dump=True):
+        a = _nested(data, off, mlen, CMD_ATTR_DAEMON, what, [])
+        state, syncid, maxlen, port, ttl, group, group6, ifn = _read(
+            data,
+            [
+                _field(data, a, DAEMON_ATTR_STATE, "I", what),
+                _field(data, a, DAEMON_ATTR_SYNC_ID, "I", what),
+                _field(data, a, DAEMON_ATTR_SYNC_MAXLEN, "H", what),
+                _field(data, a, DAEMON_ATTR_MCAST_PORT, "H", what),
+                _field(data, a, DAEMON_ATTR_MCAST_TTL, "B", what),
+                _field(data, a, DAEMON_ATTR_MCAST_GROUP, "4s", what),
+                _field(data, a, DAEMON_ATTR_MCAST_GROUP6, "16s", what),
+                _string_field(a, DAEMON_ATTR_MCAST_IFN),
+            ],
+        )
+        if state not in (DaemonState.MASTER, DaemonState.BACKUP) or syncid is None or ifn is None:
+            raise _malformed(what, f"daemon message at byte {off} lacks state, interface or syncid")
+        out.append(
+            Daemon(
+                DaemonState(state),
+                _cstr(ifn),
+                syncid,
+                maxlen,
+                None if group is None else address_text(AF_INET, group),
+                None if group6 is None else address_text(AF_INET6, group6),
+                port,
+                ttl,
+            )
+        )
+    return out
+
+
+def _doit_attrs(
+    data: bytes, family_id: int, reply_cmd: int, what: str
+) -> tuple[dict[int, tuple[int, int]], int]:
+    (off, mlen), *_ = _genl_messages(data, family_id, reply_cmd, what, dump=False)
+    return _attrs(data, off + _HDR_LEN, off + mlen, what, []), off
+
+
+def decode_config(data: bytes, family_id: int) -> Timeouts:
+    what = "netlink GET_CONFIG reply"
+    a, _ = _doit_attrs(data, family_id, CMD_SET_CONFIG, what)
+    values = _read(
+        data,
+        [
+            _field(data, a, t, "I", what)
+            for t in (CMD_ATTR_TIMEOUT_TCP, CMD_ATTR_TIMEOUT_TCP_FIN, CMD_ATTR_TIMEOUT_UDP)
+        ],
+    )
+    if None in values:
+        raise _malformed(what, "a timeout is missing")
+    return Timeouts(*values)
+
+
+def decode_info(data: bytes, family_id: int) -> tuple[str, int]:
+    """GET_INFO -> ("1.2.1", connection hash table size)."""
+    what = "netlink GET_INFO reply"
+    a, _ = _doit_attrs(data, family_id, CMD_SET_INFO, what)
+    version, size = _read(
+        data,
+        [_field(data, a, INFO_ATTR_VERSION, "I", what), _field(data, a, INFO_ATTR_CONN_TAB_SIZE, "I", what)],
+    )
+    if version is None or size is None:
+        raise _malformed(what, "version or table size missing")
+    return f"{version >> 16 & 0xFF}.{version >> 8 & 0xFF}.{version & 0xFF}", size
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def nla(atype: int, payload: bytes) -> bytes:
+    n = _NLA.size + len(payload)
+    return _NLA.pack(n, atype) + payload + b"\0" * (_align(n) - n)
+
+
+def _addr(family: int, address: str) -> bytes:
+    return socket.inet_pton(family, address).ljust(16, b"\0")
+
+
+def _be16(v: int) -> bytes:
+    return struct.pack(">H", v)
+
+
+def _u16(v: int) -> bytes:
+    return struct.pack("=H", v)
+
+
+def _u32(v: int) -> bytes:
+    return struct.pack("=I", v)
+
+
+def encode_service_key(key: ServiceKey) -> bytes:
+    """The attributes the kernel needs to find a service (inside IPVS_CMD_ATTR_SERVICE)."""
+    if key.is_fwmark:
+        return nla(SVC_ATTR_AF, _u16(key.family)) + nla(SVC_ATTR_FWMARK, _u32(key.fwmark))
+    return (
+        nla(SVC_ATTR_AF, _u16(key.family))
+        + nla(SVC_ATTR_PROTOCOL, _u16(key.protocol))
+        + nla(SVC_ATTR_ADDR, _addr(key.family, key.address))
+        + nla(SVC_ATTR_PORT, _be16(key.port))
+    )
+
+
+def encode_stats(counters: Counters | None, rates: Rates | None, *, wide: bool) -> bytes:
+    """The nested stats attributes as ip_vs_genl_fill_stats(64) writes them."""
+    c = counters or Counters()
+    r = rates or Rates()
+    values = (
+        c.conns,
+        c.inpkts,
+        c.outpkts,
+        c.inbytes,
+        c.outbytes,
+        r.cps,
+        r.inpps,
+        r.outpps,
+        r.inbps,
+        r.outbps,
+    )
+    codes = _STATS64_CODES if wide else _STATS32_CODES
+    # the 32-bit attribute carries (u32) casts of the counters, as the kernel's fill_stats does
+    return b"".join(
+        nla(i + 1, struct.pack("=" + code, int(v) & (0xFFFFFFFF if code == "I" else (1 << 64) - 1)))
+        for i, (code, v) in enumerate(zip(codes, values, strict=True))
+    )
+
+
+def encode_service(svc: Service, *, stats64: bool = True) -> bytes:
+    """The IPVS_CMD_ATTR_SERVICE payload as the kernel fills it in a GET_SERVICE reply."""
+    k = svc.key
+    netmask = struct.pack(">I" if k.family == AF_INET else "=I", svc.netmask)
+    out = [
+        encode_service_key(k),
+        nla(SVC_ATTR_SCHED_NAME, svc.scheduler.encode() + b"\0"),
+        nla(SVC_ATTR_PE_NAME, svc.pe_name.encode() + b"\0") if svc.pe_name else b"",
+        nla(SVC_ATTR_FLAGS, struct.pack("=II", svc.flags, 0xFFFFFFFF)),
+        nla(SVC_ATTR_TIMEOUT, _u32(svc.timeout)),
+        nla(SVC_ATTR_NETMASK, netmask),
+        nla(SVC_ATTR_STATS, encode_stats(svc.counters, svc.rates, wide=False)),
+    ]
+    if stats64:
+        out.append(nla(SVC_ATTR_STATS64, encode_stats(svc.counters, svc.rates, wide=True)))
+    return b"".join(out)
+
+
+def _dest_settings(dest: Dest) -> bytes:
+    """What SET_DEST must carry besides the family: everything a weight edit must preserve."""
+    return (
+        nla(DEST_ATTR_ADDR, _addr(dest.family, dest.address))
+        + nla(DEST_ATTR_PORT, _be16(dest.port))
+        + nla(DEST_ATTR_FWD_METHOD, _u32(dest.fwd))
+        + nla(DEST_ATTR_WEIGHT, _u32(dest.weight))
+        + nla(DEST_ATTR_TUN_TYPE, bytes([dest.tun_type]))
+        + nla(DEST_ATTR_TUN_PORT, _be16(dest.tun_port))
+        + nla(DEST_ATTR_TUN_FLAGS, _u16(dest.tun_flags))
+        + nla(DEST_ATTR_U_THRESH, _u32(dest.u_threshold))
+        + nla(DEST_ATTR_L_THRESH, _u32(dest.l_threshold))
+    )
+
+
+def encode_dest(dest: Dest, *, stats64: bool = True) -> bytes:
+    """The IPVS_CMD_ATTR_DEST payload as ip_vs_genl_fill_dest writes it in a GET_DEST reply."""
+    out = [
+        _dest_settings(dest),
+        nla(DEST_ATTR_ACTIVE_CONNS, _u32(dest.active_conns)),
+        nla(DEST_ATTR_INACT_CONNS, _u32(dest.inactive_conns)),
+        nla(DEST_ATTR_PERSIST_CONNS, _u32(dest.persist_conns or 0)),
+        nla(DEST_ATTR_ADDR_FAMILY, _u16(dest.family)),
+        nla(DEST_ATTR_STATS, encode_stats(dest.counters, dest.rates, wide=False)),
+    ]
+    if stats64:
+        out.append(nla(DEST_ATTR_STATS64, encode_stats(dest.counters, dest.rates, wide=True)))
+    return b"".join(out)
+
+
+def message(family_id: int, cmd: int, payload: bytes, *, flags: int, seq: int, pid: int = 0) -> bytes:
+    body = _GENL.pack(cmd, IPVS_GENL_VERSION, 0) + payload
+    return _NLH.pack(_NLH.size + len(body), family_id, flags, seq, pid) + body
+
+
+def done(seq: int, pid: int = 0) -> bytes:
+    return _NLH.pack(_NLH.size + 4, NLMSG_DONE, NLM_F_MULTI, seq, pid) + _I32.pack(0)
+
+
+def error(code: int, request: bytes, pid: int = 0) -> bytes:
+    """NLMSG_ERROR answering `request` (code 0 = ack), as the kernel sends it with NETLINK_CAP_ACK off."""
+    _len, _type, _flags, seq, _pid = _NLH.unpack_from(request)
+    body = _I32.pack(-code) + request[: _NLH.size] if code == 0 else _I32.pack(-code) + request
+    return _NLH.pack(_NLH.size + len(body), NLMSG_ERROR, 0, seq, pid) + body
+
+
+def get_services_request(family_id: int, seq: int) -> bytes:
+    return message(family_id, CMD_GET_SERVICE, b"", flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq)
+
+
+def get_dests_request(family_id: int, seq: int, key: ServiceKey) -> bytes:
+    return message(
+        family_id,
+        CMD_GET_DEST,
+        nla(CMD_ATTR_SERVICE, encode_service_key(key)),
+        flags=NLM_F_REQUEST | NLM_F_DUMP,
+        seq=seq,
+    )
+
+
+def set_dest_request(family_id: int, seq: int, key: ServiceKey, dest: Dest) -> bytes:
+    """SET_DEST with the whole dest: the kernel resets any tunnel field left out."""
+    settings = _dest_settings(dest) + nla(DEST_ATTR_ADDR_FAMILY, _u16(dest.family))
+    payload = nla(CMD_ATTR_SERVICE, encode_service_key(key)) + nla(CMD_ATTR_DEST, settings)
+    return message(family_id, CMD_SET_DEST, payload, flags=NLM_F_REQUEST | NLM_F_ACK, seq=seq)
+
+
+def get_info_request(family_id: int, seq: int) -> bytes:
+    return message(family_id, CMD_GET_INFO, b"", flags=NLM_F_REQUEST, seq=seq)
+
+
+def get_config_request(family_id: int, seq: int) -> bytes:
+    return message(family_id, CMD_GET_CONFIG, b"", flags=NLM_F_REQUEST, seq=seq)
+
+
+def get_daemons_request(family_id: int, seq: int) -> bytes:
+    return message(family_id, CMD_GET_DAEMON, b"", flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq)
