@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from lvstop.codec import service_key_to_dict
 from lvstop.errors import ControlError, LvstopError, SourceError
-from lvstop.model import AF_INET6, Dest, DestKey, Service, ServiceKey, Snapshot
+from lvstop.model import AF_INET, AF_INET6, Dest, DestKey, Service, ServiceKey, Snapshot
 from lvstop.model import Protocol as IpProto
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ class ControlResult:
 
 # --- keys as JSON (lvstop.codec's shape; parsing checks what a user sent) ---
 
-_FAMILIES = {2: "inet", AF_INET6: "inet6"}
+_FAMILIES = {AF_INET: "inet", AF_INET6: "inet6"}
 
 
 def dest_key_to_dict(k: DestKey) -> dict[str, Any]:
@@ -114,7 +114,8 @@ def service_key_from_dict(d: object) -> ServiceKey:
     """Parse a service key as the JSON API and the state file carry it; ValueError says what is wrong."""
     if not isinstance(d, dict):
         raise ValueError("service must be an object")
-    family = _family(d.get("family", "inet"))
+    address = d.get("address")
+    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else AF_INET)
     fwmark = d.get("fwmark", 0)
     if type(fwmark) is not int or not 0 <= fwmark <= 0xFFFFFFFF:
         raise ValueError(f"fwmark must be an integer 0..4294967295, not {fwmark!r}")
@@ -122,16 +123,16 @@ def service_key_from_dict(d: object) -> ServiceKey:
         return ServiceKey.mark(fwmark, family)
     proto = d.get("protocol")
     names = {"tcp": IpProto.TCP, "udp": IpProto.UDP, "sctp": IpProto.SCTP}
-    if proto not in names:
+    if not isinstance(proto, str) or proto not in names:
         raise ValueError(f"protocol must be tcp, udp or sctp (or give fwmark), not {proto!r}")
-    return ServiceKey(family, names[proto], _address(family, d.get("address")), _port(d.get("port")))
+    return ServiceKey(family, names[proto], _address(family, address), _port(d.get("port")))
 
 
 def dest_key_from_dict(d: object) -> DestKey:
     if not isinstance(d, dict):
         raise ValueError("dest must be an object")
     address = d.get("address")
-    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else 2)
+    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else AF_INET)
     return DestKey(family, _address(family, address), _port(d.get("port")))
 
 

@@ -210,7 +210,8 @@ class App:
                 429, "too many write requests; slow down", headers={"Retry-After": str(max(1, round(wait)))}
             )
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
+        bodyless = att.action == "ramp_cancel" and not body  # nothing to say but "stop"
+        if ctype != "application/json" and not bodyless:
             raise Refused(415, "the body must be application/json")
         origin = headers.get("Origin")
         if origin is not None and origin not in self.writes.allowed_origins:
@@ -225,9 +226,9 @@ class App:
         att.actor = who.user
         if who.role < Role.OPERATOR:
             raise Refused(403, f"user {who.user} may only read")
-        if body is None:
+        if body is None and not bodyless:
             raise Refused(411, "a Content-Length is required")
-        doc = self._parse(att, body)
+        doc = self._parse(att, body or b"")
         if att.force and who.role < Role.ADMIN:
             raise Refused(403, f"user {who.user} may not force (admin only)")
         return self._apply(att, doc, who, param)
@@ -460,17 +461,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._handle("POST")
 
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
     def do_OPTIONS(self) -> None:
-        self._handle("OPTIONS")
+        self._handle("OPTIONS")  # no CORS: a browser's preflight fails, so cross-site writes never start
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method (PUT, TRACE, QUERY, ...): 405, never 501
+            return lambda: self._handle(name[3:])
+        raise AttributeError(name)
 
     def _handle(self, method: str) -> None:
         try:
@@ -499,6 +496,8 @@ class Handler(BaseHTTPRequestHandler):
                 cancel.group(1) if cancel else "",
                 oversize,
             )
+            if status == 405 and path == "/api/v1/ramps":
+                headers = {**headers, "Allow": "GET, HEAD, POST"}  # the one path that also reads
             self._json(status, payload, headers)
             return
         if path not in READ_ROUTES:

@@ -27,26 +27,49 @@ _ERROR = _json(_ref("Error"), "Refused or failed; `error` says why")
 _NULLABLE_INT = {"type": "integer", "nullable": True}
 _WEIGHT = {"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT}
 
+_PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
+
+
+def _addressed(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An address with its (optional, derived when absent) family: one variant per family."""
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["address", *required],
+                "properties": {
+                    "family": {"type": "string", "enum": [fam]},
+                    "address": {"type": "string", "format": fmt},
+                    **extra,
+                },
+            }
+            for fam, fmt in (("inet", "ipv4"), ("inet6", "ipv6"))
+        ]
+    }
+
+
 _SERVICE_KEY = {
-    "type": "object",
-    "description": "A virtual service: protocol, address and port, or a firewall mark (then protocol null).",
-    "properties": {
-        "family": {"type": "string", "enum": ["inet", "inet6"], "default": "inet"},
-        "protocol": {"type": "string", "enum": ["tcp", "udp", "sctp"], "nullable": True},
-        "address": {"type": "string"},
-        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-        "fwmark": {"type": "integer", "minimum": 0, "maximum": 4294967295},
-    },
+    "description": "A virtual service: protocol, address and port, or a firewall mark.",
+    "oneOf": [
+        *_addressed(
+            {
+                "protocol": {"type": "string", "enum": ["tcp", "udp", "sctp"]},
+                "port": _PORT,
+                "fwmark": {"type": "integer", "enum": [0]},
+            },
+            ["protocol", "port"],
+        )["oneOf"],
+        {
+            "type": "object",
+            "required": ["fwmark"],
+            "properties": {
+                "family": {"type": "string", "enum": ["inet", "inet6"], "default": "inet"},
+                "fwmark": {"type": "integer", "minimum": 1, "maximum": 4294967295},
+            },
+        },
+    ],
 }
-_DEST_KEY = {
-    "type": "object",
-    "required": ["address", "port"],
-    "properties": {
-        "family": {"type": "string", "enum": ["inet", "inet6"]},
-        "address": {"type": "string"},
-        "port": {"type": "integer", "minimum": 0, "maximum": 65535},
-    },
-}
+_DEST_KEY = _addressed({"port": _PORT}, ["port"])
 _GUARDED = {
     "expect": {**_WEIGHT, "nullable": True, "description": "The weight you saw: if it differs now, 409."},
     "force": {
@@ -91,7 +114,10 @@ def _write(
         "responses": responses,
     }
     if request:
-        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(request)}}}
+        op["requestBody"] = {
+            "required": request != "Empty",
+            "content": {"application/json": {"schema": _ref(request)}},
+        }
     return {"post": op, **(extra or {})}
 
 
@@ -205,6 +231,7 @@ def document() -> dict[str, Any]:
                         "warnings": {"type": "array", "items": {"type": "string"}},
                     },
                 },
+                "Empty": {"type": "object", "additionalProperties": False},
                 "ServiceKey": _SERVICE_KEY,
                 "DestKey": _DEST_KEY,
                 "GuardedRequest": _edit_request({}, []),

@@ -1,0 +1,45 @@
+"""Schemathesis against the OpenAPI document the exporter serves: every operation, generated requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from lvstop.exporter.http import READ_ROUTES, WRITE_ROUTES
+
+from .support import Harness, start_exporter
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    h = start_exporter(
+        tmp_path_factory.mktemp("openapi"), "--write.rate", "100000", "--write.burst", "100000"
+    )
+    yield h
+    h.running.stop()
+
+
+@pytest.fixture(scope="module")
+def api_schema(running: Harness) -> Any:
+    assert running.write_url is not None
+    return schemathesis.openapi.from_url(f"{running.write_url}/api/v1/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_every_operation_answers_as_documented(case: Any) -> None:
+    case.call_and_validate(headers={"X-Lvstop-Request": "1"})
+
+
+def test_the_served_document_describes_every_route(running: Harness) -> None:
+    doc = running.get("/api/v1/openapi.json").json()
+    documented = set(doc["paths"])
+    assert set(READ_ROUTES) - {"/"} <= documented
+    assert set(WRITE_ROUTES) <= documented and "/api/v1/ramps/{id}/cancel" in documented
