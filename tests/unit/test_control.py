@@ -390,7 +390,8 @@ def test_keepalived_and_ldirectord_are_detected_and_warned_about(control: Contro
     "doc,message",
     [
         ({"protocol": "icmp", "address": "203.0.113.1", "port": 1}, "protocol"),
-        ({"protocol": "tcp", "address": "2001:db8::1", "port": 1}, "does not match family"),
+        ({"family": "inet", "protocol": "tcp", "address": "2001:db8::1", "port": 1}, "does not match family"),
+        ({"protocol": {}, "address": "203.0.113.1", "port": 1}, "protocol"),
         ({"protocol": "tcp", "address": "nope", "port": 1}, "not an IP address"),
         ({"protocol": "tcp", "address": "203.0.113.1", "port": 70000}, "port"),
         ({"fwmark": -1}, "fwmark"),
