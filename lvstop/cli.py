@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import enum
 import ipaddress
+import math
 import os
 import socket
 import sys
@@ -61,10 +62,10 @@ Prints what `ipvsadm -L -n` prints with the same flags, byte for byte (addresses
 -L and -n are accepted out of habit). Beyond ipvsadm: --all shows connections, counters and rates in
 one wide table, --json the whole snapshot as lvstop's JSON.
 
---rate shows the kernel's rates (netlink, recordings of it, remote exporters). The demo director has
-no kernel rates: lvstop then reads twice, --interval seconds apart (default 2, one kernel estimator
-tick), and shows the average over that interval. /proc has no per-service counters or rates: those
-columns print "-".
+--rate shows the kernel's rates (netlink, recordings, remote exporters). The demo director has no
+kernel rates: lvstop then reads twice, --interval seconds apart (default 2 s; rounded up to whole
+2 s estimator ticks, since counters only move once a tick), and shows the average over that time.
+/proc has no per-service counters or rates: those columns print "-".
 """
     + "\n"
     + EPILOG
@@ -80,6 +81,7 @@ class Environment:
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = time.time  # wall clock: drives the demo director
 
     def warn(self, message: str) -> None:
         self.stderr.write(f"lvstop: warning: {_one_line(message)}\n")
@@ -133,6 +135,16 @@ def _fwmark(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 0xFFFFFFFF:
         raise argparse.ArgumentTypeError(f"invalid fwmark value {text!r} (1 to 4294967295)")
     return int(text)
+
+
+def _snapshot_index(text: str) -> int:
+    # "last" rather than -1 alone: with -6 defined, argparse takes "-1" for an option.
+    if text == "last":
+        return -1
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a snapshot number or 'last', not {text!r}") from None
 
 
 def _service(protocol: Protocol) -> Callable[[str], ServiceKey]:
@@ -224,6 +236,11 @@ def build_parser() -> _Parser:
         help="seconds between reads (default 2, the kernel's estimator tick)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
+    parser.add_argument(
+        "--drain-state",
+        metavar="FILE",
+        help="where drains remember the weights to restore (default /var/lib/lvstop/drains.json)",
+    )
     _add_source_options(parser, sub=False)
     parser.set_defaults(run=_run_tui)
     commands = parser.add_subparsers(title="commands", metavar="{list,record}", parser_class=_Parser)
@@ -263,11 +280,17 @@ def build_parser() -> _Parser:
     more.add_argument("--all", action="store_true", help="connections, counters and rates in one wide table")
     more.add_argument("--json", action="store_true", help="the snapshot as JSON (lvstop's schema)")
     more.add_argument(
+        "--at",
+        type=_snapshot_index,
+        metavar="N|last",
+        help="with --replay: snapshot N of the recording (0 the first, the default; 'last' the last)",
+    )
+    more.add_argument(
         "--interval",
         type=_positive_float,
         default=argparse.SUPPRESS,
         metavar="S",
-        help="--rate without kernel rates: measure over S seconds (default 2)",
+        help="--rate without kernel rates: measure over S seconds (whole 2 s ticks, default 2)",
     )
     _add_source_options(lst, sub=True)
 
@@ -327,6 +350,7 @@ def _open(args: argparse.Namespace, env: Environment) -> Source:
             connect=args.connect[0] if args.connect else None,
             seed=args.seed,
             warn=env.warn,
+            clock=env.clock,
         )
     except ValueError as e:  # the factory's word for a combination it cannot serve
         raise UsageError(str(e)) from None
@@ -371,11 +395,15 @@ def _list_options(args: argparse.Namespace) -> ListOptions:
 
 def _run_list(args: argparse.Namespace, env: Environment) -> int:
     opts = _list_options(args)
+    if args.at is not None and args.source != "replay":
+        raise UsageError("--at picks a snapshot of a recording: it needs --replay FILE")
     source = _open(args, env)
     try:
         if opts.connection:
             _write_lines(env, conn_lines(_conn_entries(source), opts))
             return ExitStatus.OK
+        if args.at is not None:
+            _seek(source, args.at)
         measure = _shows_rates(opts) and args.source == "demo"
         snap = _measured(source, args, env) if measure else source.read()
         opts = dataclasses.replace(opts, instant_rates=measure)
@@ -392,6 +420,16 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
     return ExitStatus.OK
 
 
+def _seek(source: Source, at: int) -> None:
+    from lvstop.sources.replay import ReplaySource
+
+    assert isinstance(source, ReplaySource)  # the factory's replay kind
+    try:
+        source.seek(at if at >= 0 else len(source) + at)
+    except IndexError as e:
+        raise UsageError(str(e)) from None
+
+
 def _shows_rates(opts: ListOptions) -> bool:
     return opts.wide or (opts.rate and not opts.stats)
 
@@ -401,14 +439,17 @@ def _lacks_rates(snap: Snapshot) -> bool:
 
 
 def _measured(source: Source, args: argparse.Namespace, env: Environment) -> Snapshot:
-    """Two reads `interval` apart; the poller turns the counters' deltas into per-second averages."""
+    """Two reads a whole number of estimator ticks apart; the poller turns the counters' deltas into
+    per-second averages. Counters only move once per tick (2 s), as in the kernel: reads k ticks apart
+    see exactly k refreshes (k + 1, rarely, when the second read lands just past a refresh)."""
+    from lvstop.estimator import TICK
     from lvstop.poller import Poller
 
-    interval: float = args.interval
-    env.warn(f"the {source.name} source has no kernel rates: measuring over {interval:g} s")
-    poller = Poller(source, interval=interval, clock=env.monotonic)
+    span = TICK * max(1, math.ceil(args.interval / TICK - 1e-9))
+    env.warn(f"the {source.name} source has no kernel rates: measuring over {span:g} s")
+    poller = Poller(source, interval=span, clock=env.monotonic)
     poller.poll_once()
-    env.sleep(interval)
+    env.sleep(span)
     snap: Snapshot = poller.poll_once()
     return snap
 

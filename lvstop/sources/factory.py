@@ -10,6 +10,7 @@ neither can read anything, so `auto` then fails with one clear NO_IPVS error ins
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 
 from lvstop.errors import SourceError
@@ -33,9 +34,11 @@ def open_source(
     connect: str | None = None,
     seed: int = 1,
     warn: Callable[[str], None],
+    clock: Callable[[], float] = time.time,
 ) -> Source:
     """A ready source of the given kind. Raises SourceError when it cannot be opened at all and
-    ValueError for a kind it does not know or a missing replay path / URL (caller's mistakes)."""
+    ValueError for a kind it does not know or a missing replay path / URL (caller's mistakes).
+    `clock` drives the demo director (tests give it a fake one)."""
     if kind == "auto":
         return _open_auto(netns, proc_root, warn)
     if kind == "netlink":
@@ -56,7 +59,7 @@ def open_source(
     if kind == "demo":
         from lvstop.sources.sim import SimSource
 
-        source = SimSource(seed=seed)
+        source = SimSource(seed=seed, clock=clock)
         return source
     if kind == "replay":
         if not replay:

@@ -37,17 +37,34 @@ class Result:
     slept: list[float]
 
 
-def run(*argv: str, stdout: io.StringIO | None = None) -> Result:
-    slept: list[float] = []
+class FakeClock:
+    """Wall and monotonic clock in one; sleeping advances it (the demo director follows it)."""
+
+    def __init__(self, start: float = 1_700_000_001.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def run(*argv: str, stdout: io.StringIO | None = None, clock: FakeClock | None = None) -> Result:
+    clock = clock or FakeClock()
     env = Environment(
         stdin=io.StringIO(),
         stdout=stdout or io.StringIO(),
         stderr=io.StringIO(),
-        sleep=slept.append,
+        sleep=clock.sleep,
+        monotonic=clock,
+        clock=clock,
     )
     status = main(list(argv), env)
     assert isinstance(env.stdout, io.StringIO) and isinstance(env.stderr, io.StringIO)
-    return Result(status, env.stdout.getvalue(), env.stderr.getvalue(), slept)
+    return Result(status, env.stdout.getvalue(), env.stderr.getvalue(), clock.slept)
 
 
 def one_error_line(r: Result) -> str:
@@ -115,17 +132,15 @@ def test_list_one_service_and_source_options_reach_the_factory(sample: FixedSour
     r = run("--netns", "blue", "list", "-t", "203.0.113.10:https", "--proc-root", "/host/proc")
     assert r.status == ExitStatus.OK
     assert r.out.splitlines()[2] == "TCP  203.0.113.10:443 wlc persistent 120 mask 255.255.255.0"
-    assert sample.opened == [  # type: ignore[attr-defined]
-        {
-            "kind": "auto",
-            "netns": "blue",
-            "proc_root": "/host/proc",
-            "replay": None,
-            "connect": None,
-            "seed": 1,
-            "warn": sample.opened[0]["warn"],
-        }  # type: ignore[attr-defined]
-    ]
+    [opened] = sample.opened  # type: ignore[attr-defined]
+    assert {k: v for k, v in opened.items() if k not in ("warn", "clock")} == {
+        "kind": "auto",
+        "netns": "blue",
+        "proc_root": "/host/proc",
+        "replay": None,
+        "connect": None,
+        "seed": 1,
+    }
 
 
 def test_list_fwmark_ipv6_selector(sample: FixedSource) -> None:
@@ -145,6 +160,21 @@ def test_list_connections_streams_the_proc_table(sample: FixedSource) -> None:
     ours = r.out.splitlines()
     assert r.status == ExitStatus.OK and ours[:2] == theirs[:2] and len(ours) == len(theirs)
     assert sample.reads == 0  # the connection table needs no snapshot
+
+
+def test_list_connections_with_persistence_engine_columns(sample: FixedSource) -> None:
+    sample.conn_text = (
+        "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
+        "UDP C6336402 13C4 CB00710A 13C4 C000020B 13C4 UDP             179 sip 3f2a@203.0.113.10\n"
+    )
+    r = run("list", "-c", "--persistent-conn")
+    assert r.status == ExitStatus.OK
+    assert r.out.splitlines()[1:] == [
+        "pro expire state       source             virtual            destination        "
+        "pe name          pe_data",
+        "UDP 02:59  UDP         198.51.100.2:5060  203.0.113.10:5060  192.0.2.11:5060  sip                "
+        "3f2a@203.0.113.10",
+    ]
 
 
 def test_list_corrupt_connection_table_names_the_line(sample: FixedSource) -> None:
@@ -279,6 +309,7 @@ def test_version() -> None:
         (["list", "--connect", "http://a", "--connect", "http://b"], "single --connect"),
         (["list", "--source", "proc", "--netns", "blue"], "not --netns"),
         (["list", "--interval", "0"], "must be a positive number"),
+        (["list", "--demo", "--at", "1"], "--at picks a snapshot of a recording"),
         (["record"], "the following arguments are required: FILE"),
         (["record", "x.gz", "--count", "-1"], "argument --count"),
         (["--interval", "soon"], "not a number: 'soon'"),
@@ -349,12 +380,30 @@ def test_demo_every_table_mode(flags: tuple[str, ...]) -> None:
     assert any(SERVICE_LINE.match(line) for line in body)
     assert all(SERVICE_LINE.match(line) or DEST_LINE.match(line) for line in body), body
     if "--rate" in flags or "--all" in flags:
-        # the demo has no kernel rates: measured over --interval, never "-"
-        assert r.slept == [0.05]
-        assert "measuring over 0.05 s" in r.err
+        # the demo has no kernel rates: measured over whole estimator ticks, never "-"
+        assert r.slept == [2.0]
+        assert one_error_line(r) == "lvstop: warning: the demo source has no kernel rates: measuring over 2 s"
         assert not any(" - " in line or line.endswith(" -") for line in body)
     else:
         assert r.slept == [] and r.err == ""
+
+
+def test_demo_rate_is_the_average_over_whole_ticks() -> None:
+    from lvstop.sources.sim import SimSource
+
+    clock = FakeClock()
+    sim = SimSource(seed=1, clock=clock)
+    before = sim.read().services[0]
+    clock.now += 4.0
+    after = sim.read().services[0]
+    c0, c1 = before.counters, after.counters
+    assert c0 is not None and c1 is not None and c1.conns > c0.conns
+    r = run("list", "--demo", "--rate", "--interval", "3", "-X", "-t", str(before.key).split()[1])
+    assert r.slept == [4.0]  # 3 s rounded up to two 2 s ticks
+    cps, inpps, *_, outbps = (int(x) for x in r.out.splitlines()[2].split()[2:])
+    assert cps == int((c1.conns - c0.conns) / 4 + 0.5)
+    assert inpps == int((c1.inpkts - c0.inpkts) / 4 + 0.5)
+    assert outbps == int((c1.outbytes - c0.outbytes) / 4 + 0.5)
 
 
 def test_demo_connections_timeouts_daemons() -> None:
@@ -366,8 +415,6 @@ def test_demo_connections_timeouts_daemons() -> None:
         "pro expire state       source             virtual            destination",
     ]
     assert len(lines) > 2 and all(re.match(r"(TCP|UDP|SCTP|IP ) \d\d:\d\d  ", line) for line in lines[2:])
-    r = run("list", "--source", "demo", "-c", "--persistent-conn")
-    assert r.status == ExitStatus.OK and r.out.splitlines()[1].endswith("pe name          pe_data")
     r = run("list", "--source", "demo", "--timeout")
     assert r.status == ExitStatus.OK and re.fullmatch(r"Timeout \(tcp tcpfin udp\): \d+ \d+ \d+\n", r.out)
     r = run("list", "--source", "demo", "--daemon")
@@ -411,15 +458,28 @@ def test_demo_json_parses_with_schema_version() -> None:
 
 def test_record_then_list_the_recording(tmp_path: Path) -> None:
     path = tmp_path / "demo.jsonl.gz"
-    r = run("record", str(path), "--source", "demo", "--count", "3", "--interval", "0.01")
+    r = run("record", str(path), "--source", "demo", "--count", "3")
     assert r.status == ExitStatus.OK, r.err
     assert r.err == f"lvstop: recorded 3 snapshots to {path}\n"
-    assert len(r.slept) == 2 and all(0 <= s <= 0.01 for s in r.slept)
+    assert r.slept == [2.0, 2.0]
     with gzip.open(path, "rt") as f:
         assert len(f.read().splitlines()) == 3
     r = run("list", "--replay", str(path), "--stats")
     assert r.status == ExitStatus.OK, r.err
     assert r.out.splitlines()[1].startswith("Prot LocalAddress:Port               Conns")
+    # the first recorded poll has no rates yet (lvstop's estimator needs two reads), the last one has
+    r = run("list", "--replay", str(path), "--rate")
+    assert r.status == ExitStatus.OK and r.slept == []
+    assert (
+        one_error_line(r) == "lvstop: warning: the replay source gave no rates for some entries: shown as -"
+    )
+    assert r.out.splitlines()[3].split()[2:] == ["-"] * 5
+    r = run("list", "--replay", str(path), "--rate", "--at", "last")
+    assert (r.status, r.err, r.slept) == (ExitStatus.OK, "", [])
+    assert all(x.isdigit() for x in r.out.splitlines()[3].split()[2:])
+    r = run("list", "--replay", str(path), "--at", "3")
+    assert r.status == ExitStatus.USAGE and "outside the recording (0..2)" in one_error_line(r)
+    assert run("list", "--replay", str(path), "--at=-3").out == run("list", "--replay", str(path)).out
 
 
 def test_record_into_a_missing_directory(tmp_path: Path) -> None:
