@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import socket
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -162,9 +164,9 @@ def _words(family: int, address: str) -> Words:
     if not address:
         return (0, 0, 0, 0)
     if family == AF_INET6:
-        v = int(ipaddress.IPv6Address(address))
-        return (v >> 96 & 0xFFFFFFFF, v >> 64 & 0xFFFFFFFF, v >> 32 & 0xFFFFFFFF, v & 0xFFFFFFFF)
-    return (int(ipaddress.IPv4Address(address)), 0, 0, 0)
+        a, b, c, d = struct.unpack("!4I", socket.inet_pton(socket.AF_INET6, address))
+        return (a, b, c, d)
+    return (struct.unpack("!I", socket.inet_aton(address))[0], 0, 0, 0)
 
 
 def _cmp_addr(af1: int, w1: Sequence[int], w2: Sequence[int]) -> int:
@@ -303,11 +305,11 @@ def service_flags(svc: Service) -> str:
 
 
 def _fwd(d: Dest) -> str:
-    # ipvsadm has no name for other values and printf("%s", NULL) gives glibc's "(null)".
-    return d.fwd.label if d.fwd in _NAMED_FWD else "(null)"
+    return _FWD_NAMES.get(d.fwd, "(null)")
 
 
-_NAMED_FWD = (FwdMethod.MASQ, FwdMethod.LOCAL, FwdMethod.TUNNEL, FwdMethod.ROUTE)
+# ipvsadm has no name for other methods, and printf("%s", NULL) prints glibc's "(null)".
+_FWD_NAMES = {m: m.label for m in (FwdMethod.MASQ, FwdMethod.LOCAL, FwdMethod.TUNNEL, FwdMethod.ROUTE)}
 _TUN_FLAGS = {0: "-c", 1: "+c", 2: "r+c"}
 
 
