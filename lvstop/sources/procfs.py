@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -360,7 +361,7 @@ def detect_hz(proc_root: str, sys_root: str, boot_dir: str) -> int | None:
             hz = parse_config_hz(f.read())
         if hz:
             return hz
-    except OSError:
+    except (OSError, EOFError, zlib.error):  # absent, or not a whole gzip stream
         pass
     try:
         with open(os.path.join(sys_root, "kernel", "osrelease"), encoding="ascii") as f:

@@ -306,6 +306,8 @@ def test_detect_hz(tmp_path: Path) -> None:
     (sysr / "kernel" / "osrelease").write_text("6.1.0-56-amd64\n")
     shutil.copy(BOOT / "config-6.1.0-56-amd64", boot)
     assert detect_hz(str(proc), str(sysr), str(boot)) == 250
+    (proc / "config.gz").write_bytes(gzip.compress(b"CONFIG_HZ=1000\n")[:-12])  # truncated: ignored
+    assert detect_hz(str(proc), str(sysr), str(boot)) == 250
     with gzip.open(proc / "config.gz", "wb") as f:  # /proc/config.gz wins when present
         f.write(b"CONFIG_HZ_1000=y\nCONFIG_HZ=1000\n")
     assert detect_hz(str(proc), str(sysr), str(boot)) == 1000
