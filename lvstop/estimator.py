@@ -42,6 +42,8 @@ from lvstop.model import Counters, Rates
 TICK = 2.0  # seconds between the kernel's estimator runs for one entry
 MAX_CATCHUP_STEPS = 32  # (3/4)^32 < 1e-4: older history no longer shows in the average
 _U64 = (1 << 64) - 1
+_NONE = Rates(0, 0, 0, 0, 0)  # the kernel's read-out of an idle entry
+_IDLE = Rates(0.0, 0.0, 0.0, 0.0, 0.0)  # no counter moved over the interval
 _S64_SIGN = 1 << 63
 # Below 2^54 a delta's `delta << 9` stays under 2^63, so C's u64/s64 casts are identities (fast path).
 _FAST_BITS = 54
@@ -133,6 +135,8 @@ class KernelEstimator:
 
     def read(self) -> Rates:
         """ip_vs_read_estimator: rounded per-second rates, bytes per second for the byte rates."""
+        if not (self.cps | self.inpps | self.outpps | self.inbps | self.outbps):
+            return _NONE  # an idle entry: one shared object
         return Rates(
             ((self.cps + 0x1FF) & _U64) >> 10,
             ((self.inpps + 0x1FF) & _U64) >> 10,
@@ -237,13 +241,21 @@ class Estimator:
             e.est, e.base, e.warm, e.ewma = KernelEstimator(), _ZERO, False, None
             self._advance(e, counters, mono_time)
             return None, None
-        instant = Rates(
-            (conns - p.conns) / dt,
-            (inpkts - p.inpkts) / dt,
-            (outpkts - p.outpkts) / dt,
-            (inbytes - p.inbytes) / dt,
-            (outbytes - p.outbytes) / dt,
-        )
+        # No delta is negative here, so equal sums mean nothing moved: most entries of a big
+        # director, which then share one object instead of allocating.
+        if (
+            conns + inpkts + outpkts + inbytes + outbytes
+            == p.conns + p.inpkts + p.outpkts + p.inbytes + p.outbytes
+        ):
+            instant = _IDLE
+        else:
+            instant = Rates(
+                (conns - p.conns) / dt,
+                (inpkts - p.inpkts) / dt,
+                (outpkts - p.outpkts) / dt,
+                (inbytes - p.inbytes) / dt,
+                (outbytes - p.outbytes) / dt,
+            )
         tick = self.tick
         if not e.warm and tick * 0.75 <= mono_time - e.step_time < tick * 1.75:
             # One kernel step due: the usual case, inlined (see _advance for the rest).

@@ -280,3 +280,11 @@ def test_sweep_forgets_what_was_not_seen_and_touch_keeps_it() -> None:
     est.sweep()
     assert "a" in est and "b" in est and "c" not in est
     assert len(est) == 2
+
+
+def test_an_idle_entry_reads_zero() -> None:
+    est = Estimator()
+    est.update("k", c(5, 6, 7, 8, 9), 0.0)
+    assert est.update("k", c(5, 6, 7, 8, 9), 2.0) == (Rates(0, 0, 0, 0, 0), Rates(0.0, 0.0, 0.0, 0.0, 0.0))
+    ewma, instant = est.update("k", c(6, 6, 7, 8, 9), 4.0)
+    assert instant == Rates(0.5, 0.0, 0.0, 0.0, 0.0) and ewma == Rates(0, 0, 0, 0, 0)  # 128 + 511 < 1024
