@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from lvstop.model import (
     TunType,
     normalize_address,
 )
+from lvstop.sources import wire
 from lvstop.sources.procfs import conn_layout, parse_conn_line
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "listing" / "sample-6.1"
@@ -235,6 +237,94 @@ class TestSample:
         out = render(sample_snapshot(), ListOptions(nosort=True)).splitlines()
         assert out[3] == "UDP  203.0.113.10:53 rr"
         assert out[4] == "  -> 192.0.2.13:5353              Masq    1      0          4         "
+
+
+# --- directors recorded under qemu as raw netlink replies (tests/fixtures/netlink) ----------------
+
+NETLINK = Path(__file__).resolve().parent.parent / "fixtures" / "netlink"
+# ipvsadm capture name (after "ipvsadm-" and an optional "Ln-") -> the same listing in lvstop's terms
+MODES = {
+    "Ln": ListOptions(),
+    "stats": ListOptions(stats=True),
+    "stats-exact": ListOptions(stats=True, exact=True),
+    "rate": ListOptions(rate=True),
+    "rate-exact": ListOptions(rate=True, exact=True),
+    "thresholds": ListOptions(thresholds=True),
+    "persistent-conn": ListOptions(persistent_conn=True),
+    "tun-info": ListOptions(tun_info=True),
+    "timeout": ListOptions(timeout=True),
+    "daemon": ListOptions(daemon=True),
+}
+
+
+def _family_id(folder: Path, index: dict[str, Any]) -> int:
+    if "family_id" in index:
+        return int(index["family_id"])
+    data = (folder / "ctrl_family.bin").read_bytes()
+    off = 20  # nlmsghdr + genlmsghdr, then the attributes
+    while off < len(data):
+        alen, atype = struct.unpack_from("=HH", data, off)
+        if atype == 1:  # CTRL_ATTR_FAMILY_ID
+            return int(struct.unpack_from("=H", data, off + 4)[0])
+        off += (alen + 3) & ~3
+    raise AssertionError(f"{folder}: no IPVS family id")
+
+
+def recorded_snapshot(folder: Path) -> Snapshot:
+    """The director as its raw replies describe it, services in the kernel's dump order."""
+    index = json.loads((folder / "index.json").read_text())
+    fam = _family_id(folder, index)
+    services = wire.decode_services((folder / "services.bin").read_bytes(), fam)
+    entries = index["services"]
+    assert [e["service"] for e in entries] == [str(s.key) for s in services]
+    version, size = wire.decode_info((folder / "info.bin").read_bytes(), fam)
+    return Snapshot(
+        "netlink",
+        folder.name,
+        0.0,
+        0.0,
+        services=tuple(
+            dataclasses.replace(
+                s, dests=tuple(wire.decode_dests((folder / e["dests"]).read_bytes(), fam, s.key.family))
+            )
+            for s, e in zip(services, entries, strict=True)
+        ),
+        version=version,
+        conn_tab_size=size,
+        daemons=tuple(wire.decode_daemons((folder / "daemons.bin").read_bytes(), fam)),
+        timeouts=wire.decode_config((folder / "config.bin").read_bytes(), fam),
+    )
+
+
+def _recorded_cases() -> list[tuple[Path, str]]:
+    cases = []
+    for index in sorted(NETLINK.rglob("index.json")):
+        for capture in sorted(index.parent.glob("ipvsadm-*.txt")):
+            mode = capture.stem.removeprefix("ipvsadm-").removeprefix("Ln-")
+            if mode in MODES:
+                cases.append((capture.parent, capture.name))
+    return cases
+
+
+RECORDED = _recorded_cases()
+
+
+def test_recorded_directors_cover_every_mode() -> None:
+    folders = {folder for folder, _ in RECORDED}
+    assert folders, f"no recorded directors under {NETLINK}"
+    for folder in folders:
+        modes = {
+            name.removeprefix("ipvsadm-").removeprefix("Ln-").removesuffix(".txt")
+            for f, name in RECORDED
+            if f == folder
+        }
+        assert {"Ln", "thresholds", "persistent-conn", "tun-info", "timeout", "daemon"} <= modes, folder
+
+
+@pytest.mark.parametrize(("folder", "capture"), RECORDED, ids=[f"{f.name}:{c}" for f, c in RECORDED])
+def test_recorded_director_lists_like_ipvsadm(folder: Path, capture: str) -> None:
+    mode = capture.removeprefix("ipvsadm-").removeprefix("Ln-").removesuffix(".txt")
+    assert render(recorded_snapshot(folder), MODES[mode]) == (folder / capture).read_text()
 
 
 def _seconds(mmss: str) -> int:
