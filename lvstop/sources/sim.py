@@ -64,6 +64,7 @@ MAX_DETAILED_TICKS = 300  # after a longer clock jump, older ticks are simulated
 TIMEOUTS = Timeouts(tcp=900, tcpfin=120, udp=300)
 SYN_RECV_TIMEOUT = 60.0
 SCTP_CLOSED_TIMEOUT = 10.0
+BURST_CHANCE = 0.004  # per service and tick: a burst of 1.5-3x every ~8 minutes, fading in ~15 s
 TEMPLATES_PER_CONN = 0.05  # share of new connections that come from a client without a template
 VIA_TEMPLATE = 0.6  # share of a persistent service's connections from clients holding a template
 SYSCTLS = MappingProxyType(
@@ -439,7 +440,7 @@ def _decay(seconds: float) -> float:
 
 
 def _client_nets(netmask: int) -> int:
-    """How many persistence networks the /24 of v4 clients holds under this mask."""
+    """How many persistence networks the /24 of v4 clients holds under this (IPv4) mask."""
     return max(1, 256 >> (32 - bin(netmask & 0xFFFFFFFF).count("1")))
 
 
@@ -531,10 +532,12 @@ class SimSource:
             tr = spec.traffic
             noise = max(0.2, 1.0 + 0.08 * rng.gauss(0.0, 1.0))
             new = tr.peak_cps * _daily(t, tr.shift_h) * sv.burst * noise * TICK * span
-            if rng.random() < 0.004 * span:
+            if span > 1:  # a coarse step (start, clock jump) ends calm
+                sv.burst = 1.0
+            elif rng.random() < BURST_CHANCE:
                 sv.burst = rng.uniform(1.5, 3.0)
             else:
-                sv.burst = 1.0 + (sv.burst - 1.0) * 0.85**span
+                sv.burst = 1.0 + (sv.burst - 1.0) * 0.85
             self._spread(sv, new, span, rng)
 
     def _spread(self, sv: _ServiceState, new: float, span: int, rng: random.Random) -> None:
