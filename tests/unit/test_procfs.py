@@ -7,10 +7,12 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import (
@@ -399,3 +401,62 @@ def test_conn_lines_stream_and_sync_fallback(tmp_path: Path) -> None:
     assert ei.value.kind is IssueKind.UNAVAILABLE
     src.close()
 
+
+
+# ------------------------------------------------------------------ property: kernel format round trip
+
+_HZ_VALUES = (100, 250, 300, 1000)
+
+
+@st.composite
+def kernel_services(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], int]:
+    """Services printed the way ip_vs_info_seq_show prints them (little-endian kernel)."""
+    hz = draw(st.sampled_from(_HZ_VALUES))
+    out = ["IP Virtual Server version 1.2.1 (size=4096)", "Prot LocalAddress:Port Scheduler Flags",
+           "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn"]
+    want: list[tuple[object, ...]] = []
+    for i in range(draw(st.integers(0, 6))):
+        v6 = draw(st.booleans())
+        fwmark = draw(st.integers(1, 2**32 - 1)) if draw(st.booleans()) and not v6 else 0
+        proto = draw(st.sampled_from(["TCP", "UDP", "SCTP"]))
+        port = draw(st.integers(0, 65535))
+        sched = draw(st.sampled_from(["rr", "wlc", "mh", "none"]))
+        ops = draw(st.booleans()) and not v6  # the kernel prints "ops" for IPv4 lines only
+        persistent = draw(st.booleans())
+        seconds = draw(st.integers(1, 10**6))
+        if v6:
+            addr = f"2001:db8::{i + 1:x}"
+            head = f"{proto}  [{IPv6Address(addr).exploded}]:{port:04X} {sched} "
+        elif fwmark:
+            addr = ""
+            head = f"FWM  {fwmark:08X} {sched} {'ops ' if ops else ''}"
+        else:
+            addr = f"203.0.113.{i + 1}"
+            head = f"{proto}  {int(IPv4Address(addr)):08X}:{port:04X} {sched} {'ops ' if ops else ''}"
+        prefix = draw(st.integers(1, 128)) if v6 else draw(st.integers(0, 32))
+        mask = (int.from_bytes(prefix.to_bytes(4, "little"), "big") if v6
+                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
+        out.append(head + (f"persistent {seconds * hz} {mask:08X}" if persistent else ""))
+        dests = []
+        for j in range(draw(st.integers(0, 3))):
+            w, a, n = draw(st.integers(0, 65535)), draw(st.integers(0, 10**6)), draw(st.integers(0, 10**6))
+            fwd = draw(st.sampled_from(["Masq", "Local", "Tunnel", "Route"]))
+            daddr = f"2001:db8::1:{j + 1:x}" if v6 else f"192.0.2.{j + 1}"
+            shown = f"[{IPv6Address(daddr).exploded}]" if v6 else f"{int(IPv4Address(daddr)):08X}"
+            out.append(f"  -> {shown}:{port:04X}      {fwd:<7} {w:<6d} {a:<10d} {n:<10d}")
+            dests.append((daddr, port, fwd, w, a, n))
+        family = AF_INET6 if v6 else AF_INET
+        key = (ServiceKey.mark(fwmark) if fwmark else ServiceKey(family, procfs.PROTOCOLS[proto], addr, port))
+        want.append((key, sched, ops, persistent, seconds if persistent else 0,
+                     (prefix if persistent else 128) if v6 else (mask if persistent else 0xFFFFFFFF), dests))
+    return "\n".join(out) + "\n", want, hz
+
+
+@settings(max_examples=60, deadline=None)
+@given(kernel_services())
+def test_ip_vs_round_trip(case: tuple[str, list[tuple[object, ...]], int]) -> None:
+    text_, want, hz = case
+    got = parse_ip_vs(text_, hz=hz)
+    assert [(s.key, s.scheduler, s.one_packet, s.persistent, s.timeout, s.netmask,
+             [(d.address, d.port, d.fwd.label, d.weight, d.active_conns, d.inactive_conns) for d in s.dests])
+            for s in got] == want
