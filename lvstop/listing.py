@@ -6,9 +6,16 @@ a top-down merge sort, and its comparators subtract `ntohl()` words as unsigned 
 result as a C int; that overflows when two addresses (or fwmarks) are more than 2^31 apart, so the
 order is neither numeric nor even transitive. `_merge_sort` and `_c_int` reproduce both.
 
-Beyond ipvsadm: `ListOptions.wide` (`lvstop list --all`) prints one wide table with connection
-counts, counters and rates per service and per real server; `ListOptions.json` prints the snapshot as
-lvstop's JSON (lvstop.codec). Values a source could not read print as "-", never as 0.
+Beyond ipvsadm:
+- `ListOptions.wide` (`lvstop list --all`): one table with everything per service and real server.
+  Columns: the service (33 wide, as --stats), Sched (scheduler; the forwarding method on dest rows),
+  Weight (a service shows the sum of its dests' weights), ActiveConn, InActConn, PersistConn (a
+  service shows its dests' sums), the five counters of --stats and the five rates of --rate (9 wide
+  each, K/M/G unless --exact), then Flags: what ipvsadm prints after the scheduler (sched flags,
+  persistence, ops) on service rows, tunnel info and non-zero thresholds on dest rows, and
+  "[incomplete: ...]" on a service whose dests could not all be read.
+- `ListOptions.json`: the snapshot (or the one selected service) as lvstop's JSON (lvstop.codec).
+Values a source could not read print as "-", never as 0.
 """
 
 from __future__ import annotations
