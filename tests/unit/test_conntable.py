@@ -7,10 +7,12 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from ipaddress import ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_network
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lvstop.conntable import ConnFilter, ConnSummary, ConnTable, ConnTableReader
 from lvstop.errors import ParseError, SourceError
@@ -70,14 +72,14 @@ def test_raw_aggregates_equal_counting_lnc_by_hand() -> None:
     s = summarize(SAMPLE / "net" / "ip_vs_conn")
     states: Counter[tuple[str, str, str]] = Counter()
     templates: Counter[tuple[str, str]] = Counter()
-    for _pro, state, source, virtual, dest in lnc():
+    for pro, state, source, virtual, dest in lnc():
         if source.endswith(":0"):
-            templates[(virtual, dest)] += 1
+            templates[(f"{pro} {virtual}", dest)] += 1
         else:
-            states[(virtual, dest, state)] += 1
-    got_states = Counter({(hostport(sk.address, sk.port), str(dk), st): n
+            states[(f"{pro} {virtual}", dest, state)] += 1
+    got_states = Counter({(str(sk), str(dk), st): n
                           for (sk, dk), c in s.by_dest.items() for st, n in c.states.items()})
-    got_templates = Counter({(hostport(sk.address, sk.port), str(dk)): c.templates
+    got_templates = Counter({(str(sk), str(dk)): c.templates
                              for (sk, dk), c in s.by_dest.items() if c.templates})
     assert got_states == states
     assert got_templates == templates
@@ -396,3 +398,51 @@ def test_broken_subscriber_does_not_stop_the_others() -> None:
     reader.subscribe(got.append)
     s = reader.refresh_now()
     assert got == [s]
+
+
+# ------------------------------------------------------------------ property: counts equal a plain count
+
+_entry = st.tuples(
+    st.booleans(),  # IPv6
+    st.sampled_from(["TCP", "UDP", "SCTP"]),
+    st.integers(0, 7),  # client
+    st.integers(0, 65535),  # client port (0: a template)
+    st.integers(0, 3),  # vip
+    st.sampled_from([80, 443]),
+    st.integers(0, 3),  # dest
+    st.sampled_from(["ESTABLISHED", "TIME_WAIT", "SYN_RECV", "UDP", "NONE"]),
+)
+
+
+def _render(e: tuple[bool, str, int, int, int, int, int, str]) -> tuple[str, tuple[str, ...]]:
+    v6, proto, client, cport, vip, vport, dest, state = e
+    if v6:
+        c, v, d = (f"2001:db8::{n}" for n in (f"c:{client}", f"a:{vip}", f"d:{dest}"))
+        hexed = [IPv6Address(x).exploded for x in (c, v, d)]
+    else:
+        c, v, d = f"198.51.100.{client}", f"203.0.113.{vip}", f"192.0.2.{dest}"
+        hexed = [f"{int(IPv4Address(x)):08X}" for x in (c, v, d)]
+    line = (f"{proto:<3} {hexed[0]} {cport:04X} {hexed[1]} {vport:04X} {hexed[2]} 1F90 {state:<11} "
+            f"{100:7d}\n")
+    return line, (f"{proto} {hostport(v, vport)}", hostport(d, 8080), state, c, "T" if cport == 0 else "C")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_entry, max_size=60), st.integers(1, 5))
+def test_counts_equal_a_plain_count(entries: list[tuple[bool, str, int, int, int, int, int, str]],
+                                    max_entries: int) -> None:
+    head = lines_of(SAMPLE / "net" / "ip_vs_conn")[0]
+    rendered = [_render(e) for e in entries]
+    s = ConnTable(max_entries=max_entries).summarize([head] + [r[0] for r in rendered], sync=False,
+                                                     budget_s=None, filters=None)
+    want_states = Counter((v, d, st_) for _, (v, d, st_, _, kind) in rendered if kind == "C")
+    want_templates = Counter((v, d) for _, (v, d, _, _, kind) in rendered if kind == "T")
+    got_states = Counter({(str(sk), str(dk), name): n
+                          for (sk, dk), c in s.by_dest.items() for name, n in c.states.items()})
+    got_templates = Counter({(str(sk), str(dk)): c.templates
+                             for (sk, dk), c in s.by_dest.items() if c.templates})
+    assert got_states == want_states and got_templates == want_templates
+    clients = Counter(c for _, (_, _, _, c, kind) in rendered if kind == "C")
+    assert dict(s.top_clients) == dict(clients.most_common(20)) and s.distinct_clients == len(clients)
+    assert s.total == s.matched == len(entries)
+    assert len(s.entries) == min(max_entries, len(entries))
