@@ -1,13 +1,15 @@
 """The exporter's state between the poller and HTTP: health counters and pages rendered once per change.
 
-A page (the exposition, the JSON snapshot) is rendered by the first request that finds it stale and
-then served from memory; concurrent requests wait for that one render instead of repeating it.
+A page (the exposition, the JSON snapshot) is rendered at most once per change, by the first request
+that finds it stale, and then served from memory. When pages are asked for at least once per poll on
+average, the next one is rendered right after the poll instead, so that no scrape waits for a render.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -95,25 +97,50 @@ class WatchingEventLog(EventLog):
 
 
 class PageCache:
-    """One rendered page per key; the render runs once, under the lock, for all waiting requests."""
+    """One rendered page per key (a snapshot, or a generation token, compared by identity).
+
+    The first request for a new key renders it; requests that arrive while a render runs get the page
+    before it (at most one poll older) instead of queueing behind the render. With no page yet, they
+    wait for the render, which runs once for all of them.
+    """
 
     def __init__(self, render: Callable[[], Body | None]) -> None:
         self._render = render
-        self._lock = threading.Lock()
-        self._key: object = object()  # compared by identity: a snapshot, or a generation token
+        self._render_lock = threading.Lock()  # one render at a time
+        self._lock = threading.Lock()  # guards the fields below
+        self._key: object = object()
         self._body: Body | None = None
+        self._rendering = False
         self.renders = 0
+        self.requests = 0  # pages asked for since the last render
         self.last_render: float | None = None
 
     def get(self, key: object) -> Body | None:
         with self._lock:
-            if key is not self._key:
+            self.requests += 1
+            if key is self._key or (self._rendering and self._body is not None):
+                return self._body
+        return self.render(key)
+
+    def render(self, key: object) -> Body | None:
+        """The page for `key`, rendered now unless it already is."""
+        with self._render_lock:
+            with self._lock:
+                if key is self._key:
+                    return self._body
+                self._rendering = True
+            try:
                 t0 = time.perf_counter()
-                self._body = self._render()
-                self.last_render = time.perf_counter() - t0
-                self._key = key
+                body = self._render()
+                elapsed = time.perf_counter() - t0
+            finally:
+                with self._lock:
+                    self._rendering = False
+            with self._lock:
+                self._key, self._body, self.last_render = key, body, elapsed
                 self.renders += 1
-            return self._body
+                self.requests = 0
+            return body
 
 
 class Exporter:
@@ -145,7 +172,28 @@ class Exporter:
         self.scrape_duration: float | None = None
         self.metrics_cache = PageCache(self._render_metrics)
         self.snapshot_cache = PageCache(self._render_snapshot)
-        poller.subscribe(lambda _snap: self.changed())
+        # Pages asked for per snapshot, over the last few: at one or more, every snapshot gets rendered
+        # anyway, so render it right after the poll and no scrape waits for a render.
+        self._asked = 0
+        self._demand: deque[int] = deque(maxlen=4)
+        self._prefetching = threading.Lock()
+        poller.subscribe(self._new_snapshot)
+
+    def _new_snapshot(self, _snap: Snapshot) -> None:
+        self.changed()
+        with self._lock:
+            self._demand.append(self._asked)
+            self._asked = 0
+            eager = len(self._demand) == self._demand.maxlen and sum(self._demand) >= len(self._demand)
+            key = self._generation
+        if eager and self._prefetching.acquire(blocking=False):
+            threading.Thread(target=self._prefetch, args=(key,), name="lvstop-render", daemon=True).start()
+
+    def _prefetch(self, key: object) -> None:
+        try:
+            self.metrics_cache.render(key)
+        finally:
+            self._prefetching.release()
 
     def changed(self) -> None:
         """Something a page shows changed (new snapshot, failed poll, edit, connection-table read)."""
@@ -153,7 +201,10 @@ class Exporter:
             self._generation = object()
 
     def metrics_page(self) -> Body:
-        body = self.metrics_cache.get(self._generation)
+        with self._lock:
+            self._asked += 1
+            key = self._generation
+        body = self.metrics_cache.get(key)
         assert body is not None
         return body
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import platform
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from lvstop import __version__
@@ -28,6 +29,7 @@ from lvstop.model import (
     Service,
     ServiceKey,
     Snapshot,
+    TunType,
 )
 
 # node_exporter's ipvs labels plus `family`, which keeps IPv4 and IPv6 fwmark services with the same
@@ -50,10 +52,18 @@ class Spec:
     cached: bool = True  # a value read by the poller: HELP says it is cached per tick
 
 
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Rows as two parallel columns, the cheap form for 100k dests; a None value means no sample."""
+
+    labels: Sequence[str]
+    values: Sequence[int | float | None]
+
+
 @dataclass(slots=True)
 class Family:
     spec: Spec
-    rows: Iterable[tuple[str, int | float]]  # (label text without braces, value)
+    rows: Sequence[tuple[str, int | float]] | Columns  # label text (without braces), value
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +157,6 @@ def dest_labels(skey: ServiceKey, d: DestKey | Dest, keep: tuple[str, ...] = DES
     return ",".join(f'{n}="{values[n]}"' for n in keep)
 
 
-def _fmt(v: int | float) -> str:
-    if v.__class__ is int:
-        return str(v)
-    if v != v:
-        return "NaN"
-    if v in (float("inf"), float("-inf")):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v))
-
-
 # --- descriptors ---
 
 
@@ -240,36 +240,36 @@ SERVICE_INACTIVE = _gauge(
 
 DEST_COUNTERS = _counter_specs("lvstop_ipvs_backend", "for the real server")
 DEST_RATES = _rate_specs("lvstop_ipvs_backend", "for the real server")
-DEST_GAUGES: tuple[tuple[Spec, Callable[[Dest], int | None]], ...] = (
+DEST_GAUGES = (
     (
         _gauge("lvstop_ipvs_backend_connections_active", "Active connections of the real server."),
-        lambda d: d.active_conns,
+        "active_conns",
     ),
     (
         _gauge("lvstop_ipvs_backend_connections_inactive", "Inactive connections of the real server."),
-        lambda d: d.inactive_conns,
+        "inactive_conns",
     ),
     (
         _gauge(
             "lvstop_ipvs_backend_connections_persistent", "Persistence templates pointing at the real server."
         ),
-        lambda d: d.persist_conns,
+        "persist_conns",
     ),
     (
         _gauge("lvstop_ipvs_backend_weight", "Weight of the real server; 0 means quiesced (drained)."),
-        lambda d: d.weight,
+        "weight",
     ),
     (
         _gauge(
             "lvstop_ipvs_backend_upper_threshold", "Upper connection threshold of the real server (0: none)."
         ),
-        lambda d: d.u_threshold,
+        "u_threshold",
     ),
     (
         _gauge(
             "lvstop_ipvs_backend_lower_threshold", "Lower connection threshold of the real server (0: none)."
         ),
-        lambda d: d.l_threshold,
+        "l_threshold",
     ),
 )
 DEST_INFO = _gauge(
@@ -456,49 +456,45 @@ class DestCollector:
         if s is None or not inp.options.dest_metrics:
             return
         keep = inp.options.dest_labels
-        groups: dict[str, list[Dest]] = {}
+        labs: list[str] = []
+        dests: list[Dest] = []
         for svc in s.services:
-            if keep == DEST_LABELS:  # the common case: one dest per label set, no dict churn on summing
+            if keep == DEST_LABELS:  # the common case: labels formatted once per dest, reused by every family
                 base = service_labels(svc.key)
-                for d in svc.dests:
-                    groups[f'{base},remote_address="{d.address}",remote_port="{d.port}"'] = [d]
+                labs.extend(f'{base},remote_address="{d.address}",remote_port="{d.port}"' for d in svc.dests)
             else:
-                for d in svc.dests:
-                    groups.setdefault(dest_labels(svc.key, d, keep), []).append(d)
-        single = all(len(g) == 1 for g in groups.values())
-        items = list(groups.items())
+                labs.extend(dest_labels(svc.key, d, keep) for d in svc.dests)
+            dests.extend(svc.dests)
+        groups: dict[str, list[int]] = {}
+        for i, lab in enumerate(labs):
+            groups.setdefault(lab, []).append(i)
+        single = len(groups) == len(labs)
 
-        def rows(get: Callable[[Dest], int | float | None]) -> list[tuple[str, int | float]]:
+        def column(values: list[int | float | None]) -> Columns:
             if single:
-                out = [(lab, get(ds[0])) for lab, ds in items]
-                return [(lab, v) for lab, v in out if v is not None]
-            summed = []
-            for lab, ds in items:
-                vals = [v for v in map(get, ds) if v is not None]
-                if vals:
-                    summed.append((lab, sum(vals)))
-            return summed
+                return Columns(labs, values)
+            sums: list[int | float | None] = []
+            for idx in groups.values():
+                vals = [v for v in (values[i] for i in idx) if v is not None]
+                sums.append(sum(vals) if vals else None)
+            return Columns(list(groups), sums)
 
-        for f, spec in DEST_COUNTERS:
-            yield Family(spec, rows(_field_of("counters", f)))
-        for f, spec in DEST_RATES:
-            yield Family(spec, rows(_field_of("rates", f)))
-        for spec, get in DEST_GAUGES:
-            yield Family(spec, rows(get))
+        for part, specs in (("counters", DEST_COUNTERS), ("rates", DEST_RATES)):
+            objs = list(map(attrgetter(part), dests))
+            whole = None not in objs
+            for f, spec in specs:
+                get = attrgetter(f)
+                yield Family(spec, column(list(map(get, objs)) if whole else [o and get(o) for o in objs]))
+        for spec, field_name in DEST_GAUGES:
+            yield Family(spec, column(list(map(attrgetter(field_name), dests))))
         info: dict[str, int] = {}
-        for lab, ds in items:
-            for d in ds:
-                key = f"{lab},{dest_info_labels(d)}" if lab else dest_info_labels(d)
-                info[key] = info.get(key, 0) + 1
+        cache: dict[tuple[FwdMethod, TunType, int, int], str] = {}
+        for lab, d in zip(labs, dests, strict=True):
+            k = (d.fwd, d.tun_type, d.tun_port, d.tun_flags)
+            extra = cache.get(k) or cache.setdefault(k, dest_info_labels(d))
+            key = f"{lab},{extra}" if lab else extra
+            info[key] = info.get(key, 0) + 1
         yield Family(DEST_INFO, list(info.items()))
-
-
-def _field_of(part: str, name: str) -> Callable[[Dest], int | float | None]:
-    def get(d: Dest) -> int | float | None:
-        obj = getattr(d, part)
-        return getattr(obj, name) if obj is not None else None
-
-    return get
 
 
 def dest_info_labels(d: Dest) -> str:
@@ -646,22 +642,27 @@ def help_text(spec: Spec, tick: float) -> str:
 
 
 def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
-    """The Prometheus text format (0.0.4), written in chunks; families without rows are left out."""
+    """The Prometheus text format (0.0.4), written in chunks; families without samples are left out.
+
+    Values print as Python's str(): ints as they are, floats as repr (inf and nan included), all of
+    which Prometheus' parser (Go's strconv.ParseFloat) reads.
+    """
     for fam in families:
-        rows = fam.rows if isinstance(fam.rows, list) else list(fam.rows)
-        if not rows:
+        rows = fam.rows
+        if isinstance(rows, Columns):
+            labs, vals = rows.labels, rows.values
+        else:
+            labs, vals = [r[0] for r in rows], [r[1] for r in rows]
+        if all(v is None for v in vals):
             continue
         name = fam.spec.name
         out.write(f"# HELP {name} {help_text(fam.spec, tick)}\n# TYPE {name} {fam.spec.type}\n")
-        for i in range(0, len(rows), CHUNK_LINES):
-            out.write(
-                "".join(
-                    [
-                        f"{name}{{{lab}}} {_fmt(v)}\n" if lab else f"{name} {_fmt(v)}\n"
-                        for lab, v in rows[i : i + CHUNK_LINES]
-                    ]
-                )
-            )
+        if len(labs) == 1 and not labs[0]:
+            out.write(f"{name} {vals[0]}\n")
+            continue
+        for i in range(0, len(labs), CHUNK_LINES):
+            lines = zip(labs[i : i + CHUNK_LINES], vals[i : i + CHUNK_LINES], strict=True)
+            out.write("".join([f"{name}{{{lab}}} {v}\n" for lab, v in lines if v is not None]))
 
 
 def render_inputs(inp: Inputs, keep_limit: int = 32 << 20) -> Body:

@@ -56,6 +56,26 @@ def test_the_page_is_rendered_once_per_snapshot(exporter: Harness) -> None:
     assert cache.renders == before + 1
 
 
+def test_busy_scrapers_get_pages_rendered_after_the_poll_lazy_ones_do_not(exporter: Harness) -> None:
+    ex = exporter.running.exporter
+    exporter.running.poller.stop()
+    for _ in range(3):  # nobody asks: polls render nothing
+        exporter.poll()
+    assert ex.metrics_cache.renders == 0
+    for _ in range(4):  # two scrapes per poll
+        exporter.poll()
+        exporter.get("/metrics")
+        exporter.get("/metrics")
+    renders = ex.metrics_cache.renders
+    exporter.poll()  # now rendered in the background, before anyone asks
+    deadline = time.monotonic() + 10
+    while ex.metrics_cache.renders == renders:
+        assert time.monotonic() < deadline, "no render after the poll"
+        time.sleep(0.01)
+    exporter.get("/metrics")
+    assert ex.metrics_cache.renders == renders + 1
+
+
 def test_snapshot_is_the_codec_json_of_the_latest_poll(exporter: Harness) -> None:
     reply = exporter.get("/api/v1/snapshot")
     doc = reply.json()

@@ -10,6 +10,7 @@ import gzip
 import os
 import subprocess
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -294,6 +295,29 @@ def test_the_page_renders_once_for_concurrent_requests() -> None:
     assert len(calls) == 1 and cache.renders == 1
     cache.get(object())
     assert cache.renders == 2
+
+
+def test_requests_during_a_render_get_the_previous_page() -> None:
+    gate = threading.Event()
+    bodies = iter([b"first", b"second"])
+
+    def render() -> object:
+        body = next(bodies)
+        if body == b"second":
+            gate.wait(5)
+        return body
+
+    cache = PageCache(render)  # type: ignore[arg-type]
+    one, two = object(), object()
+    assert cache.get(one) == b"first"
+    t = threading.Thread(target=cache.get, args=(two,))
+    t.start()
+    while not cache._rendering:  # the thread is now inside the render
+        time.sleep(0.001)
+    assert cache.get(two) == b"first"  # served at once, one poll old
+    gate.set()
+    t.join()
+    assert cache.get(two) == b"second" and cache.renders == 2
 
 
 def test_conntable_aggregates_match_the_table() -> None:
