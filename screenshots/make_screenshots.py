@@ -44,10 +44,12 @@ def save(app: LvstopApp, name: str, size: str) -> Path:
     path = HERE / f"{name}-{size}.svg"
     app.save_screenshot(path.name, str(HERE))
     # librsvg drops leading spaces (right-aligned numbers would shift left) unless told to keep them,
-    # and has no Fira Code: DejaVu Sans Mono has the same cell width and every glyph lvstop draws.
+    # and has no Fira Code: DejaVu Sans Mono has every glyph lvstop draws, and at 20.264px its advance
+    # (0.602 em) is the 12.2px cell Textual lays the text out on (librsvg ignores textLength).
     svg = path.read_text()
     svg = svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
     svg = re.sub(r"font-family: *\"?Fira Code\"?", 'font-family: "DejaVu Sans Mono"', svg)
+    svg = svg.replace("font-size: 20px;", "font-size: 20.264px;")
     path.write_text(svg)
     subprocess.run(["rsvg-convert", str(path), "-o", str(path.with_suffix(".png"))], check=True)
     return path
@@ -91,8 +93,14 @@ async def shoot(size: str) -> list[Path]:
         out.append(save(app, "dests", size))
 
         await pilot.press("2")
-        await until(pilot, lambda: view.views is not None and view.views.conns is not None
-                    and "reading" not in "".join(t for t, _ in view.views.conns.line))
+        await until(
+            pilot,
+            lambda: (
+                view.views is not None
+                and view.views.conns is not None
+                and "reading" not in "".join(t for t, _ in view.views.conns.line)
+            ),
+        )
         await settle(app, pilot)
         out.append(save(app, "connections", size))
 
@@ -124,7 +132,9 @@ async def shoot(size: str) -> list[Path]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=sorted(SIZES), help="one terminal size only")
     args = parser.parse_args()
     if shutil.which("rsvg-convert") is None:

@@ -126,6 +126,7 @@ class DirectorFeed:
         self._conn_reader: ConnTableReader | None = None
         self._conn_summary: ConnSummary | None = None
         self._conn_frozen: ConnSummary | None = None
+        self._frozen_past: tuple[vm.History, list[Event]] | None = None
         self._conn_received: float | None = None
         self._received: float | None = None
         self._notify: Callable[[], None] = lambda: None
@@ -315,20 +316,25 @@ class DirectorFeed:
             build = self._builds
         if live is not None:
             self.history.record(live)
+        # Paused: the tables show the state (trends and events included) of the moment of the pause.
+        if self._paused and self._frozen_past is None:
+            self._frozen_past = (self.history.copy(), self.recent_events())
+        elif not self._paused:
+            self._frozen_past = None
+        history, events = self._frozen_past or (self.history, self.recent_events())
         drains = self._current_drains(live)
         names = self.names.lookup if settings.names else vm.no_names
-        services = vm.services_table(shown, settings, self.history, names)
-        dests = vm.dests_table(shown, settings, self.history, drains, names)
+        services = vm.services_table(shown, settings, history, names)
+        dests = vm.dests_table(shown, settings, history, drains, names)
         svc = shown.service(settings.service) if shown is not None and settings.service is not None else None
         summary: tuple[vm.Span, ...] = ()
         notes: tuple[tuple[vm.Span, ...], ...] = ()
         dest_keys: dict[str, DestKey] = {}
         if svc is not None and shown is not None:
             summary = vm.service_summary(svc, settings, names)
-            notes = tuple(vm.dest_notes(shown, svc, drains, self.history, settings.human))
+            notes = tuple(vm.dest_notes(shown, svc, drains, history, settings.human))
             dest_keys = {vm.dest_id(d.key): d.key for d in svc.dests}
         service_keys = {vm.service_id(s.key): s.key for s in shown.services} if shown is not None else {}
-        events = self.recent_events()
         conns = None
         reader = self._conn_reader
         if reader is not None:

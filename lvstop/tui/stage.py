@@ -20,6 +20,7 @@ from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
 from lvstop.tui.app import LvstopApp, make_app, writer_for
 from lvstop.tui.feed import Writer
+from lvstop.tui.names import Resolver
 
 # 2026-01-14 15:30 UTC: near the demo's daily peak, so the tables are busy.
 START = 1_768_404_600.0
@@ -43,9 +44,10 @@ class Stage:
     services: int | None = None
     dests_per_service: int | None = None
     clock: ManualClock = field(default_factory=ManualClock)
+    source_class: type[SimSource] = SimSource  # tests pass a subclass that can fail
 
     def __post_init__(self) -> None:
-        self.source = SimSource(self.seed, self.services, self.dests_per_service, clock=self.clock)
+        self.source = self.source_class(self.seed, self.services, self.dests_per_service, clock=self.clock)
         self.poller = Poller(self.source, interval=STEP, clock=self.clock, wall_clock=self.clock)
         self._dir = tempfile.TemporaryDirectory(prefix="lvstop-stage-")
         drains = os.path.join(self._dir.name, "drains.json")
@@ -56,36 +58,29 @@ class Stage:
             self.clock.now += STEP
             self.poller.poll_once()
 
-    def app(self) -> LvstopApp:
-        """The app over this stage; nothing polls on its own (autostart off), names never resolve."""
+    def app(self, resolver: Resolver = lambda _address: None) -> LvstopApp:
+        """The app over this stage; nothing polls on its own (autostart off); names resolve to none."""
         return make_app(
-            [self.poller],
-            writers=[self.writer],
-            autostart=False,
-            resolver=lambda _a: None,
-            clock=self.clock,
+            [self.poller], writers=[self.writer], autostart=False, resolver=resolver, clock=self.clock
         )
 
     def close(self) -> None:
         self._dir.cleanup()
 
 
-async def settle(app: LvstopApp, pilot: Pilot[int], timeout: float = 10.0) -> None:
-    """Wait until every feed has built and the UI has applied the newest views (and repainted)."""
+async def settle(app: LvstopApp, pilot: Pilot[int], timeout: float = 10.0, *, repaint: bool = True) -> None:
+    """Wait until every feed has built and the UI has taken the newest views, then for a repaint."""
     deadline = time.monotonic() + timeout
-    while True:
-        await pilot.pause()
-        if all(f.idle for f in app.feeds):
-            await pilot.pause()
-            if all(f.idle for f in app.feeds):
-                return
+    while not all(f.idle for f in app.feeds):
         if time.monotonic() > deadline:
             raise TimeoutError("the views did not settle")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.002)  # the UI takes the views meanwhile (this is its event loop)
+    if repaint:
+        await pilot.pause()
 
 
 async def play(app: LvstopApp, pilot: Pilot[int], stage: Stage, polls: int) -> None:
     """Poll `polls` times, letting the UI take each snapshot (so the sparklines get every point)."""
-    for _ in range(polls):
+    for n in range(polls):
         stage.advance()
-        await settle(app, pilot)
+        await settle(app, pilot, repaint=n == polls - 1)

@@ -187,6 +187,12 @@ class History:
         if value is not None:  # no rate yet (first poll, counters reset): a gap, not a dip to zero
             buf.append(float(value))
 
+    def copy(self) -> History:
+        other = History(self._depth, self._trend_depth)
+        other._series = {k: deque(v, maxlen=v.maxlen) for k, v in self._series.items()}
+        other._seq = self._seq
+        return other
+
     def series(self, key: Hashable) -> Sequence[float]:
         return self._series.get(key, ())
 

@@ -43,18 +43,18 @@ MIN_INTERVAL, MAX_INTERVAL = 0.5, 60.0
 class DirectorView(Vertical):
     BINDINGS: ClassVar[list[BindingType]] = bindings("director")
 
-    class ViewsBuilt(Message):
+    class ViewsBuilt(Message, bubble=False):
         """The feed has new views; carries nothing because the feed keeps only the newest (coalescing)."""
 
     class Applied(Message):
         """New views are on screen (the app refreshes what spans several directors)."""
 
-    class WritePreviewed(Message):
+    class WritePreviewed(Message, bubble=False):
         def __init__(self, preview: Preview) -> None:
             super().__init__()
             self.preview = preview
 
-    class WriteFinished(Message):
+    class WriteFinished(Message, bubble=False):
         def __init__(self, op: WriteOp, outcome: str | None, error: str | None) -> None:
             super().__init__()
             self.op = op
@@ -187,8 +187,12 @@ class DirectorView(Vertical):
     def action_back(self) -> None:
         filt = self.query_one("#filter", Input)
         if filt.has_class("-open"):
-            if filt.has_focus and filt.value:
+            if filt.has_focus and filt.value:  # escape in the filter clears it
                 filt.value = ""
+                if self.view in FILTER_SETTING:
+                    self.feed.update(**{FILTER_SETTING[self.view]: ""})
+                elif self.view == "conns":
+                    self.feed.set_conn_query(vm.parse_conn_filter("", self.feed.conn_query))
             self._close_filter()
             return
         if self.view != "services":

@@ -212,7 +212,7 @@ class LiveTable(ScrollView, can_focus=True):
             if not rows:
                 strip = self._empty_strip(y)
             elif index >= len(rows):
-                strip = Strip.blank(0)
+                strip = Strip.blank(0, self.rich_style)
             else:
                 row = rows[index]
                 cursor = index == self._cursor
@@ -245,7 +245,7 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _empty_strip(self, y: int) -> Strip:
         if y != 1:
-            return Strip.blank(0)
+            return Strip.blank(0, self.rich_style)
         return Strip([Segment(" " + self._model.empty, self.rich_style + self._style("empty"))])
 
     def _row_strip(self, row: Row, cursor: bool) -> Strip:
