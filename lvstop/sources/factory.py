@@ -3,8 +3,11 @@ demo` never loads pyroute2 and a missing optional piece only matters to the kind
 
 Kinds: netlink, proc, demo, replay, remote, and `auto` (the default): netlink, falling back to /proc
 when the kernel refuses netlink for lack of CAP_NET_ADMIN. /proc is world-readable but knows less
-(no counters, rates, thresholds...), and the fallback says so through `warn`. Without ip_vs loaded
-neither can read anything, so `auto` then fails with one clear NO_IPVS error instead of falling back.
+(no counters, rates, thresholds...), and the fallback says so through `warn`.
+
+lvstop never loads ip_vs, and asking generic netlink for the IPVS family would: the kernel then runs
+request_module() for it. So netlink is only opened when /proc/net/ip_vs shows the module is there (the
+module is global; every namespace has the file while it is loaded); otherwise one clear NO_IPVS error.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from lvstop.sources import Source
 KINDS = ("auto", "netlink", "proc", "demo", "replay", "remote")
 
 NO_IPVS_MESSAGE = (
-    "ip_vs is not loaded: this kernel has no IPVS state to show (no IPVS netlink family, no {path}); "
-    "lvstop never loads it, 'modprobe ip_vs' or the first ipvsadm/keepalived rule does"
+    "ip_vs is not loaded: this kernel has no IPVS state to show (no {path}); lvstop never loads it, "
+    "'modprobe ip_vs' or the first ipvsadm/keepalived rule does"
 )
 
 
@@ -42,6 +45,7 @@ def open_source(
     if kind == "auto":
         return _open_auto(netns, proc_root, warn)
     if kind == "netlink":
+        _require_ip_vs(proc_root)
         from lvstop.sources.netlink import NetlinkSource
 
         source: Source = NetlinkSource(netns=netns, proc_root=proc_root)
@@ -78,35 +82,36 @@ def open_source(
     raise ValueError(f"unknown source {kind!r} (choose from {', '.join(KINDS)})")
 
 
-def _proc_after(error: SourceError, proc_root: str, warn: Callable[[str], None]) -> Source:
-    """The /proc source replacing netlink after `error`, or the clear NO_IPVS error when ip_vs is absent."""
+def _require_ip_vs(proc_root: str) -> None:
     path = os.path.join(proc_root, "net", "ip_vs")
-    if error.kind is IssueKind.NO_IPVS and not os.path.exists(path):
-        raise SourceError(IssueKind.NO_IPVS, NO_IPVS_MESSAGE.format(path=path)) from None
+    if not os.path.exists(path):
+        raise SourceError(IssueKind.NO_IPVS, NO_IPVS_MESSAGE.format(path=path))
+
+
+def _proc_after(error: SourceError, proc_root: str, warn: Callable[[str], None]) -> Source:
+    """The /proc source standing in for netlink after the kernel refused it with `error`."""
     from lvstop.sources.procfs import ProcSource
 
-    warn(f"netlink: {error}; reading {path} instead")
+    warn(f"netlink: {error}; reading {os.path.join(proc_root, 'net', 'ip_vs')} instead")
     return ProcSource(root=proc_root)
 
 
-_FALLBACK_KINDS = (IssueKind.NO_PERMISSION, IssueKind.NO_IPVS)
-
-
 def _open_auto(netns: str | None, proc_root: str, warn: Callable[[str], None]) -> Source:
+    _require_ip_vs(proc_root)
     from lvstop.sources.netlink import NetlinkSource
 
     try:
         netlink = NetlinkSource(netns=netns, proc_root=proc_root)
     except SourceError as e:
         # /proc shows the reader's own namespace: it cannot stand in for another one.
-        if netns is not None or e.kind not in _FALLBACK_KINDS:
+        if netns is not None or e.kind is not IssueKind.NO_PERMISSION:
             raise
         return _proc_after(e, proc_root, warn)
     return netlink if netns is not None else AutoSource(netlink, proc_root, warn)
 
 
 class AutoSource:
-    """netlink until the kernel refuses it (no CAP_NET_ADMIN, no ip_vs), then /proc for good.
+    """netlink until the kernel refuses it for lack of CAP_NET_ADMIN, then /proc for good.
 
     Netlink only learns about permissions on its first request, hence a wrapper rather than a probe
     at open time (a probe would cost a whole extra read). `active` is the source in use: the write
@@ -123,7 +128,7 @@ class AutoSource:
         try:
             return self.active.read()
         except SourceError as e:
-            if self.name == "proc" or e.kind not in _FALLBACK_KINDS:
+            if self.name == "proc" or e.kind is not IssueKind.NO_PERMISSION:
                 raise
             self.active.close()
             self.active = _proc_after(e, self._proc_root, self._warn)

@@ -574,19 +574,30 @@ def test_auto_falls_back_to_proc_without_cap_net_admin(netlink: type[FakeNetlink
     assert len(warnings) == 1  # once
 
 
-def test_auto_without_ip_vs_says_so_instead_of_falling_back(
-    netlink: type[FakeNetlink], tmp_path: Path
-) -> None:
-    netlink.fail_init = SourceError(IssueKind.NO_IPVS, "no IPVS genetlink family")
+def test_auto_falls_back_when_netlink_refuses_at_open(netlink: type[FakeNetlink], proc_root: str) -> None:
+    netlink.fail_init = SourceError(IssueKind.NO_PERMISSION, "denied at open")
+    warnings: list[str] = []
+    src = factory.open_source(proc_root=proc_root, warn=warnings.append)
+    assert src.read().source == "proc" and warnings == [
+        f"netlink: denied at open; reading {proc_root}/net/ip_vs instead"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["auto", "netlink"])
+def test_without_ip_vs_netlink_is_never_opened(netlink: type[FakeNetlink], tmp_path: Path, kind: str) -> None:
+    # Looking up the IPVS genetlink family would make the kernel load ip_vs: do not even ask.
+    netlink.fail_init = AssertionError("NetlinkSource must not be opened without ip_vs")  # type: ignore[assignment]
     with pytest.raises(SourceError, match=r"ip_vs is not loaded.*modprobe ip_vs") as e:
-        factory.open_source(proc_root=str(tmp_path), warn=pytest.fail)
+        factory.open_source(kind, proc_root=str(tmp_path), warn=pytest.fail)
     assert e.value.kind is IssueKind.NO_IPVS
-    # ... also when netlink only finds out on its first read
-    netlink.fail_init, netlink.fail_read = None, SourceError(IssueKind.NO_IPVS, "gone")
-    src = factory.open_source(proc_root=str(tmp_path), warn=pytest.fail)
-    with pytest.raises(SourceError, match="ip_vs is not loaded") as e:
+
+
+def test_ip_vs_gone_between_reads_is_not_a_fallback(netlink: type[FakeNetlink], proc_root: str) -> None:
+    netlink.fail_read = SourceError(IssueKind.NO_IPVS, "ip_vs is not loaded: no IPVS netlink family")
+    src = factory.open_source(proc_root=proc_root, warn=pytest.fail)
+    with pytest.raises(SourceError, match="no IPVS netlink family") as e:
         src.read()
-    assert e.value.kind is IssueKind.NO_IPVS
+    assert e.value.kind is IssueKind.NO_IPVS and src.name == "netlink"
 
 
 def test_auto_in_another_namespace_never_falls_back(netlink: type[FakeNetlink], proc_root: str) -> None:
