@@ -16,7 +16,7 @@ and the /proc files (through /proc/thread-self/net, since /proc/self/net would s
 thread's namespace). A socket or file keeps its namespace, so it is then read from any thread.
 pyroute2's own GenericNetlinkSocket is not used: in 0.9 it wraps the fd in an asyncio transport with
 one socket per calling thread, so a poller thread would silently get a fresh socket in its own
-namespace; pyroute2 is used to enter the namespace and to build/parse the nlctrl family lookup.
+namespace; pyroute2 is used to enter the namespace and to build/parse the nlctrl family list.
 """
 
 from __future__ import annotations
@@ -209,34 +209,38 @@ class NetlinkSource:
             self._sock = None
 
     def _resolve_family(self) -> int:
-        from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_REQUEST, ctrlmsg
+        """The IPVS family id, from the list of registered generic netlink families.
+
+        Not a lookup by name: for a name it does not know, the kernel runs
+        `modprobe net-pf-16-proto-16-family-IPVS`, which loads ip_vs (seen on 6.1). Listing the
+        families loads nothing.
+        """
+        from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
 
         seq = next(self._seq)
         msg = ctrlmsg()
         msg["cmd"] = CTRL_CMD_GETFAMILY
         msg["version"] = 1
-        msg["attrs"].append(["CTRL_ATTR_FAMILY_NAME", wire.IPVS_GENL_NAME])
         msg["header"]["type"] = GENL_ID_CTRL
-        msg["header"]["flags"] = NLM_F_REQUEST
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
         msg["header"]["sequence_number"] = seq
         msg.encode()
-        what = "netlink family lookup of IPVS"
+        what = "netlink list of generic families"
+        data, _chunks = self._transact(bytes(msg.data), seq, what)
         try:
-            data, _chunks = self._transact(bytes(msg.data), seq, what)
             wire.raise_for_error(data, what)
-        except wire.NetlinkError as e:
-            if e.errno == errno.ENOENT:
-                raise SourceError(
-                    IssueKind.NO_IPVS,
-                    "ip_vs is not loaded: the kernel has no IPVS netlink family (lvstop never loads it)",
-                ) from None
-            raise
-        reply = ctrlmsg(data)
-        reply.decode()
-        family = reply.get_attr("CTRL_ATTR_FAMILY_ID")
-        if not isinstance(family, int):
-            raise SourceError(IssueKind.MALFORMED, f"{what}: the reply names no family id")
-        return family
+            for mtype, body in wire.messages(data, what):
+                if mtype == GENL_ID_CTRL:
+                    family = ctrlmsg(body)
+                    family.decode()
+                    if family.get_attr("CTRL_ATTR_FAMILY_NAME") == wire.IPVS_GENL_NAME:
+                        return int(family.get_attr("CTRL_ATTR_FAMILY_ID"))
+        except ParseError as e:
+            raise SourceError(IssueKind.MALFORMED, str(e)) from None
+        raise SourceError(
+            IssueKind.NO_IPVS,
+            "ip_vs is not loaded: the kernel has no IPVS netlink family (lvstop never loads it)",
+        )
 
     def _transact(self, request: bytes, seq: int, what: str) -> tuple[bytes, int]:
         """Send one request and return the whole reply (and how many datagrams it took)."""
@@ -361,7 +365,7 @@ class NetlinkSource:
             if e.kind is not IssueKind.MALFORMED:
                 raise  # no reply at all: the whole read fails
             issues.append(Issue(e.kind, str(e), svc.key))  # garbled datagram; the next request reconnects
-            return dataclasses.replace(svc, error=str(e))
+            return dataclasses.replace(svc, error=f"malformed reply: {e}")
         return dataclasses.replace(svc, dests=tuple(dests))
 
     def _recheck(self, services: list[Service], issues: list[Issue]) -> list[Service]:

@@ -7,8 +7,9 @@ _fill_dest, _fill_daemon, _get_cmd). Attributes are host order except ports and 
 
 Decoding is built for big directors: the kernel writes every dest message with the same attribute
 layout, so the first message of each length is walked attribute by attribute (the reference path) and
-compiled into one struct that reads every header and value of later messages in a single call; a
-message whose headers differ from the compiled ones goes back to the reference path.
+its layout compiled (_Layout): later messages are checked header by header against it, a block at a
+time, and their values read with one precompiled struct; a message whose headers differ goes back to
+the reference path. Both paths feed the same builders, so they cannot disagree on meaning.
 """
 
 from __future__ import annotations
@@ -271,6 +272,16 @@ def _check_genl(buf: bytes, off: int, mlen: int, reply_cmd: int, what: str) -> N
     cmd = buf[off + _NLH.size]
     if cmd != reply_cmd:
         raise _malformed(what, f"expected {CMD_NAMES.get(reply_cmd)}, got command {cmd}")
+
+
+def messages(data: bytes, what: str) -> Iterator[tuple[int, bytes]]:
+    """(type, bytes) of each netlink message in a reply."""
+    n = len(data)
+    off = 0
+    while off < n:
+        mlen, mtype, _flags, _seq, _pid = _check_header(data, off, n, what)
+        yield mtype, data[off : off + mlen]
+        off += _align(mlen)
 
 
 def raise_for_error(data: bytes, what: str) -> bool:
