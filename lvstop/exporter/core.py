@@ -39,11 +39,11 @@ class CountingSource:
     """Wraps the poller's source: counts failures and partial reads by kind, notes the last success."""
 
     def __init__(
-        self, source: Source, on_change: Callable[[], None], clock: Callable[[], float] = time.time
+        self, source: Source, on_failure: Callable[[], None], clock: Callable[[], float] = time.time
     ) -> None:
         self.source = source
         self.name = source.name
-        self._on_change = on_change
+        self._on_failure = on_failure  # a good read shows up with its snapshot; a failed one has none
         self._clock = clock
         self._lock = threading.Lock()
         self.errors: dict[str, int] = {}
@@ -72,7 +72,8 @@ class CountingSource:
             self.last_error = failure
             if failure is None:
                 self.last_success = self._clock()
-        self._on_change()
+        if failure is not None:
+            self._on_failure()
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:
         return self.source.conn_lines(sync)
@@ -122,11 +123,20 @@ class PageCache:
                 return self._body
         return self.render(key)
 
-    def render(self, key: object) -> Body | None:
-        """The page for `key`, rendered now unless it already is."""
+    def reserve(self) -> bool:
+        """Mark a render as under way before it starts (in another thread); False if one already is."""
+        with self._lock:
+            if self._rendering:
+                return False
+            self._rendering = True
+            return True
+
+    def render(self, key: object, *, reserved: bool = False) -> Body | None:
+        """The page for `key`, rendered now unless it already is; `reserved` after reserve()."""
         with self._render_lock:
             with self._lock:
                 if key is self._key:
+                    self._rendering = self._rendering and not reserved
                     return self._body
                 self._rendering = True
             try:
@@ -176,24 +186,21 @@ class Exporter:
         # anyway, so render it right after the poll and no scrape waits for a render.
         self._asked = 0
         self._demand: deque[int] = deque(maxlen=4)
-        self._prefetching = threading.Lock()
         poller.subscribe(self._new_snapshot)
 
     def _new_snapshot(self, _snap: Snapshot) -> None:
-        self.changed()
         with self._lock:
             self._demand.append(self._asked)
             self._asked = 0
             eager = len(self._demand) == self._demand.maxlen and sum(self._demand) >= len(self._demand)
-            key = self._generation
-        if eager and self._prefetching.acquire(blocking=False):
+            # Reserved before the new generation exists: a scrape in between gets the previous page.
+            eager = eager and self.metrics_cache.reserve()
+            self._generation = key = object()
+        if eager:
             threading.Thread(target=self._prefetch, args=(key,), name="lvstop-render", daemon=True).start()
 
     def _prefetch(self, key: object) -> None:
-        try:
-            self.metrics_cache.render(key)
-        finally:
-            self._prefetching.release()
+        self.metrics_cache.render(key, reserved=True)
 
     def changed(self) -> None:
         """Something a page shows changed (new snapshot, failed poll, edit, connection-table read)."""

@@ -170,7 +170,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         log.warning("writes without authentication: any local user can edit weights (set basic_auth_users)")
     events = WatchingEventLog()
     holder: list[Exporter] = []
-    counting = CountingSource(source, on_change=lambda: holder[0].changed() if holder else None)
+    counting = CountingSource(source, on_failure=lambda: holder[0].changed() if holder else None)
     poller = Poller(counting, interval=args.interval, events=events)
     target = _control_target(args, source) if args.write or args.source == "demo" else None
     if args.write and target is None:
@@ -208,8 +208,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         )
 
         def conn_read(summary: ConnSummary) -> None:
-            conn_state[0] = conn_stats(summary, time.time())
-            exporter.changed()
+            conn_state[0] = conn_stats(summary, time.time())  # on the page rendered after the next poll
 
         reader.subscribe(conn_read)
     audit = AuditLog(audit_stream if args.audit_log == "-" else args.audit_log)
