@@ -95,7 +95,7 @@ def main() -> int:
     snap = poller.latest
     assert snap is not None
     n_dests = sum(len(s.dests) for s in snap.services)
-    print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     with open("/proc/cpuinfo") as f:
         cpu_model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
