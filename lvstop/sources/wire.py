@@ -361,14 +361,19 @@ def _stats_fields(
     return [_ABSENT] * 10
 
 
-def _read(buf: bytes, fields: list[_Field]) -> tuple[Any, ...]:
-    return tuple(None if f.offset < 0 else struct.unpack_from("=" + f.code, buf, f.offset)[0] for f in fields)
+def _read(buf: bytes, fields: list[_Field], defaults: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    """The values of a message in the builders' order; absent attributes take their default (None)."""
+    return tuple(
+        d if f.offset < 0 else struct.unpack_from("=" + f.code, buf, f.offset)[0]
+        for f, d in zip(fields, defaults or (None,) * len(fields), strict=True)
+    )
 
 
 # --------------------------------------------------------------------------- compiled layouts
 
 
 _BLOCK: Final = 16  # messages verified per big-integer comparison
+_LAYOUTS_PER_LENGTH: Final = 8
 
 
 class _Layout:
@@ -383,7 +388,15 @@ class _Layout:
 
     __slots__ = ("block", "canon", "one", "pad", "size", "values")
 
-    def __init__(self, buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field]) -> None:
+    def __init__(
+        self,
+        buf: bytes,
+        off: int,
+        mlen: int,
+        headers: list[int],
+        fields: list[_Field],
+        defaults: tuple[Any, ...],
+    ) -> None:
         if mlen % 4:
             raise ValueError("unaligned message")
         self.size = mlen
@@ -406,11 +419,12 @@ class _Layout:
         self.values = struct.Struct("".join(fmt))
         order = [i for _rel, _code, i in present]
         where = {canon: k for k, canon in enumerate(order)}
-        self.pad = len(order) < len(fields)  # absent values read a None appended to the row
+        # absent values are read from the defaults appended to each row
+        self.pad = defaults if len(order) < len(fields) else None
         self.canon = (
             None
             if order == list(range(len(fields)))
-            else itemgetter(*(where.get(i, len(order)) for i in range(len(fields))))
+            else itemgetter(*(where.get(i, len(order) + i) for i in range(len(fields))))
         )
 
     @staticmethod
@@ -421,7 +435,12 @@ class _Layout:
         """How many messages from `off` on have exactly this layout."""
         size = self.size
         left = len(data) - off
-        k = 0
+        mask, expected = self.one
+        if left < size or int.from_bytes(view[off : off + size], "little") & mask != expected:
+            return 0  # checked alone first: a mismatch is cheap to find
+        off += size
+        left -= size
+        k = 1
         mask, expected = self.block
         step = _BLOCK * size
         while left >= step and int.from_bytes(view[off : off + step], "little") & mask == expected:
@@ -436,14 +455,15 @@ class _Layout:
         return k
 
 
-def _compile(buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field]) -> _Layout | None:
+def _compile(
+    buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field], defaults: tuple[Any, ...]
+) -> _Layout | None:
     try:
-        return _Layout(buf, off, mlen, headers, fields)
+        return _Layout(buf, off, mlen, headers, fields, defaults)
     except (ValueError, struct.error):
         return None  # odd layout (e.g. duplicate attributes): keep using the reference path
 
 
-_NONE: Final = (None,)
 _T = TypeVar("_T")
 
 
@@ -454,7 +474,8 @@ def _decode_dump(
     what: str,
     walk: Callable[[bytes, int, int, str], tuple[list[int], list[_Field]]],
     build: Callable[[tuple[Any, ...], int], _T],
-    layouts: dict[int, _Layout],
+    defaults: tuple[Any, ...],
+    layouts: dict[int, list[_Layout]],
     ctx: int,
     fast: bool,
 ) -> list[_T]:
@@ -467,27 +488,32 @@ def _decode_dump(
     while off < n:
         mlen, mtype, _flags, _seq, _pid = _check_header(data, off, n, what)
         if mtype == family_id:
-            lay = layouts.get(mlen) if fast else None
-            k = lay.run(data, view, off) if lay is not None else 0
-            if lay is not None and k:
+            k = 0
+            for lay in layouts.get(mlen, ()) if fast else ():
+                k = lay.run(data, view, off)
+                if k:
+                    break
+            if k:
                 end = off + k * mlen
                 rows = lay.values.iter_unpack(view[off:end])
-                canon = lay.canon
+                canon, pad = lay.canon, lay.pad
                 if canon is None:
                     out += [build(v, ctx) for v in rows]
-                elif lay.pad:
-                    out += [build(canon(v + _NONE), ctx) for v in rows]
+                elif pad is not None:
+                    out += [build(canon(v + pad), ctx) for v in rows]
                 else:
                     out += [build(canon(v), ctx) for v in rows]
                 off = end
                 continue
             _check_genl(data, off, mlen, reply_cmd, what)
             headers, fields = walk(data, off, mlen, what)
-            out.append(build(_read(data, fields), ctx))
+            out.append(build(_read(data, fields, defaults), ctx))
             if fast:
-                compiled = _compile(data, off, mlen, [off + _NLH.size, *headers], fields)
-                if compiled is not None:
-                    layouts[mlen] = compiled
+                compiled = _compile(data, off, mlen, [off + _NLH.size, *headers], fields, defaults)
+                if compiled is not None:  # a few layouts per length: scheduler names of equal padding
+                    same = layouts.setdefault(mlen, [])
+                    same.insert(0, compiled)
+                    del same[_LAYOUTS_PER_LENGTH:]
         elif _control(data, off, mlen, mtype, what):
             finished = True
             break
@@ -510,70 +536,24 @@ def _nested(
 # --------------------------------------------------------------------------- model construction
 
 # A frozen dataclass __init__ calls object.__setattr__ per field (about 2 us for a Dest on the
-# reference machine); these twins have the same slots and a plain __init__, and each instance is
-# then re-classed to the frozen type: the result is an ordinary Dest, built four times faster.
-# tests/unit/test_wire.py checks that the twins list exactly the model's fields.
+# reference machine). The builders below fill a plain object with the same slots and then re-class
+# it to the frozen type: the result is an ordinary Dest (Counters, Rates), built four times faster.
+# A field added to the model without a line here is an unset slot: the round-trip tests fail.
 
 
 class _DestTwin:
     __slots__ = Dest.__slots__
 
-    def __init__(
-        self,
-        family: int,
-        address: str,
-        port: int,
-        fwd: FwdMethod,
-        weight: int,
-        u_threshold: int,
-        l_threshold: int,
-        active_conns: int,
-        inactive_conns: int,
-        persist_conns: int | None,
-        tun_type: TunType,
-        tun_port: int,
-        tun_flags: int,
-        counters: Counters | None,
-        rates: Rates | None,
-    ) -> None:
-        self.family = family
-        self.address = address
-        self.port = port
-        self.fwd = fwd
-        self.weight = weight
-        self.u_threshold = u_threshold
-        self.l_threshold = l_threshold
-        self.active_conns = active_conns
-        self.inactive_conns = inactive_conns
-        self.persist_conns = persist_conns
-        self.tun_type = tun_type
-        self.tun_port = tun_port
-        self.tun_flags = tun_flags
-        self.counters = counters
-        self.rates = rates
-        self.instant = None
-
 
 class _CountersTwin:
     __slots__ = Counters.__slots__
-
-    def __init__(self, conns: int, inpkts: int, outpkts: int, inbytes: int, outbytes: int) -> None:
-        self.conns = conns
-        self.inpkts = inpkts
-        self.outpkts = outpkts
-        self.inbytes = inbytes
-        self.outbytes = outbytes
 
 
 class _RatesTwin:
     __slots__ = Rates.__slots__
 
-    def __init__(self, cps: int, inpps: int, outpps: int, inbps: int, outbps: int) -> None:
-        self.cps = cps
-        self.inpps = inpps
-        self.outpps = outpps
-        self.inbps = inbps
-        self.outbps = outbps
+
+_new = object.__new__
 
 
 def _stats(t: tuple[Any, ...], start: int) -> tuple[Counters | None, Rates | None]:
@@ -636,9 +616,35 @@ def _dest_walk(buf: bytes, off: int, mlen: int, what: str) -> tuple[list[int], l
     return headers, fields
 
 
+_DEST_DEFAULTS: Final = (None, None, None, None, 0, 0, 0, 0, 0, 0, 0, None, None) + (None,) * 10
+
+
 def _build_dest(t: tuple[Any, ...], svc_family: int) -> Dest:
-    (raw, port, fwd, weight, tun_type, tun_port, tun_flags, u_th, l_th, active, inact, persist, family,
-     conns, inpkts, outpkts, inbytes, outbytes, cps, inpps, outpps, inbps, outbps) = t  # fmt: skip
+    (
+        raw,
+        port,
+        fwd,
+        weight,
+        tun_type,
+        tun_port,
+        tun_flags,
+        u_th,
+        l_th,
+        active,
+        inact,
+        persist,
+        family,
+        conns,
+        inpkts,
+        outpkts,
+        inbytes,
+        outbytes,
+        cps,
+        inpps,
+        outpps,
+        inbps,
+        outbps,
+    ) = t
     if family is None:
         family = svc_family  # kernels before 4.3 do not send the dest's own family
     names = _NAMES.get(family)
@@ -646,20 +652,35 @@ def _build_dest(t: tuple[Any, ...], svc_family: int) -> Dest:
     if address is None:
         address = address_text(family, raw)
     method = _FWD.get(fwd)
-    tun = _TUN.get(tun_type or 0)
+    tun = _TUN.get(tun_type)
     if method is None or tun is None:
         raise ParseError(f"unknown forwarding method {fwd} or tunnel type {tun_type}", source="netlink dest")
-    counters: Any = None
-    rates: Any = None
-    if conns is not None:
-        counters = _CountersTwin(conns, inpkts, outpkts, inbytes, outbytes)
-        counters.__class__ = Counters
-        rates = _RatesTwin(cps, inpps, outpps, inbps, outbps)
-        rates.__class__ = Rates
-    d: Any = _DestTwin(
-        family, address, _ntohs(port), method, weight, u_th or 0, l_th or 0, active or 0, inact or 0,
-        persist, tun, _ntohs(tun_port or 0), tun_flags or 0, counters, rates,
-    )  # fmt: skip
+    d: Any = _new(_DestTwin)
+    if conns is None:
+        d.counters = d.rates = None
+    else:
+        c: Any = _new(_CountersTwin)
+        c.conns, c.inpkts, c.outpkts, c.inbytes, c.outbytes = conns, inpkts, outpkts, inbytes, outbytes
+        c.__class__ = Counters
+        r: Any = _new(_RatesTwin)
+        r.cps, r.inpps, r.outpps, r.inbps, r.outbps = cps, inpps, outpps, inbps, outbps
+        r.__class__ = Rates
+        d.counters = c
+        d.rates = r
+    d.family = family
+    d.address = address
+    d.port = _ntohs(port)
+    d.fwd = method
+    d.weight = weight
+    d.u_threshold = u_th
+    d.l_threshold = l_th
+    d.active_conns = active
+    d.inactive_conns = inact
+    d.persist_conns = persist
+    d.tun_type = tun
+    d.tun_port = _ntohs(tun_port) if tun_port else 0
+    d.tun_flags = tun_flags
+    d.instant = None
     d.__class__ = Dest
     return d  # type: ignore[no-any-return]
 
@@ -690,6 +711,9 @@ def _cstr(raw: bytes | None) -> str:
 _PROTOCOLS: Final = {p.value: p for p in Protocol if p is not Protocol.NONE}
 
 
+_SERVICE_DEFAULTS: Final = (None, None, None, None, None, None, 0, 0, None, None) + (None,) * 10
+
+
 def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
     (af, proto, raw, port, fwmark, sched, flags, timeout, netmask, pe) = t[:10]
     if af not in (AF_INET, AF_INET6):
@@ -709,18 +733,18 @@ def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
     else:  # IPv4: a be32 mask; IPv6: the prefix length as a host-order u32
         mask = int.from_bytes(netmask, "big") if af == AF_INET else _U32.unpack(netmask)[0]
     counters, rates = _stats(t, 10)
-    return Service(key, _cstr(sched), flags or 0, timeout or 0, mask, _cstr(pe), counters, rates)
+    return Service(key, _cstr(sched), flags, timeout, mask, _cstr(pe), counters, rates)
 
 
-_DEST_LAYOUTS: dict[int, _Layout] = {}
-_SERVICE_LAYOUTS: dict[int, _Layout] = {}
+_DEST_LAYOUTS: dict[int, list[_Layout]] = {}
+_SERVICE_LAYOUTS: dict[int, list[_Layout]] = {}
 
 
 # --------------------------------------------------------------------------- public decoders
 
 
 def decode_services(data: bytes, family_id: int, *, fast: bool = True) -> list[Service]:
-    """A GET_SERVICE reply (dump, or a doit of one service) -> services, without dests."""
+    """A GET_SERVICE dump -> services, without dests."""
     return _decode_dump(
         data,
         family_id,
@@ -728,6 +752,7 @@ def decode_services(data: bytes, family_id: int, *, fast: bool = True) -> list[S
         "netlink GET_SERVICE reply",
         _service_walk,
         _build_service,
+        _SERVICE_DEFAULTS,
         _SERVICE_LAYOUTS,
         0,
         fast,
@@ -743,6 +768,7 @@ def decode_dests(data: bytes, family_id: int, svc_family: int, *, fast: bool = T
         "netlink GET_DEST reply",
         _dest_walk,
         _build_dest,
+        _DEST_DEFAULTS,
         _DEST_LAYOUTS,
         svc_family,
         fast,

@@ -1,0 +1,215 @@
+"""Decode a synthetic IPVS netlink dump of 2,000 services x 50 dests (built with lvstop's encoder).
+
+Measures what NetlinkSource.read() does with the bytes once the kernel has answered: decode the
+service dump, decode one dest dump per service, attach the dests to their services. Target: <= 150 ms.
+
+    .venv/bin/python bench/bench_decode.py [--services 2000] [--dests 50] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gc
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+from lvstop.model import AF_INET, Counters, Dest, FwdMethod, Protocol, Rates, Service, ServiceKey
+from lvstop.sources import wire
+
+FAMILY_ID = 0x24  # whatever id the kernel gave the IPVS family
+
+
+def synthetic(n_services: int, n_dests: int, seed: int = 7) -> tuple[bytes, list[tuple[ServiceKey, bytes]]]:
+    """A service dump and one dest dump per service, as the kernel would send them (seq per request)."""
+    rnd = random.Random(seed)
+    pool = [f"192.0.2.{i % 250 + 1}" if i < 250 else f"198.51.100.{i % 250 + 1}" for i in range(500)]
+    services = []
+    dumps = []
+    for i in range(n_services):
+        vip = f"203.0.113.{i % 250 + 1}"
+        key = (
+            ServiceKey.mark(i + 1)
+            if i % 10 == 9
+            else ServiceKey(AF_INET, Protocol.UDP if i % 5 == 4 else Protocol.TCP, vip, 1024 + i)
+        )
+        svc = Service(key, rnd.choice(["wlc", "rr", "wrr", "mh"]), counters=counters(rnd), rates=rates(rnd))
+        services.append(svc)
+        dests = [
+            Dest(
+                AF_INET,
+                pool[(i * 7 + j) % len(pool)],
+                8080,
+                FwdMethod.MASQ if j % 4 else FwdMethod.ROUTE,
+                rnd.randrange(0, 100),
+                active_conns=rnd.randrange(0, 5000),
+                inactive_conns=rnd.randrange(0, 20000),
+                persist_conns=0,
+                counters=counters(rnd),
+                rates=rates(rnd),
+            )
+            for j in range(n_dests)
+        ]
+        seq = i + 2
+        msgs = [
+            wire.message(
+                FAMILY_ID,
+                wire.CMD_NEW_DEST,
+                wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(d)),
+                flags=wire.NLM_F_MULTI,
+                seq=seq,
+            )
+            for d in dests
+        ]
+        dumps.append((key, b"".join(msgs) + wire.done(seq)))
+    svc_msgs = [
+        wire.message(
+            FAMILY_ID,
+            wire.CMD_NEW_SERVICE,
+            wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(s)),
+            flags=wire.NLM_F_MULTI,
+            seq=1,
+        )
+        for s in services
+    ]
+    return b"".join(svc_msgs) + wire.done(1), dumps
+
+
+def counters(rnd: random.Random) -> Counters:
+    conns = rnd.randrange(0, 10**9)
+    pkts = conns * rnd.randrange(5, 50)
+    return Counters(
+        conns, pkts, pkts * 9 // 10, pkts * rnd.randrange(60, 1500), pkts * rnd.randrange(60, 9000)
+    )
+
+
+def rates(rnd: random.Random) -> Rates:
+    cps = rnd.randrange(0, 5000)
+    pps = cps * rnd.randrange(5, 50)
+    return Rates(cps, pps, pps * 9 // 10, pps * rnd.randrange(60, 1500), pps * rnd.randrange(60, 9000))
+
+
+def decode_all(svc_dump: bytes, dumps: list[tuple[ServiceKey, bytes]], *, fast: bool = True) -> list[Service]:
+    """The decoding half of NetlinkSource.read() (the socket half is the kernel's time)."""
+    services = wire.decode_services(svc_dump, FAMILY_ID, fast=fast)
+    out = []
+    for svc, (key, data) in zip(services, dumps, strict=True):
+        assert svc.key == key
+        dests = wire.decode_dests(data, FAMILY_ID, key.family, fast=fast)
+        out.append(dataclasses.replace(svc, dests=tuple(dests)))
+    return out
+
+
+def timed(fn: Callable[[], object], *, gc_paused: bool) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call. CPU time is what the decode costs the director; wall time on a
+    shared machine also counts waiting for a core."""
+    gc.collect()
+    if gc_paused:
+        gc.disable()
+    try:
+        w0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - w0, time.process_time() - c0
+    finally:
+        gc.enable()
+
+
+def machine() -> str:
+    model = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (
+        f"machine: nproc={os.cpu_count()}, cpu={model}, python {platform.python_version()}, "
+        f"load average at start {load}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--services", type=int, default=2000)
+    p.add_argument("--dests", type=int, default=50)
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args()
+    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(machine())
+    svc_dump, dumps = synthetic(args.services, args.dests)
+    n_dests = args.services * args.dests
+    size = len(svc_dump) + sum(len(d) for _, d in dumps)
+    print(
+        f"input: {args.services} services x {args.dests} dests = {n_dests} dest messages, {size / 1e6:.1f} MB"
+    )
+    check = decode_all(svc_dump, dumps)
+    assert len(check) == args.services and sum(len(s.dests) for s in check) == n_dests
+    assert check == decode_all(svc_dump, dumps, fast=False)[: args.services]
+    del check
+    for label, paused in (("gc paused (as NetlinkSource.read does)", True), ("gc enabled", False)):
+        runs = [timed(lambda: decode_all(svc_dump, dumps), gc_paused=paused) for _ in range(args.repeat)]
+        wall = [w for w, _ in runs]
+        cpu = [c for _, c in runs]
+        print(
+            f"decode, {label}, {args.repeat} runs: CPU min {min(cpu) * 1e3:.0f} ms, median "
+            f"{statistics.median(cpu) * 1e3:.0f} ms ({min(cpu) / n_dests * 1e6:.2f} us per dest); "
+            f"wall min {min(wall) * 1e3:.0f} ms, median {statistics.median(wall) * 1e3:.0f} ms"
+        )
+
+    def then_collect() -> None:
+        decode_all(svc_dump, dumps)
+        gc.collect()  # the collection the paused read defers (the heap now holds the new objects)
+
+    cpu = [c for _, c in (timed(then_collect, gc_paused=True) for _ in range(args.repeat))]
+    print(
+        f"decode with gc paused plus one full gc.collect() after: CPU min {min(cpu) * 1e3:.0f} ms, "
+        f"median {statistics.median(cpu) * 1e3:.0f} ms"
+    )
+    few = max(1, args.services // 20)
+    _, ref = timed(
+        lambda: [wire.decode_dests(d, FAMILY_ID, AF_INET, fast=False) for _, d in dumps[:few]], gc_paused=True
+    )
+    print(
+        f"reference path only (attribute walk, no compiled layouts), {few} services x {args.dests} dests: "
+        f"{ref * 1e3:.0f} ms ({ref / (few * args.dests) * 1e6:.2f} us per dest)"
+    )
+    try:
+        from pyroute2.netlink.generic.ipvs import ipvsmsg
+    except ImportError:
+        return
+    msgs = [m for _, d in dumps[:few] for m in split(d)[:-1]]
+
+    def pyroute2_parse() -> None:  # decode and read every field, as building a Dest needs
+        for m in msgs:
+            x = ipvsmsg(m)
+            x.decode()
+            dest = x.get_attr("IPVS_CMD_ATTR_DEST")
+            fields = dict(dest["attrs"])
+            fields["stats"] = dict(dest.get_attr("IPVS_DEST_ATTR_STATS64")["attrs"])
+
+    _, t = timed(pyroute2_parse, gc_paused=True)
+    print(
+        f"for comparison, pyroute2's generic parser (decode + read all fields) on {len(msgs)} dest messages: "
+        f"{t / len(msgs) * 1e6:.0f} us per dest"
+    )
+
+
+def split(data: bytes) -> list[bytes]:
+    out = []
+    off = 0
+    while off < len(data):
+        n = int.from_bytes(data[off : off + 4], sys.byteorder)
+        out.append(data[off : off + n])
+        off += (n + 3) & ~3
+    return out
+
+
+if __name__ == "__main__":
+    main()
