@@ -16,6 +16,7 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -39,10 +40,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def serve(services: int, dests: int, flags: list[str]) -> None:
     sys.path.insert(0, str(ROOT))
-    from lvstop.exporter.main import build_parser, start
+    from lvstop.exporter.main import build_parser, start, tune_runtime
     from lvstop.sources.sim import SimSource
 
-    sys.setswitchinterval(0.001)  # as lvstop-exporter's main() does
+    tune_runtime()  # as lvstop-exporter's main() does
     state = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-exporter-{os.getpid()}"
     state.mkdir(parents=True, exist_ok=True)
     args = build_parser().parse_args(
@@ -62,6 +63,7 @@ def serve(services: int, dests: int, flags: list[str]) -> None:
     running.poller.subscribe(count)
     while running.poller.latest is None:
         time.sleep(0.05)
+    gc.freeze()  # as main() does once started
     print(json.dumps({"url": running.servers[0].url, "sim_build_s": built}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
