@@ -448,7 +448,11 @@ def _client_nets(netmask: int) -> int:
 
 
 class SimSource:
-    """The demo director (see the module docstring). Thread-safe."""
+    """The demo director (see the module docstring). Thread-safe.
+
+    Snapshots carry the injected clock as both wall_time and mono_time: the estimator measures
+    intervals in the sim's own time, so a test's fake clock gives exact rates.
+    """
 
     name = "demo"
 
