@@ -620,31 +620,8 @@ _DEST_DEFAULTS: Final = (None, None, None, None, 0, 0, 0, 0, 0, 0, 0, None, None
 
 
 def _build_dest(t: tuple[Any, ...], svc_family: int) -> Dest:
-    (
-        raw,
-        port,
-        fwd,
-        weight,
-        tun_type,
-        tun_port,
-        tun_flags,
-        u_th,
-        l_th,
-        active,
-        inact,
-        persist,
-        family,
-        conns,
-        inpkts,
-        outpkts,
-        inbytes,
-        outbytes,
-        cps,
-        inpps,
-        outpps,
-        inbps,
-        outbps,
-    ) = t
+    (raw, port, fwd, weight, tun_type, tun_port, tun_flags, u_th, l_th, active, inact, persist, family,
+     conns, inpkts, outpkts, inbytes, outbytes, cps, inpps, outpps, inbps, outbps) = t  # fmt: skip
     if family is None:
         family = svc_family  # kernels before 4.3 do not send the dest's own family
     names = _NAMES.get(family)

@@ -387,7 +387,7 @@ def dest_dump(ds: list[Dest], *, stats64: bool = True, seq: int = 1) -> bytes:
     return b"".join(msgs) + wire.done(seq)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(services(), max_size=12))
 def test_services_round_trip(svcs: list[Service]) -> None:
     data = service_dump(svcs)
@@ -396,7 +396,7 @@ def test_services_round_trip(svcs: list[Service]) -> None:
     assert wire.decode_services(data, FAM) == svcs  # again, now through compiled layouts
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(dests(), max_size=40), st.sampled_from([AF_INET, AF_INET6]))
 def test_dests_round_trip(ds: list[Dest], svc_family: int) -> None:
     data = dest_dump(ds)
