@@ -20,8 +20,15 @@ from lvstop.conntable import ConnFilter, ConnTable
 from lvstop.model import AF_INET, AF_INET6, Dest, FwdMethod, Protocol, Service, ServiceKey
 
 HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"
-TCP_STATES = ["ESTABLISHED"] * 50 + ["TIME_WAIT"] * 30 + ["FIN_WAIT"] * 8 + ["SYN_RECV"] * 4 + \
-    ["CLOSE_WAIT"] * 4 + ["LAST_ACK"] * 2 + ["CLOSE"] * 2
+TCP_STATES = (
+    ["ESTABLISHED"] * 50
+    + ["TIME_WAIT"] * 30
+    + ["FIN_WAIT"] * 8
+    + ["SYN_RECV"] * 4
+    + ["CLOSE_WAIT"] * 4
+    + ["LAST_ACK"] * 2
+    + ["CLOSE"] * 2
+)
 
 
 def _v6(n: int) -> str:
@@ -40,9 +47,15 @@ def build(n_lines: int, seed: int = 7) -> tuple[list[Service], list[str]]:
         port = 80 + i
         addr = str(IPv6Address(vip)) if v6 else ".".join(str(vip >> s & 255) for s in (24, 16, 8, 0))
         dests = tuple(
-            Dest(family, str(IPv6Address(0x20010DB8 << 96 | 0x1000 | j)) if v6 else f"192.0.2.{10 + j}",
-                 8080, FwdMethod.MASQ, 1)
-            for j in range(10))
+            Dest(
+                family,
+                str(IPv6Address(0x20010DB8 << 96 | 0x1000 | j)) if v6 else f"192.0.2.{10 + j}",
+                8080,
+                FwdMethod.MASQ,
+                1,
+            )
+            for j in range(10)
+        )
         services.append(Service(ServiceKey(family, proto, addr, port), "wlc", dests=dests))
         rows.append((proto.name, family, _v6(vip) if v6 else f"{vip:08X}", f"{port:04X}"))
     lines = [HEADER]
@@ -58,8 +71,10 @@ def build(n_lines: int, seed: int = 7) -> tuple[list[Service], list[str]]:
         template = rnd.random() < 0.02
         cport = 0 if template else rnd.randrange(1024, 65536)
         state = "ASSURED" if template else "UDP" if pname == "UDP" else rnd.choice(TCP_STATES)
-        lines.append(f"{pname:<3} {client} {cport:04X} {vaddr} {vport} {daddr} 1F90 {state:<11} "
-                     f"{rnd.randrange(900):7d}\n")
+        lines.append(
+            f"{pname:<3} {client} {cport:04X} {vaddr} {vport} {daddr} 1F90 {state:<11} "
+            f"{rnd.randrange(900):7d}\n"
+        )
     return services, lines
 
 
@@ -92,10 +107,12 @@ def main() -> None:
             s = table.summarize(lines, sync=False, budget_s=None, filters=flt)
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
-        print(f"{name:<26} wall best {min(wall):.3f} s median {sorted(wall)[len(wall) // 2]:.3f} s | "
-              f"cpu best {min(cpu):.3f} s ({min(cpu) / args.lines * 1e6:.2f} us/line) | "
-              f"matched={s.matched} services={len(s.by_service)} unattributed={s.unattributed} "
-              f"partial={s.partial}")
+        print(
+            f"{name:<26} wall best {min(wall):.3f} s median {sorted(wall)[len(wall) // 2]:.3f} s | "
+            f"cpu best {min(cpu):.3f} s ({min(cpu) / args.lines * 1e6:.2f} us/line) | "
+            f"matched={s.matched} services={len(s.by_service)} unattributed={s.unattributed} "
+            f"partial={s.partial}"
+        )
     with open("/proc/loadavg") as f:
         print(f"load average after: {' '.join(f.read().split()[:3])}")
 
