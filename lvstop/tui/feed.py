@@ -117,6 +117,7 @@ class DirectorFeed:
         self._busy = False
         self._pending = False
         self._views: Views | None = None
+        self._retired: list[Views] = []
         self._builds = 0
         self._drains: Mapping[tuple[ServiceKey, DestKey], int] = MappingProxyType({})
         self._drains_seq: int | None = None
@@ -210,6 +211,13 @@ class DirectorFeed:
             self._pending = False
             return self._views
 
+    def retire(self, views: Views) -> None:
+        """The UI is done with these views: the builder thread drops them. Freeing a 100k-dest snapshot
+        and its rows takes tens of milliseconds, which must not land on the UI thread."""
+        with self._cond:
+            self._retired.append(views)
+            self._cond.notify_all()
+
     @property
     def idle(self) -> bool:
         """Nothing queued, being built, or built and not yet taken by the UI (tests wait for this)."""
@@ -284,12 +292,16 @@ class DirectorFeed:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._dirty and not self._stop:
+                while not self._dirty and not self._stop and not self._retired:
                     self._cond.wait()
+                retired, self._retired = self._retired, []
                 if self._stop:
                     return
-                self._dirty = False
-                self._busy = True
+                dirty, self._dirty = self._dirty, False
+                self._busy = dirty
+            retired.clear()  # the old views are freed here, outside the lock and off the UI thread
+            if not dirty:
+                continue
             try:
                 views: Views | None = self.build()
                 self.build_error = None

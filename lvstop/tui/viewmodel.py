@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -145,60 +145,83 @@ class PollHealth:
 
 
 class History:
-    """Ring buffers of conns/s per service, per dest and for the director, fed once per poll."""
+    """Ring buffers of conns/s per service, per dest and for the director, fed once per poll.
+
+    Dests are keyed by (address, port) inside their service's dict: hashing a frozen dataclass key
+    per dest per poll cost most of a build at 100k dests.
+    """
 
     TOTAL_CPS, TOTAL_PPS, TOTAL_BPS = "total-cps", "total-pps", "total-bps"
 
     def __init__(self, depth: int = HISTORY_DEPTH, trend_depth: int = TREND_WIDTH) -> None:
         self._depth = depth
         self._trend_depth = trend_depth
-        self._series: dict[Hashable, deque[float]] = {}
+        self._services: dict[ServiceKey, deque[float]] = {}
+        self._dests: dict[ServiceKey, dict[tuple[str, int], deque[float]]] = {}
+        self._totals: dict[str, deque[float]] = {}
         self._seq: int | None = None
 
     def record(self, snap: Snapshot) -> None:
         if snap.seq == self._seq:
             return
         self._seq = snap.seq
-        series = self._series
         depth = self._trend_depth
-        seen = 0
+        services, dests = self._services, self._dests
         for svc in snap.services:
-            self._push(svc.key, _cps(svc.rates), depth)
+            skey = svc.key
+            _push(services, skey, svc.rates, depth)
+            inner = dests.get(skey)
+            if inner is None:
+                inner = dests[skey] = {}
             for d in svc.dests:
-                self._push((svc.key, d.key), _cps(d.rates), depth)
-            seen += 1 + len(svc.dests)
+                r = d.rates
+                buf = inner.get((d.address, d.port))
+                if buf is None:
+                    buf = inner[(d.address, d.port)] = deque(maxlen=depth)
+                if r is not None:  # no rate yet (first poll, counters reset): a gap, not a dip to zero
+                    buf.append(r.cps)
+            if len(inner) > 2 * len(svc.dests) + 4:  # dests came and went: forget the gone ones
+                keep = {(d.address, d.port) for d in svc.dests}
+                dests[skey] = {k: v for k, v in inner.items() if k in keep}
+        if len(services) > 2 * len(snap.services) + 4:
+            keep_s = {s.key for s in snap.services}
+            self._services = {k: v for k, v in services.items() if k in keep_s}
+            self._dests = {k: v for k, v in dests.items() if k in keep_s}
         tr = snap.total_rates
         if tr is not None:
-            self._push(self.TOTAL_CPS, tr.cps, self._depth)
-            self._push(self.TOTAL_PPS, tr.inpps + tr.outpps, self._depth)
-            self._push(self.TOTAL_BPS, tr.inbps + tr.outbps, self._depth)
-            seen += 3
-        if len(series) > 2 * seen + 16:  # services and dests came and went: forget the gone ones
-            live: set[Hashable] = {s.key for s in snap.services}
-            live |= {(s.key, d.key) for s in snap.services for d in s.dests}
-            live |= {self.TOTAL_CPS, self.TOTAL_PPS, self.TOTAL_BPS}
-            for k in [k for k in series if k not in live]:
-                del series[k]
-
-    def _push(self, key: Hashable, value: float | None, depth: int) -> None:
-        buf = self._series.get(key)
-        if buf is None:
-            buf = self._series[key] = deque(maxlen=depth)
-        if value is not None:  # no rate yet (first poll, counters reset): a gap, not a dip to zero
-            buf.append(float(value))
+            for name, value in (
+                (self.TOTAL_CPS, tr.cps),
+                (self.TOTAL_PPS, tr.inpps + tr.outpps),
+                (self.TOTAL_BPS, tr.inbps + tr.outbps),
+            ):
+                self._totals.setdefault(name, deque(maxlen=self._depth)).append(value)
 
     def copy(self) -> History:
         other = History(self._depth, self._trend_depth)
-        other._series = {k: deque(v, maxlen=v.maxlen) for k, v in self._series.items()}
+        other._services = {k: deque(v, maxlen=v.maxlen) for k, v in self._services.items()}
+        other._dests = {
+            k: {dk: deque(v, maxlen=v.maxlen) for dk, v in inner.items()} for k, inner in self._dests.items()
+        }
+        other._totals = {k: deque(v, maxlen=v.maxlen) for k, v in self._totals.items()}
         other._seq = self._seq
         return other
 
-    def series(self, key: Hashable) -> Sequence[float]:
-        return self._series.get(key, ())
+    def service(self, key: ServiceKey) -> Sequence[float]:
+        return self._services.get(key, ())
+
+    def dest(self, skey: ServiceKey, dkey: DestKey) -> Sequence[float]:
+        return self._dests.get(skey, {}).get((dkey.address, dkey.port), ())
+
+    def total(self, name: str) -> Sequence[float]:
+        return self._totals.get(name, ())
 
 
-def _cps(r: Rates | None) -> float | None:
-    return None if r is None else r.cps
+def _push(series: dict[ServiceKey, deque[float]], key: ServiceKey, r: Rates | None, depth: int) -> None:
+    buf = series.get(key)
+    if buf is None:
+        buf = series[key] = deque(maxlen=depth)
+    if r is not None:
+        buf.append(r.cps)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -376,7 +399,7 @@ def services_table(
             units.nbytes(r.inbps if r else None, human=human),
             units.nbytes(r.outbps if r else None, human=human),
             units.count(conns, human=human),
-            units.sparkline(history.series(key), TREND_WIDTH),
+            units.sparkline(history.service(key), TREND_WIDTH),
         )
         raw = (
             key.protocol.label,
@@ -478,7 +501,7 @@ def dests_table(
             units.nbytes(r.outbps if r else None, human=human),
             thresh,
             tunnel,
-            units.sparkline(history.series((svc.key, d.key)), TREND_WIDTH),
+            units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH),
         )
         raw = (
             _addr_order(d.family, d.address, d.port),
@@ -560,7 +583,7 @@ def dest_notes(
         head.append((f", {units.count(d.inactive_conns, human=human)} inactive", ""))
         if d.persist_conns:
             head.append((f", {units.count(d.persist_conns, human=human)} templates", ""))
-        head.append(("  new conn/s " + units.sparkline(history.series((svc.key, d.key)), TREND_WIDTH), DIM))
+        head.append(("  new conn/s " + units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH), DIM))
         why: list[str] = []
         templates_hold = d.persist_conns or d.persist_conns is None
         if svc.persistent and templates_hold and not sysctls.get("expire_quiescent_template", 0):
@@ -811,7 +834,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                 (
                     ("conn/s ", DIM),
                     (units.count(rates.cps, human=human), ""),
-                    (" " + _spark(history.series(History.TOTAL_CPS)), ACCENT),
+                    (" " + _spark(history.total(History.TOTAL_CPS)), ACCENT),
                 )
             )
         )
@@ -822,7 +845,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                     (units.count(rates.inpps, human=human), ""),
                     (" out ", DIM),
                     (units.count(rates.outpps, human=human), ""),
-                    (" " + _spark(history.series(History.TOTAL_PPS)), ACCENT),
+                    (" " + _spark(history.total(History.TOTAL_PPS)), ACCENT),
                 ),
                 drop=2,
             )
@@ -834,7 +857,7 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
                     (units.nbytes(rates.inbps, human=human), ""),
                     (" out ", DIM),
                     (units.nbytes(rates.outbps, human=human), ""),
-                    (" " + _spark(history.series(History.TOTAL_BPS)), ACCENT),
+                    (" " + _spark(history.total(History.TOTAL_BPS)), ACCENT),
                 ),
                 drop=1,
             )

@@ -114,7 +114,7 @@ class DirectorView(Vertical):
             self.apply(views)
 
     def apply(self, views: Views) -> None:
-        self.views = views
+        old, self.views = self.views, views
         self.query_one("#services-table", LiveTable).set_model(views.services)
         self.query_one("#dests-table", LiveTable).set_model(views.dests)
         self.query_one("#events-table", LiveTable).set_model(views.events)
@@ -123,7 +123,8 @@ class DirectorView(Vertical):
         title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (4: all of them)", vm.DIM))
         recent = views.recent or ((("none yet: services, dests and weights that change show here", vm.DIM),),)
         self.query_one("#recent-events", SpanLines).set_lines([title, *recent])
-        self.query_one("#director-info", Static).update(director_table(views.director))
+        if old is None or old.director != views.director:  # Static.update relayouts: only on change
+            self.query_one("#director-info", Static).update(director_table(views.director))
         if views.conns is not None:
             c = views.conns
             self.query_one("#conns-line", SpanLines).set_lines([c.line])
@@ -136,6 +137,8 @@ class DirectorView(Vertical):
                 self.query_one(f"#conns-{name}", LiveTable).set_model(model)
         self.refresh_status()
         self.applied += 1
+        if old is not None and old is not views:
+            self.feed.retire(old)
         self.post_message(self.Applied())
 
     def refresh_status(self) -> None:

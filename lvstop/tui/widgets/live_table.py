@@ -199,7 +199,14 @@ class LiveTable(ScrollView, can_focus=True):
         if self._styles is None:
             # partial: a tone sets a colour only; the row keeps its own background
             self._styles = {c: self.get_component_rich_style(c, partial=True) for c in self.COMPONENT_CLASSES}
+            self._styles["base"] = self.rich_style  # walks the ancestors: once per style change, not per line
         return self._styles.get(f"live-table--{name}", Style.null())
+
+    @property
+    def _base(self) -> Style:
+        self._style("")
+        assert self._styles is not None
+        return self._styles["base"]
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -212,7 +219,7 @@ class LiveTable(ScrollView, can_focus=True):
             if not rows:
                 strip = self._empty_strip(y)
             elif index >= len(rows):
-                strip = Strip.blank(0, self.rich_style)
+                strip = Strip.blank(0, self._base)
             else:
                 row = rows[index]
                 cursor = index == self._cursor
@@ -222,12 +229,12 @@ class LiveTable(ScrollView, can_focus=True):
                     cached = self._row_strip(row, cursor)
                     self._line_cache[key] = cached
                 strip = cached
-        return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+        return strip.crop_extend(scroll_x, scroll_x + width, self._base)
 
     def _header_strip(self) -> Strip:
         model = self._model
         sort = model.sort
-        base = self.rich_style + self._style("header")
+        base = self._base + self._style("header")
         sorted_style = base + self._style("sorted")
         segments = [Segment(" ", base)]
         for i, _x, w in self._columns:
@@ -245,30 +252,37 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _empty_strip(self, y: int) -> Strip:
         if y != 1:
-            return Strip.blank(0, self.rich_style)
-        return Strip([Segment(" " + self._model.empty, self.rich_style + self._style("empty"))])
+            return Strip.blank(0, self._base)
+        return Strip([Segment(" " + self._model.empty, self._base + self._style("empty"))])
 
     def _row_strip(self, row: Row, cursor: bool) -> Strip:
         self.rendered_lines += 1
         model = self._model
-        base = self.rich_style
+        base = self._base
         # The cursor's colours replace the row's tone (a tinted text on the cursor bar is unreadable);
         # a cell's own tone still shows on top, as it marks the one number that matters.
         if cursor:
             row_style = base + self._style("cursor")
         else:
             row_style = base + self._style(row.tone) if row.tone else base
-        segments = [Segment(" ", row_style)]
+        # Cells of one style go into one segment: fewer segments, less work for the compositor.
+        segments: list[Segment] = []
+        run: list[str] = [" "]
         tones = row.cell_tones
+        gap = " " * GAP
         for i, _x, w in self._columns:
             text = row.cells[i]
             if len(text) > w:
                 text = text[: w - 1] + "…"
             text = text.rjust(w) if model.columns[i].numeric else text.ljust(w)
             tone = tones[i] if tones else ""
-            style = row_style + self._style(tone) if tone else row_style
-            segments.append(Segment(text, style))
-            segments.append(Segment(" " * GAP, row_style))
+            if tone:
+                segments.append(Segment("".join(run), row_style))
+                segments.append(Segment(text, row_style + self._style(tone)))
+                run = [gap]
+            else:
+                run += (text, gap)
+        segments.append(Segment("".join(run), row_style))
         width = max(self.scrollable_content_region.width, self.virtual_size.width)
         return Strip(segments).extend_cell_length(width, row_style)
 

@@ -43,8 +43,10 @@ class SpanLines(Widget):
     def set_lines(self, lines: Sequence[Sequence[Span]]) -> None:
         new = tuple(tuple(line) for line in lines)
         if new != self._lines:
+            # A new layout only when the height changes: a relayout costs milliseconds every tick.
+            relayout = len(new) != len(self._lines)
             self._lines = new
-            self.refresh(layout=True)
+            self.refresh(layout=relayout)
 
     def tone(self, tone: str) -> Style:
         return self.get_component_rich_style(f"spans--{tone}", partial=True) if tone else Style.null()
