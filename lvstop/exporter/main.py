@@ -65,8 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
     col.add_argument(
         "--no-collector.conntable", dest="conntable", action="store_false", help="no connection-table metrics"
     )
-    col.add_argument("--collector.conntable.interval", dest="conn_interval", type=float, default=30.0)
-    col.add_argument("--collector.conntable.budget", dest="conn_budget", type=float, default=1.0)
+    # Reading the table costs the kernel time quadratic in its size before 6.14: rarely, and briefly.
+    col.add_argument(
+        "--collector.conntable.interval",
+        dest="conn_interval",
+        type=float,
+        default=60.0,
+        help="seconds (default 60)",
+    )
+    col.add_argument(
+        "--collector.conntable.budget",
+        dest="conn_budget",
+        type=float,
+        default=1.0,
+        help="seconds (default 1)",
+    )
     wr = p.add_argument_group("writes")
     wr.add_argument("--write.enable", dest="write", action="store_true", help="serve the write API")
     wr.add_argument("--write.listen-address", dest="write_listen", default="127.0.0.1:9737")
