@@ -89,12 +89,19 @@ class LvstopApp(App[int]):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self._signalled, sig)
 
+        self.director.focus_view()
         for w in self.startup_warnings:
             self.notify(w, severity="warning", timeout=10)
 
     def _signalled(self, sig: int) -> None:
         # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).
         self.exit(128 + sig)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-side":
+            self.query_one("#side-by-side", LiveTable).focus()
+        else:
+            self.director.focus_view()
 
     def on_director_view_applied(self, _msg: DirectorView.Applied) -> None:
         """A director has new views: refresh the side-by-side table (a few dozen rows)."""

@@ -20,9 +20,9 @@ def _scaled(value: float) -> tuple[float, str]:
     return value, ""
 
 
-def _short(value: float) -> str:
-    """Three significant digits at most: 7, 7.5, 75, 750, then the caller adds a suffix."""
-    if value == int(value) or abs(value) >= 9.95:
+def _short(value: float, scaled: bool) -> str:
+    """Three significant digits at most: 7, 7.5, 75, 750; a scaled value keeps its decimal (1.0k)."""
+    if abs(value) >= 9.95 or (not scaled and value == int(value)):
         return f"{value:.0f}"
     return f"{value:.1f}"
 
@@ -34,7 +34,7 @@ def count(value: float | None, *, human: bool = True) -> str:
     if not human:
         return exact(value)
     scaled, suffix = _scaled(value)
-    return _short(scaled) + suffix
+    return _short(scaled, bool(suffix)) + suffix
 
 
 def nbytes(value: float | None, *, human: bool = True) -> str:
@@ -44,7 +44,7 @@ def nbytes(value: float | None, *, human: bool = True) -> str:
     if not human:
         return exact(value)
     scaled, suffix = _scaled(value)
-    return f"{_short(scaled)} {suffix}B"
+    return f"{_short(scaled, bool(suffix))} {suffix}B"
 
 
 def exact(value: float) -> str:

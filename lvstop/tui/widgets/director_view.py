@@ -97,7 +97,10 @@ class DirectorView(Vertical):
         self.feed.start(self._views_built, poll=self.autostart)
         self.set_interval(1.0, self.refresh_status)
         self.refresh_status()
-        self.query_one("#services-table").focus()
+
+    def focus_view(self) -> None:
+        """Something inside this view must hold the focus, or its keys would not reach it."""
+        self.query_one(f"#{TABLE_OF_VIEW.get(self.view, 'director-view')}").focus()
 
     def _views_built(self) -> None:
         """Called on the feed's builder thread; post_message is thread-safe."""
@@ -183,8 +186,7 @@ class DirectorView(Vertical):
         self.view = view
         self.query_one("#views", ContentSwitcher).current = f"{view}-view"
         self._close_filter()
-        # Something inside this view must hold the focus, or its keys would not reach it.
-        self.query_one(f"#{TABLE_OF_VIEW.get(view, 'director-view')}").focus()
+        self.focus_view()
         self.refresh_bindings()
 
     def action_back(self) -> None:

@@ -1,0 +1,119 @@
+"""`--connect`: remote directors through real lvstop exporters on loopback (reads, writes, tabs)."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lvstop.errors import ControlError
+from lvstop.exporter.main import Running, build_parser, start
+from lvstop.model import DestKey, ServiceKey
+from lvstop.poller import Poller
+from lvstop.sources.remote import RemoteSource
+from lvstop.sources.sim import SimSource
+from lvstop.tui.app import make_app, writer_for
+from lvstop.tui.stage import settle
+from lvstop.tui.widgets.director_view import DirectorView
+from lvstop.tui.widgets.live_table import LiveTable
+from lvstop.tui.writes import RemoteWriter
+
+HTTPS = ServiceKey.tcp("203.0.113.10", 443)
+NTP = ServiceKey.udp("203.0.113.15", 123)
+DEST = DestKey(2, "192.0.2.13", 8443)
+
+
+def exporter(tmp: Path) -> Running:
+    """An exporter on the demo director, writes on (loopback, no auth), its own drain state."""
+    (tmp / "proc").mkdir(parents=True)
+    args = build_parser().parse_args([
+        "--source", "demo", "--web.listen-address", "127.0.0.1:0", "--write.listen-address", "127.0.0.1:0",
+        "--write.enable", "--drain-state", str(tmp / "drains.json"), "--audit-log", str(tmp / "audit.jsonl"),
+        "--proc-root", str(tmp / "proc"), "--no-collector.conntable",
+    ])  # fmt: skip
+    running = start(args, SimSource(seed=1), audit_stream=io.StringIO())
+    deadline = time.monotonic() + 10
+    while running.poller.latest is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return running
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Running]:
+    r = exporter(tmp_path / "a")
+    yield r
+    r.stop()
+
+
+def write_url(r: Running) -> str:
+    return r.servers[1].url  # the write listener serves the reads too
+
+
+def test_remote_writer_goes_through_the_exporters_control(remote: Running) -> None:
+    w = RemoteWriter(write_url(remote))
+    dry = w.drain(HTTPS, DEST, expect=100, force=False, reason=None, dry_run=True)
+    assert (dry.outcome, dry.old, dry.requested, dry.previous) == ("dry_run", 100, 0, 100)
+    done = w.drain(HTTPS, DEST, expect=100, force=False, reason=None, dry_run=False)
+    assert done.outcome == "applied" and done.verified == 0
+    assert w.drains() == {(HTTPS, DEST): 100}
+    with pytest.raises(ControlError) as stale:
+        w.restore(HTTPS, DEST, expect=7, force=False, reason=None, dry_run=False)
+    assert stale.value.status == 409 and "not 7" in str(stale.value)
+    assert w.restore(HTTPS, DEST, expect=0, force=False, reason=None, dry_run=False).verified == 100
+
+
+def test_read_only_listener_refuses_writes_with_its_reason(remote: Running) -> None:
+    w = RemoteWriter(remote.servers[0].url)
+    with pytest.raises(ControlError) as refused:
+        w.drain(HTTPS, DEST, expect=100, force=False, reason=None, dry_run=True)
+    assert refused.value.status == 403 and "not served on this listener" in str(refused.value)
+
+
+def test_unreachable_exporter_is_a_clear_error() -> None:
+    with pytest.raises(ControlError) as down:
+        RemoteWriter("http://127.0.0.1:9").drains()
+    assert down.value.status == 503 and "127.0.0.1:9" in str(down.value)
+
+
+async def test_two_directors_in_tabs_and_side_by_side(remote: Running, tmp_path: Path) -> None:
+    other = exporter(tmp_path / "b")
+    try:
+        urls = [write_url(remote), write_url(other)]
+        pollers = [Poller(RemoteSource(u)) for u in urls]
+        writers = [writer_for(p.source, p, "", url=u) for p, u in zip(pollers, urls, strict=True)]
+        app = make_app(pollers, writers=writers, labels=urls, autostart=False, resolver=lambda _a: None)
+        async with app.run_test(size=(120, 40)) as pilot:
+            for _ in range(2):
+                for p in pollers:
+                    p.poll_once()
+                await settle(app, pilot)
+            assert [str(t.label) for t in app.query("Tab")][:2] == urls
+            await pilot.press("greater_than_sign")
+            assert app.director.id == "director-1"
+            await pilot.press("greater_than_sign")
+            side = app.query_one("#side-by-side", LiveTable)
+            rows = {r.key: r.cells for r in side.model.rows}
+            assert rows["director"][1:] == ("demo-director", "demo-director")
+            assert rows["role"][1:] == ("master eth1/7", "master eth1/7")
+            assert str(HTTPS) in rows
+            await pilot.press("greater_than_sign")  # round to the first director; drain there remotely
+            view = app.query_one("#director-0", DirectorView)
+            view.query_one("#services-table", LiveTable).select_key(str(HTTPS))
+            await pilot.press("enter")
+            await settle(app, pilot)
+            view.query_one("#dests-table", LiveTable).select_key(str(DEST))
+            await pilot.press("d")
+            while type(app.screen).__name__ != "ConfirmScreen":
+                await pilot.pause(0.02)
+            await pilot.press("y")
+            deadline = time.monotonic() + 10
+            while remote.exporter.source.source.get_dest(HTTPS, DEST).weight != 0:  # type: ignore[attr-defined]
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+            assert other.exporter.source.source.get_dest(HTTPS, DEST).weight == 100  # type: ignore[attr-defined]
+    finally:
+        other.stop()

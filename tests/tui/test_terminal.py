@@ -1,0 +1,60 @@
+"""`lvstop --demo` in a real pseudo-terminal: SIGTERM and SIGHUP leave the terminal usable."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What Textual writes when it takes the terminal, and what undoes it.
+LEAVE_ALT_SCREEN, SHOW_CURSOR, MOUSE_OFF = b"\x1b[?1049l", b"\x1b[?25h", b"\x1b[?1000l"
+
+
+def read_until(fd: int, marker: bytes, timeout: float) -> bytes:
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while marker not in buf and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.05)[0]:
+            try:
+                buf += os.read(fd, 65536)
+            except OSError:
+                break
+    return buf
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_signal_restores_the_terminal(sig: signal.Signals) -> None:
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lvstop", "--demo"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    os.close(slave)
+    try:
+        shown = read_until(master, b"demo-director", 30)
+        assert b"demo-director" in shown, shown[-500:]
+        proc.send_signal(sig)
+        tail = read_until(master, LEAVE_ALT_SCREEN, 10)
+        status = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert status == 128 + sig
+    assert LEAVE_ALT_SCREEN in tail and SHOW_CURSOR in tail and MOUSE_OFF in tail
+    assert b"Traceback" not in shown + tail
