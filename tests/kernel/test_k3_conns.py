@@ -1,0 +1,165 @@
+"""Item 3: connection-table aggregates equal what `ipvsadm -Lnc` lists; entries that reached the backup
+through the sync daemon are recognised as such; both daemons and the timeouts are read right."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from lvstop.conntable import ConnTable
+from lvstop.model import DaemonState, ServiceKey
+from lvstop.sources.netlink import NetlinkSource
+
+from .compare import listing_of, sandwich
+from .lab import BACKUP, MASTER, Lab, traffic_plan
+from .oracle import Conn, Listing, hostport, parse_conns, parse_daemons, parse_timeout, service_name
+
+pytestmark = pytest.mark.kernel
+
+
+@pytest.fixture(scope="module")
+def sources(lab: Lab) -> Iterator[dict[str, NetlinkSource]]:
+    # fresh entries (the burst's may have expired by now), and time for the master's sync daemon to
+    # send them (it flushes its buffer at least every 2 s)
+    lab.burst([{**p, "count": 1} for p in traffic_plan(tunnels=lab.tunnels, sctp=lab.sctp)])
+    time.sleep(3)
+    s = {ns: NetlinkSource(netns=ns) for ns in (MASTER, BACKUP)}
+    yield s
+    for src in s.values():
+        src.close()
+
+
+def _entry_set(text: str) -> str:
+    return "\n".join(
+        sorted(" ".join((c.protocol, c.state, c.source, c.virtual, c.destination)) for c in parse_conns(text))
+    )
+
+
+def _attribute(c: Conn, listing: Listing) -> tuple[str, bool]:
+    """(service, attributed) of an -Lnc entry, from what ipvsadm shows alone. The table shows the
+    packet's own address, not the fwmark that chose the service, so (lvstop's documented rules):
+    a fwmark template carries its mark as the address; else the service at that address and port
+    (or port 0) if it has the entry's dest; else the one fwmark service of that family that has the
+    dest; else the service at that address keeps it; else it stays unattributed, keyed as printed."""
+    vaddr, _, vport = c.virtual.rpartition(":")
+    family = 10 if vaddr.startswith("[") else 2
+    vaddr = vaddr.strip("[]")
+    if c.protocol == "IP":
+        mark = int(ipaddress.ip_address(vaddr).packed[:4].hex(), 16)
+        name = service_name("", family, "", 0, mark)
+        return name, name in listing.services
+    direct = service_name(c.protocol, family, vaddr, int(vport), 0)
+    zero = service_name(c.protocol, family, vaddr, 0, 0)
+    svc = direct if direct in listing.services else zero if zero in listing.services else None
+    template = c.source.endswith(":0")
+    if svc is None or not (template or c.destination in listing.dests[svc]):
+        owners = [
+            s
+            for s in listing.services
+            if s.startswith("FWM")
+            and s.endswith("IPv6") == (family == 10)
+            and c.destination in listing.dests[s]
+        ]
+        if len(owners) == 1:
+            svc = owners[0]
+    return (svc, True) if svc else (direct, False)
+
+
+def _oracle(
+    conns: list[Conn], listing: Listing
+) -> tuple[Counter[tuple[str, str]], Counter[str], Counter[tuple[str, str, str]], int]:
+    """(service, state) entry counts, templates by service, (service, dest, state) counts, unattributed."""
+    states: Counter[tuple[str, str]] = Counter()
+    templates: Counter[str] = Counter()
+    by_dest: Counter[tuple[str, str, str]] = Counter()
+    unattributed = 0
+    for c in conns:
+        svc, attributed = _attribute(c, listing)
+        unattributed += not attributed
+        if c.source.endswith(":0"):
+            templates[svc] += 1
+        else:
+            states[(svc, c.state)] += 1
+            by_dest[(svc, c.destination, c.state)] += 1
+    return states, templates, by_dest, unattributed
+
+
+def _name(k: ServiceKey) -> str:
+    return service_name(k.protocol.name, k.family, k.address, k.port, k.fwmark)
+
+
+@pytest.mark.parametrize("ns", [MASTER, BACKUP])
+def test_conntable_equals_ipvsadm_lnc(lab: Lab, sources: dict[str, NetlinkSource], ns: str) -> None:
+    source = sources[ns]
+    snap = source.read()
+    sync = ns == BACKUP
+
+    def read() -> tuple[list[str], list[str]]:
+        return list(source.conn_lines(sync=sync)), list(source.conn_lines(sync=not sync))
+
+    # the set of entries must stay put around our read; their expiry timers may tick
+    (text,), (lines, other), _ = sandwich(lab, ns, [("-Lnc",)], read, same=_entry_set)
+    conns = parse_conns(text)
+    assert conns, f"{ns}: the lab's traffic left no connection entries"
+    summary = ConnTable(snap.services).summarize(lines, sync=sync, budget_s=None, filters=None)
+    assert not summary.partial and summary.total == len(conns) == len(other) - 1
+
+    states, templates, by_dest, unattributed = _oracle(conns, listing_of([lab.ipvsadm("-Ln", ns=ns)]))
+    got_states = Counter(
+        {(_name(k), st): n for k, c in summary.by_service.items() for st, n in c.states.items()}
+    )
+    got_templates = Counter({_name(k): c.templates for k, c in summary.by_service.items() if c.templates})
+    got_by_dest = Counter(
+        {
+            (_name(k), hostport(d.family, d.address, d.port), st): n
+            for (k, d), c in summary.by_dest.items()
+            for st, n in c.states.items()
+        }
+    )
+    assert got_states == states
+    assert got_templates == templates
+    assert got_by_dest == by_dest
+    assert summary.unattributed == unattributed
+    if not sync:
+        assert 0 < unattributed < len(conns), "the lab has entries of ambiguous fwmark dests, and others"
+    assert summary.overall.conns + summary.overall.templates == len(conns)
+
+    # ip_vs_conn_sync's Origin column, read by our own split of the file
+    with open(f"{lab.proc_root(ns)}/net/ip_vs_conn_sync") as f:
+        origins = Counter(line.split()[8] for line in f.readlines()[1:])
+    if sync:
+        assert origins["SYNC"] > 0, "the backup received nothing through the sync daemon"
+        assert dict(summary.overall.origins) == dict(origins), "SYNC entries not recognised as such"
+    else:
+        assert dict(origins) == {"LOCAL": len(conns)}
+
+
+def test_daemons_and_timeouts(lab: Lab, sources: dict[str, NetlinkSource]) -> None:
+    lab.ipvsadm("--set", "901", "121", "301", ns=MASTER)
+    timeouts = {}
+    for ns in (MASTER, BACKUP):
+        snap = sources[ns].read()
+        want = parse_daemons(lab.ipvsadm("-L", "--daemon", ns=ns))
+        got = [
+            {
+                "state": DaemonState(d.state).name.lower(),
+                "mcast": d.mcast_ifn,
+                "syncid": d.syncid,
+                "maxlen": d.maxlen,
+                "group": d.group,
+                "port": d.port,
+                "ttl": d.ttl,
+            }
+            for d in snap.daemons
+        ]
+        assert sorted(got, key=str) == sorted(want, key=str), ns
+        assert snap.timeouts is not None
+        t = snap.timeouts
+        timeouts[ns] = (t.tcp, t.tcpfin, t.udp)
+        assert timeouts[ns] == parse_timeout(lab.ipvsadm("-L", "--timeout", ns=ns)), ns
+        assert len(snap.daemons) == len(want) >= (2 if ns == BACKUP else 1), f"{ns}: daemons {want}"
+    assert timeouts == {MASTER: (901, 121, 301), BACKUP: (900, 120, 300)}, "timeouts are per namespace"
