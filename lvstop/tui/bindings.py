@@ -185,7 +185,6 @@ KEYS: tuple[Key, ...] = (
         "set weight",
         "Set the selected dest's weight",
         "w",
-        footer=True,
     ),
     Key("replay-step", "full_stop", "step", "replay", "step", "Paused replay: show the next snapshot", "."),
     Key("replay-faster", "right_square_bracket", "speed(2.0)", "replay", "faster", "Play twice as fast", "]"),

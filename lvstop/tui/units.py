@@ -87,7 +87,7 @@ def sparkline(values: Sequence[float], width: int) -> str:
     """The last `width` values as bars from their minimum to their maximum; blanks pad on the left.
 
     Scaled to the window's own range, so a busy but steady service still shows its ups and downs;
-    all zeros stay at the floor and a nearly steady series draws a flat mid-height line.
+    all zeros stay at the floor and a nearly steady series draws a flat line one step above it.
     """
     if width <= 0:
         return ""
@@ -97,7 +97,7 @@ def sparkline(values: Sequence[float], width: int) -> str:
     if hi <= 0:
         bars = _BARS[0] * len(tail)
     elif hi - lo <= FLAT * hi:
-        bars = _BARS[last // 2] * len(tail)
+        bars = _BARS[1] * len(tail)  # steady: a low line, one step above the zero floor
     else:
         bars = "".join(_BARS[min(last, max(0, round((v - lo) / (hi - lo) * last)))] for v in tail)
     return bars.rjust(width)

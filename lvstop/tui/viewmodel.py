@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 GOOD, WARN, BAD, DRAINED, DIM, ACCENT = "good", "warn", "bad", "drained", "dim", "accent"
 
 TREND_WIDTH = 10
+DRAIN_DEPTH = 30  # polls of a drain's active connections kept for its note (a minute at 2 s)
 HISTORY_DEPTH = 120  # samples: 4 minutes at the default 2 s tick
 IMBALANCE_POINTS = 15.0  # weight share vs traffic share gap (percentage points) worth a warning
 IMBALANCE_MIN_CPS = 5.0  # below this many conns/s the shares are noise
@@ -159,6 +160,7 @@ class History:
         self._services: dict[ServiceKey, deque[float]] = {}
         self._dests: dict[ServiceKey, dict[tuple[str, int], deque[float]]] = {}
         self._totals: dict[str, deque[float]] = {}
+        self._draining: dict[tuple[ServiceKey, str, int], deque[float]] = {}  # active conns of weight-0 dests
         self._seq: int | None = None
 
     def record(self, snap: Snapshot) -> None:
@@ -167,6 +169,7 @@ class History:
         self._seq = snap.seq
         depth = self._trend_depth
         services, dests = self._services, self._dests
+        draining: dict[tuple[ServiceKey, str, int], deque[float]] = {}
         for svc in snap.services:
             skey = svc.key
             _push(services, skey, svc.rates, depth)
@@ -180,9 +183,14 @@ class History:
                     buf = inner[(d.address, d.port)] = deque(maxlen=depth)
                 if r is not None:  # no rate yet (first poll, counters reset): a gap, not a dip to zero
                     buf.append(r.cps)
+                if d.weight == 0:  # drains are few: follow their active connections too
+                    key = (skey, d.address, d.port)
+                    drain = draining[key] = self._draining.get(key) or deque(maxlen=DRAIN_DEPTH)
+                    drain.append(d.active_conns)
             if len(inner) > 2 * len(svc.dests) + 4:  # dests came and went: forget the gone ones
                 keep = {(d.address, d.port) for d in svc.dests}
                 dests[skey] = {k: v for k, v in inner.items() if k in keep}
+        self._draining = draining
         if len(services) > 2 * len(snap.services) + 4:
             keep_s = {s.key for s in snap.services}
             self._services = {k: v for k, v in services.items() if k in keep_s}
@@ -203,6 +211,7 @@ class History:
             k: {dk: deque(v, maxlen=v.maxlen) for dk, v in inner.items()} for k, inner in self._dests.items()
         }
         other._totals = {k: deque(v, maxlen=v.maxlen) for k, v in self._totals.items()}
+        other._draining = {k: deque(v, maxlen=v.maxlen) for k, v in self._draining.items()}
         other._seq = self._seq
         return other
 
@@ -211,6 +220,10 @@ class History:
 
     def dest(self, skey: ServiceKey, dkey: DestKey) -> Sequence[float]:
         return self._dests.get(skey, {}).get((dkey.address, dkey.port), ())
+
+    def draining(self, skey: ServiceKey, dkey: DestKey) -> Sequence[float]:
+        """Active connections of a weight-0 dest, poll by poll since it went to 0 (last DRAIN_DEPTH)."""
+        return self._draining.get((skey, dkey.address, dkey.port), ())
 
     def total(self, name: str) -> Sequence[float]:
         return self._totals.get(name, ())
@@ -580,10 +593,18 @@ def dest_notes(
             notes.append(tuple(head))
             continue
         head.append((f"  {units.count(d.active_conns, human=human)} active", WARN if d.active_conns else ""))
+        active = history.draining(svc.key, d.key)
+        if len(active) > 1:
+            change = active[-1] - active[0]
+            trend = (
+                "steady"
+                if abs(change) <= units.FLAT * max(active)
+                else ("falling" if change < 0 else "rising")
+            )
+            head.append((f" {trend} {units.sparkline(active, min(len(active), TREND_WIDTH))}", DIM))
         head.append((f", {units.count(d.inactive_conns, human=human)} inactive", ""))
         if d.persist_conns:
             head.append((f", {units.count(d.persist_conns, human=human)} templates", ""))
-        head.append(("  new conn/s " + units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH), DIM))
         why: list[str] = []
         templates_hold = d.persist_conns or d.persist_conns is None
         if svc.persistent and templates_hold and not sysctls.get("expire_quiescent_template", 0):
@@ -910,10 +931,21 @@ def fit_chunks(chunks: Sequence[Chunk], width: int) -> list[Chunk]:
 
 
 def visible_columns(model: TableModel, width: int, gap: int = 2) -> list[int]:
-    """Indices of the columns that fit in `width`, dropping the least important first."""
+    """Indices of the columns that fit in `width`, dropping the least important first.
+
+    The column the table is sorted by comes right after the first (key) column: the user chose it.
+    """
     cols = model.columns
     widths = model.widths or tuple(len(c.title) for c in cols)
-    order = sorted(range(len(cols)), key=lambda i: (cols[i].priority, i))
+    sort = model.sort.column if model.sort is not None else None
+    first = min(range(len(cols)), key=lambda i: (cols[i].priority, i), default=0)
+
+    def rank(i: int) -> tuple[int, int, int]:
+        if i == first:
+            return (0, 0, 0)
+        return (1, 0, 0) if cols[i].id == sort else (2, cols[i].priority, i)
+
+    order = sorted(range(len(cols)), key=rank)
     chosen: list[int] = []
     used = 0
     for i in order:
@@ -1026,6 +1058,8 @@ def conn_views(
             MappingProxyType({}),
         )
     ov = summary.overall
+    if summary.partial:  # first: at 80 columns the end of the line is cut
+        line.append(("  PARTIAL: the read hit its time budget, counts are low", WARN))
     line.append(
         (
             f"  {units.count(summary.matched, human=human)} of "
@@ -1040,8 +1074,6 @@ def conn_views(
     line.append((f"  read in {units.duration(summary.read_seconds)}", DIM))
     if age is not None:
         line.append((f", {units.duration(age)} ago", DIM))
-    if summary.partial:
-        line.append(("  PARTIAL: the read hit its time budget, counts are low", WARN))
     if summary.unattributed:
         line.append((f"  {summary.unattributed} of no known service", WARN))
 

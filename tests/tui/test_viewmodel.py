@@ -100,7 +100,7 @@ class TestUnits:
     def test_sparkline_scales_to_its_window(self) -> None:
         assert units.sparkline([0, 0, 0], 5) == "  ▁▁▁"
         assert units.sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == "▁▂▃▄▅▆▇█"
-        assert units.sparkline([100, 101, 100], 3) == "▄▄▄"  # a 1% wiggle is no trend
+        assert units.sparkline([100, 101, 100], 3) == "▂▂▂"  # a 1% wiggle is no trend
         assert units.sparkline([5, 1, 9], 2) == "▁█"  # only the newest `width` values
         assert units.sparkline([1], 0) == ""
 

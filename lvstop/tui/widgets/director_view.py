@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar
 
-from rich.table import Table
+from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -78,8 +79,8 @@ class DirectorView(Vertical):
                 yield SpanLines(id="recent-events")
             with Vertical(id="dests-view"):
                 yield SpanLines(id="dests-summary")
+                yield SpanLines(id="dest-notes")  # above the table: it stays next to the summary
                 yield LiveTable(id="dests-table")
-                yield SpanLines(id="dest-notes")
             with Vertical(id="conns-view"):
                 yield SpanLines(id="conns-line")
                 with Horizontal(id="conns-aggregates"):
@@ -122,7 +123,9 @@ class DirectorView(Vertical):
         self.query_one("#dests-table", LiveTable).set_model(views.dests)
         self.query_one("#events-table", LiveTable).set_model(views.events)
         self.query_one("#dests-summary", SpanLines).set_lines([views.summary])
-        self.query_one("#dest-notes", SpanLines).set_lines(views.dest_notes)
+        notes = self.query_one("#dest-notes", SpanLines)
+        notes.set_lines(views.dest_notes)
+        notes.display = bool(views.dest_notes)
         title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (4: all of them)", vm.DIM))
         recent = views.recent or ((("none yet: services, dests and weights that change show here", vm.DIM),),)
         self.query_one("#recent-events", SpanLines).set_lines([title, *recent])
@@ -424,20 +427,18 @@ class DirectorView(Vertical):
         self.feed.refresh_drains()
 
 
-def director_table(settings: tuple[vm.Setting, ...]) -> Table:
-    table = Table(box=None, expand=True, show_header=False, padding=(0, 1))
-    table.add_column("name", no_wrap=True, style="bold")
-    table.add_column("value", no_wrap=True)
-    table.add_column("meaning", ratio=1)
+def director_table(settings: tuple[vm.Setting, ...]) -> Group:
+    """`name = value`, then what it means on its own indented lines: readable from 40 columns up."""
+    parts: list[RenderableType] = []
     section = None
     for s in settings:
         if s.section != section:
             section = s.section
-            table.add_row(Text(s.section, style="reverse"), "", "")
+            parts.append(Text(f" {s.section} ", style="reverse bold"))
         style = {"good": "green", "warn": "yellow", "bad": "bold red"}.get(s.tone, "")
-        table.add_row(
-            s.name, Text(s.value, style=style), Text(s.meaning, style="dim" if not s.tone else style)
-        )
+        parts.append(Text.assemble((s.name, "bold"), " = ", (s.value, style)))
+        if s.meaning:
+            parts.append(Padding(Text(s.meaning, style=style or "dim"), (0, 0, 0, 4)))
     if not settings:
-        table.add_row("waiting for the first poll…", "", "")
-    return table
+        parts.append(Text("waiting for the first poll…", style="dim"))
+    return Group(*parts)

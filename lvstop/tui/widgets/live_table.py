@@ -132,7 +132,11 @@ class LiveTable(ScrollView, can_focus=True):
     def set_model(self, model: TableModel) -> None:
         """A tick: swap the rows in, keep the cursor on its key, repaint what is on screen."""
         old_key = self._cursor_key
-        layout_changed = model.columns != self._model.columns or model.widths != self._model.widths
+        layout_changed = (model.columns, model.widths, model.sort) != (
+            self._model.columns,
+            self._model.widths,
+            self._model.sort,
+        )
         self._model = model
         rows = model.rows
         if self._pinned and old_key is not None and old_key in model.index:
@@ -158,10 +162,12 @@ class LiveTable(ScrollView, can_focus=True):
     # --- layout ------------------------------------------------------------------------------------
 
     def _layout(self) -> None:
-        width = self.scrollable_content_region.width or self.size.width
+        # The vertical scrollbar's column is kept free whether or not it shows: a scrollbar that
+        # appears later must not cut the last column's digits (164 read as 16).
+        width = self.size.width - self.styles.scrollbar_size_vertical - 1  # and the blank on the left
         model = self._model
         widths = self._column_widths()
-        shown = visible_columns(TableModel(model.columns, widths=widths), max(1, width - 1), GAP)
+        shown = visible_columns(TableModel(model.columns, widths=widths, sort=model.sort), max(1, width), GAP)
         x = 1  # one blank column on the left so the first cell does not touch the border
         self._columns = []
         for i in shown:
