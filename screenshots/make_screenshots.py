@@ -5,14 +5,17 @@
     .venv/bin/python screenshots/make_screenshots.py --only 120x40
 
 The demo director is seeded and runs on a manual clock (lvstop.tui.stage), so the pictures only
-change when lvstop does. The story: two minutes of traffic near the daily peak; 40 s in, the on-call
-drained 192.0.2.13 from the persistent HTTPS service. PNGs come from rsvg-convert (librsvg2-bin).
+change when lvstop does. The story: a minute and a half of traffic near the daily peak; 40 s in, the
+on-call drained 192.0.2.13 from the persistent HTTPS service; 50 s in, someone else lowered a
+weight; 60 s in, two polls failed. Last, the source fails for good (the banner) and the guard
+refuses to drain NTP's last live dest. PNGs come from rsvg-convert (librsvg2-bin).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
@@ -25,7 +28,9 @@ from pathlib import Path
 os.environ["TZ"] = "UTC"  # the events' clock times
 time.tzset()
 
-from lvstop.model import DestKey, ServiceKey  # noqa: E402
+from lvstop.errors import SourceError  # noqa: E402
+from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot  # noqa: E402
+from lvstop.sources.sim import SimSource  # noqa: E402
 from lvstop.tui.app import LvstopApp  # noqa: E402
 from lvstop.tui.stage import ACTOR, Stage, play, settle  # noqa: E402
 from lvstop.tui.widgets.director_view import DirectorView  # noqa: E402
@@ -63,9 +68,29 @@ async def until(pilot: object, check: object, timeout: float = 10.0) -> None:
         await pilot.pause(0.02)  # type: ignore[attr-defined]
 
 
+class Hiccup(SimSource):
+    """The demo director, whose reads fail while `failing` is set (netlink refused, say)."""
+
+    failing: str | None = None
+
+    def read(self) -> Snapshot:
+        if self.failing:
+            raise SourceError(IssueKind.NO_PERMISSION, self.failing)
+        return super().read()
+
+
+async def fail(app: LvstopApp, pilot: object, stage: Stage, polls: int) -> None:
+    for _ in range(polls):
+        with contextlib.suppress(SourceError):
+            stage.advance()
+        await pilot.pause()  # type: ignore[attr-defined]
+
+
 async def shoot(size: str) -> list[Path]:
     width, height = SIZES[size]
-    stage = Stage()
+    stage = Stage(source_class=Hiccup)
+    source = stage.source
+    assert isinstance(source, Hiccup)
     app = stage.app()
     out: list[Path] = []
     async with app.run_test(size=(width, height)) as pilot:
@@ -77,7 +102,11 @@ async def shoot(size: str) -> list[Path]:
         smtp = stage.source.get_dest(SMTP, SMTP_DEST)
         assert smtp is not None
         stage.source.set_dest(SMTP, dataclasses.replace(smtp, weight=2))
-        await play(app, pilot, stage, 15)
+        await play(app, pilot, stage, 5)
+        source.failing = "netlink: Operation not permitted (lvstop needs CAP_NET_ADMIN)"  # a short outage
+        await fail(app, pilot, stage, 2)
+        source.failing = None
+        await play(app, pilot, stage, 8)
         view = app.query_one(DirectorView)
         stage.clock.now += 1.2  # the header's "last poll ... ago", as it reads between two polls
         view.refresh_status()
@@ -113,6 +142,14 @@ async def shoot(size: str) -> list[Path]:
         await pilot.pause()
         out.append(save(app, "help", size))
         await pilot.press("escape", "1")
+
+        source.failing = "netlink: Operation not permitted (lvstop needs CAP_NET_ADMIN)"
+        await fail(app, pilot, stage, 3)
+        stage.clock.now += 1.2
+        view.refresh_status()
+        await pilot.pause()
+        out.append(save(app, "failing", size))
+        source.failing = None
 
         # The guard: NTP has two dests; drain one, then ask to drain the other.
         ntp = stage.source.read().service(NTP)

@@ -58,6 +58,7 @@ class Column:
     numeric: bool = True  # right-aligned; sorting starts descending
     priority: int = 0  # columns with the highest priority number go first when the table is narrow
     sortable: bool = True
+    shrink: bool = False  # text that may be cut short (…) rather than dropped when the table is narrow
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,7 +344,7 @@ SERVICE_COLUMNS: tuple[Column, ...] = (
     Column("proto", "Proto", numeric=False, priority=2),
     Column("service", "Virtual service", numeric=False, priority=0),
     Column("sched", "Sched", numeric=False, priority=6),
-    Column("flags", "Flags", numeric=False, priority=12),
+    Column("flags", "Flags", numeric=False, priority=12, shrink=True),
     Column("dests", "Live", priority=3),
     Column("active", "Active", priority=1),
     Column("inactive", "InAct", priority=5),
@@ -452,7 +453,7 @@ DEST_COLUMNS: tuple[Column, ...] = (
     Column("inbps", "In B/s", priority=5),
     Column("outbps", "Out B/s", priority=8),
     Column("thresh", "Upper/Lower", priority=11),
-    Column("tunnel", "Tunnel", numeric=False, priority=12),
+    Column("tunnel", "Tunnel", numeric=False, priority=12, shrink=True),
     Column("trend", "Trend", numeric=False, priority=5, sortable=False),
 )
 
@@ -652,10 +653,10 @@ def weight_effect(svc: Service, dkey: DestKey, new: int) -> WeightEffect:
 EVENT_COLUMNS: tuple[Column, ...] = (
     Column("time", "Time", numeric=False, priority=0),
     Column("kind", "Event", numeric=False, priority=1),
-    Column("what", "Where", numeric=False, priority=2),
-    Column("change", "Change", numeric=False, priority=3),
-    Column("by", "By", numeric=False, priority=4),
-    Column("message", "Details", numeric=False, priority=5),
+    Column("what", "Where", numeric=False, priority=3, shrink=True),
+    Column("change", "Change", numeric=False, priority=2),
+    Column("by", "By", numeric=False, priority=2),
+    Column("message", "Details", numeric=False, priority=5, shrink=True),
 )
 
 _EVENT_TONES = {
@@ -673,9 +674,11 @@ _SELF_EXPLAINED = ("weight_changed", "dest_added", "dest_removed", "service_adde
 
 
 def _event_cells(ev: Event) -> tuple[tuple[str, ...], str]:
-    what = " ".join(
-        x for x in (str(ev.service) if ev.service else "", f"→ {ev.dest}" if ev.dest else "") if x
-    )
+    # The dest first: it is what changed, and what must survive a narrow terminal's cut.
+    if ev.dest is not None:
+        what = f"{ev.dest} in {ev.service}"
+    else:
+        what = str(ev.service) if ev.service is not None else ev.message
     change = f"{ev.old} → {ev.new}" if ev.old is not None or ev.new is not None else ""
     tone = _EVENT_TONES.get(ev.kind, "")
     by = ""
@@ -683,7 +686,7 @@ def _event_cells(ev: Event) -> tuple[tuple[str, ...], str]:
         by = ev.actor or "outside lvstop"
         if ev.actor is None:
             tone = WARN  # keepalived or a human with ipvsadm: they may put their weight back
-    details = "" if ev.kind in _SELF_EXPLAINED else ev.message
+    details = "" if ev.kind in _SELF_EXPLAINED or ev.service is None else ev.message
     cells = (
         time.strftime("%H:%M:%S", time.localtime(ev.time)),
         ev.kind.replace("_", " "),
@@ -930,10 +933,14 @@ def fit_chunks(chunks: Sequence[Chunk], width: int) -> list[Chunk]:
     return kept
 
 
-def visible_columns(model: TableModel, width: int, gap: int = 2) -> list[int]:
-    """Indices of the columns that fit in `width`, dropping the least important first.
+MIN_SHRUNK = 12  # a shrinkable column cut to fewer characters than this is not worth showing
+
+
+def visible_columns(model: TableModel, width: int, gap: int = 2) -> list[tuple[int, int]]:
+    """(index, width) of the columns that fit in `width`, dropping the least important first.
 
     The column the table is sorted by comes right after the first (key) column: the user chose it.
+    A shrinkable column that does not fit whole takes what room is left, if that is enough.
     """
     cols = model.columns
     widths = model.widths or tuple(len(c.title) for c in cols)
@@ -946,15 +953,18 @@ def visible_columns(model: TableModel, width: int, gap: int = 2) -> list[int]:
         return (1, 0, 0) if cols[i].id == sort else (2, cols[i].priority, i)
 
     order = sorted(range(len(cols)), key=rank)
-    chosen: list[int] = []
+    chosen: dict[int, int] = {}
     used = 0
     for i in order:
-        need = widths[i] + (gap if chosen else 0)
-        if chosen and used + need > width:
+        sep = gap if chosen else 0
+        if not chosen or used + sep + widths[i] <= width:
+            chosen[i] = widths[i]
+        elif cols[i].shrink and width - used - sep >= MIN_SHRUNK:
+            chosen[i] = width - used - sep  # what is left; lower-priority columns get nothing after this
+        else:
             continue
-        chosen.append(i)
-        used += need
-    return sorted(chosen)
+        used += sep + chosen[i]
+    return sorted(chosen.items())
 
 
 # --- connections ------------------------------------------------------------------------------------

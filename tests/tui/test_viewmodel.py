@@ -135,9 +135,18 @@ class TestServices:
 
     def test_visible_columns_drop_the_least_important_first(self) -> None:
         model = vm.services_table(snapshot(service(WEB, dest(1))), vm.ViewSettings(), vm.History())
-        narrow = [model.columns[i].id for i in vm.visible_columns(model, 40)]
-        assert "service" in narrow and "cps" in narrow and "flags" not in narrow
+        narrow = [model.columns[i].id for i, _w in vm.visible_columns(model, 40)]
+        assert "service" in narrow and "cps" in narrow and "conns" not in narrow
         assert len(vm.visible_columns(model, 1000)) == len(model.columns)
+
+    def test_a_long_text_column_is_cut_rather_than_dropped(self) -> None:
+        evs = [Event(1.7e9, "weight_changed", "m", WEB, DestKey(AF_INET, "192.0.2.1", 80), 5, 0, None)]
+        model = vm.events_table(evs, vm.ViewSettings())
+        shown = dict(vm.visible_columns(model, 78))
+        ids = [c.id for c in model.columns]
+        assert ids.index("by") in shown and ids.index("change") in shown  # "outside lvstop" stays
+        where = ids.index("what")
+        assert where in shown and shown[where] < model.widths[where]
 
 
 class TestDests:
@@ -260,7 +269,9 @@ class TestEventsDirectorConns:
         model = vm.events_table(evs, vm.ViewSettings())
         by = {r.cells[4]: r.tone for r in model.rows}
         assert by == {"tui:alice": "", "outside lvstop": vm.WARN, "": vm.BAD}
-        assert model.rows[0].cells[5] == "poll failed: EPERM"  # newest first
+        assert (
+            model.rows[0].cells[2] == "poll failed: EPERM"
+        )  # newest first; no service: the message says where
         recent = vm.recent_events(evs, 2)
         assert len(recent) == 2 and "poll failed" in "".join(t for t, _ in recent[0])
 

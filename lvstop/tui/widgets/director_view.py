@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import ContentSwitcher, Input, Static
 
 from lvstop.errors import LvstopError
+from lvstop.events import Event
 from lvstop.model import DestKey, ServiceKey
 from lvstop.tui import units
 from lvstop.tui import viewmodel as vm
@@ -69,6 +70,7 @@ class DirectorView(Vertical):
         self.view = "services"
         self.views: Views | None = None
         self.applied = 0  # view builds applied to the screen (tests and the bench wait on it)
+        self._newest_event: Event | None = None
 
     def compose(self) -> ComposeResult:
         yield ChunkLines(id="header")
@@ -151,6 +153,11 @@ class DirectorView(Vertical):
         """Every second and on each build: the live end of the header and the failure banner."""
         feed = self.feed
         health = feed.health()
+        newest = feed.recent_events(1)
+        if (newest[-1] if newest else None) is not self._newest_event:
+            # A failed poll publishes no snapshot, but its event belongs on the screen now.
+            self._newest_event = newest[-1]
+            feed.request()
         header = (
             self.views.header
             if self.views is not None

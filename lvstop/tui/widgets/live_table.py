@@ -170,9 +170,9 @@ class LiveTable(ScrollView, can_focus=True):
         shown = visible_columns(TableModel(model.columns, widths=widths, sort=model.sort), max(1, width), GAP)
         x = 1  # one blank column on the left so the first cell does not touch the border
         self._columns = []
-        for i in shown:
-            self._columns.append((i, x, widths[i]))
-            x += widths[i] + GAP
+        for i, w in shown:
+            self._columns.append((i, x, w))
+            x += w + GAP
         self._line_cache.clear()
 
     def _column_widths(self) -> tuple[int, ...]:
