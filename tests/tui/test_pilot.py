@@ -391,3 +391,38 @@ def _fields(d: object) -> dict[str, object]:
     import dataclasses
 
     return {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}  # type: ignore[arg-type]
+
+
+class TestReplayKeys:
+    async def test_space_pauses_dot_steps_brackets_change_speed(self, tmp_path: object, stage: Stage) -> None:
+        from pathlib import Path
+
+        from lvstop.poller import Poller
+        from lvstop.sources.replay import Recorder, ReplaySource
+        from lvstop.tui.app import make_app
+        from lvstop.tui.playback import Playback
+        from lvstop.tui.stage import ManualClock
+
+        path = Path(str(tmp_path)) / "rec.jsonl.gz"
+        with Recorder(path) as rec:
+            for _ in range(5):
+                stage.advance()
+                rec.write(stage.poller.latest)  # type: ignore[arg-type]
+        clock = ManualClock()
+        source = ReplaySource(path)
+        poller = Poller(source, interval=3600, clock=clock, wall_clock=clock)  # one read, then a long wait
+        playback = Playback(poller, source, 3600)
+        poller.subscribe(playback.on_snapshot)
+        app = make_app([poller], playbacks=[playback], resolver=lambda _a: None, clock=clock)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: source.position == 1)
+            await pilot.press("space")
+            await wait_for(pilot, lambda: not playback.playing and not poller.running)
+            assert "replay 1/5 at 1x, paused" in app.query_one("#header", ChunkLines).plain
+            await pilot.press("full_stop", "full_stop")
+            await wait_for(pilot, lambda: source.position == 3)
+            await pilot.press("right_square_bracket")
+            assert playback.speed == 2 and poller.interval == 1800
+            await settle(app, pilot)
+            assert "replay 3/5 at 2x, paused" in app.query_one("#header", ChunkLines).plain
+            assert len(table(app, "services-table").model.rows) == 14

@@ -312,10 +312,17 @@ class DirectorView(Vertical):
 
     def action_pause(self) -> None:
         if self.feed.playback is not None:
-            self.feed.playback.toggle()  # a replay pauses its playback; the tables follow it
+            self._toggle_playback()  # a replay pauses its playback; the tables follow it
         else:
             self.feed.set_paused(not self.feed.paused)
         self.refresh_status()
+
+    @work(thread=True, group="playback", exclusive=True)
+    def _toggle_playback(self) -> None:
+        """Stopping the poller waits for a read under way: never on the UI thread."""
+        assert self.feed.playback is not None
+        self.feed.playback.toggle()
+        self.app.call_from_thread(self.refresh_status)
 
     def action_speed(self, factor: float) -> None:
         if self.feed.playback is not None:
