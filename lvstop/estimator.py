@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from lvstop.model import Counters, Rates
+from lvstop.model import Counters, Rates, fast_constructor
 
 TICK = 2.0  # seconds between the kernel's estimator runs for one entry
 MAX_CATCHUP_STEPS = 32  # (3/4)^32 < 1e-4: older history no longer shows in the average
@@ -47,6 +47,7 @@ _IDLE = Rates(0.0, 0.0, 0.0, 0.0, 0.0)  # no counter moved over the interval
 _S64_SIGN = 1 << 63
 # Below 2^54 a delta's `delta << 9` stays under 2^63, so C's u64/s64 casts are identities (fast path).
 _FAST_BITS = 54
+_new_rates = fast_constructor(Rates)
 
 
 def _s64(x: int) -> int:
@@ -97,36 +98,47 @@ class KernelEstimator:
             (per_tick.outbytes << 4) & _U64,
         )
 
-    def tick(self, c: Counters) -> None:
-        """One run of the kernel's estimator over counters `c`."""
-        d_conns = c.conns - self.last_conns
-        d_inpkts = c.inpkts - self.last_inpkts
-        d_outpkts = c.outpkts - self.last_outpkts
-        d_inbytes = c.inbytes - self.last_inbytes
-        d_outbytes = c.outbytes - self.last_outbytes
+    def tick(self, c: Counters) -> Rates:
+        """One run of the kernel's estimator over counters `c`; returns the read-out after it."""
+        return self.step(
+            c,
+            c.conns - self.last_conns,
+            c.inpkts - self.last_inpkts,
+            c.outpkts - self.last_outpkts,
+            c.inbytes - self.last_inbytes,
+            c.outbytes - self.last_outbytes,
+        )
+
+    def step(
+        self, c: Counters, d_conns: int, d_inpkts: int, d_outpkts: int, d_inbytes: int, d_outbytes: int
+    ) -> Rates:
+        """tick(c) when the caller already has c minus the last tick's counters (the d_ arguments)."""
+        cps, inpps, outpps, inbps, outbps = self.cps, self.inpps, self.outpps, self.inbps, self.outbps
         if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS == 0 and (
-            self.cps | self.inpps | self.outpps | self.inbps | self.outbps
+            cps | inpps | outpps | inbps | outbps
         ) >> 63 == 0:
             # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts change nothing, and Python's
             # >> floors like the arithmetic shift of a negative s64.
-            self.cps += ((d_conns << 9) - self.cps) >> 2
-            self.inpps += ((d_inpkts << 9) - self.inpps) >> 2
-            self.outpps += ((d_outpkts << 9) - self.outpps) >> 2
-            self.inbps += ((d_inbytes << 4) - self.inbps) >> 2
-            self.outbps += ((d_outbytes << 4) - self.outbps) >> 2
+            cps += ((d_conns << 9) - cps) >> 2
+            inpps += ((d_inpkts << 9) - inpps) >> 2
+            outpps += ((d_outpkts << 9) - outpps) >> 2
+            inbps += ((d_inbytes << 4) - inbps) >> 2
+            outbps += ((d_outbytes << 4) - outbps) >> 2
             self.last_conns, self.last_inpkts, self.last_outpkts = c.conns, c.inpkts, c.outpkts
             self.last_inbytes, self.last_outbytes = c.inbytes, c.outbytes
-            return
-        self.cps = _step(self.cps, d_conns & _U64, 9)
-        self.inpps = _step(self.inpps, d_inpkts & _U64, 9)
-        self.outpps = _step(self.outpps, d_outpkts & _U64, 9)
-        self.inbps = _step(self.inbps, d_inbytes & _U64, 4)
-        self.outbps = _step(self.outbps, d_outbytes & _U64, 4)
-        self.last_conns = c.conns & _U64
-        self.last_inpkts = c.inpkts & _U64
-        self.last_outpkts = c.outpkts & _U64
-        self.last_inbytes = c.inbytes & _U64
-        self.last_outbytes = c.outbytes & _U64
+        else:
+            cps = _step(cps, d_conns & _U64, 9)
+            inpps = _step(inpps, d_inpkts & _U64, 9)
+            outpps = _step(outpps, d_outpkts & _U64, 9)
+            inbps = _step(inbps, d_inbytes & _U64, 4)
+            outbps = _step(outbps, d_outbytes & _U64, 4)
+            self.last_conns = c.conns & _U64
+            self.last_inpkts = c.inpkts & _U64
+            self.last_outpkts = c.outpkts & _U64
+            self.last_inbytes = c.inbytes & _U64
+            self.last_outbytes = c.outbytes & _U64
+        self.cps, self.inpps, self.outpps, self.inbps, self.outbps = cps, inpps, outpps, inbps, outbps
+        return _read_out(cps, inpps, outpps, inbps, outbps)
 
     def rebase(self, c: Counters) -> None:
         """Take `c` as the last tick's counters without averaging (ticks skipped on a long gap)."""
@@ -135,15 +147,19 @@ class KernelEstimator:
 
     def read(self) -> Rates:
         """ip_vs_read_estimator: rounded per-second rates, bytes per second for the byte rates."""
-        if not (self.cps | self.inpps | self.outpps | self.inbps | self.outbps):
-            return _NONE  # an idle entry: one shared object
-        return Rates(
-            ((self.cps + 0x1FF) & _U64) >> 10,
-            ((self.inpps + 0x1FF) & _U64) >> 10,
-            ((self.outpps + 0x1FF) & _U64) >> 10,
-            ((self.inbps + 0xF) & _U64) >> 5,
-            ((self.outbps + 0xF) & _U64) >> 5,
-        )
+        return _read_out(self.cps, self.inpps, self.outpps, self.inbps, self.outbps)
+
+
+def _read_out(cps: int, inpps: int, outpps: int, inbps: int, outbps: int) -> Rates:
+    if not (cps | inpps | outpps | inbps | outbps):
+        return _NONE  # an idle entry: one shared object
+    return _new_rates(
+        ((cps + 0x1FF) & _U64) >> 10,
+        ((inpps + 0x1FF) & _U64) >> 10,
+        ((outpps + 0x1FF) & _U64) >> 10,
+        ((inbps + 0xF) & _U64) >> 5,
+        ((outbps + 0xF) & _U64) >> 5,
+    )
 
 
 def _between(a: Counters, b: Counters, num: int, den: int) -> Counters:
@@ -167,40 +183,49 @@ def _per_step(a: Counters, b: Counters, steps: int) -> Counters:
     )
 
 
-def _went_down(cur: Counters, prev: Counters) -> bool:
-    return (
-        cur.conns < prev.conns
-        or cur.inpkts < prev.inpkts
-        or cur.outpkts < prev.outpkts
-        or cur.inbytes < prev.inbytes
-        or cur.outbytes < prev.outbytes
-    )
-
-
 _ZERO = Counters()
+_KERNEL_START = KernelEstimator()  # avg 0, counters 0: where the kernel starts
 
 
 @dataclass(slots=True)
-class _Entry:
-    est: KernelEstimator
-    base: Counters  # counters at the last EWMA step (or at the start)
-    prev: Counters  # counters at the last sample
-    prev_time: float
-    step_time: float  # when the last EWMA step was due
-    warm: bool  # first step still to come, and it warm-starts the average
-    ewma: Rates | None  # the last read-out
-    gen: int  # the sweep generation that last saw this key
+class _Entry(KernelEstimator):
+    """One key's kernel estimator and what sampling it needs besides (one object per entry)."""
+
+    base: Counters = _ZERO  # counters at the last EWMA step (or at the start)
+    prev: Counters = _ZERO  # counters at the last sample
+    prev_time: float = 0.0
+    step_time: float = 0.0  # when the last EWMA step was due
+    warm: bool = False  # first step still to come, and it warm-starts the average
+    ewma: Rates | None = None  # the last read-out
+    gen: int = 0  # the sweep generation that last saw this key
+
+    def load(self, k: KernelEstimator) -> None:
+        """Take over the kernel state of `k` (a reset, a warm start)."""
+        self.last_conns, self.last_inpkts, self.last_outpkts = k.last_conns, k.last_inpkts, k.last_outpkts
+        self.last_inbytes, self.last_outbytes = k.last_inbytes, k.last_outbytes
+        self.cps, self.inpps, self.outpps, self.inbps, self.outbps = (
+            k.cps,
+            k.inpps,
+            k.outpps,
+            k.inbps,
+            k.outbps,
+        )
 
 
 class Estimator:
     """Per-key EWMA and instant rates from timed counter samples. Pure: time is an argument.
 
-    Keys are whatever identifies an entry (the poller uses ServiceKey, (ServiceKey, family,
-    address, port) for dests, and "totals"). sweep() forgets the keys not seen since the last sweep.
+    Keys are whatever identifies an entry (the poller uses the ServiceKey for services, a tuple of
+    the service's and the dest's address fields for dests, and "totals"). sweep() forgets the keys
+    not seen since the last sweep.
     """
 
     def __init__(self, tick: float = TICK) -> None:
         self.tick = tick
+        # One step is due 1.5..3.5 ticks -> 1 step (see _advance); the usual case tested inline.
+        self._step_lo = tick * 0.75
+        self._step_hi = tick * 1.75
+        self._half = tick / 2
         self._entries: dict[Hashable, _Entry] = {}
         self._gen = 0
 
@@ -216,10 +241,21 @@ class Estimator:
         """Feed one sample; returns (ewma, instant), both None on a first sample or a reset."""
         e = self._entries.get(key)
         if e is None:
+            # Fresh (all zero) or not, the counters are the baseline (ip_vs_zero_estimator); an
+            # entry with history warm-starts at its first measured tick.
             fresh = counters == _ZERO
-            est = KernelEstimator() if fresh else KernelEstimator.zeroed(counters)
             self._entries[key] = _Entry(
-                est, counters, counters, mono_time, mono_time, not fresh, None, self._gen
+                counters.conns,
+                counters.inpkts,
+                counters.outpkts,
+                counters.inbytes,
+                counters.outbytes,
+                base=counters,
+                prev=counters,
+                prev_time=mono_time,
+                step_time=mono_time,
+                warm=not fresh,
+                gen=self._gen,
             )
             return None, None
         e.gen = self._gen
@@ -227,45 +263,35 @@ class Estimator:
         if dt <= 0:  # the same sample again, or a clock that went back: nothing measurable
             return e.ewma, None
         p = e.prev
-        conns, inpkts, outpkts = counters.conns, counters.inpkts, counters.outpkts
-        inbytes, outbytes = counters.inbytes, counters.outbytes
-        e.prev, e.prev_time = counters, mono_time
-        if (
-            conns < p.conns
-            or inpkts < p.inpkts
-            or outpkts < p.outpkts
-            or inbytes < p.inbytes
-            or outbytes < p.outbytes
-        ):
+        e.prev = counters
+        e.prev_time = mono_time
+        d_conns = counters.conns - p.conns
+        d_inpkts = counters.inpkts - p.inpkts
+        d_outpkts = counters.outpkts - p.outpkts
+        d_inbytes = counters.inbytes - p.inbytes
+        d_outbytes = counters.outbytes - p.outbytes
+        moved = d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes  # < 0 iff one is, 0 iff all are
+        if moved < 0:
             # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
-            e.est, e.base, e.warm, e.ewma = KernelEstimator(), _ZERO, False, None
+            e.load(_KERNEL_START)
+            e.base, e.warm, e.ewma = _ZERO, False, None
             self._advance(e, counters, mono_time)
             return None, None
-        # No delta is negative here, so equal sums mean nothing moved: most entries of a big
-        # director, which then share one object instead of allocating.
-        if (
-            conns + inpkts + outpkts + inbytes + outbytes
-            == p.conns + p.inpkts + p.outpkts + p.inbytes + p.outbytes
-        ):
-            instant = _IDLE
-        else:
-            instant = Rates(
-                (conns - p.conns) / dt,
-                (inpkts - p.inpkts) / dt,
-                (outpkts - p.outpkts) / dt,
-                (inbytes - p.inbytes) / dt,
-                (outbytes - p.outbytes) / dt,
-            )
-        tick = self.tick
-        if not e.warm and tick * 0.75 <= mono_time - e.step_time < tick * 1.75:
+        # Most entries of a big director moved nothing: they share one object instead of allocating.
+        instant = (
+            _new_rates(d_conns / dt, d_inpkts / dt, d_outpkts / dt, d_inbytes / dt, d_outbytes / dt)
+            if moved
+            else _IDLE
+        )
+        if not e.warm and self._step_lo <= mono_time - e.step_time < self._step_hi:
             # One kernel step due: the usual case, inlined (see _advance for the rest).
-            e.step_time += tick
-            if abs(mono_time - e.step_time) > tick / 2:
-                e.step_time = mono_time
-            est = e.est
-            est.tick(counters)
+            step_time = e.step_time + self.tick
+            e.step_time = mono_time if abs(mono_time - step_time) > self._half else step_time
+            if e.base is p:  # the last sample was a step: the kernel's deltas are the ones above
+                e.ewma = e.step(counters, d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes)
+            else:
+                e.ewma = e.tick(counters)
             e.base = counters
-            e.ewma = est.read()
         else:
             self._advance(e, counters, mono_time)
         return e.ewma, instant
@@ -277,22 +303,20 @@ class Estimator:
         if steps <= 0:
             return
         e.step_time += steps * tick
-        if abs(now - e.step_time) > tick / 2:  # the poll cadence drifted from ours: resync
+        if abs(now - e.step_time) > self._half:  # the poll cadence drifted from ours: resync
             e.step_time = now
         if e.warm:
-            e.est = KernelEstimator.steady(counters, _per_step(e.base, counters, steps))
+            e.load(KernelEstimator.steady(counters, _per_step(e.base, counters, steps)))
             e.warm = False
-        elif steps > 1:
+            e.ewma = e.read()
+        else:
             skipped = max(0, steps - MAX_CATCHUP_STEPS)
             if skipped:
-                e.est.rebase(_between(e.base, counters, skipped, steps))
+                e.rebase(_between(e.base, counters, skipped, steps))
             for i in range(skipped + 1, steps):
-                e.est.tick(_between(e.base, counters, i, steps))
-            e.est.tick(counters)
-        else:
-            e.est.tick(counters)
+                e.tick(_between(e.base, counters, i, steps))
+            e.ewma = e.tick(counters)
         e.base = counters
-        e.ewma = e.est.read()
 
     def touch(self, key: Hashable) -> None:
         """Keep `key` through the next sweep without a sample (its read was incomplete)."""

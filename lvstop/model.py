@@ -6,11 +6,13 @@ byte rates), timeouts are seconds. A field that a source cannot see is None, nev
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 AF_INET = 2
 AF_INET6 = 10
@@ -338,3 +340,45 @@ class ConnEntry:
     def is_template(self) -> bool:
         """Persistence templates have client port 0 (state NONE for UDP, ASSURED-ish for TCP)."""
         return self.client_port == 0
+
+
+# ------------------------------------------------------------------------------------ fast builders
+
+_F = TypeVar("_F")
+_TWINS: dict[type, type] = {}
+
+
+def _build(cls: type[_F], fn: str, params: tuple[str, ...], values: dict[str, str]) -> Callable[..., _F]:
+    """Compile `def fn(*params)` returning a `cls` whose fields are set from the `values` expressions.
+
+    A frozen dataclass's __init__ sets every field through object.__setattr__ (a name lookup and a
+    descriptor call each): 2 us for a Dest, the bulk of a poll at 5,000 dests. This stores the fields
+    into a plain twin class with the very same __slots__ and then relabels the instance as `cls`;
+    CPython allows that between classes of identical layout, and the result is an ordinary frozen
+    instance, equal to the one __init__ builds (the model has no __post_init__ or validation).
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    twin = _TWINS.get(cls)
+    if twin is None:
+        twin = _TWINS[cls] = type(f"_{cls.__name__}Twin", (), {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    lines = [f"def {fn}({', '.join(params)}):", "    o = _new(_twin)"]
+    lines += [f"    o.{n} = {values[n]}" for n in names]
+    lines += ["    o.__class__ = _cls", "    return o"]
+    scope: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+    exec("\n".join(lines), scope)  # source generated from the field names alone
+    return scope[fn]  # type: ignore[no-any-return]
+
+
+def fast_constructor(cls: type[_F]) -> Callable[..., _F]:
+    """`cls(*values)` with every field given positionally, in field order (no defaults), 4x faster."""
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    return _build(cls, f"new_{cls.__name__.lower()}", names, {n: n for n in names})
+
+
+def fast_replacer(cls: type[_F], *changed: str) -> Callable[..., _F]:
+    """`lambda obj, *values: dataclasses.replace(obj, **dict(zip(changed, values)))`, 5x faster."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not set(changed) <= names or "obj" in changed:
+        raise ValueError(f"{cls.__name__} has no field among {changed!r}")
+    values = {n: n if n in changed else f"obj.{n}" for n in names}
+    return _build(cls, f"replace_{cls.__name__.lower()}", ("obj", *changed), values)

@@ -54,6 +54,7 @@ from lvstop.model import (
     Snapshot,
     Timeouts,
     TunType,
+    fast_constructor,
 )
 
 TICK = 2.0  # the kernel's estimator period: counters move this often
@@ -105,6 +106,9 @@ _HASHING = frozenset({"sh", "mh", "dh", "lblc", "lblcr"})
 _NAT = frozenset({FwdMethod.MASQ, FwdMethod.LOCAL})  # replies pass the director only with NAT
 _CONN_HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
 _CONN_SYNC_HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
+_new_counters = fast_constructor(Counters)
+_new_dest = fast_constructor(Dest)
+_new_service = fast_constructor(Service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,28 +367,49 @@ class _DestState:
     active: float = 0.0
     inactive: float = 0.0
     persist: float = 0.0
+    # What the last read showed, handed out again while it still holds: most dests of a big
+    # director see no new connection in a given tick. None when the counters or config changed.
+    counters: Counters | None = None
+    shown: Dest | None = None
 
     @property
     def key(self) -> DestKey:
         return DestKey(self.family, self.spec.address, self.spec.port)
 
     def dest(self) -> Dest:
-        return Dest(
-            self.family,
-            self.spec.address,
-            self.spec.port,
-            self.fwd,
-            self.weight,
-            self.u_threshold,
-            self.l_threshold,
-            int(self.active + 0.5),
-            int(self.inactive + 0.5),
-            int(self.persist + 0.5),
-            self.tun_type,
-            self.tun_port,
-            self.tun_flags,
-            Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes),
-        )
+        c = self.counters
+        if c is None:
+            c = _new_counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
+            self.counters = c
+        active, inactive, persist = int(self.active + 0.5), int(self.inactive + 0.5), int(self.persist + 0.5)
+        d = self.shown
+        if (
+            d is None
+            or d.counters is not c
+            or d.active_conns != active
+            or d.inactive_conns != inactive
+            or d.persist_conns != persist
+        ):
+            spec = self.spec
+            d = self.shown = _new_dest(
+                self.family,
+                spec.address,
+                spec.port,
+                self.fwd,
+                self.weight,
+                self.u_threshold,
+                self.l_threshold,
+                active,
+                inactive,
+                persist,
+                self.tun_type,
+                self.tun_port,
+                self.tun_flags,
+                c,
+                None,
+                None,
+            )
+        return d
 
 
 @dataclass(slots=True)
@@ -393,6 +418,8 @@ class _ServiceState:
     dests: list[_DestState]
     udp: bool  # no ESTABLISHED state: every entry is inactive
     template_cap: float  # most templates one dest can hold (client networks / dests)
+    # Per-tick decay of the active, inactive, failing (SYN_RECV) and template pools.
+    decays: tuple[float, float, float, float]
     burst: float = 1.0
     conns: int = 0
     inpkts: int = 0
@@ -404,17 +431,18 @@ class _ServiceState:
     def service(self) -> Service:
         if self.cache is None:
             s = self.spec
-            self.cache = Service(
+            self.cache = _new_service(
                 s.key,
                 s.scheduler,
                 s.flags,
                 s.timeout,
                 s.netmask,
                 s.pe_name,
-                Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes),
+                _new_counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes),
                 None,
                 None,
-                tuple(d.dest() for d in self.dests),
+                tuple([d.dest() for d in self.dests]),
+                None,
             )
         return self.cache
 
@@ -508,7 +536,9 @@ class SimSource:
             for d in spec.dests
         ]
         cap = _client_nets(spec.netmask) / max(1, len(dests))
-        return _ServiceState(spec, dests, spec.key.protocol is Protocol.UDP, cap)
+        tr = spec.traffic
+        decays = (_decay(tr.duration), _decay(tr.linger), _decay(SYN_RECV_TIMEOUT), _decay(spec.timeout))
+        return _ServiceState(spec, dests, spec.key.protocol is Protocol.UDP, cap, decays)
 
     # ---------------------------------------------------------------------------------- simulation
 
@@ -549,63 +579,71 @@ class SimSource:
         tr = spec.traffic
         ops = bool(spec.flags & SVC_F_ONEPACKET)  # one-packet scheduling keeps no entries
         persistent = bool(spec.flags & SVC_F_PERSISTENT)
-        weighted = [d.weight * d.skew for d in sv.dests]
-        for i, d in enumerate(sv.dests):
-            if d.overloaded:
-                weighted[i] = 0.0
+        dests = sv.dests
+        weighted = [0.0 if d.overloaded else d.weight * d.skew for d in dests]
         wsum = sum(weighted)
-        psum = sum(d.persist for d in sv.dests) if persistent else 0.0
+        psum = sum(d.persist for d in dests) if persistent else 0.0
         sticky = new * VIA_TEMPLATE if psum > 0 else 0.0  # clients that return to their template's dest
         fresh = new - sticky if wsum > 0 else 0.0
-        qa, ga = _pool(_decay(tr.duration), span)
-        qi, gi = _pool(_decay(tr.linger), span)
-        qf, gf = _pool(_decay(SYN_RECV_TIMEOUT), span)
-        qp, gp = _pool(_decay(spec.timeout), span)
+        qa, qi, qf, qp = sv.decays
+        if span == 1:
+            ga = gi = gf = gp = 1.0
+        else:
+            qa, ga = _pool(qa, span)
+            qi, gi = _pool(qi, span)
+            qf, gf = _pool(qf, span)
+            qp, gp = _pool(qp, span)
+        udp = sv.udp
+        cap = sv.template_cap
+        random = rng.random
         d_conns = d_inpkts = d_outpkts = d_inbytes = d_outbytes = 0
-        for i, d in enumerate(sv.dests):
-            jitter = 0.8 + 0.4 * rng.random()  # this dest's luck in this tick
-            x = fresh * weighted[i] / wsum if wsum > 0 else 0.0
+        for d, w in zip(dests, weighted, strict=True):
+            jitter = 0.8 + 0.4 * random()  # this dest's luck in this tick
+            x = fresh * w / wsum if wsum > 0 else 0.0
             if sticky:
                 x += sticky * d.persist / psum
             x = d.carry + x * jitter
             n = int(x)
             d.carry = x - n
-            if d.failing:  # SYNs retried, never answered, never established
-                inp, inb, outp, outb = 3 * n, 180 * n, 0, 0
-            else:
-                size = n * (1.3 - 0.3 * jitter)  # the busy ticks carry shorter connections
-                inp, inb = int(size * tr.pkts_in + 0.5), int(size * tr.bytes_in + 0.5)
-                if d.fwd in _NAT:
-                    outp, outb = int(size * tr.pkts_out + 0.5), int(size * tr.bytes_out + 0.5)
+            failing = d.failing
+            if n:  # no connection, no packet: the counters stay as they were
+                if failing:  # SYNs retried, never answered, never established
+                    inp, inb, outp, outb = 3 * n, 180 * n, 0, 0
                 else:
-                    outp = outb = 0
-            d.conns += n
-            d.inpkts += inp
-            d.outpkts += outp
-            d.inbytes += inb
-            d.outbytes += outb
-            d_conns += n
-            d_inpkts += inp
-            d_outpkts += outp
-            d_inbytes += inb
-            d_outbytes += outb
+                    size = n * (1.3 - 0.3 * jitter)  # the busy ticks carry shorter connections
+                    inp, inb = int(size * tr.pkts_in + 0.5), int(size * tr.bytes_in + 0.5)
+                    if d.fwd in _NAT:
+                        outp, outb = int(size * tr.pkts_out + 0.5), int(size * tr.bytes_out + 0.5)
+                    else:
+                        outp = outb = 0
+                d.conns += n
+                d.inpkts += inp
+                d.outpkts += outp
+                d.inbytes += inb
+                d.outbytes += outb
+                d.counters = None
+                d_conns += n
+                d_inpkts += inp
+                d_outpkts += outp
+                d_inbytes += inb
+                d_outbytes += outb
             if ops:
                 continue
             a0 = d.active
-            if sv.udp or d.failing:
+            if udp or failing:
                 d.active = a0 * qa
                 closed = a0 - d.active
             else:
                 d.active = a0 * qa + n * ga
                 closed = a0 + n - d.active
-            if d.failing:
+            if failing:
                 d.inactive = d.inactive * qf + (closed + n) * gf
-            elif sv.udp:
+            elif udp:
                 d.inactive = d.inactive * qi + n * gi
             else:
                 d.inactive = d.inactive * qi + closed * gi
             if persistent:
-                d.persist = min(sv.template_cap, d.persist * qp + n * TEMPLATES_PER_CONN * gp)
+                d.persist = min(cap, d.persist * qp + n * TEMPLATES_PER_CONN * gp)
             if d.u_threshold:
                 total = d.active + d.inactive
                 if total >= d.u_threshold:
@@ -694,7 +732,7 @@ class SimSource:
             d.weight, d.fwd = dest.weight, dest.fwd
             d.u_threshold, d.l_threshold = dest.u_threshold, dest.l_threshold
             d.tun_type, d.tun_port, d.tun_flags = dest.tun_type, dest.tun_port, dest.tun_flags
-            sv.cache = None
+            d.shown = sv.cache = None
 
 
 # ------------------------------------------------------------------------------------------ conn table

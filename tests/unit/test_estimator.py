@@ -149,6 +149,27 @@ def test_fresh_entry_at_two_second_ticks_is_bit_exact(deltas: list[tuple[int, in
         assert instant == Rates(dc / 2, dc / 2, dc / 2, db / 2, db / 2)
 
 
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1 << 58), st.sampled_from([0, 1, (1 << 54) - 1, 1 << 54, 1 << 57])),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_huge_deltas_take_the_exact_u64_path_and_stay_bit_exact(deltas: list[tuple[int, int]]) -> None:
+    # Deltas from 2^54 up, and averages from 2^63 up, leave the fast path: u64/s64 arithmetic.
+    est = Estimator()
+    kernel = KernelEstimator()
+    est.update("svc", c(), 0.0)
+    conns = inbytes = 0
+    for i, (dc, db) in enumerate(deltas, start=1):
+        conns, inbytes = conns + dc, inbytes + db
+        sample = c(conns, conns, 0, inbytes, inbytes)
+        want = kernel.tick(sample)
+        assert want == kernel.read()
+        assert est.update("svc", sample, 2.0 * i)[0] == want
+
+
 def test_instant_is_the_plain_delta_over_the_measured_interval() -> None:
     est = Estimator()
     est.update("k", c(10, 20, 30, 1000, 2000), 0.0)
@@ -258,10 +279,10 @@ def test_a_long_gap_catches_up_a_bounded_number_of_steps(monkeypatch: pytest.Mon
     ticks = 0
     real_tick = KernelEstimator.tick
 
-    def counting(self: KernelEstimator, counters: Counters) -> None:
+    def counting(self: KernelEstimator, counters: Counters) -> Rates:
         nonlocal ticks
         ticks += 1
-        real_tick(self, counters)
+        return real_tick(self, counters)
 
     monkeypatch.setattr(KernelEstimator, "tick", counting)
     ewma, instant = est.update("k", c(100 + 50 * 1800), 3602.0)  # an hour later, 50 per tick

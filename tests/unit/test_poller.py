@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import copy
+import dataclasses
+import gc
+import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,8 +13,25 @@ import pytest
 from lvstop.errors import SourceError
 from lvstop.estimator import KernelEstimator
 from lvstop.events import POLL_FAILED, POLL_RECOVERED, WEIGHT_CHANGED, EventLog
-from lvstop.model import AF_INET, Counters, Dest, FwdMethod, IssueKind, Rates, Service, ServiceKey, Snapshot
-from lvstop.poller import TOTALS, Poller
+from lvstop.model import (
+    AF_INET,
+    ConnEntry,
+    Counters,
+    Daemon,
+    Dest,
+    DestKey,
+    FwdMethod,
+    Issue,
+    IssueKind,
+    Rates,
+    Service,
+    ServiceKey,
+    Snapshot,
+    Timeouts,
+    fast_constructor,
+    fast_replacer,
+)
+from lvstop.poller import TOTALS, Poller, dest_key
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 DNS = ServiceKey.udp("203.0.113.10", 53)
@@ -178,7 +199,7 @@ def test_estimator_forgets_vanished_entries_but_not_those_of_an_incomplete_read(
         return Snapshot("fake", "t", float(2 * n), float(2 * n), services=(svc,), totals=Counters(n))
 
     poller = Poller(FakeSource(make))
-    key12 = (WEB, AF_INET, "192.0.2.12", 8080)
+    key12 = dest_key(WEB, AF_INET, "192.0.2.12", 8080)
     poller.poll_once()
     assert key12 in poller.estimator and TOTALS in poller.estimator
     poller.poll_once()  # .12 missing from an incomplete read: keep its state
@@ -278,3 +299,57 @@ def test_stop_from_a_subscriber_then_start_again() -> None:
     finally:
         poller.stop()
     assert not poller.running
+
+
+def test_a_poll_holds_the_collector_off_and_leaves_it_as_it_found_it() -> None:
+    during: list[bool] = []
+
+    def make(n: int) -> Snapshot:
+        during.append(gc.isenabled())
+        return director(n)
+
+    src = FakeSource(make)
+    poller = Poller(src)
+    poller.poll_once()
+    assert during == [False] and gc.isenabled()
+    src.fail = SourceError(IssueKind.IO, "flaky")
+    with pytest.raises(SourceError):
+        poller.poll_once()
+    assert gc.isenabled()
+    src.fail = None
+    gc.disable()  # an application that runs the collector itself keeps it off
+    try:
+        poller.poll_once()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+# ------------------------------------------------------------------ model.fast_constructor / fast_replacer
+
+MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, Snapshot, ConnEntry]
+
+
+@pytest.mark.parametrize("cls", MODEL, ids=lambda c: c.__name__)
+def test_fast_constructor_builds_exactly_what_the_dataclass_builds(cls: type) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = [f"value of {n}" for n in names]
+    fast, slow = fast_constructor(cls)(*values), cls(*values)
+    assert type(fast) is cls
+    assert [getattr(fast, n) for n in names] == values
+    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
+    assert pickle.loads(pickle.dumps(fast)) == slow and copy.deepcopy(fast) == slow
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(fast, names[0], "changed")
+
+
+def test_fast_replacer_is_dataclasses_replace() -> None:
+    d = dest(11, 5)
+    rates, instant = Rates(1, 2, 3, 4, 5), Rates(0.5, 1.0, 1.5, 2.0, 2.5)
+    got = fast_replacer(Dest, "rates", "instant")(d, rates, instant)
+    assert type(got) is Dest and got == dataclasses.replace(d, rates=rates, instant=instant)
+    s = Service(WEB, "wlc", counters=Counters(1), dests=(d,))
+    got_s = fast_replacer(Service, "dests", "rates")(s, (), rates)
+    assert got_s == dataclasses.replace(s, dests=(), rates=rates)
+    with pytest.raises(ValueError):
+        fast_replacer(Dest, "rate")
