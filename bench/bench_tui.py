@@ -9,7 +9,10 @@
    thread: its CPU time (time.thread_time) from picking up the tick's views until the repaint is
    done (pilot.pause returns; this includes the pause's own bookkeeping, see the baseline), and the
    time in DirectorView.apply alone. Budget: 16 ms. Off the UI thread, for information: the poll
-   and the build.
+   and the build. Not counted, because it is no UI-thread work, but felt as latency: while another
+   thread frees or builds a big snapshot in C, it holds the GIL (the app keeps CPython's cyclic
+   collector off the UI thread, see lvstop.tui.feed.GcPacer; without that, collections of 200-400 ms
+   landed on the UI thread).
 2. `python -m lvstop --demo` in a pseudo-terminal: time from spawn to the first bytes, to the first
    full frame (the header with the director's name), and to exit after SIGTERM; the output must end
    with the terminal restored (alternate screen left, cursor shown). Budget for the frame: 1.5 s.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import tempfile
@@ -65,6 +66,7 @@ class LvstopApp(App[int]):
         self.feeds = tuple(feeds)
         for feed in self.feeds:
             feed.wants_brief = len(self.feeds) > 1
+            feed.pace_gc = True
         self.autostart = autostart
         self.startup_warnings: list[str] = []  # e.g. "netlink refused: reading /proc instead"
         self.register_theme(THEME)
@@ -92,6 +94,9 @@ class LvstopApp(App[int]):
         self.director.focus_view()
         for w in self.startup_warnings:
             self.notify(w, severity="warning", timeout=10)
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # the feeds froze what was alive (GcPacer): hand it back, the process may go on
 
     def _signalled(self, sig: int) -> None:
         # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).

@@ -127,7 +127,8 @@ class DirectorView(Vertical):
         self.query_one("#dests-summary", SpanLines).set_lines([views.summary])
         notes = self.query_one("#dest-notes", SpanLines)
         notes.set_lines(views.dest_notes)
-        notes.display = bool(views.dest_notes)
+        if notes.display != bool(views.dest_notes):  # setting it relayouts the screen, even unchanged
+            notes.display = bool(views.dest_notes)
         title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (4: all of them)", vm.DIM))
         recent = views.recent or ((("none yet: services, dests and weights that change show here", vm.DIM),),)
         self.query_one("#recent-events", SpanLines).set_lines([title, *recent])
