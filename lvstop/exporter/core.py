@@ -208,6 +208,8 @@ class Exporter:
         # anyway, so render it right after the poll and no scrape waits for a render.
         self._asked = 0
         self._demand: deque[int] = deque(maxlen=4)
+        self._eager = False
+        self._prefetching = False  # a prefetch thread is running
         poller.subscribe(self._new_snapshot)
 
     def _new_snapshot(self, _snap: Snapshot) -> None:
@@ -216,16 +218,29 @@ class Exporter:
         with self._lock:
             self._demand.append(self._asked)
             self._asked = 0
-            eager = len(self._demand) == self._demand.maxlen and sum(self._demand) >= len(self._demand)
-            # Reserved before the new generation exists: a scrape in between gets the previous page.
-            eager = eager and self.metrics_cache.reserve()
+            self._eager = len(self._demand) == self._demand.maxlen and sum(self._demand) >= len(self._demand)
+            # Reserved before the new generation exists: a scrape in between gets the previous page. When a
+            # render is still running, the prefetch thread that runs it renders this generation next.
+            start = self._eager and not self._prefetching and self.metrics_cache.reserve()
+            self._prefetching = self._prefetching or start
             self._generation = key = object()
-        if eager:
+        if start:
             threading.Thread(target=self._prefetch, args=(key,), name="lvstop-render", daemon=True).start()
 
     def _prefetch(self, key: object) -> None:
         background_priority()
-        self.metrics_cache.render(key, reserved=True)
+        while True:
+            try:
+                self.metrics_cache.render(key, reserved=True)
+            except BaseException:
+                with self._lock:
+                    self._prefetching = False  # scrapes render on demand (and report the error)
+                raise
+            with self._lock:
+                if key is self._generation or not self._eager or not self.metrics_cache.reserve():
+                    self._prefetching = False
+                    return
+                key = self._generation
 
     def changed(self) -> None:
         """Something a page shows changed (new snapshot, failed poll, edit, connection-table read)."""
