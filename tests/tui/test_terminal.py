@@ -58,3 +58,30 @@ def test_signal_restores_the_terminal(sig: signal.Signals) -> None:
     assert status == 128 + sig
     assert LEAVE_ALT_SCREEN in tail and SHOW_CURSOR in tail and MOUSE_OFF in tail
     assert b"Traceback" not in shown + tail
+
+
+def test_replay_from_the_command_line_and_quit(tmp_path: Path) -> None:
+    """`lvstop record` then `lvstop --replay FILE`: the playback shows in the header; q quits cleanly."""
+    rec = tmp_path / "demo.jsonl.gz"
+    subprocess.run(
+        [sys.executable, "-m", "lvstop", "record", "--demo", "--interval", "0.01", "--count", "3", str(rec)],
+        cwd=ROOT, check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lvstop", "--replay", str(rec)],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        shown = read_until(master, b"replay 1/3", 30)
+        assert b"replay 1/3" in shown, shown[-800:]
+        os.write(master, b"q")
+        tail = read_until(master, LEAVE_ALT_SCREEN, 10)
+        status = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert status == 0 and LEAVE_ALT_SCREEN in tail

@@ -18,6 +18,8 @@ LEGEND = (
     ("W% / T%", "share of the service's live weight / of its new connections (active ones when idle)"),
     ("Live 2/3", "dests with weight > 0 / all dests of the service"),
     ("Trend", "new connections per second over the last polls"),
+    ("Enter", "services: open the dests; connections: on a state, dest or client, narrow the list to it"),
+    ("/ in 2", "connections: an address or prefix, a protocol (tcp) or a state (established)"),
 )
 
 
