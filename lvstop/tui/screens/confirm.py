@@ -33,7 +33,7 @@ def describe(p: Preview) -> Text:
         text.append(
             f"service live weight {eff.live_before} → {eff.live_after} "
             f"on {eff.live_dests_after} of {eff.dests} dests\n",
-            style="bold red" if eff.live_after == 0 else "",
+            style="bold red" if eff.takes_last_weight else "",
         )
     if res is not None and res.requested == 0 and res.active_conns:
         text.append(f"{res.active_conns} active connections stay until they close\n")

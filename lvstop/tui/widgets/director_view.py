@@ -69,7 +69,6 @@ class DirectorView(Vertical):
         self.autostart = autostart
         self.view = "services"
         self.views: Views | None = None
-        self.applied = 0  # view builds applied to the screen (tests and the bench wait on it)
         self._newest_event: Event | None = None
 
     def compose(self) -> ComposeResult:
@@ -145,7 +144,6 @@ class DirectorView(Vertical):
             ):
                 self.query_one(f"#conns-{name}", LiveTable).set_model(model)
         self.refresh_status()
-        self.applied += 1
         if old is not None and old is not views:
             self.feed.retire(old)
         self.post_message(self.Applied())

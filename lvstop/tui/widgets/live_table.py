@@ -109,7 +109,6 @@ class LiveTable(ScrollView, can_focus=True):
         self._columns: list[tuple[int, int, int]] = []  # (column index, x, width) of the shown columns
         self._line_cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
         self._styles: dict[str, Style] | None = None
-        self.rendered_lines = 0  # lines rendered (not served from the cache): the bench reads it
 
     # --- data --------------------------------------------------------------------------------------
 
@@ -262,7 +261,6 @@ class LiveTable(ScrollView, can_focus=True):
         return Strip([Segment(" " + self._model.empty, self._base + self._style("empty"))])
 
     def _row_strip(self, row: Row, cursor: bool) -> Strip:
-        self.rendered_lines += 1
         model = self._model
         base = self._base
         # The cursor's colours replace the row's tone (a tinted text on the cursor bar is unreadable);
