@@ -144,6 +144,15 @@ def _fwmark_of(vaddr: str) -> int:
     return int(vaddr.replace(":", "")[:8], 16)
 
 
+def _any_port(dkey: DestKey) -> DestKey:
+    return DestKey(dkey.family, dkey.address, 0)
+
+
+def _port_zero_match(dkey: DestKey, dests: frozenset[DestKey]) -> bool:
+    """A dest configured with port 0 (fwmark, port-zero services) serves whatever port the packet had."""
+    return dkey in dests or _any_port(dkey) in dests
+
+
 class ConnTable:
     """Aggregates ip_vs_conn(_sync) text against the known services (see the module doc)."""
 
@@ -189,8 +198,9 @@ class ConnTable:
         port = parse_hex(vport, 4)
         svc = (self._vip.get((protocol, family, address, port))
                or self._vip.get((protocol, family, address, 0)))
-        if svc is None or not (template or dkey in self._dests[svc.key]):
-            owners = [s for s in self._fwm_by_dest.get(dkey, ()) if s.key.family == family]
+        if svc is None or not (template or _port_zero_match(dkey, self._dests[svc.key])):
+            owners = [s for s in self._fwm_by_dest.get(dkey, ()) or self._fwm_by_dest.get(_any_port(dkey), ())
+                      if s.key.family == family]
             if len(owners) == 1:
                 svc = owners[0]
         return (svc.key if svc else ServiceKey(family, protocol, address, port)), svc
@@ -200,10 +210,13 @@ class ConnTable:
         dfamily, dest_address = self._addr(daddr)
         dkey = DestKey(dfamily, dest_address, parse_hex(dport, 4))
         skey, svc = self._attribute(proto, vaddr, vport, dkey, template)
-        if template and dkey.port == 0 and svc is not None:
-            same = [d for d in svc.dests if d.family == dkey.family and d.address == dkey.address]
-            if len(same) == 1:
-                dkey = same[0].key
+        if svc is not None:
+            if template and dkey.port == 0:
+                same = [d for d in svc.dests if d.family == dkey.family and d.address == dkey.address]
+                if len(same) == 1:
+                    dkey = same[0].key
+            elif dkey not in self._dests[svc.key] and _any_port(dkey) in self._dests[svc.key]:
+                dkey = _any_port(dkey)  # a dest with port 0 takes the packet's own port
         return skey, dkey, svc is not None
 
     def _resolve(self, k: tuple[str, ...], template: bool, filters: ConnFilter | None) -> _Resolved:

@@ -16,7 +16,18 @@ from hypothesis import strategies as st
 
 from lvstop.conntable import ConnFilter, ConnSummary, ConnTable, ConnTableReader
 from lvstop.errors import ParseError, SourceError
-from lvstop.model import AF_INET, AF_INET6, DestKey, IssueKind, Protocol, Service, ServiceKey, Snapshot
+from lvstop.model import (
+    AF_INET,
+    AF_INET6,
+    Dest,
+    DestKey,
+    FwdMethod,
+    IssueKind,
+    Protocol,
+    Service,
+    ServiceKey,
+    Snapshot,
+)
 from lvstop.sources.procfs import ProcSource, parse_ip_vs
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "proc"
@@ -446,3 +457,21 @@ def test_counts_equal_a_plain_count(entries: list[tuple[bool, str, int, int, int
     assert dict(s.top_clients) == dict(clients.most_common(20)) and s.distinct_clients == len(clients)
     assert s.total == s.matched == len(entries)
     assert len(s.entries) == min(max_entries, len(entries))
+
+
+def test_fwmark_dests_with_port_zero_take_the_packets_port() -> None:
+    # ipvsadm -A -f 5; ipvsadm -a -f 5 -r 192.0.2.40 (no port): entries carry the real dest port
+    fwm = Service(ServiceKey.mark(5), "wlc", dests=(
+        Dest(AF_INET, "192.0.2.40", 0, FwdMethod.MASQ, 1), Dest(AF_INET, "192.0.2.41", 0, FwdMethod.MASQ, 1)))
+    table = (
+        "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
+        "TCP C6336402 BC3C CB00710C 01BB C0000228 01BB ESTABLISHED     899\n"
+        "TCP C6336403 BC3D CB00710C 0050 C0000229 0050 TIME_WAIT       100\n"
+        "IP  C6336402 0000 00000005 0000 C0000228 0000 NONE            300\n"
+    )
+    s = ConnTable([fwm]).summarize(table.splitlines(), sync=False, budget_s=None, filters=None)
+    assert s.unattributed == 0
+    assert s.by_service[fwm.key].active == 1 and s.by_service[fwm.key].inactive == 1
+    d40 = s.by_dest[(fwm.key, DestKey(AF_INET, "192.0.2.40", 0))]
+    assert (d40.active, d40.templates) == (1, 1)
+    assert s.by_dest[(fwm.key, DestKey(AF_INET, "192.0.2.41", 0))].inactive == 1
