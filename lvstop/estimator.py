@@ -117,28 +117,45 @@ class KernelEstimator:
         if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS == 0 and (
             cps | inpps | outpps | inbps | outbps
         ) >> 63 == 0:
-            # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts change nothing, and Python's
-            # >> floors like the arithmetic shift of a negative s64.
+            # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts change nothing, Python's >>
+            # floors like the arithmetic shift of a negative s64, and the new averages (between the
+            # old ones and the rates) stay below 2^63, so the read-out's u64 sums cannot wrap either.
             cps += ((d_conns << 9) - cps) >> 2
             inpps += ((d_inpkts << 9) - inpps) >> 2
             outpps += ((d_outpkts << 9) - outpps) >> 2
             inbps += ((d_inbytes << 4) - inbps) >> 2
             outbps += ((d_outbytes << 4) - outbps) >> 2
-            self.last_conns, self.last_inpkts, self.last_outpkts = c.conns, c.inpkts, c.outpkts
-            self.last_inbytes, self.last_outbytes = c.inbytes, c.outbytes
-        else:
-            cps = _step(cps, d_conns & _U64, 9)
-            inpps = _step(inpps, d_inpkts & _U64, 9)
-            outpps = _step(outpps, d_outpkts & _U64, 9)
-            inbps = _step(inbps, d_inbytes & _U64, 4)
-            outbps = _step(outbps, d_outbytes & _U64, 4)
-            self.last_conns = c.conns & _U64
-            self.last_inpkts = c.inpkts & _U64
-            self.last_outpkts = c.outpkts & _U64
-            self.last_inbytes = c.inbytes & _U64
-            self.last_outbytes = c.outbytes & _U64
+            self.cps = cps
+            self.inpps = inpps
+            self.outpps = outpps
+            self.inbps = inbps
+            self.outbps = outbps
+            self.last_conns = c.conns
+            self.last_inpkts = c.inpkts
+            self.last_outpkts = c.outpkts
+            self.last_inbytes = c.inbytes
+            self.last_outbytes = c.outbytes
+            if not (cps | inpps | outpps | inbps | outbps):
+                return _NONE
+            return _new_rates(
+                (cps + 0x1FF) >> 10,
+                (inpps + 0x1FF) >> 10,
+                (outpps + 0x1FF) >> 10,
+                (inbps + 0xF) >> 5,
+                (outbps + 0xF) >> 5,
+            )
+        cps = _step(cps, d_conns & _U64, 9)
+        inpps = _step(inpps, d_inpkts & _U64, 9)
+        outpps = _step(outpps, d_outpkts & _U64, 9)
+        inbps = _step(inbps, d_inbytes & _U64, 4)
+        outbps = _step(outbps, d_outbytes & _U64, 4)
+        self.last_conns = c.conns & _U64
+        self.last_inpkts = c.inpkts & _U64
+        self.last_outpkts = c.outpkts & _U64
+        self.last_inbytes = c.inbytes & _U64
+        self.last_outbytes = c.outbytes & _U64
         self.cps, self.inpps, self.outpps, self.inbps, self.outbps = cps, inpps, outpps, inbps, outbps
-        return _read_out(cps, inpps, outpps, inbps, outbps)
+        return self.read()
 
     def rebase(self, c: Counters) -> None:
         """Take `c` as the last tick's counters without averaging (ticks skipped on a long gap)."""
@@ -147,19 +164,15 @@ class KernelEstimator:
 
     def read(self) -> Rates:
         """ip_vs_read_estimator: rounded per-second rates, bytes per second for the byte rates."""
-        return _read_out(self.cps, self.inpps, self.outpps, self.inbps, self.outbps)
-
-
-def _read_out(cps: int, inpps: int, outpps: int, inbps: int, outbps: int) -> Rates:
-    if not (cps | inpps | outpps | inbps | outbps):
-        return _NONE  # an idle entry: one shared object
-    return _new_rates(
-        ((cps + 0x1FF) & _U64) >> 10,
-        ((inpps + 0x1FF) & _U64) >> 10,
-        ((outpps + 0x1FF) & _U64) >> 10,
-        ((inbps + 0xF) & _U64) >> 5,
-        ((outbps + 0xF) & _U64) >> 5,
-    )
+        if not (self.cps | self.inpps | self.outpps | self.inbps | self.outbps):
+            return _NONE  # an idle entry: one shared object
+        return _new_rates(
+            ((self.cps + 0x1FF) & _U64) >> 10,
+            ((self.inpps + 0x1FF) & _U64) >> 10,
+            ((self.outpps + 0x1FF) & _U64) >> 10,
+            ((self.inbps + 0xF) & _U64) >> 5,
+            ((self.outbps + 0xF) & _U64) >> 5,
+        )
 
 
 def _between(a: Counters, b: Counters, num: int, den: int) -> Counters:
@@ -265,32 +278,37 @@ class Estimator:
         p = e.prev
         e.prev = counters
         e.prev_time = mono_time
-        d_conns = counters.conns - p.conns
-        d_inpkts = counters.inpkts - p.inpkts
-        d_outpkts = counters.outpkts - p.outpkts
-        d_inbytes = counters.inbytes - p.inbytes
-        d_outbytes = counters.outbytes - p.outbytes
-        moved = d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes  # < 0 iff one is, 0 iff all are
-        if moved < 0:
-            # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
-            e.load(_KERNEL_START)
-            e.base, e.warm, e.ewma = _ZERO, False, None
-            self._advance(e, counters, mono_time)
-            return None, None
-        # Most entries of a big director moved nothing: they share one object instead of allocating.
-        instant = (
-            _new_rates(d_conns / dt, d_inpkts / dt, d_outpkts / dt, d_inbytes / dt, d_outbytes / dt)
-            if moved
-            else _IDLE
-        )
+        if counters is p:  # the very object of the last sample (a source handing out what did not change)
+            d_conns = d_inpkts = d_outpkts = d_inbytes = d_outbytes = 0
+            instant = _IDLE
+        else:
+            d_conns = counters.conns - p.conns
+            d_inpkts = counters.inpkts - p.inpkts
+            d_outpkts = counters.outpkts - p.outpkts
+            d_inbytes = counters.inbytes - p.inbytes
+            d_outbytes = counters.outbytes - p.outbytes
+            moved = d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes  # < 0 iff one is, 0 iff all are
+            if moved < 0:
+                # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
+                e.load(_KERNEL_START)
+                e.base, e.warm, e.ewma = _ZERO, False, None
+                self._advance(e, counters, mono_time)
+                return None, None
+            # Most entries of a big director moved nothing: they share one object instead of allocating.
+            instant = (
+                _new_rates(d_conns / dt, d_inpkts / dt, d_outpkts / dt, d_inbytes / dt, d_outbytes / dt)
+                if moved
+                else _IDLE
+            )
         if not e.warm and self._step_lo <= mono_time - e.step_time < self._step_hi:
             # One kernel step due: the usual case, inlined (see _advance for the rest).
             step_time = e.step_time + self.tick
             e.step_time = mono_time if abs(mono_time - step_time) > self._half else step_time
-            if e.base is p:  # the last sample was a step: the kernel's deltas are the ones above
-                e.ewma = e.step(counters, d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes)
-            else:
+            if e.base is not p:
                 e.ewma = e.tick(counters)
+            elif counters is not p or e.ewma is not _NONE:  # else: still idle, averages stay 0
+                # The last sample was a step: the kernel's deltas are the ones above.
+                e.ewma = e.step(counters, d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes)
             e.base = counters
         else:
             self._advance(e, counters, mono_time)

@@ -37,15 +37,15 @@ _dest_with = fast_replacer(Dest, "rates", "instant")
 _service_with = fast_replacer(Service, "rates", "instant", "dests")
 
 
-def _dest_prefix(skey: ServiceKey) -> tuple[object, ...]:
-    """The ServiceKey's fields: dest keys built on them hash in C (a ServiceKey's dataclass __hash__
-    is Python code, which would run for each of a big director's thousands of dests per poll)."""
+def service_key(skey: ServiceKey) -> tuple[object, ...]:
+    """The estimator's key for a service: its key's fields, a tuple that hashes in C (a ServiceKey's
+    dataclass __hash__ is Python code, which would run for each of thousands of dests per poll)."""
     return (skey.family, skey.protocol, skey.address, skey.port, skey.fwmark)
 
 
 def dest_key(skey: ServiceKey, family: int, address: str, port: int) -> tuple[object, ...]:
     """The estimator's key for a dest of service `skey` (built inline in the poll's loop)."""
-    return (_dest_prefix(skey), family, address, port)
+    return (service_key(skey), family, address, port)
 
 
 @contextlib.contextmanager
@@ -144,25 +144,28 @@ class Poller:
         services: list[Service] = []
         for s in raw.services:
             skey = s.key
-            prefix = _dest_prefix(skey)  # dest_key, hoisted out of the dest loop
+            prefix = service_key(skey)  # also the start of its dests' keys (see dest_key)
             if s.error is not None:
                 self._keep_dest_state(skey)  # its dest list is incomplete, not shrunk
             dests: list[Dest] = []
+            append = dests.append
             changed = False
             for d in s.dests:
-                if d.counters is None:
-                    dests.append(d)
+                c = d.counters
+                if c is None:
+                    append(d)
                     continue
-                ewma, inst = update((prefix, d.family, d.address, d.port), d.counters, t)
-                rates = ewma if d.rates is None else d.rates
-                if rates is d.rates and inst is d.instant:
-                    dests.append(d)
+                ewma, inst = update((prefix, d.family, d.address, d.port), c, t)
+                kernel = d.rates
+                rates = ewma if kernel is None else kernel
+                if rates is kernel and inst is d.instant:
+                    append(d)
                 else:
-                    dests.append(_dest_with(d, rates, inst))
+                    append(_dest_with(d, rates, inst))
                     changed = True
             rates, inst = s.rates, s.instant
             if s.counters is not None:
-                ewma, inst = update(skey, s.counters, t)
+                ewma, inst = update(prefix, s.counters, t)
                 if rates is None:
                     rates = ewma
             if changed or rates is not s.rates or inst is not s.instant:

@@ -377,38 +377,38 @@ class _DestState:
         return DestKey(self.family, self.spec.address, self.spec.port)
 
     def dest(self) -> Dest:
+        active, inactive, persist = int(self.active + 0.5), int(self.inactive + 0.5), int(self.persist + 0.5)
+        d = self.shown
         c = self.counters
         if c is None:
             c = _new_counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
             self.counters = c
-        active, inactive, persist = int(self.active + 0.5), int(self.inactive + 0.5), int(self.persist + 0.5)
-        d = self.shown
-        if (
-            d is None
-            or d.counters is not c
-            or d.active_conns != active
-            or d.inactive_conns != inactive
-            or d.persist_conns != persist
+        elif (  # `shown` was built with these counters
+            d is not None
+            and d.active_conns == active
+            and d.inactive_conns == inactive
+            and d.persist_conns == persist
         ):
-            spec = self.spec
-            d = self.shown = _new_dest(
-                self.family,
-                spec.address,
-                spec.port,
-                self.fwd,
-                self.weight,
-                self.u_threshold,
-                self.l_threshold,
-                active,
-                inactive,
-                persist,
-                self.tun_type,
-                self.tun_port,
-                self.tun_flags,
-                c,
-                None,
-                None,
-            )
+            return d
+        spec = self.spec
+        d = self.shown = _new_dest(
+            self.family,
+            spec.address,
+            spec.port,
+            self.fwd,
+            self.weight,
+            self.u_threshold,
+            self.l_threshold,
+            active,
+            inactive,
+            persist,
+            self.tun_type,
+            self.tun_port,
+            self.tun_flags,
+            c,
+            None,
+            None,
+        )
         return d
 
 
@@ -596,10 +596,11 @@ class SimSource:
         udp = sv.udp
         cap = sv.template_cap
         random = rng.random
+        spread = wsum > 0
         d_conns = d_inpkts = d_outpkts = d_inbytes = d_outbytes = 0
         for d, w in zip(dests, weighted, strict=True):
             jitter = 0.8 + 0.4 * random()  # this dest's luck in this tick
-            x = fresh * w / wsum if wsum > 0 else 0.0
+            x = fresh * w / wsum if spread else 0.0
             if sticky:
                 x += sticky * d.persist / psum
             x = d.carry + x * jitter

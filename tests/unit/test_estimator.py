@@ -309,3 +309,21 @@ def test_an_idle_entry_reads_zero() -> None:
     assert est.update("k", c(5, 6, 7, 8, 9), 2.0) == (Rates(0, 0, 0, 0, 0), Rates(0.0, 0.0, 0.0, 0.0, 0.0))
     ewma, instant = est.update("k", c(6, 6, 7, 8, 9), 4.0)
     assert instant == Rates(0.5, 0.0, 0.0, 0.0, 0.0) and ewma == Rates(0, 0, 0, 0, 0)  # 128 + 511 < 1024
+
+
+def test_the_same_counters_object_again_decays_like_the_kernel_and_settles_at_zero() -> None:
+    # Sources hand out the previous Counters object when nothing moved; the EWMA still decays.
+    est = Estimator()
+    kernel = KernelEstimator()
+    est.update("k", c(), 0.0)
+    busy = c(40, 400, 300, 40_000, 900_000)
+    kernel.tick(busy)
+    assert est.update("k", busy, 2.0)[0] == kernel.read()
+    seen = []
+    for i in range(2, 60):
+        ewma, instant = est.update("k", busy, 2.0 * i)
+        kernel.tick(busy)
+        assert ewma == kernel.read() and instant == Rates(0.0, 0.0, 0.0, 0.0, 0.0)
+        seen.append(ewma)
+    assert seen[0] is not None and seen[0].outbps > 0
+    assert seen[-1] is seen[-2] and seen[-1] == Rates(0, 0, 0, 0, 0)  # settled: one shared object

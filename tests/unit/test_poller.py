@@ -31,7 +31,7 @@ from lvstop.model import (
     fast_constructor,
     fast_replacer,
 )
-from lvstop.poller import TOTALS, Poller, dest_key
+from lvstop.poller import TOTALS, Poller, dest_key, service_key
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 DNS = ServiceKey.udp("203.0.113.10", 53)
@@ -117,6 +117,7 @@ def test_poll_once_fills_seq_instant_and_the_kernel_ewma() -> None:
     assert d.rates == warm.read() and d.rates is not None and d.rates.cps == 5
     assert d.instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
     assert snap.seq == 5 and poller.latest is snap
+    assert service_key(WEB) in poller.estimator and len(poller.estimator) == 4  # 2 dests, service, totals
     assert snap.total_rates is not None and snap.total_rates.cps == 7
     assert snap.total_instant == Rates(7.0, 14.0, 0.0, 0.0, 0.0)
     assert snap.poll_duration is not None and poller.last_duration is not None
