@@ -17,6 +17,7 @@ import pytest
 from .lab import Lab, build_lab, ipvs_available, traffic_plan
 
 IN_GUEST = os.environ.get("LVSTOP_KERNEL_GUEST") == "1"
+RECORD = os.environ.get("LVSTOP_RECORD_FIXTURES") == "1"
 # Tests that need ip_vs *not* loaded take this fixture; they must run before anything loads it.
 UNLOADED_FIXTURE = "ipvs_never_loaded"
 
@@ -32,7 +33,18 @@ def _why_not_here() -> str | None:
     return None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "rerecord: re-records tests/fixtures/netlink (runs only with LVSTOP_RECORD_FIXTURES=1)"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not RECORD:  # opt-in, and not a skip: it is not part of the tier's verdict
+        dropped = [i for i in items if i.get_closest_marker("rerecord")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [i for i in items if not i.get_closest_marker("rerecord")]
     reason = _why_not_here()
     for item in items:
         if reason and item.get_closest_marker("kernel"):

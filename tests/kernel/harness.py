@@ -10,6 +10,7 @@ Used by test_qemu.py; also runnable by hand:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import hashlib
 import io
@@ -18,6 +19,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -270,6 +272,11 @@ def guest_script(pytest_args: Sequence[str], env: dict[str, str]) -> str:
     )
 
 
+def _die_with_parent() -> None:
+    """In qemu's child before exec: a killed test run must not leave a guest burning CPU."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_guest(
     kernel: Kernel,
     initramfs: Path,
@@ -323,7 +330,9 @@ def run_guest(
     t0 = time.monotonic()
     timed_out = False
     with open(results_dir / "qemu.stderr", "wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, preexec_fn=_die_with_parent
+        )
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -3,6 +3,7 @@
     python labprogs.py serve NAME SECONDS            HTTP :8080 and UDP :5353 (IPv4+IPv6), SCTP :9999
     python labprogs.py burst PLAN_JSON               one round of requests per plan entry, prints JSON
     python labprogs.py steady KIND HOST PORT RATE SECONDS [SRC]   fixed-rate requests, prints JSON
+    python labprogs.py hold HOST PORT COUNT SECONDS     COUNT TCP connections held open (ActiveConn)
 
 Every loop is bounded in count and time; every socket has a timeout.
 """
@@ -140,6 +141,12 @@ def steady(kind: str, host: str, port: int, rate: float, seconds: float, src: st
     return res
 
 
+def hold(host: str, port: int, count: int, seconds: float) -> None:
+    socks = [socket.create_connection((host, port), timeout=3) for _ in range(count)]
+    print(f"holding {len(socks)}", flush=True)
+    time.sleep(seconds)
+
+
 def main(argv: list[str]) -> None:
     cmd = argv[0]
     if cmd == "serve":
@@ -149,6 +156,8 @@ def main(argv: list[str]) -> None:
     elif cmd == "steady":
         src = argv[6] if len(argv) > 6 else None
         print(json.dumps(steady(argv[1], argv[2], int(argv[3]), float(argv[4]), float(argv[5]), src)))
+    elif cmd == "hold":
+        hold(argv[1], int(argv[2]), int(argv[3]), float(argv[4]))
     else:
         raise SystemExit(f"unknown command {cmd}")
 

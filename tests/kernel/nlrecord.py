@@ -2,17 +2,16 @@
 
     ip netns exec NS python nlrecord.py OUTDIR
 
-Written independently of lvstop.sources.wire (only the uapi numbers are shared knowledge), so the
-recording does not inherit lvstop's mistakes. Each request's whole reply (all datagrams, in order,
-up to and including NLMSG_DONE or the single doit reply) is written to OUTDIR/<name>.bin, and
-OUTDIR/index.json describes them: the IPVS family id of this kernel, and for each dest dump the
-service it belongs to.
+Written independently of lvstop.sources (only the uapi numbers are shared knowledge), so a recording
+does not inherit lvstop's mistakes, and lvstop decoding it proves its decoder does not depend on how
+the request was phrased. The files and index.json follow tests/fixtures/netlink/README.md: each
+request's whole reply (all its datagrams) in <name>.bin, the same requests NetlinkSource makes for a
+read (the family list, info, config, daemons, services, one dest dump per service, services again).
 """
 
 from __future__ import annotations
 
 import json
-import platform
 import socket
 import struct
 import sys
@@ -62,8 +61,10 @@ class Recorder:
         self.sock.settimeout(5)
         self.seq = 0
         self.family = 0
+        self.datagrams: dict[bytes, int] = {}
 
     def request(self, mtype: int, flags: int, cmd: int, payload: bytes = b"", version: int = 1) -> bytes:
+        """The whole reply; the boundaries of its datagrams are kept in self.datagrams."""
         self.seq += 1
         body = struct.pack("=BBH", cmd, version, 0) + payload
         self.sock.sendto(struct.pack("=IHHII", 16 + len(body), mtype, flags, self.seq, 0) + body, (0, 0))
@@ -73,61 +74,67 @@ class Recorder:
             chunks.append(data)
             msgs = messages(data)
             if any(t in (NLMSG_DONE, NLMSG_ERROR) or not f & NLM_F_MULTI for t, f, _ in msgs):
+                self.datagrams[b"".join(chunks)] = len(chunks)
                 return b"".join(chunks)
 
-    def resolve(self) -> int:
-        reply = self.request(
-            GENL_ID_CTRL, NLM_F_REQUEST, CTRL_CMD_GETFAMILY, nla(CTRL_ATTR_FAMILY_NAME, b"IPVS\0")
-        )
-        for t, _f, payload in messages(reply):
+    def families(self) -> bytes:
+        """The list of generic netlink families (a dump: a lookup by name would autoload ip_vs)."""
+        return self.request(GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_DUMP, CTRL_CMD_GETFAMILY)
+
+    def resolve(self, families: bytes | None = None) -> int:
+        for t, _f, payload in messages(families if families is not None else self.families()):
             if t == GENL_ID_CTRL:
-                for a, v in attrs(payload[4:]):
-                    if a == CTRL_ATTR_FAMILY_ID:
-                        self.family = struct.unpack("=H", v[:2])[0]
-                        return self.family
-        raise SystemExit("no IPVS generic netlink family (ip_vs not loaded?)")
+                a = dict(attrs(payload[4:]))
+                if a.get(CTRL_ATTR_FAMILY_NAME, b"").rstrip(b"\0") == b"IPVS":
+                    self.family = struct.unpack("=H", a[CTRL_ATTR_FAMILY_ID][:2])[0]
+                    return self.family
+        raise SystemExit("no IPVS generic netlink family (ip_vs not loaded)")
 
     def ipvs(self, cmd: int, flags: int, payload: bytes = b"") -> bytes:
         return self.request(self.family, flags, cmd, payload, IPVS_GENL_VERSION)
 
 
 def service_name(svc_attrs: dict[int, bytes]) -> str:
+    """As index.json names services: `TCP 203.0.113.10:80`, `TCP [2001:db8::10]:80`, `FWM 2 IPv6`."""
     af = struct.unpack("=H", svc_attrs[SVC_ATTR_AF][:2])[0]
     if SVC_ATTR_FWMARK in svc_attrs and struct.unpack("=I", svc_attrs[SVC_ATTR_FWMARK][:4])[0]:
         mark = struct.unpack("=I", svc_attrs[SVC_ATTR_FWMARK][:4])[0]
-        return f"FWM  {mark}" + (" IPv6" if af == socket.AF_INET6 else "")
+        return f"FWM {mark}" + (" IPv6" if af == socket.AF_INET6 else "")
     proto = {6: "TCP", 17: "UDP", 132: "SCTP"}[struct.unpack("=H", svc_attrs[SVC_ATTR_PROTOCOL][:2])[0]]
     raw = svc_attrs[SVC_ATTR_ADDR]
     port = struct.unpack("!H", svc_attrs[SVC_ATTR_PORT][:2])[0]
     if af == socket.AF_INET6:
-        return f"{proto:<4} [{socket.inet_ntop(socket.AF_INET6, raw[:16])}]:{port}"
-    return f"{proto:<4} {socket.inet_ntop(socket.AF_INET, raw[:4])}:{port}"
+        return f"{proto} [{socket.inet_ntop(socket.AF_INET6, raw[:16])}]:{port}"
+    return f"{proto} {socket.inet_ntop(socket.AF_INET, raw[:4])}:{port}"
 
 
 def record(out: Path) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     r = Recorder()
-    index: dict[str, object] = {"kernel": platform.release(), "family_id": r.resolve(), "dests": {}}
-    files = {
+    files = {"ctrl_families": r.families()}
+    index: dict[str, object] = {"family_id": r.resolve(files["ctrl_families"])}
+    files |= {
         "info": r.ipvs(GET_INFO, NLM_F_REQUEST),
         "config": r.ipvs(GET_CONFIG, NLM_F_REQUEST),
         "daemons": r.ipvs(GET_DAEMON, NLM_F_REQUEST | NLM_F_DUMP),
         "services": r.ipvs(GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP),
     }
-    dests: dict[str, str] = {}
+    services = []
     for t, _f, payload in messages(files["services"]):
         if t != r.family:
             continue
         (svc,) = [v for a, v in attrs(payload[4:]) if a == CMD_ATTR_SERVICE]
         sa = dict(attrs(svc))
         key = b"".join(nla(a, sa[a]) for a in KEY_ATTRS if a in sa)
-        name = f"dests-{len(dests):02d}"
+        name = f"dests-{len(services):02d}"
         files[name] = r.ipvs(GET_DEST, NLM_F_REQUEST | NLM_F_DUMP, nla(CMD_ATTR_SERVICE | 0x8000, key))
-        dests[name] = service_name(sa)
-    index["dests"] = dests
+        datagrams = r.datagrams[files[name]]
+        services.append({"service": service_name(sa), "dests": f"{name}.bin", "datagrams": datagrams})
+    files["services-recheck"] = r.ipvs(GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP)
+    index["services"] = services
     for name, data in files.items():
         (out / f"{name}.bin").write_bytes(data)
-    (out / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
 
 

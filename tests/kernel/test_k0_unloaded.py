@@ -17,7 +17,10 @@ import pytest
 from lvstop.cli import Environment, main
 from lvstop.errors import SourceError
 from lvstop.model import IssueKind
+from lvstop.sources.netlink import NetlinkSource
 from lvstop.sources.procfs import ProcSource
+
+from .recording import Tap
 
 pytestmark = pytest.mark.kernel
 
@@ -43,12 +46,24 @@ def _lvstop_process(*args: str) -> tuple[int, str]:
     return p.returncode, p.stderr
 
 
-def test_ip_vs_not_loaded(ipvs_never_loaded: None) -> None:
+def test_ip_vs_not_loaded(ipvs_never_loaded: None, results_dir: Path | None) -> None:
     problems: list[str] = []
 
     with pytest.raises(SourceError) as exc:
         ProcSource().read()
     assert exc.value.kind is IssueKind.NO_IPVS and "ip_vs" in str(exc.value)
+
+    # NetlinkSource lists the generic netlink families, and IPVS is not among them
+    tap = Tap()
+    with pytest.raises(SourceError) as exc:
+        NetlinkSource(socket_factory=tap.factory)
+    assert exc.value.kind is IssueKind.NO_IPVS, exc.value
+    assert b"IPVS\0" not in tap.reply(0) and b"nlctrl\0" in tap.reply(0)
+    assert not LOADED.exists(), "NetlinkSource loaded ip_vs"
+    if results_dir is not None:  # for the unit tier's errors/ fixtures (test_kz_rerecord.py)
+        errors = results_dir / "fixtures" / "netlink" / "errors"
+        errors.mkdir(parents=True, exist_ok=True)
+        (errors / "ctrl_families_noipvs.bin").write_bytes(tap.reply(0))
 
     # each way in; after each, ip_vs must still be absent
     for run, args in (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,14 +52,23 @@ def lvstop_list(ns: str, mode: tuple[str, ...]) -> str:
     return out.getvalue()
 
 
+# an -c entry: protocol, then the mm:ss expiry (the protocol column is 3 wide, and SCTP overflows it)
+_ENTRY = re.compile(r"^(\S+ +)(\d+):(\d\d)(.*)$")
+
+
 def _expiry_masked(text: str) -> str:
-    """-c output with each entry's mm:ss expiry (columns 5-9) masked."""
+    """-c output with each entry's mm:ss expiry masked."""
     lines = text.splitlines(keepends=True)
-    return "".join(lines[:2] + [line[:4] + "##:##" + line[9:] for line in lines[2:]])
+    return "".join(lines[:2] + [_ENTRY.sub(r"\1##:##\4", line) for line in lines[2:]])
 
 
 def _expiries(text: str) -> dict[str, int]:
-    return {line[:4] + line[9:]: int(line[4:6]) * 60 + int(line[7:9]) for line in text.splitlines()[2:]}
+    out = {}
+    for line in text.splitlines()[2:]:
+        m = _ENTRY.match(line)
+        assert m, f"unexpected -c line {line!r}"
+        out[m.group(1) + m.group(4)] = int(m.group(2)) * 60 + int(m.group(3))
+    return out
 
 
 @pytest.mark.parametrize(("ns", "mode"), CASES, ids=[f"{ns}:{' '.join(m)}" for ns, m in CASES])

@@ -1,9 +1,12 @@
 """Item 7: record this kernel's netlink replies and /proc files for the unit tier, and prove lvstop
 decodes the recorded bytes to what it reads live.
 
-Every run records into a scratch directory (the harness's results share inside qemu, brought back to
-the host). The committed fixtures change only on request: LVSTOP_RECORD_FIXTURES=1 makes test_qemu.py
-copy the recording into tests/fixtures (or, run directly on a director, writes them there).
+The recorder (nlrecord.py) shares no code with lvstop.sources, so lvstop decoding its bytes to what
+lvstop reads live proves the decoder, not a replay of itself. Every run records into a scratch
+directory (the harness's results share inside qemu, brought back to the host). The committed
+fixtures change only on request: LVSTOP_RECORD_FIXTURES=1 makes test_qemu.py copy the recording into
+tests/fixtures (or, run directly on a director, writes them there); test_kz_rerecord.py then also
+re-records the netlink README's main/, mixed/ and errors/ folders.
 """
 
 from __future__ import annotations
@@ -11,38 +14,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
+from lvstop.listing import ListOptions
+from lvstop.listing import render as listing
 from lvstop.sources import wire
 from lvstop.sources.netlink import NetlinkSource
 
 from .compare import sandwich
-from .lab import DIRECTORS, HERE, Lab
-from .oracle import service_name
+from .lab import BACKUP, DIRECTORS, HERE, MASTER, MIXED, Lab
+from .recording import capture
 
 pytestmark = pytest.mark.kernel
 T = TypeVar("T")
 
 REPO_FIXTURES = HERE.parent / "fixtures"
-NETLINK_DIR = "netlink/lab-6.1"  # tests/fixtures/<this>/<director>/*.bin + index.json
-PROC_DIR = "proc/lab-6.1"  # tests/fixtures/<this>/<director>/{net/*, sys/net/ipv4/vs/*, ipvsadm-*.txt}
-PROC_FILES = ("ip_vs", "ip_vs_stats", "ip_vs_conn", "ip_vs_conn_sync")
-ORACLE = {
-    "ipvsadm-Ln.txt": ("-Ln",),
-    "ipvsadm-Ln-stats-exact.txt": ("-Ln", "--stats", "--exact"),
-    "ipvsadm-Ln-rate-exact.txt": ("-Ln", "--rate", "--exact"),
-    "ipvsadm-Lnc.txt": ("-Lnc",),
-    "ipvsadm-Ln-thresholds.txt": ("-Ln", "--thresholds"),
-    "ipvsadm-Ln-tun-info.txt": ("-Ln", "--tun-info"),
-    "ipvsadm-Ln-persistent-conn.txt": ("-Ln", "--persistent-conn"),
-    "ipvsadm-daemon.txt": ("-L", "--daemon"),
-    "ipvsadm-timeout.txt": ("-L", "--timeout"),
-}
+# tests/fixtures/netlink/<folder>: same layout as the netlink README's main/ and mixed/, plus the
+# connection tables (proc-ip_vs_conn*.txt, ipvsadm-Lnc.txt)
+FOLDERS = {MASTER: "lab-master", BACKUP: "lab-backup", MIXED: "lab-mixed"}
 
 
 @pytest.fixture
@@ -54,30 +47,16 @@ def target(results_dir: Path | None, tmp_path: Path) -> Path:
     return tmp_path / "fixtures"
 
 
-def _record(lab: Lab, ns: str, target: Path) -> dict[str, object]:
-    out = target / NETLINK_DIR / ns
+def _record(lab: Lab, ns: str, out: Path) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
-    p = lab.python(ns, str(HERE / "nlrecord.py"), str(out))
-    index: dict[str, object] = json.loads(p.stdout)
-    proc = target / PROC_DIR / ns
-    shutil.rmtree(proc, ignore_errors=True)
-    (proc / "net").mkdir(parents=True)
-    for name in PROC_FILES:
-        shutil.copyfile(f"{lab.proc_root(ns)}/net/{name}", proc / "net" / name)
-    # sysctls are per namespace and only visible from inside it
-    sysctls = lab.in_ns(ns, ["sh", "-c", "cd /proc/sys/net/ipv4/vs && grep -r . ."]).stdout
-    vs = proc / "sys/net/ipv4/vs"
-    vs.mkdir(parents=True)
-    for line in sysctls.splitlines():
-        name, _, value = line.removeprefix("./").partition(":")
-        (vs / name).write_text(value + "\n")
-    for fname, mode in ORACLE.items():
-        (proc / fname).write_text(lab.ipvsadm(*mode, ns=ns))
+    index: dict[str, Any] = json.loads(lab.python(ns, str(HERE / "nlrecord.py"), str(out)).stdout)
+    capture(lab, ns, out, conns=True)
     return index
 
 
 @pytest.mark.parametrize("ns", DIRECTORS)
 def test_recorded_replies_decode_like_the_live_read(lab: Lab, target: Path, ns: str) -> None:
+    rec = target / "netlink" / FOLDERS[ns]
     source = NetlinkSource(netns=ns)
     try:
         # a moment when no connection comes or goes, so the recording and the live read see one table
@@ -86,28 +65,24 @@ def test_recorded_replies_decode_like_the_live_read(lab: Lab, target: Path, ns: 
             lab,
             ns,
             [("-Ln", "--stats", "--exact"), ("-Ln", "--persistent-conn")],
-            lambda: (_record(lab, ns, target), source.read()),
+            lambda: (_record(lab, ns, rec), source.read()),
         )
     finally:
         source.close()
-    rec = target / NETLINK_DIR / ns
-    family = int(index["family_id"])  # type: ignore[call-overload]
+    family = int(index["family_id"])
     services = wire.decode_services((rec / "services.bin").read_bytes(), family)
-    assert [s.key for s in services] == [s.key for s in live.services]
     assert [_no_rates(s) for s in services] == [_no_rates(replace(s, dests=())) for s in live.services]
-    dests: dict[str, str] = index["dests"]  # type: ignore[assignment]
-    by_name = {
-        service_name(s.key.protocol.name, s.key.family, s.key.address, s.key.port, s.key.fwmark): s
-        for s in live.services
-    }
-    assert len(dests) == len(live.services)
-    for fname, svc in dests.items():
-        decoded = wire.decode_dests((rec / f"{fname}.bin").read_bytes(), family, by_name[svc].key.family)
-        assert list(map(_no_rates, decoded)) == list(map(_no_rates, by_name[svc].dests)), svc
+    assert [e["service"] for e in index["services"]] == [str(s.key) for s in live.services]
+    for entry, svc in zip(index["services"], live.services, strict=True):
+        decoded = wire.decode_dests((rec / entry["dests"]).read_bytes(), family, svc.key.family)
+        assert list(map(_no_rates, decoded)) == list(map(_no_rates, svc.dests)), entry["service"]
+    recheck = wire.decode_services((rec / "services-recheck.bin").read_bytes(), family)
+    assert [s.key for s in recheck] == [s.key for s in live.services]
     assert wire.decode_daemons((rec / "daemons.bin").read_bytes(), family) == list(live.daemons)
     assert wire.decode_config((rec / "config.bin").read_bytes(), family) == live.timeouts
     assert wire.decode_info((rec / "info.bin").read_bytes(), family) == (live.version, live.conn_tab_size)
-    print(f"{ns}: recorded {len(dests) + 4} netlink replies into {rec}", file=sys.stderr)
+    # the listing captured beside the replies is the one the recorded bytes decode to
+    assert listing(live, ListOptions()) == (rec / "ipvsadm-Ln.txt").read_text()
 
 
 def _no_rates(x: T) -> T:

@@ -73,7 +73,16 @@ def test_kernel_tier_in_qemu() -> None:
         shutil.copytree(RESULTS / "fixtures", harness.REPO / "tests/fixtures", dirs_exist_ok=True)
         print(f"recorded fixtures copied into {harness.REPO / 'tests/fixtures'}", file=sys.stderr)
     bad = [o for o in outcomes if o.outcome != "passed"]
-    report = "\n\n".join(f"{o.outcome.upper()} {o.test}\n{o.message[:3000]}" for o in bad)
+    # a broken session fixture fails every test with one message: show each distinct message once
+    by_message: dict[str, list[str]] = {}
+    for o in bad:
+        by_message.setdefault(o.message, []).append(f"{o.outcome.upper()} {o.test}")
+    report = "\n\n".join(
+        "\n".join(tests[:5] + ([f"... and {len(tests) - 5} more"] if len(tests) > 5 else []))
+        + "\n"
+        + msg[:3000]
+        for msg, tests in by_message.items()
+    )
     assert outcomes, f"the in-guest pytest collected nothing (exit {run.returncode})"
     # inside the guest nothing may skip: a skip there would hide a check that never ran
     assert not bad, f"{len(bad)} of {len(outcomes)} kernel tests did not pass in the guest:\n\n{report}"
