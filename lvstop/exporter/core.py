@@ -7,8 +7,6 @@ average, the next one is rendered right after the poll instead, so that no scrap
 
 from __future__ import annotations
 
-import contextlib
-import os
 import threading
 import time
 from collections import deque
@@ -35,26 +33,6 @@ from lvstop.sources import Source
 
 if TYPE_CHECKING:
     from lvstop.poller import Poller
-
-POLLER_THREAD = "lvstop-poller"  # the name Poller.start() gives its thread
-
-
-BACKGROUND_NICE = 10
-_niced = threading.local()
-
-
-def background_priority() -> None:
-    """Lower the calling thread's CPU priority (Linux: nice is per thread), once per thread.
-
-    Polls, renders and connection-table reads are CPU-bound Python; at 100k dests they would otherwise
-    compete on equal terms with the threads answering HTTP, and /-/healthy would wait behind them.
-    Raising the priority back needs CAP_SYS_NICE, so only threads that do nothing else are lowered.
-    """
-    if getattr(_niced, "done", False):
-        return
-    _niced.done = True
-    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed: run as is
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
 
 
 class CountingSource:
@@ -213,8 +191,6 @@ class Exporter:
         poller.subscribe(self._new_snapshot)
 
     def _new_snapshot(self, _snap: Snapshot) -> None:
-        if threading.current_thread().name == POLLER_THREAD:
-            background_priority()
         with self._lock:
             self._demand.append(self._asked)
             self._asked = 0
@@ -228,7 +204,6 @@ class Exporter:
             threading.Thread(target=self._prefetch, args=(key,), name="lvstop-render", daemon=True).start()
 
     def _prefetch(self, key: object) -> None:
-        background_priority()
         while True:
             try:
                 self.metrics_cache.render(key, reserved=True)

@@ -19,7 +19,7 @@ from lvstop.control import Control, WeightTarget
 from lvstop.errors import LvstopError, SourceError
 from lvstop.exporter.audit import AuditLog
 from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config
-from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog, background_priority
+from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
 from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options
 from lvstop.exporter.ramp import Ramps
@@ -222,8 +222,6 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         )
 
         def conn_read(summary: ConnSummary) -> None:
-            if threading.current_thread().name == "lvstop-conntable":  # the reader's own thread
-                background_priority()
             conn_state[0] = conn_stats(summary, time.time())  # on the page rendered after the next poll
 
         reader.subscribe(conn_read)

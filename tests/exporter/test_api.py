@@ -6,10 +6,8 @@ import dataclasses
 import gzip
 import http.client
 import json
-import os
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import bcrypt
 import pytest
 
-from lvstop.exporter.core import BACKGROUND_NICE
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
@@ -78,13 +75,6 @@ def test_busy_scrapers_get_pages_rendered_after_the_poll_lazy_ones_do_not(export
     exporter.get("/metrics")
     exporter.get("/metrics")
     assert ex.metrics_cache.renders == renders  # both served from memory
-
-
-def test_background_work_runs_at_a_lower_priority_than_http(exporter: Harness) -> None:
-    poller_thread = exporter.running.poller._thread
-    assert poller_thread is not None and poller_thread.native_id is not None
-    assert os.getpriority(os.PRIO_PROCESS, poller_thread.native_id) == BACKGROUND_NICE
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # only that thread
 
 
 def test_snapshot_is_the_codec_json_of_the_latest_poll(exporter: Harness) -> None:
