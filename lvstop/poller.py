@@ -101,7 +101,7 @@ class Poller:
         # Re-entrant: a subscriber may call poll_once (it then runs inside the current poll's turn).
         self._poll_lock = threading.RLock()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------ consumers
 
@@ -224,22 +224,22 @@ class Poller:
         # ends after that read, even when a new one has started meanwhile (polls still never
         # overlap: they take turns on the poll lock).
         self._stop = threading.Event()
-        self._thread = threading.Thread(
+        self._worker = threading.Thread(
             target=self._run, args=(self._stop,), name="lvstop-poller", daemon=True
         )
-        self._thread.start()
+        self._worker.start()
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop polling. Returns at once if idle; waits at most `timeout` for a read in progress
         (the thread is a daemon and ends after that read). Callable from a subscriber."""
         self._stop.set()
-        t = self._thread
+        t = self._worker
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return self._worker is not None and self._worker.is_alive() and not self._stop.is_set()
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
