@@ -228,8 +228,8 @@ class _Entry(KernelEstimator):
 class Estimator:
     """Per-key EWMA and instant rates from timed counter samples. Pure: time is an argument.
 
-    Keys are whatever identifies an entry (the poller uses the ServiceKey for services, a tuple of
-    the service's and the dest's address fields for dests, and "totals"). sweep() forgets the keys
+    Keys are whatever identifies an entry (the poller's are tuples of the service's and the dest's
+    key fields, see lvstop.poller.service_key and dest_key, and "totals"). sweep() forgets the keys
     not seen since the last sweep.
     """
 

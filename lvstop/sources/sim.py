@@ -586,13 +586,10 @@ class SimSource:
         sticky = new * VIA_TEMPLATE if psum > 0 else 0.0  # clients that return to their template's dest
         fresh = new - sticky if wsum > 0 else 0.0
         qa, qi, qf, qp = sv.decays
-        if span == 1:
-            ga = gi = gf = gp = 1.0
-        else:
-            qa, ga = _pool(qa, span)
-            qi, gi = _pool(qi, span)
-            qf, gf = _pool(qf, span)
-            qp, gp = _pool(qp, span)
+        qa, ga = _pool(qa, span)
+        qi, gi = _pool(qi, span)
+        qf, gf = _pool(qf, span)
+        qp, gp = _pool(qp, span)
         udp = sv.udp
         cap = sv.template_cap
         random = rng.random
