@@ -77,6 +77,20 @@ def test_busy_scrapers_get_pages_rendered_after_the_poll_lazy_ones_do_not(export
     assert ex.metrics_cache.renders == renders  # both served from memory
 
 
+def test_concurrent_scrapes_beyond_the_cap_get_503(tmp_path: Path) -> None:
+    h = start_exporter(tmp_path, "--web.max-requests", "1")
+    try:
+        app = h.running.servers[0].app
+        assert app.scrape_slot()  # a scrape in progress
+        busy = h.get("/metrics")
+        assert busy.status == 503 and "concurrent" in busy.json()["error"]
+        assert h.get("/-/healthy").status == 200  # only scrapes are capped
+        app.scrape_done()
+        assert h.get("/metrics").status == 200
+    finally:
+        h.running.stop()
+
+
 def test_snapshot_is_the_codec_json_of_the_latest_poll(exporter: Harness) -> None:
     reply = exporter.get("/api/v1/snapshot")
     doc = reply.json()
