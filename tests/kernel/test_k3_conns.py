@@ -7,6 +7,7 @@ import ipaddress
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -39,34 +40,43 @@ def _entry_set(text: str) -> str:
     )
 
 
-def _attribute(c: Conn, listing: Listing) -> tuple[str, bool]:
-    """(service, attributed) of an -Lnc entry, from what ipvsadm shows alone. The table shows the
-    packet's own address, not the fwmark that chose the service, so (lvstop's documented rules):
-    a fwmark template carries its mark as the address; else the service at that address and port
-    (or port 0) if it has the entry's dest; else the one fwmark service of that family that has the
-    dest; else the service at that address keeps it; else it stays unattributed, keyed as printed."""
+def _configured(dest: str, dests: dict[str, Any]) -> str | None:
+    """The service's dest an entry went to, as -Ln lists it: a dest configured with port 0 (port-zero
+    and fwmark services) serves whatever port the packet had."""
+    if dest in dests:
+        return dest
+    any_port = dest.rpartition(":")[0] + ":0"
+    return any_port if any_port in dests else None
+
+
+def _attribute(c: Conn, listing: Listing) -> tuple[str, str, bool]:
+    """(service, dest, attributed) of an -Lnc entry, from what ipvsadm shows, in IPVS's own lookup
+    order: a fwmark template carries its mark as its address; otherwise the service at the entry's
+    address and port, else at its address with port 0 (persistent port-zero services); otherwise
+    (fwmark traffic shows the packet's own address) the one fwmark service of that family with the
+    entry's dest. Two fwmark services sharing the dest cannot be told apart from the table: then the
+    entry stays unattributed, keyed as printed."""
     vaddr, _, vport = c.virtual.rpartition(":")
     family = 10 if vaddr.startswith("[") else 2
     vaddr = vaddr.strip("[]")
     if c.protocol == "IP":
         mark = int(ipaddress.ip_address(vaddr).packed[:4].hex(), 16)
         name = service_name("", family, "", 0, mark)
-        return name, name in listing.services
-    direct = service_name(c.protocol, family, vaddr, int(vport), 0)
-    zero = service_name(c.protocol, family, vaddr, 0, 0)
-    svc = direct if direct in listing.services else zero if zero in listing.services else None
-    template = c.source.endswith(":0")
-    if svc is None or not (template or c.destination in listing.dests[svc]):
-        owners = [
-            s
-            for s in listing.services
-            if s.startswith("FWM")
-            and s.endswith("IPv6") == (family == 10)
-            and c.destination in listing.dests[s]
-        ]
-        if len(owners) == 1:
-            svc = owners[0]
-    return (svc, True) if svc else (direct, False)
+        return name, c.destination, name in listing.services
+    for port in (int(vport), 0):
+        name = service_name(c.protocol, family, vaddr, port, 0)
+        if name in listing.services:
+            return name, _configured(c.destination, listing.dests[name]) or c.destination, True
+    owners = [
+        s
+        for s in listing.services
+        if s.startswith("FWM")
+        and s.endswith("IPv6") == (family == 10)
+        and _configured(c.destination, listing.dests[s])
+    ]
+    if len(owners) == 1:
+        return owners[0], _configured(c.destination, listing.dests[owners[0]]) or c.destination, True
+    return service_name(c.protocol, family, vaddr, int(vport), 0), c.destination, False
 
 
 def _oracle(
@@ -78,13 +88,13 @@ def _oracle(
     by_dest: Counter[tuple[str, str, str]] = Counter()
     unattributed = 0
     for c in conns:
-        svc, attributed = _attribute(c, listing)
+        svc, dest, attributed = _attribute(c, listing)
         unattributed += not attributed
         if c.source.endswith(":0"):
             templates[svc] += 1
         else:
             states[(svc, c.state)] += 1
-            by_dest[(svc, c.destination, c.state)] += 1
+            by_dest[(svc, dest, c.state)] += 1
     return states, templates, by_dest, unattributed
 
 
@@ -126,6 +136,7 @@ def test_conntable_equals_ipvsadm_lnc(lab: Lab, sources: dict[str, NetlinkSource
     assert summary.unattributed == unattributed
     if not sync:
         assert 0 < unattributed < len(conns), "the lab has entries of ambiguous fwmark dests, and others"
+        assert any(svc == "TCP  203.0.113.14:0" for svc, _ in states), "no entry of the port-zero service"
     assert summary.overall.conns + summary.overall.templates == len(conns)
 
     # ip_vs_conn_sync's Origin column, read by our own split of the file
