@@ -53,6 +53,7 @@ WRITE_ROUTES = {
     "/api/v1/restore": "restore",
     "/api/v1/ramps": "ramp",
 }
+_DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
 _CANCEL = re.compile(r"^/api/v1/ramps/([A-Za-z0-9_-]{1,64})/cancel$")
 READ_ROUTES = (
     "/",
@@ -373,7 +374,7 @@ class App:
 
     def events(self, query: str) -> tuple[int, dict[str, Any]]:
         raw = parse_qs(query).get("limit", ["100"])[-1]
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 1000:
             return 400, {"error": "limit must be an integer 1..1000"}
         return 200, {"events": [event_to_dict(e) for e in self.exporter.events.recent(int(raw))]}
 
@@ -574,7 +575,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.headers.get("Content-Length")
         if raw is None:
             return None, False
-        if not raw.isdigit() or int(raw) > MAX_BODY:
+        if not _DIGITS.fullmatch(raw) or int(raw) > MAX_BODY:
             self.close_connection = True  # the unread body would be taken for the next request
             return None, True
         return self.rfile.read(int(raw)), False
@@ -604,7 +605,7 @@ class Handler(BaseHTTPRequestHandler):
 def parse_listen_address(text: str) -> tuple[str, int]:
     """`host:port`, `[v6]:port` or `:port` (all interfaces)."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not _DIGITS.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"listen address {text!r} is not host:port")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if host:

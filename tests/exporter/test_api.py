@@ -107,6 +107,8 @@ def test_health_readiness_status_openapi(exporter: Harness) -> None:
     assert spec["openapi"].startswith("3.0") and "/api/v1/drain" in spec["paths"]
     assert exporter.get("/nope").status == 404
     assert exporter.get("/api/v1/events?limit=0").status == 400
+    assert exporter.get("/api/v1/events?limit=%C2%B2").status == 400  # "²" passes str.isdigit()
+    assert exporter.get("/api/v1/events?limit=2").status == 200
 
 
 # --- the write path ---
