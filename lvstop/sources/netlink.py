@@ -56,6 +56,7 @@ from lvstop.sources.procfs import ProcSource, parse_ip_vs_stats, read_sysctls
 NETLINK_GENERIC = 16
 NETNS_RUN_DIR = "/var/run/netns"
 VANISHED = "vanished during the read"
+CHANGED = "changed during the read"
 _RECV_SIZE = 1 << 16  # dump replies come in datagrams of at most ~32 KiB
 _T = TypeVar("_T")
 
@@ -287,7 +288,7 @@ class NetlinkSource:
             version, tab_size = self._info()
             timeouts = self._partial(issues, self._timeouts)
             daemons = self._partial(issues, self._daemons) or ()
-            services = [self._with_dests(s, issues) for s in self._services()]
+            services = [self._with_dests(s, issues) for s in self._unique_services(issues)]
             services = self._recheck(services, issues)
         totals, total_rates = self._totals(issues)
         sysctls = self._sysctls(issues)
@@ -349,6 +350,13 @@ class NetlinkSource:
         except ParseError as e:
             raise SourceError(IssueKind.MALFORMED, str(e)) from None
 
+    def _unique_services(self, issues: list[Issue]) -> list[Service]:
+        services, dropped = _unique(self._services(), lambda s: s.key)
+        if dropped:
+            issues.append(Issue(IssueKind.INCONSISTENT, f"service dump changed while read: {dropped} "
+                                "duplicate services dropped"))
+        return services
+
     def _with_dests(self, svc: Service, issues: list[Issue]) -> Service:
         what = f"netlink GET_DEST of {svc.key}"
         try:
@@ -367,6 +375,12 @@ class NetlinkSource:
                 raise  # no reply at all: the whole read fails
             issues.append(Issue(e.kind, str(e), svc.key))  # garbled datagram; the next request reconnects
             return dataclasses.replace(svc, error=f"malformed reply: {e}")
+        dests, dropped = _unique(dests, lambda d: d.key)
+        if dropped:
+            # A dump spanning datagrams resumes by position: a service re-created meanwhile repeats dests.
+            msg = f"{svc.key} {CHANGED}: {dropped} duplicate dests dropped"
+            issues.append(Issue(IssueKind.INCONSISTENT, msg, svc.key))
+            return dataclasses.replace(svc, dests=tuple(dests), error=CHANGED)
         return dataclasses.replace(svc, dests=tuple(dests))
 
     def _recheck(self, services: list[Service], issues: list[Issue]) -> list[Service]:
@@ -453,3 +467,15 @@ class NetlinkSource:
 def _read_text(path: str) -> str:
     with open(path, encoding="ascii") as f:
         return f.read()
+
+
+def _unique(items: list[_T], key: Callable[[_T], object]) -> tuple[list[_T], int]:
+    """First occurrence of each key, in order, and how many repeats were dropped."""
+    seen: set[object] = set()
+    out: list[_T] = []
+    for x in items:
+        k = key(x)
+        if k not in seen:
+            seen.add(k)
+            out.append(x)
+    return out, len(items) - len(out)

@@ -262,6 +262,36 @@ def test_reads_reuse_one_socket(h: Harness) -> None:
     assert len(h.sockets) == 1 and h.kernel.labels.count("ctrl") == 1
 
 
+# --------------------------------------------------------------------------- churn
+
+
+def repeated(folder_file: Path) -> list[bytes]:
+    """A dump whose messages all come twice, as when the kernel resumes a dump of a re-created entry."""
+    msgs = messages(folder_file.read_bytes())
+    body, done = msgs[:-1], msgs[-1]
+    return datagrams(b"".join(body + body + [done]))
+
+
+def test_dest_dump_repeated_by_churn_drops_duplicates_and_says_so(h: Harness) -> None:
+    name = "TCP 203.0.113.10:80"
+    index = json.loads((MAIN / "index.json").read_text())["services"]
+    dest_file = MAIN / next(e["dests"] for e in index if e["service"] == name)
+    h.next.replies = {key(name): repeated(dest_file)}
+    snap = h.source().read()
+    svc = next(s for s in snap.services if str(s.key) == name)
+    want = next(s for s in expected_services() if str(s.key) == name)
+    assert svc.dests == want.dests and svc.error == nl.CHANGED
+    (issue,) = snap.issues
+    assert issue.kind is IssueKind.INCONSISTENT and issue.service == svc.key and "duplicate" in issue.message
+
+
+def test_service_dump_repeated_by_churn_lists_each_service_once(h: Harness) -> None:
+    h.next.replies = {"services": repeated(MAIN / "services.bin")}
+    snap = h.source().read()
+    assert [s.key for s in snap.services] == [s.key for s in expected_services()]
+    assert [i.kind for i in snap.issues] == [IssueKind.INCONSISTENT]
+
+
 # --------------------------------------------------------------------------- vanished services
 
 
