@@ -373,7 +373,7 @@ class App:
             self._scrapes.release()
 
     def events(self, query: str) -> tuple[int, dict[str, Any]]:
-        raw = parse_qs(query).get("limit", ["100"])[-1]
+        raw = parse_qs(query, keep_blank_values=True).get("limit", ["100"])[-1]  # "limit=" is an error
         if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= 1000:
             return 400, {"error": "limit must be an integer 1..1000"}
         return 200, {"events": [event_to_dict(e) for e in self.exporter.events.recent(int(raw))]}

@@ -108,6 +108,7 @@ def test_health_readiness_status_openapi(exporter: Harness) -> None:
     assert exporter.get("/nope").status == 404
     assert exporter.get("/api/v1/events?limit=0").status == 400
     assert exporter.get("/api/v1/events?limit=%C2%B2").status == 400  # "²" passes str.isdigit()
+    assert exporter.get("/api/v1/events?limit=").status == 400  # blank is not "the default"
     assert exporter.get("/api/v1/events?limit=2").status == 200
 
 

@@ -33,7 +33,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomized: the same examples every run, so CI is reproducible (explore with a seed by hand)
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_as_documented(case: Any) -> None:
     case.call_and_validate(headers={"X-Lvstop-Request": "1"})
 
