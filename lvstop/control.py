@@ -182,8 +182,13 @@ class DrainState:
     @contextlib.contextmanager
     def locked(self) -> Iterator[dict[tuple[ServiceKey, DestKey], DrainRecord]]:
         """Load under an exclusive lock held for the body; the body calls save() for what it changes."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{self.path}.lock", "a") as lock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(f"{self.path}.lock", "a")  # noqa: SIM115 - closed below, after the body
+        except OSError as e:
+            msg = f"{self.path}: cannot lock the drain state: {e.strerror}"
+            raise ControlError(msg, status=500) from None
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield self._load()
 
@@ -215,6 +220,13 @@ class DrainState:
             raise LvstopError(f"{self.path}: unreadable drain state ({e}); fix or move it away") from None
 
     def save(self, drains: dict[tuple[ServiceKey, DestKey], DrainRecord]) -> None:
+        try:
+            self._save(drains)
+        except OSError as e:
+            msg = f"{self.path}: cannot write the drain state: {e.strerror}"
+            raise ControlError(msg, status=500) from None
+
+    def _save(self, drains: dict[tuple[ServiceKey, DestKey], DrainRecord]) -> None:
         doc = {
             "version": self.VERSION,
             "drains": [

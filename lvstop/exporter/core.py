@@ -7,6 +7,7 @@ average, the next one is rendered right after the poll instead, so that no scrap
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from lvstop import codec
 from lvstop.control import Control, detect_weight_managers
-from lvstop.errors import SourceError
+from lvstop.errors import LvstopError, SourceError
 from lvstop.events import WEIGHT_CHANGED, Event, EventLog
 from lvstop.exporter.metrics import (
     EDIT_OUTCOMES,
@@ -259,7 +260,11 @@ class Exporter:
     def inputs(self) -> Inputs:
         with self._lock:
             edits = dict(self.edits)
-        drains = self.control.drains() if self.control is not None else {}
+        try:
+            drains = self.control.drains() if self.control is not None else {}
+        except LvstopError as e:  # a bad drain state file must not take every other metric down
+            logging.getLogger("lvstop.exporter").warning("drain state not exported: %s", e)
+            drains = {}
         return Inputs(
             self.poller.latest,
             self.health(),

@@ -574,3 +574,20 @@ def test_tls_with_auth_may_listen_beyond_loopback(tmp_path: Path) -> None:
         assert running.servers[1].url.startswith("https://")
     finally:
         running.stop()
+
+
+def test_a_corrupt_drain_state_file_does_not_take_the_metrics_down(tmp_path: Path) -> None:
+    state = tmp_path / "state" / "drains.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{not json")
+    h = start_exporter(tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while b"lvstop_ipvs_backend_weight{" not in (page := h.get("/metrics")).body:
+            assert page.status == 200 and time.monotonic() < deadline
+            time.sleep(0.1)
+        refused = h.post("/api/v1/drain", DRAIN)
+        assert refused.status == 500 and b"unreadable drain state" in refused.body
+        assert state.read_text() == "{not json"  # never overwritten
+    finally:
+        h.running.stop()

@@ -413,3 +413,26 @@ def test_result_is_frozen(control: Control) -> None:
     assert isinstance(res, ControlResult) and res.outcome == "unchanged"
     with pytest.raises(dataclasses.FrozenInstanceError):
         res.old = 1  # type: ignore[misc]
+
+
+def test_an_unwritable_state_directory_is_a_clear_error(target: FakeTarget, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # a file where the state directory should be: mkdir fails even for root
+    ctl = Control(target, blocker / "drains.json", proc_root=str(tmp_path))
+    with pytest.raises(ControlError) as e:
+        ctl.drain(WEB, dk("192.0.2.12"), actor="a")
+    assert "cannot lock the drain state" in str(e.value) and e.value.status == 500
+    assert target.writes == []
+
+
+def test_a_failed_save_after_restore_is_a_clear_error(control: Control, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="a")
+
+    def full_disk(*a: object, **k: object) -> tuple[int, str]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("lvstop.control.tempfile.mkstemp", full_disk)
+    with pytest.raises(ControlError) as e:
+        control.restore(WEB, dk("192.0.2.12"), actor="a")
+    assert "cannot write the drain state: No space left on device" in str(e.value)
