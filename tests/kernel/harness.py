@@ -46,6 +46,9 @@ fail() { echo "lvstop-guest: $*"; echo o > /proc/sysrq-trigger; sleep 5; }
 mount -t 9p -o ro,cache=loose,$O hostroot /newroot || fail "cannot mount the host root"
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 for d in /tmp /var/tmp; do mount -t tmpfs -o mode=1777 tmpfs /newroot$d; done
+# the repository gets its own share: a checkout under /tmp would be hidden by the tmpfs above
+mkdir -p /newroot@REPO@
+mount -t 9p -o ro,cache=loose,$O repo /newroot@REPO@ || fail "cannot mount the repository share"
 mkdir -p /newroot@RESULTS@
 mount -t 9p -o rw,$O results /newroot@RESULTS@ || fail "cannot mount the results share"
 mount --move /dev /newroot/dev; mount --move /proc /newroot/proc; mount --move /sys /newroot/sys
@@ -205,7 +208,7 @@ class _Newc:
 
 
 def _init_script() -> str:
-    return INIT.replace("@RESULTS@", GUEST_RESULTS)
+    return INIT.replace("@RESULTS@", GUEST_RESULTS).replace("@REPO@", str(REPO))
 
 
 def build_initramfs(kernel: Kernel, cache_dir: Path = CACHE_DIR, busybox: str = "/bin/busybox") -> Path:
@@ -325,6 +328,7 @@ def run_guest(
         "-append",
         "console=ttyS0 panic=-1 quiet",
         *share("hostroot", "/", ro=True),
+        *share("repo", REPO, ro=True),
         *share("results", results_dir, ro=False),
     ]
     t0 = time.monotonic()
