@@ -271,9 +271,12 @@ class Estimator:
                 gen=self._gen,
             )
             return None, None
-        e.gen = self._gen
         dt = mono_time - e.prev_time
-        if dt <= 0:  # the same sample again, or a clock that went back: nothing measurable
+        if dt < 0:  # time went back (a replay rewound, another exporter answered): a new baseline
+            del self._entries[key]
+            return self.update(key, counters, mono_time)
+        e.gen = self._gen
+        if dt == 0:  # the same sample again: nothing measurable
             return e.ewma, None
         p = e.prev
         e.prev = counters

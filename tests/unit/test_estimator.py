@@ -228,6 +228,16 @@ def test_same_timestamp_twice_measures_nothing() -> None:
     assert est.update("k", c(30), 2.0) == (ewma, None)
 
 
+def test_time_going_back_starts_a_new_baseline_and_rates_resume() -> None:
+    # A replay rewound to its start: the old clock must not freeze the rates until it is passed again.
+    est = Estimator()
+    est.update("k", c(0), 100.0)
+    est.update("k", c(10), 102.0)
+    assert est.update("k", c(0), 0.0) == (None, None)
+    _, instant = est.update("k", c(20), 2.0)
+    assert instant is not None and instant.cps == 10
+
+
 def _kernel_like(rate_per_tick: int, t: float) -> Counters:
     """Counters of an entry getting `rate_per_tick` conns per tick, refreshed every 2 s only."""
     return c(rate_per_tick * int(t // 2))
