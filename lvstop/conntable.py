@@ -21,7 +21,6 @@ dest with that address when there is exactly one.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import threading
@@ -436,8 +435,13 @@ class ConnTableReader:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(LvstopError):  # kept in last_error; the next tick tries again
+            try:
                 self.refresh_now()
+            except LvstopError:
+                pass  # kept in last_error; the next tick tries again
+            except Exception as e:  # a bug must not silently end the reads: say it, keep going
+                log.exception("connection table read failed")
+                self.last_error = f"internal error: {e!r}"
             self._stop.wait(self.interval)
 
     def start(self) -> None:

@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from lvstop.cli import UsageError
 from lvstop.poller import Poller
 from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource
@@ -225,8 +226,8 @@ def run(args: argparse.Namespace) -> int:
     demo_dir: tempfile.TemporaryDirectory[str] | None = None
     try:
         for url in urls:
-            sources.append(
-                open_source(
+            try:
+                source = open_source(
                     args.source,
                     netns=args.netns,
                     proc_root=args.proc_root,
@@ -235,7 +236,9 @@ def run(args: argparse.Namespace) -> int:
                     seed=args.seed,
                     warn=warnings.append,
                 )
-            )
+            except ValueError as e:  # the factory's word for a combination it cannot serve
+                raise UsageError(str(e)) from None
+            sources.append(source)
         if args.source == "demo":
             demo_dir = tempfile.TemporaryDirectory(prefix="lvstop-demo-")  # demo drains end with the demo
         drain_state = (

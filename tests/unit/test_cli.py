@@ -336,6 +336,12 @@ def test_no_command_starts_the_tui_with_resolved_source(monkeypatch: pytest.Monk
     assert (seen[1].source, seen[1].connect) == ("remote", ["http://a:9100", "http://b:9100"])
 
 
+def test_the_tui_reports_a_bad_source_combination_as_usage() -> None:
+    r = run("--source", "proc", "--netns", "blue")  # the real TUI entry point: refused before any screen
+    assert r.status == ExitStatus.USAGE
+    assert "not --netns" in one_error_line(r)
+
+
 def test_python_dash_m_and_list_do_not_import_textual() -> None:
     code = (
         "import sys, runpy; sys.argv = ['lvstop', 'list', '--bogus'];\n"

@@ -5,6 +5,7 @@ budget, bad input."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address, ip_network
@@ -375,6 +376,27 @@ def test_reader_keeps_latest_on_error() -> None:
     src.plain = lines_of(SAMPLE / "net" / "ip_vs_conn")
     reader.refresh_now()
     assert reader.last_error is None
+
+
+def test_reader_thread_survives_an_unexpected_error() -> None:
+    class Flaky(FakeSource):
+        def conn_lines(self, sync: bool = False) -> Iterator[str]:
+            if len(self.calls) < 2:  # the first attempt (sync, then plain) hits a bug
+                self.calls.append(sync)
+                raise RuntimeError("boom")
+            return super().conn_lines(sync)
+
+    src = Flaky(lines_of(SAMPLE / "net" / "ip_vs_conn"))
+    reader = ConnTableReader(src, interval=0.01)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 5
+        while reader.latest is None:
+            assert time.monotonic() < deadline, reader.last_error
+            time.sleep(0.01)
+    finally:
+        reader.stop(timeout=2)
+    assert reader.latest.total > 0
 
 
 def test_reader_thread_on_proc_fixture() -> None:
