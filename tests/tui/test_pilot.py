@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from textual.message import Message
@@ -152,6 +153,19 @@ class TestDrain:
             assert "weight 0 → 100" in str(app.screen.query_one("#confirm-text").render())
             await pilot.press("y")
             await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 100)
+
+    async def test_a_corrupt_drain_state_is_reported_and_the_app_keeps_running(self, stage: Stage) -> None:
+        app = stage.app()
+        Path(stage._dir.name, "drains.json").write_text("{not json")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await open_service(app, pilot, HTTPS)
+            table(app, "dests-table").select_key(str(HTTPS_13))
+            await pilot.press("u")  # restore needs the drain state: unreadable
+            await wait_for(pilot, lambda: any("unreadable drain state" in n.message
+                                              for n in app._notifications))
+            assert app.is_running and not isinstance(app.screen, ConfirmScreen)
+            assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100
 
     async def test_cancel_changes_nothing(self, stage: Stage) -> None:
         app = stage.app()

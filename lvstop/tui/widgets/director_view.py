@@ -407,10 +407,13 @@ class DirectorView(Vertical):
         views = self.views
         svc = views.shown.service(op.service) if views is not None and views.shown is not None else None
         new = 0 if op.kind == "drain" else op.weight
-        if op.kind == "restore":
-            new = self.feed.writer.drains().get((op.service, op.dest))
-        effect = vm.weight_effect(svc, op.dest, new) if svc is not None and new is not None else None
-        self.post_message(self.WritePreviewed(preview(op, self.feed.writer, effect)))
+        try:
+            if op.kind == "restore":
+                new = self.feed.writer.drains().get((op.service, op.dest))
+            effect = vm.weight_effect(svc, op.dest, new) if svc is not None and new is not None else None
+            self.post_message(self.WritePreviewed(preview(op, self.feed.writer, effect)))
+        except Exception as e:  # a write that cannot even be previewed is reported, never fatal
+            self.post_message(self.WriteFinished(op, None, str(e) if isinstance(e, LvstopError) else repr(e)))
 
     def on_director_view_write_previewed(self, msg: WritePreviewed) -> None:
         p = msg.preview
@@ -426,8 +429,8 @@ class DirectorView(Vertical):
         assert self.feed.writer is not None
         try:
             res = op.call(self.feed.writer, dry_run=False, force=answer.force, reason=answer.reason)
-        except LvstopError as e:
-            self.post_message(self.WriteFinished(op, None, str(e)))
+        except Exception as e:  # the kernel, the state file or a remote exporter said no: report it
+            self.post_message(self.WriteFinished(op, None, str(e) if isinstance(e, LvstopError) else repr(e)))
             return
         self.post_message(self.WriteFinished(op, res.outcome, None))
 
