@@ -423,19 +423,37 @@ class Control:
             # Before the write: the next poll may run before we return, and must credit lvstop.
             self.events.expect_weight(skey, dkey, weight, actor)
         try:
+            after = self._write(skey, wanted, cur.weight)
+        except ControlError:
+            # Unless the weight is there after all, a later change to it is someone else's.
+            if self.events is not None and self._weight_now(skey, dkey) != weight:
+                self.events.withdraw_weight(skey, dkey, weight, actor)
+            raise
+        return self._result(action, "applied", skey, cur, weight, after.weight, warnings)
+
+    def _write(self, skey: ServiceKey, wanted: Dest, old: int) -> Dest:
+        """SET_DEST, then the read-back, which must match what was written."""
+        try:
             self.target.set_dest(skey, wanted)
         except (SourceError, OSError) as e:
-            raise EditError(f"the kernel refused the edit: {e}", status=500, old=cur.weight) from None
+            raise EditError(f"the kernel refused the edit: {e}", status=500, old=old) from None
         except ControlError as e:
-            raise EditError(str(e), status=e.status, old=cur.weight) from None
-        after = self._safe_get(skey, dkey)
+            raise EditError(str(e), status=e.status, old=old) from None
+        after = self._safe_get(skey, wanted.key)
         if after is None:
-            raise EditError(f"{dkey} vanished from {skey} during the edit", status=500, old=cur.weight)
+            raise EditError(f"{wanted.key} vanished from {skey} during the edit", status=500, old=old)
         diff = [f for f in _CONFIG_FIELDS if getattr(after, f) != getattr(wanted, f)]
         if diff:
             got = ", ".join(f"{f}={getattr(after, f)!r} (wanted {getattr(wanted, f)!r})" for f in diff)
-            raise EditError(f"read-back mismatch after the edit: {got}", status=500, old=cur.weight)
-        return self._result(action, "applied", skey, cur, weight, after.weight, warnings)
+            raise EditError(f"read-back mismatch after the edit: {got}", status=500, old=old)
+        return after
+
+    def _weight_now(self, skey: ServiceKey, dkey: DestKey) -> int | None:
+        try:
+            after = self.target.get_dest(skey, dkey)
+        except (SourceError, OSError):
+            return None
+        return after.weight if after is not None else None
 
     def _result(
         self,

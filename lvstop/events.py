@@ -179,6 +179,13 @@ class EventLog:
         with self._lock:
             self._expected[(skey, dkey)] = _Expectation(weight, actor, self._clock() + self._ttl)
 
+    def withdraw_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
+        """The write announced by expect_weight did not happen: credit nobody for that weight."""
+        with self._lock:
+            exp = self._expected.get((skey, dkey))
+            if exp is not None and (exp.weight, exp.actor) == (weight, actor):
+                del self._expected[(skey, dkey)]
+
     def append(self, event: Event) -> Event:
         """Store an event, crediting a weight change to its actor or to "outside lvstop"; returns it."""
         with self._lock:

@@ -19,6 +19,7 @@ from lvstop.control import (
     service_key_from_dict,
 )
 from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.events import WEIGHT_CHANGED, Event, EventLog
 from lvstop.model import (
     AF_INET,
     AF_INET6,
@@ -115,6 +116,10 @@ class FakeEvents:
         self.target.log.append("expect_weight")
         self.expected.append((skey, dkey, weight, actor))
 
+    def withdraw_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
+        self.target.log.append("withdraw_weight")
+        self.expected.remove((skey, dkey, weight, actor))
+
 
 def dk(addr: str) -> DestKey:
     return DestKey(AF_INET6 if ":" in addr else AF_INET, addr, 8080)
@@ -152,6 +157,36 @@ def test_the_event_log_is_told_before_the_write(control: Control, target: FakeTa
     control.set_weight(WEB, dk("192.0.2.12"), 4, actor="alice")
     assert target.log == ["expect_weight", "set_dest"]
     assert control.events.expected == [(WEB, dk("192.0.2.12"), 4, "alice")]  # type: ignore[union-attr]
+
+
+def _weight_change(old: int, new: int) -> Event:
+    return Event(101.0, WEIGHT_CHANGED, "w", WEB, dk("192.0.2.12"), old, new)
+
+
+@pytest.mark.parametrize(
+    "failure,mangle", [(SourceError(IssueKind.NO_PERMISSION, "EPERM"), {}), (None, {"weight": 3})]
+)
+def test_a_failed_write_withdraws_its_expectation(
+    target: FakeTarget, tmp_path: Path, proc: Path, failure: Exception | None, mangle: dict[str, object]
+) -> None:
+    log = EventLog(clock=lambda: 100.0)
+    control = Control(target, tmp_path / "drains.json", log, proc_root=str(proc))
+    target.fail_set, target.mangle = failure, mangle
+    with pytest.raises(ControlError):
+        control.set_weight(WEB, dk("192.0.2.12"), 4, actor="alice")
+    # keepalived sets the same weight a little later: not lvstop's doing
+    assert log.append(_weight_change(3, 4)).actor is None
+
+
+def test_a_write_that_landed_despite_an_error_keeps_its_expectation(
+    target: FakeTarget, tmp_path: Path, proc: Path
+) -> None:
+    log = EventLog(clock=lambda: 100.0)
+    control = Control(target, tmp_path / "drains.json", log, proc_root=str(proc))
+    target.mangle = {"u_threshold": 9}  # the weight was written, another field reads back wrong
+    with pytest.raises(ControlError):
+        control.set_weight(WEB, dk("192.0.2.12"), 4, actor="alice")
+    assert log.append(_weight_change(3, 4)).actor == "alice"
 
 
 @pytest.mark.parametrize(

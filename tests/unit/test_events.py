@@ -153,6 +153,21 @@ def test_a_stale_expectation_is_not_credited() -> None:
     assert log.append(change(5, 0, t=200.0)).actor is None
 
 
+def test_a_withdrawn_expectation_is_not_credited() -> None:
+    log = EventLog(clock=lambda: 100.0)
+    log.expect_weight(WEB, dk(11), 0, "alice")
+    log.withdraw_weight(WEB, dk(11), 0, "alice")  # the write failed
+    assert log.append(change(5, 0, t=101.0)).actor is None
+
+
+def test_withdraw_leaves_a_newer_expectation_alone() -> None:
+    log = EventLog(clock=lambda: 100.0)
+    log.expect_weight(WEB, dk(11), 0, "alice")
+    log.expect_weight(WEB, dk(11), 2, "bob")  # bob's edit came after alice's failed one
+    log.withdraw_weight(WEB, dk(11), 0, "alice")
+    assert log.append(change(5, 2, t=101.0)).actor == "bob"
+
+
 def test_log_is_bounded_and_recent_is_oldest_first() -> None:
     log = EventLog(maxlen=3)
     for i in range(5):
