@@ -46,6 +46,7 @@ from lvstop.model import (
     ServiceKey,
     Snapshot,
     TunType,
+    format_hostport,
 )
 
 MISSING = "-"
@@ -278,16 +279,12 @@ def service_name(key: ServiceKey) -> str:
     if key.is_fwmark:
         return f"FWM  {key.fwmark}" + (" IPv6" if key.family == AF_INET6 else "")
     prot = key.protocol.name if key.protocol in (Protocol.TCP, Protocol.UDP, Protocol.SCTP) else "?"
-    name = f"{prot:<4} {hostport(key.family, key.address, key.port)}"
+    name = f"{prot:<4} {format_hostport(key.family, key.address, key.port)}"
     return name if key.family == AF_INET6 else name[:33]
 
 
-def hostport(family: int, address: str, port: int) -> str:
-    return f"[{address}]:{port}" if family == AF_INET6 else f"{address}:{port}"
-
-
 def dest_name(d: Dest) -> str:
-    name = hostport(d.family, d.address, d.port)
+    name = format_hostport(d.family, d.address, d.port)
     return name if d.family == AF_INET6 else name[:28]
 
 
@@ -464,7 +461,7 @@ def service_lines(snapshot: Snapshot, opts: ListOptions) -> Iterator[str]:
 
 
 def _conn_hostport(address: str, port: int) -> str:
-    return hostport(AF_INET6 if ":" in address else AF_INET, address, port)
+    return format_hostport(AF_INET6 if ":" in address else AF_INET, address, port)
 
 
 def conn_lines(entries: Iterable[ConnEntry], opts: ListOptions) -> Iterator[str]:
