@@ -119,11 +119,15 @@ def conn_stats(summary: ConnSummary, wall: float) -> ConnStats:
 
 
 def _control_target(args: argparse.Namespace, source: Source) -> WeightTarget | None:
-    """What Control writes through: the demo itself, or a NetlinkSource of its own (never the poller's)."""
+    """What Control writes through: the demo itself, or a NetlinkSource of its own (never the poller's),
+    refused once `auto` reads /proc for lack of CAP_NET_ADMIN."""
+    from lvstop.sources.factory import AutoSource, AutoWrites
     from lvstop.sources.sim import SimSource
 
     if isinstance(source, SimSource):
         return source
+    if isinstance(source, AutoSource) and source.read_only:
+        return AutoWrites(source, None)  # refuses every edit, saying why
     if args.source in ("auto", "netlink"):
         from lvstop.sources.netlink import NetlinkSource
 
@@ -132,7 +136,7 @@ def _control_target(args: argparse.Namespace, source: Source) -> WeightTarget | 
         except SourceError as e:
             log.warning("no write path: %s", e)
             return None
-        return target
+        return AutoWrites(source, target) if isinstance(source, AutoSource) else target
     return None
 
 

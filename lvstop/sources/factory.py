@@ -15,12 +15,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
-from lvstop.errors import SourceError
-from lvstop.model import IssueKind, Snapshot
+from lvstop.errors import ControlError, SourceError
+from lvstop.model import Dest, DestKey, IssueKind, ServiceKey, Snapshot
 from lvstop.sources import Source
 
+if TYPE_CHECKING:
+    from lvstop.control import WeightTarget
+
 KINDS = ("auto", "netlink", "proc", "demo", "replay", "remote")
+
+READ_ONLY_MESSAGE = "read-only: lvstop reads /proc because it lacks CAP_NET_ADMIN; weight edits need it"
 
 NO_IPVS_MESSAGE = (
     "ip_vs is not loaded: this kernel has no IPVS state to show (no {path}); lvstop never loads it, "
@@ -106,7 +112,7 @@ def _open_auto(netns: str | None, proc_root: str, warn: Callable[[str], None]) -
         # /proc shows the reader's own namespace: it cannot stand in for another one.
         if netns is not None or e.kind is not IssueKind.NO_PERMISSION:
             raise
-        return _proc_after(e, proc_root, warn)
+        return AutoSource(_proc_after(e, proc_root, warn), proc_root, warn)
     return netlink if netns is not None else AutoSource(netlink, proc_root, warn)
 
 
@@ -114,13 +120,15 @@ class AutoSource:
     """netlink until the kernel refuses it for lack of CAP_NET_ADMIN, then /proc for good.
 
     Netlink only learns about permissions on its first request, hence a wrapper rather than a probe
-    at open time (a probe would cost a whole extra read). `active` is the source in use: the write
-    path (Control) needs the NetlinkSource itself and must never be given a ProcSource.
+    at open time (a probe would cost a whole extra read). `active` is the source in use (a ProcSource
+    from the start when netlink was refused at open); `netlink` the NetlinkSource, None once /proc
+    took over: writes go through write_target(), which refuses them from then on.
     """
 
-    def __init__(self, netlink: Source, proc_root: str, warn: Callable[[str], None]) -> None:
-        self.active: Source = netlink
-        self.name = netlink.name
+    def __init__(self, first: Source, proc_root: str, warn: Callable[[str], None]) -> None:
+        self.active: Source = first
+        self.name = first.name
+        self.netlink: Source | None = None if self.read_only else first
         self._proc_root = proc_root
         self._warn = warn
 
@@ -133,10 +141,55 @@ class AutoSource:
             self.active.close()
             self.active = _proc_after(e, self._proc_root, self._warn)
             self.name = self.active.name
+            self.netlink = None
         return self.active.read()
+
+    @property
+    def read_only(self) -> bool:
+        """Reading /proc: weight edits need the CAP_NET_ADMIN whose lack made us fall back."""
+        return self.name == "proc"
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:
         return self.active.conn_lines(sync)
 
     def close(self) -> None:
         self.active.close()
+
+
+class AutoWrites:
+    """Weight edits through `target` while `auto` reads netlink; refused (503) once it reads /proc.
+
+    Checked on every call, as the fallback happens on a read, after the write path was built.
+    """
+
+    def __init__(self, auto: AutoSource, target: WeightTarget | None) -> None:
+        self.auto = auto
+        self._target = target
+
+    def _live(self) -> WeightTarget:
+        if self._target is None or self.auto.read_only:
+            raise ControlError(READ_ONLY_MESSAGE, status=503)
+        return self._target
+
+    def read(self) -> Snapshot:
+        return self._live().read()
+
+    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        return self._live().get_dest(skey, dkey)
+
+    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
+        self._live().set_dest(skey, dest)
+
+
+def write_target(source: Source) -> WeightTarget | None:
+    """What a Control in this process writes through for `source`; None for read-only kinds."""
+    if isinstance(source, AutoSource):
+        return AutoWrites(source, _as_target(source.netlink))
+    return _as_target(source)
+
+
+def _as_target(source: Source | None) -> WeightTarget | None:
+    """`source` itself if it has the write primitives (NetlinkSource, SimSource)."""
+    if source is None or not (hasattr(source, "get_dest") and hasattr(source, "set_dest")):
+        return None
+    return cast("WeightTarget", source)

@@ -192,20 +192,21 @@ DEFAULT_DRAIN_STATE = "/var/lib/lvstop/drains.json"
 
 
 def writer_for(
-    source: object, poller: Poller, drain_state: str, *, actor: str | None = None, url: str | None = None
+    source: Source, poller: Poller, drain_state: str, *, actor: str | None = None, url: str | None = None
 ) -> Writer | None:
     """Remote directors write through their exporter (`url`, credentials included); local writes need
     a source that can SET_DEST (netlink, the demo); /proc and replays are read-only."""
     if url is not None:
         return RemoteWriter(url)
-    target = getattr(source, "active", source)  # AutoSource: the netlink source it wraps
-    if not (hasattr(target, "get_dest") and hasattr(target, "set_dest")):
+    from lvstop.sources.factory import write_target
+
+    target = write_target(source)  # `auto`: refuses edits, saying why, once it reads /proc
+    if target is None:
         return None
-    from lvstop.control import Control, WeightTarget
+    from lvstop.control import Control
     from lvstop.tui.writes import LocalWriter
 
-    wt: WeightTarget = target  # type: ignore[assignment]
-    return LocalWriter(Control(wt, drain_state, poller.events, latest=lambda: poller.latest), actor)
+    return LocalWriter(Control(target, drain_state, poller.events, latest=lambda: poller.latest), actor)
 
 
 def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None:

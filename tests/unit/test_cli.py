@@ -24,8 +24,8 @@ from test_listing import SAMPLE, captured, sample_snapshot
 from lvstop import cli
 from lvstop.cli import Environment, ExitStatus, main
 from lvstop.codec import SCHEMA_VERSION
-from lvstop.errors import SourceError
-from lvstop.model import AF_INET6, IssueKind, ServiceKey, Snapshot
+from lvstop.errors import ControlError, SourceError
+from lvstop.model import AF_INET, AF_INET6, Dest, DestKey, FwdMethod, IssueKind, ServiceKey, Snapshot
 from lvstop.sources import factory
 
 
@@ -578,6 +578,53 @@ def test_auto_falls_back_to_proc_without_cap_net_admin(netlink: type[FakeNetlink
     assert isinstance(src, factory.AutoSource) and type(src.active).__name__ == "ProcSource"
     src.read()
     assert len(warnings) == 1  # once
+
+
+class WritableNetlink(FakeNetlink):
+    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        return Dest(dkey.family, dkey.address, dkey.port, FwdMethod.MASQ, 3)
+
+    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
+        raise AssertionError("no write after the fallback")
+
+
+WEB = ServiceKey.tcp("192.0.2.1", 80)
+DK = DestKey(AF_INET, "198.51.100.1", 80)
+
+
+def test_writes_go_through_netlink_until_auto_falls_back_to_proc(
+    monkeypatch: pytest.MonkeyPatch, proc_root: str
+) -> None:
+    cls = type("FakeNetlinkSource", (WritableNetlink,), {})
+    module = types.ModuleType("lvstop.sources.netlink")
+    module.NetlinkSource = cls  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "lvstop.sources.netlink", module)
+    src = factory.open_source(proc_root=proc_root, warn=lambda _: None)
+    target = factory.write_target(src)  # built at startup, before the first read
+    assert target is not None and target.get_dest(WEB, DK) is not None
+    cls.fail_read = SourceError(IssueKind.NO_PERMISSION, "netlink needs CAP_NET_ADMIN")
+    src.read()
+    for call in (lambda: target.get_dest(WEB, DK), target.read):
+        with pytest.raises(ControlError) as e:
+            call()
+        assert e.value.status == 503 and str(e.value) == factory.READ_ONLY_MESSAGE
+    assert "lacks CAP_NET_ADMIN" in factory.READ_ONLY_MESSAGE
+
+
+def test_no_writes_when_netlink_refuses_at_open(netlink: type[FakeNetlink], proc_root: str) -> None:
+    netlink.fail_init = SourceError(IssueKind.NO_PERMISSION, "denied at open")
+    src = factory.open_source(proc_root=proc_root, warn=lambda _: None)
+    target = factory.write_target(src)
+    assert target is not None
+    with pytest.raises(ControlError, match="read-only: lvstop reads /proc") as e:
+        target.get_dest(WEB, DK)
+    assert e.value.status == 503
+
+
+def test_read_only_kinds_have_no_write_target(proc_root: str) -> None:
+    assert factory.write_target(factory.open_source("proc", proc_root=proc_root, warn=pytest.fail)) is None
+    demo = factory.open_source("demo", warn=pytest.fail)
+    assert factory.write_target(demo) is demo
 
 
 def test_auto_falls_back_when_netlink_refuses_at_open(netlink: type[FakeNetlink], proc_root: str) -> None:
