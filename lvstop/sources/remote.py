@@ -9,18 +9,68 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import gzip
 import json
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
+from email.message import Message
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from lvstop.codec import snapshot_from_dict
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import IssueKind, Snapshot
 
-MAX_BYTES = 512 << 20  # a 100k-dest snapshot is ~60 MB of JSON
+MAX_BYTES = 512 << 20  # a 100k-dest snapshot is ~60 MB of JSON; bounds the reply as sent and as decompressed
+
+
+def basic_auth(url: str) -> dict[str, str]:
+    """The Authorization header for the credentials in `url` (http://user:password@host), if any."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.username is None:
+        return {}
+    # Credentials from the URL go in a header, never into logs or error messages.
+    cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(cred).decode()}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib resends every header, Authorization included, to wherever a redirect points: follow none."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Message, newurl: str
+    ) -> urllib.request.Request | None:
+        where = urlsplit(newurl).hostname or "the same host"
+        raise urllib.error.HTTPError(
+            req.full_url,
+            code,
+            f"{msg}, a redirect to {where} (not followed: give the exporter's own URL)",
+            headers,
+            fp,
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def urlopen(req: urllib.request.Request, timeout: float) -> Any:
+    """urllib.request.urlopen that refuses redirects (the exporter's API never redirects)."""
+    return _OPENER.open(req, timeout=timeout)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """gzip.decompress that stops past `limit` bytes of output (a small reply can inflate to gigabytes)."""
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise ValueError(f"not valid gzip: {e}") from None
+    if len(out) > limit:
+        raise ValueError(f"more than {limit} bytes once decompressed")
+    if not d.eof or d.unused_data:
+        raise ValueError("truncated, or data after its end")
+    return out
 
 
 class RemoteSource:
@@ -36,16 +86,12 @@ class RemoteSource:
         base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
         self.url = f"{base}/api/v1/snapshot"
         self.timeout = timeout
-        self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip"}
-        if parts.username is not None:
-            # Credentials from the URL go in a header, never into logs or error messages.
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip", **basic_auth(url)}
 
     def read(self) -> Snapshot:
         req = urllib.request.Request(self.url, headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urlopen(req, self.timeout) as resp:
                 data = resp.read(MAX_BYTES + 1)
                 encoding = resp.headers.get("Content-Encoding", "")
         except urllib.error.HTTPError as e:
@@ -58,11 +104,14 @@ class RemoteSource:
             raise SourceError(IssueKind.IO, f"{self.url}: {reason}") from None
         if len(data) > MAX_BYTES:
             raise SourceError(IssueKind.MALFORMED, f"{self.url}: reply larger than {MAX_BYTES} bytes")
+        if encoding == "gzip":
+            try:
+                data = gunzip(data, MAX_BYTES)
+            except ValueError as e:
+                raise SourceError(IssueKind.MALFORMED, f"{self.url}: gzip reply: {e}") from None
         try:
-            if encoding == "gzip":
-                data = gzip.decompress(data)
             snap = snapshot_from_dict(json.loads(data))
-        except (OSError, EOFError, ValueError) as e:  # gzip, JSON (incl. UnicodeDecodeError)
+        except ValueError as e:  # JSON (incl. UnicodeDecodeError)
             raise SourceError(IssueKind.MALFORMED, f"{self.url}: not an lvstop snapshot: {e}") from None
         except ParseError as e:
             raise SourceError(IssueKind.MALFORMED, f"{self.url}: {e}") from None

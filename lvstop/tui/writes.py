@@ -6,7 +6,6 @@ runs Control's own dry run, so the dialog shows exactly what Control would do or
 
 from __future__ import annotations
 
-import base64
 import getpass
 import json
 import urllib.error
@@ -14,14 +13,13 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from lvstop.codec import service_key_to_dict
 from lvstop.control import ControlResult, dest_key_from_dict, dest_key_to_dict, service_key_from_dict
 from lvstop.errors import ControlError, LvstopError
 from lvstop.exporter.openapi import CSRF_HEADER
 from lvstop.model import DestKey, ServiceKey
-from lvstop.sources.remote import RemoteSource
+from lvstop.sources.remote import RemoteSource, basic_auth, urlopen
 from lvstop.tui.viewmodel import WeightEffect
 
 if TYPE_CHECKING:
@@ -117,17 +115,13 @@ class RemoteWriter:
 
     def __init__(self, url: str) -> None:
         self.base = RemoteSource(url).url.removesuffix(SNAPSHOT_PATH)
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        self._headers = {"Content-Type": "application/json", CSRF_HEADER: "lvstop-tui"}
-        if parts.username is not None:
-            cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(cred).decode()
+        self._headers = {"Content-Type": "application/json", CSRF_HEADER: "lvstop-tui", **basic_auth(url)}
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.TIMEOUT) as resp:
+            with urlopen(req, self.TIMEOUT) as resp:
                 doc = json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:

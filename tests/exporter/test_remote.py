@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import gzip
 import http.server
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from lvstop.errors import SourceError
-from lvstop.model import IssueKind
+from lvstop.errors import ControlError, SourceError
+from lvstop.model import DestKey, IssueKind, ServiceKey
 from lvstop.poller import Poller
-from lvstop.sources.remote import RemoteSource
+from lvstop.sources import remote
+from lvstop.sources.remote import RemoteSource, basic_auth, gunzip
+from lvstop.tui.writes import RemoteWriter
 
 from .support import Harness, start_exporter
 from .test_api import web_config
@@ -94,3 +98,98 @@ def test_bad_urls_and_no_connection_table() -> None:
     with pytest.raises(SourceError) as e:
         RemoteSource("http://127.0.0.1:1").conn_lines()
     assert e.value.kind is IssueKind.UNAVAILABLE
+
+
+def test_credentials_in_the_url_become_one_basic_header_for_reads_and_writes() -> None:
+    url = "http://al%40ice:p%3Aw@127.0.0.1:9"
+    want = {"Authorization": "Basic " + base64.b64encode(b"al@ice:p:w").decode()}
+    assert basic_auth(url) == want and basic_auth("127.0.0.1:9") == {}
+    bob = basic_auth("http://bob@127.0.0.1:9")["Authorization"]
+    assert bob == "Basic " + base64.b64encode(b"bob:").decode()
+    assert RemoteSource(url)._headers["Authorization"] == want["Authorization"]
+    assert RemoteWriter(url)._headers["Authorization"] == want["Authorization"]
+    assert "p%3Aw" not in RemoteSource(url).url
+    assert "Authorization" not in RemoteWriter("127.0.0.1:9")._headers
+
+
+Reply = Callable[[http.server.BaseHTTPRequestHandler], tuple[int, dict[str, str], bytes]]
+Serve = Callable[[Reply], tuple[str, list[tuple[str, dict[str, str]]]]]
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """serve(reply) -> (url, requests seen as (method, headers)) of a loopback server answering with reply."""
+    servers: list[http.server.HTTPServer] = []
+
+    def start(reply: Reply) -> tuple[str, list[tuple[str, dict[str, str]]]]:
+        seen: list[tuple[str, dict[str, str]]] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self) -> None:
+                seen.append((self.command, dict(self.headers)))
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                code, headers, body = reply(self)
+                self.send_response(code)
+                for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = answer
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}", seen
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+@pytest.mark.parametrize("code", [301, 302, 307, 308])
+def test_redirects_are_refused_so_credentials_never_leave_for_another_host(
+    serve: Serve, code: int
+) -> None:
+    elsewhere, reached = serve(lambda h: (200, {"Content-Type": "application/json"}, b"{}"))
+    elsewhere = elsewhere.replace("127.0.0.1", "localhost")
+    url, seen = serve(lambda h: (code, {"Location": elsewhere + h.path}, b""))
+    creds = url.replace("http://", "http://alice:secret@")
+    with pytest.raises(SourceError) as e:
+        RemoteSource(creds).read()
+    assert e.value.kind is IssueKind.IO and f"HTTP {code}" in str(e.value)
+    assert "not followed" in str(e.value) and "localhost" in str(e.value) and "secret" not in str(e.value)
+    with pytest.raises(ControlError) as w:
+        RemoteWriter(creds).drain(
+            ServiceKey.tcp("203.0.113.1", 80), DestKey(2, "192.0.2.1", 80),
+            expect=None, force=False, reason=None, dry_run=True,
+        )  # fmt: skip
+    assert w.value.status == code and "not followed" in str(w.value)
+    assert [m for m, _ in seen] == ["GET", "POST"] and all("Authorization" in hd for _, hd in seen)
+    assert reached == []
+
+
+def test_gunzip_is_bounded_and_strict() -> None:
+    assert gunzip(gzip.compress(b"x" * 1000), 1000) == b"x" * 1000
+    with pytest.raises(ValueError, match="more than 999 bytes"):
+        gunzip(gzip.compress(b"x" * 1000), 999)
+    whole = gzip.compress(b'{"a": 1}')
+    for bad, why in ((whole[:-3], "truncated"), (whole + whole, "after its end"), (b"{}", "not valid gzip")):
+        with pytest.raises(ValueError, match=why):
+            gunzip(bad, 1000)
+
+
+def test_a_gzip_reply_that_inflates_past_the_limit_is_refused(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bomb = gzip.compress(b" " * 100_000)  # valid JSON whitespace, 100 kB from a few hundred bytes
+    url, _ = serve(lambda h: (200, {"Content-Encoding": "gzip"}, bomb))
+    monkeypatch.setattr(remote, "MAX_BYTES", 50_000)
+    assert len(bomb) < 50_000
+    with pytest.raises(SourceError) as e:
+        RemoteSource(url).read()
+    assert e.value.kind is IssueKind.MALFORMED and "more than 50000 bytes once decompressed" in str(e.value)
