@@ -288,6 +288,8 @@ class Control:
         self.proc_root = proc_root
         self._clock = clock
         self._lock = threading.Lock()  # one edit at a time per process; the file lock covers the others
+        # (service, dest) -> (wall time, weight) of the edits made here, until a snapshot shows them
+        self._written: dict[tuple[ServiceKey, DestKey], tuple[float, int]] = {}
 
     # public API
 
@@ -429,6 +431,7 @@ class Control:
             if self.events is not None and self._weight_now(skey, dkey) != weight:
                 self.events.withdraw_weight(skey, dkey, weight, actor)
             raise
+        self._written[(skey, dkey)] = (self._clock(), after.weight)
         return self._result(action, "applied", skey, cur, weight, after.weight, warnings)
 
     def _write(self, skey: ServiceKey, wanted: Dest, old: int) -> Dest:
@@ -513,12 +516,16 @@ class Control:
         if weight >= cur.weight:
             return
         svc = snap.service(skey) if snap is not None else None
-        # The siblings' keys come from the snapshot, their weights fresh from the kernel.
+        # Siblings as the snapshot has them (a fresh read per sibling would dump the whole service
+        # each time), corrected by the edits made here since: quick drains one after another must
+        # not take the last live weight between two polls.
         others = 0
-        for d in svc.dests if svc is not None else ():
-            if d.key != cur.key:
-                fresh = self._safe_get(skey, d.key)
-                others += fresh.weight if fresh is not None else 0
+        if snap is not None and svc is not None:
+            self._written = {k: v for k, v in self._written.items() if v[0] >= snap.wall_time}
+            for d in svc.dests:
+                if d.key != cur.key:
+                    written = self._written.get((skey, d.key))
+                    others += written[1] if written is not None else d.weight
         before, after = others + cur.weight, others + weight
         if after == 0 and before > 0:
             problem = f"this takes the last live weight of {skey} to 0: it would drop all new traffic"

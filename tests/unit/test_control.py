@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -235,16 +236,39 @@ def test_last_live_weight_to_zero_is_refused_without_force_and_reason(
     assert res.verified == 0 and target.weight(MARK6, "2001:db8::11") == 0
 
 
-def test_the_guard_uses_fresh_sibling_weights_not_the_stale_snapshot(
+def test_the_guard_reads_the_siblings_once_not_one_dump_each(target: FakeTarget, tmp_path: Path) -> None:
+    gets: list[DestKey] = []
+    reads: list[int] = []
+    get_dest, read = target.get_dest, target.read
+    target.get_dest = lambda s, d: gets.append(d) or get_dest(s, d)  # type: ignore[method-assign]
+    target.read = lambda: reads.append(1) or read()  # type: ignore[method-assign]
+    latest = read()
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    ctl.set_weight(WEB, dk("192.0.2.11"), 1, actor="a")
+    assert gets == [dk("192.0.2.11")] * 2 and reads == []  # the edit and its read-back: no sibling
+    gets.clear()
+    ctl = Control(target, tmp_path / "d.json", proc_root=str(tmp_path))  # no poller: one read
+    ctl.set_weight(WEB, dk("192.0.2.12"), 1, actor="a")
+    assert gets == [dk("192.0.2.12")] * 2 and reads == [1]
+
+
+def test_the_guard_counts_its_own_edits_the_stale_snapshot_does_not_show_yet(
     target: FakeTarget, tmp_path: Path
 ) -> None:
-    stale = target.read()
-    ctl = Control(target, tmp_path / "d.json", latest=lambda: stale, proc_root=str(tmp_path))
+    snaps = [dataclasses.replace(target.read(), wall_time=time.time() - 1)]
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: snaps[0], proc_root=str(tmp_path))
     ctl.set_weight(WEB, dk("192.0.2.12"), 0, actor="a")
     ctl.set_weight(WEB, dk("192.0.2.13"), 0, actor="a")
     with pytest.raises(ControlError) as e:  # the stale snapshot still shows 3 + 2 of live weight elsewhere
         ctl.set_weight(WEB, dk("192.0.2.11"), 0, actor="a")
     assert e.value.status == 409
+    # someone puts the weights back and the next poll shows it: the snapshot wins over older edits
+    target.services[WEB] = dataclasses.replace(
+        target.services[WEB],
+        dests=tuple(dataclasses.replace(d, weight=4) for d in target.services[WEB].dests),
+    )
+    snaps[0] = dataclasses.replace(target.read(), wall_time=time.time() + 1)
+    assert ctl.set_weight(WEB, dk("192.0.2.11"), 0, actor="a").verified == 0
 
 
 def test_floor_guards_the_service_total_and_raising_is_always_allowed(
@@ -460,8 +484,9 @@ def test_an_unwritable_state_directory_is_a_clear_error(target: FakeTarget, tmp_
     assert target.writes == []
 
 
-def test_a_failed_save_after_restore_is_a_clear_error(control: Control, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_save_after_restore_is_a_clear_error(
+    control: Control, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     control.drain(WEB, dk("192.0.2.12"), actor="a")
 
     def full_disk(*a: object, **k: object) -> tuple[int, str]:
