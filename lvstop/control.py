@@ -161,6 +161,28 @@ def detect_weight_managers(proc_root: str = "/proc") -> tuple[tuple[str, int], .
     return tuple(sorted(found, key=lambda f: (f[0], f[1])))
 
 
+class WeightManagers:
+    """detect_weight_managers at most once per `ttl` seconds: it reads every /proc/*/comm, and edits,
+    scrapes and status requests all ask. Thread-safe; share one per process."""
+
+    def __init__(
+        self, proc_root: str = "/proc", ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.proc_root = proc_root
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._found: tuple[tuple[str, int], ...] = ()
+        self._at: float | None = None
+
+    def __call__(self) -> tuple[tuple[str, int], ...]:
+        with self._lock:
+            now = self._clock()
+            if self._at is None or not self._at <= now < self._at + self.ttl:
+                self._found, self._at = detect_weight_managers(self.proc_root), now
+            return self._found
+
+
 def manager_warnings(managers: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
     return tuple(
         f"{name} (pid {pid}) is running: it manages IPVS weights and may put its own weight back"
@@ -276,8 +298,10 @@ class Control:
         latest: Callable[[], Snapshot | None] | None = None,
         proc_root: str = "/proc",
         clock: Callable[[], float] = time.time,
+        managers: WeightManagers | None = None,
     ) -> None:
-        """`latest` gives the poller's last snapshot (sibling dests, sysctls); without it Control reads."""
+        """`latest` gives the poller's last snapshot (sibling dests, sysctls); without it Control reads.
+        `managers` finds keepalived/ldirectord (default: a cached scan of `proc_root`)."""
         if not 0 <= floor <= MAX_WEIGHT * 1000:
             raise ValueError(f"floor must be >= 0, not {floor}")
         self.target = target
@@ -285,7 +309,7 @@ class Control:
         self.events = events
         self.floor = floor
         self._latest = latest
-        self.proc_root = proc_root
+        self.managers = managers if managers is not None else WeightManagers(proc_root)
         self._clock = clock
         self._lock = threading.Lock()  # one edit at a time per process; the file lock covers the others
         # (service, dest) -> (wall time, weight) of the edits made here, until a snapshot shows them
@@ -553,5 +577,5 @@ class Control:
                     "expire_nodest_conn=0: established connections stay on this dest until they close; "
                     "removing the dest would not cut them either"
                 )
-        out.extend(manager_warnings(detect_weight_managers(self.proc_root)))
+        out.extend(manager_warnings(self.managers()))
         return tuple(out)

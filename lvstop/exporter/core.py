@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from lvstop import codec
-from lvstop.control import Control, detect_weight_managers
+from lvstop.control import Control, WeightManagers
 from lvstop.errors import LvstopError, SourceError
 from lvstop.events import WEIGHT_CHANGED, Event, EventLog
 from lvstop.exporter.metrics import (
@@ -168,13 +168,16 @@ class Exporter:
         proc_root: str = "/proc",
         conn: Callable[[], ConnStats | None] = lambda: None,
         keep_limit: int = 32 << 20,
+        managers: WeightManagers | None = None,
     ) -> None:
         self.poller = poller
         self.source = source
         self.events = events
         self.options = options or Options()
         self.control = control
-        self.proc_root = proc_root
+        # Scanned at most once per poll interval, however many scrapes and status requests come.
+        ttl = max(5.0, self.options.tick)
+        self._managers = managers if managers is not None else WeightManagers(proc_root, ttl=ttl)
         self._conn = conn
         self._keep_limit = keep_limit
         self._lock = threading.Lock()
@@ -243,7 +246,7 @@ class Exporter:
         self.scrape_duration = seconds  # shows on the next page: this one is already rendered
 
     def managers(self) -> tuple[tuple[str, int], ...]:
-        return detect_weight_managers(self.proc_root)
+        return self._managers()
 
     def health(self) -> Health:
         s = self.source

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from lvstop import __version__
 from lvstop.conntable import ConnSummary, ConnTableReader
-from lvstop.control import Control, WeightTarget
+from lvstop.control import Control, WeightManagers, WeightTarget
 from lvstop.errors import LvstopError, SourceError
 from lvstop.exporter.audit import AuditLog
 from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config
@@ -193,6 +193,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     target = _control_target(args, source) if args.write or args.source == "demo" else None
     if args.write and target is None:
         raise ValueError(f"--write.enable needs a source that can write (netlink or demo), not {args.source}")
+    managers = WeightManagers(args.proc_root, ttl=max(5.0, args.interval))  # edits and pages share it
     control = (
         Control(
             target,
@@ -200,7 +201,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
             events,
             args.floor,
             latest=lambda: poller.latest,
-            proc_root=args.proc_root,
+            managers=managers,
         )
         if target is not None
         else None
@@ -212,8 +213,8 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         events,
         options=options,
         control=control,
-        proc_root=args.proc_root,
         conn=lambda: conn_state[0],
+        managers=managers,
     )
     holder.append(exporter)
     reader = None

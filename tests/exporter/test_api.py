@@ -15,6 +15,8 @@ from typing import Any
 import bcrypt
 import pytest
 
+from lvstop import control
+from lvstop.exporter import core
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
@@ -369,6 +371,33 @@ def test_keepalived_is_warned_about(exporter: Harness, tmp_path: Path) -> None:
     assert any("keepalived (pid 4242)" in w for w in res["warnings"])
     status = exporter.get("/api/v1/status").json()
     assert status["weight_managers"] == [{"name": "keepalived", "pid": 4242}]
+
+
+def test_weight_managers_are_scanned_once_for_many_pages_and_edits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scans: list[str] = []
+
+    def counting(proc_root: str = "/proc") -> tuple[tuple[str, int], ...]:
+        scans.append(proc_root)
+        return detect(proc_root)
+
+    detect = control.detect_weight_managers
+    monkeypatch.setattr(control, "detect_weight_managers", counting)
+    monkeypatch.setattr(core, "detect_weight_managers", counting, raising=False)  # any direct caller
+    (tmp_path / "proc" / "4242").mkdir(parents=True)
+    (tmp_path / "proc" / "4242" / "comm").write_text("keepalived\n")
+    h = start_exporter(tmp_path)
+    try:
+        for _ in range(3):
+            assert h.get("/api/v1/status").json()["weight_managers"] == [{"name": "keepalived", "pid": 4242}]
+            assert b"lvstop_weight_managers" in h.get("/metrics").body
+            h.poll()
+        res = h.post("/api/v1/weight", {**DRAIN, "weight": 5, "dry_run": True}).json()
+        assert any("keepalived (pid 4242)" in w for w in res["warnings"])
+    finally:
+        h.running.stop()
+    assert scans == [str(tmp_path / "proc")]
 
 
 # --- authentication and roles ---

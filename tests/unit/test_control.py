@@ -16,6 +16,7 @@ from lvstop.control import (
     ControlResult,
     DrainState,
     EditError,
+    WeightManagers,
     detect_weight_managers,
     service_key_from_dict,
 )
@@ -443,6 +444,25 @@ def test_keepalived_and_ldirectord_are_detected_and_warned_about(control: Contro
     res = control.set_weight(WEB, dk("192.0.2.11"), 4, actor="a")
     assert len(res.warnings) == 2 and "keepalived (pid 812)" in res.warnings[0]
     assert detect_weight_managers(str(proc / "missing")) == ()
+
+
+def test_weight_managers_are_scanned_at_most_once_per_ttl(
+    target: FakeTarget, tmp_path: Path, proc: Path
+) -> None:
+    now = [100.0]
+    managers = WeightManagers(str(proc), ttl=5.0, clock=lambda: now[0])
+    ctl = Control(target, tmp_path / "d.json", managers=managers)
+    assert ctl.set_weight(WEB, dk("192.0.2.11"), 4, actor="a").warnings == ()
+    (proc / "812").mkdir()
+    (proc / "812" / "comm").write_text("keepalived\n")
+    now[0] = 104.9
+    assert managers() == () and ctl.set_weight(WEB, dk("192.0.2.11"), 6, actor="a").warnings == ()
+    now[0] = 105.0
+    assert managers() == (("keepalived", 812),)
+    assert "keepalived (pid 812)" in ctl.set_weight(WEB, dk("192.0.2.11"), 7, actor="a").warnings[0]
+    now[0] = 50.0  # a clock that went back rescans rather than trusting the old answer
+    (proc / "812" / "comm").write_text("sleep\n")
+    assert managers() == ()
 
 
 @pytest.mark.parametrize(
