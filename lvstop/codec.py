@@ -68,6 +68,7 @@ Issue (object): kind "no_ipvs" | "no_permission" | "inconsistent" | "malformed" 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -82,6 +83,7 @@ from lvstop.model import (
     Daemon,
     DaemonState,
     Dest,
+    DestKey,
     FwdMethod,
     Issue,
     IssueKind,
@@ -137,6 +139,10 @@ def service_key_to_dict(k: ServiceKey) -> dict[str, Any]:
         "port": k.port,
         "fwmark": k.fwmark,
     }
+
+
+def dest_key_to_dict(k: DestKey) -> dict[str, Any]:
+    return {"family": _FAMILIES[k.family], "address": k.address, "port": k.port}
 
 
 def _dest(d: Dest) -> dict[str, Any]:
@@ -331,6 +337,72 @@ def _kind(v: object) -> str:
     return "a list" if isinstance(v, list) else type(v).__name__
 
 
+# Keys are also what users send (the write API) and what the drain state keeps, hence ValueError
+# naming the field, lenient `family` (taken from the address when left out) and normalised addresses.
+
+
+def service_key_from_dict(d: object, path: str = "service") -> ServiceKey:
+    """A ServiceKey from service_key_to_dict's form; ValueError says which field under `path` is wrong."""
+    obj = _key_object(d, path)
+    fwmark = obj.get("fwmark", 0)
+    if type(fwmark) is not int or not 0 <= fwmark <= 0xFFFFFFFF:
+        raise ValueError(f"{path}.fwmark: expected an integer 0..4294967295, got {_kind(fwmark)}")
+    family = _key_family(obj, path)
+    if fwmark:
+        return ServiceKey.mark(fwmark, family)
+    proto = obj.get("protocol", _MISSING)
+    if not isinstance(proto, str) or proto not in _PROTOCOL_BY_NAME:
+        got = "nothing" if proto is _MISSING else _kind(proto)
+        raise ValueError(f'{path}.protocol: expected "tcp", "udp" or "sctp" (or a fwmark), got {got}')
+    return ServiceKey(family, _PROTOCOL_BY_NAME[proto], _key_address(obj, path, family), _key_port(obj, path))
+
+
+def dest_key_from_dict(d: object, path: str = "dest") -> DestKey:
+    """A DestKey from dest_key_to_dict's form; ValueError says which field under `path` is wrong."""
+    obj = _key_object(d, path)
+    family = _key_family(obj, path)
+    return DestKey(family, _key_address(obj, path, family), _key_port(obj, path))
+
+
+def _key_object(d: object, path: str) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected an object, got {_kind(d)}")
+    return d
+
+
+def _key_family(obj: dict[str, Any], path: str) -> int:
+    if "family" not in obj:
+        return AF_INET6 if ":" in str(obj.get("address", "")) else AF_INET
+    v = obj["family"]
+    if type(v) is not str or v not in _FAMILY_BY_NAME:
+        raise ValueError(f'{path}.family: expected "inet" or "inet6", got {_kind(v)}')
+    return _FAMILY_BY_NAME[v]
+
+
+def _key_address(obj: dict[str, Any], path: str, family: int) -> str:
+    v = obj.get("address", _MISSING)
+    if type(v) is not str:
+        raise ValueError(
+            f"{path}.address: expected an IP address, got {'nothing' if v is _MISSING else _kind(v)}"
+        )
+    try:
+        addr = ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"{path}.address: not an IP address: {v!r}") from None
+    if addr.version != (6 if family == AF_INET6 else 4):
+        raise ValueError(f"{path}.address: {v} does not match family {_FAMILIES[family]}")
+    return str(addr)  # the canonical form the sources use, so keys compare equal
+
+
+def _key_port(obj: dict[str, Any], path: str) -> int:
+    v = obj.get("port", _MISSING)
+    if type(v) is not int or not 0 <= v <= 65535:
+        raise ValueError(
+            f"{path}.port: expected an integer 0..65535, got {'nothing' if v is _MISSING else _kind(v)}"
+        )
+    return v
+
+
 def _read_counters(r: _Reader | None) -> Counters | None:
     if r is None:
         return None
@@ -344,16 +416,10 @@ def _read_rates(r: _Reader | None) -> Rates | None:
 
 
 def _read_key(r: _Reader) -> ServiceKey:
-    proto = r._get("protocol", _MISSING)
-    if proto not in _PROTOCOL_BY_NAME:
-        raise r._bad("protocol", '"tcp", "udp", "sctp" or null', proto)
-    return ServiceKey(
-        r.family("family"),
-        _PROTOCOL_BY_NAME[proto],
-        r.text("address"),
-        r.integer("port"),
-        r.integer("fwmark", 0),
-    )
+    try:
+        return service_key_from_dict(r.d, r.path)
+    except ValueError as e:
+        raise ParseError(str(e)) from None
 
 
 def _read_dest(r: _Reader) -> Dest:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import ipaddress
 import json
 import os
 import tempfile
@@ -19,12 +18,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lvstop.codec import service_key_to_dict
+# Keys as JSON (the API, the drain state) are codec's; re-exported for the write path's users.
+from lvstop.codec import dest_key_from_dict as dest_key_from_dict
+from lvstop.codec import dest_key_to_dict as dest_key_to_dict
+from lvstop.codec import service_key_from_dict as service_key_from_dict
+from lvstop.codec import service_key_to_dict as service_key_to_dict
 from lvstop.errors import ControlError, LvstopError, SourceError
-from lvstop.model import AF_INET, AF_INET6, Dest, DestKey, Service, ServiceKey, Snapshot
-from lvstop.model import Protocol as IpProto
+from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
 
 if TYPE_CHECKING:
     from lvstop.events import EventLog
@@ -74,66 +76,6 @@ class ControlResult:
     active_conns: int  # at the time of the edit: what a drain has to wait for
     warnings: tuple[str, ...] = ()
     previous: int | None = None  # drain/restore: the remembered weight
-
-
-# --- keys as JSON (lvstop.codec's shape; parsing checks what a user sent) ---
-
-_FAMILIES = {AF_INET: "inet", AF_INET6: "inet6"}
-
-
-def dest_key_to_dict(k: DestKey) -> dict[str, Any]:
-    return {"family": _FAMILIES[k.family], "address": k.address, "port": k.port}
-
-
-def _family(value: object) -> int:
-    for num, name in _FAMILIES.items():
-        if value == name:
-            return num
-    raise ValueError(f"family must be inet or inet6, not {value!r}")
-
-
-def _port(value: object) -> int:
-    if type(value) is not int or not 0 <= value <= 65535:
-        raise ValueError(f"port must be an integer 0..65535, not {value!r}")
-    return value
-
-
-def _address(family: int, value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"address must be a string, not {value!r}")
-    try:
-        addr = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"not an IP address: {value!r}") from None
-    if (addr.version == 6) != (family == AF_INET6):
-        raise ValueError(f"address {value} does not match family {_FAMILIES[family]}")
-    return str(addr)
-
-
-def service_key_from_dict(d: object) -> ServiceKey:
-    """Parse a service key as the JSON API and the state file carry it; ValueError says what is wrong."""
-    if not isinstance(d, dict):
-        raise ValueError("service must be an object")
-    address = d.get("address")
-    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else AF_INET)
-    fwmark = d.get("fwmark", 0)
-    if type(fwmark) is not int or not 0 <= fwmark <= 0xFFFFFFFF:
-        raise ValueError(f"fwmark must be an integer 0..4294967295, not {fwmark!r}")
-    if fwmark:
-        return ServiceKey.mark(fwmark, family)
-    proto = d.get("protocol")
-    names = {"tcp": IpProto.TCP, "udp": IpProto.UDP, "sctp": IpProto.SCTP}
-    if not isinstance(proto, str) or proto not in names:
-        raise ValueError(f"protocol must be tcp, udp or sctp (or give fwmark), not {proto!r}")
-    return ServiceKey(family, names[proto], _address(family, address), _port(d.get("port")))
-
-
-def dest_key_from_dict(d: object) -> DestKey:
-    if not isinstance(d, dict):
-        raise ValueError("dest must be an object")
-    address = d.get("address")
-    family = _family(d["family"]) if "family" in d else (AF_INET6 if ":" in str(address) else AF_INET)
-    return DestKey(family, _address(family, address), _port(d.get("port")))
 
 
 # --- weight managers ---

@@ -268,6 +268,14 @@ def _golden_dict() -> dict[str, Any]:
         ),
         (lambda d: d["services"][0]["key"].update(protocol="icmp"), "services[0].key.protocol: expected"),
         (lambda d: d["services"][0].update(key=None), "services[0].key: expected an object, got null"),
+        (
+            lambda d: d["services"][0]["key"].update(address="nope"),
+            "services[0].key.address: not an IP address: 'nope'",
+        ),
+        (
+            lambda d: d["services"][0]["key"].update(port=70000),
+            "services[0].key.port: expected an integer 0..65535, got the number 70000",
+        ),
         (lambda d: d.update(services={}), "services: expected a list, got an object"),
         (lambda d: d["sysctls"].update(backup_only="0"), "sysctls.backup_only: expected an integer"),
         (lambda d: d["totals"].pop("conns"), "totals.conns: missing"),
@@ -280,6 +288,25 @@ def test_bad_input_names_the_offending_path(mutate: Any, message: str) -> None:
     with pytest.raises(ParseError) as e:
         codec.snapshot_from_dict(d)
     assert message in str(e.value)
+
+
+def test_service_key_addresses_are_normalised_like_the_sources_do() -> None:
+    d = _golden_dict()
+    key = d["services"][0]["key"]
+    key.update(family="inet6", address="2001:DB8:0:0::10")
+    assert codec.snapshot_from_dict(d).services[0].key.address == "2001:db8::10"
+
+
+def test_keys_from_users_and_from_snapshots_are_parsed_alike() -> None:
+    from lvstop import control
+
+    assert control.service_key_from_dict is codec.service_key_from_dict
+    assert control.dest_key_from_dict is codec.dest_key_from_dict
+    assert codec.dest_key_from_dict({"address": "2001:DB8::1", "port": 80}).address == "2001:db8::1"
+    with pytest.raises(ValueError, match=r"^dest\.address: 192\.0\.2\.1 does not match family inet6$"):
+        codec.dest_key_from_dict({"family": "inet6", "address": "192.0.2.1", "port": 80})
+    with pytest.raises(ValueError, match=r"^service\.protocol: expected .* got nothing$"):
+        codec.service_key_from_dict({"address": "192.0.2.1", "port": 80})
 
 
 def test_not_an_object() -> None:
