@@ -364,13 +364,18 @@ def test_a_drain_survives_an_exporter_restart(tmp_path: Path) -> None:
         again.running.stop()
 
 
-def test_keepalived_is_warned_about(exporter: Harness, tmp_path: Path) -> None:
-    (tmp_path / "proc" / "4242").mkdir()
+def test_keepalived_is_warned_about(tmp_path: Path) -> None:
+    # keepalived runs before the exporter starts: the detection is cached, so no race with a first scan
+    (tmp_path / "proc" / "4242").mkdir(parents=True)
     (tmp_path / "proc" / "4242" / "comm").write_text("keepalived\n")
-    res = exporter.post("/api/v1/weight", {**DRAIN, "weight": 5, "dry_run": True}).json()
-    assert any("keepalived (pid 4242)" in w for w in res["warnings"])
-    status = exporter.get("/api/v1/status").json()
-    assert status["weight_managers"] == [{"name": "keepalived", "pid": 4242}]
+    exporter = start_exporter(tmp_path)
+    try:
+        res = exporter.post("/api/v1/weight", {**DRAIN, "weight": 5, "dry_run": True}).json()
+        assert any("keepalived (pid 4242)" in w for w in res["warnings"])
+        status = exporter.get("/api/v1/status").json()
+        assert status["weight_managers"] == [{"name": "keepalived", "pid": 4242}]
+    finally:
+        exporter.running.stop()
 
 
 def test_weight_managers_are_scanned_once_for_many_pages_and_edits(
