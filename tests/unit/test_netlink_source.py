@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyroute2.netlink import ctrlmsg
+from test_wire import GENL_ID_CTRL, family_of
 
 from lvstop.errors import SourceError
 from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, IssueKind, Service, ServiceKey, TunType
@@ -25,7 +25,6 @@ from lvstop.sources.procfs import parse_ip_vs_stats
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "netlink"
 MAIN = FIXTURES / "main"
 ERRORS = FIXTURES / "errors"
-GENL_ID_CTRL = 16
 
 
 def messages(data: bytes) -> list[bytes]:
@@ -140,22 +139,6 @@ class FakeKernel:
 
     def close(self) -> None:
         self.closed = True
-
-
-def family_of(folder: Path) -> int:
-    """The IPVS family id the recorded kernel assigned, from its recorded list of genl families."""
-    ids = families((folder / "ctrl_families.bin").read_bytes())
-    return ids["IPVS"]
-
-
-def families(reply: bytes) -> dict[str, int]:
-    out = {}
-    for mtype, body in wire.messages(reply, "nlctrl"):
-        if mtype == GENL_ID_CTRL:
-            m = ctrlmsg(body)
-            m.decode()
-            out[m.get_attr("CTRL_ATTR_FAMILY_NAME")] = m.get_attr("CTRL_ATTR_FAMILY_ID")
-    return out
 
 
 def expected_services(folder: Path = MAIN) -> list[Service]:
