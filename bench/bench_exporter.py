@@ -16,7 +16,6 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
-import gc
 import http.client
 import json
 import os
@@ -85,7 +84,6 @@ def serve(services: int, dests: int, flags: list[str]) -> None:
         running.conn.subscribe(lambda _s: spent("conntable"))
     while running.poller.latest is None:
         time.sleep(0.05)
-    gc.freeze()  # as main() does once started
     print(json.dumps({"url": running.servers[0].url, "sim_build_s": built}), flush=True)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -11,7 +11,7 @@
    time in DirectorView.apply alone. Budget: 16 ms. Off the UI thread, for information: the poll
    and the build. Not counted, because it is no UI-thread work, but felt as latency: while another
    thread frees or builds a big snapshot in C, it holds the GIL (the app keeps CPython's cyclic
-   collector off the UI thread, see lvstop.tui.feed.GcPacer; without that, collections of 200-400 ms
+   collector off the UI thread, see lvstop.gcpolicy; without that, collections of 200-400 ms
    landed on the UI thread).
 2. `python -m lvstop --demo` in a pseudo-terminal: time from spawn to the first bytes, to the first
    full frame (the header with the director's name), and to exit after SIGTERM; the output must end

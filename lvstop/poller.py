@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from lvstop import gcpolicy
 from lvstop.errors import LvstopError
 from lvstop.estimator import Estimator
 from lvstop.events import POLL_FAILED, POLL_RECOVERED, Event, EventLog, diff_snapshots
@@ -46,28 +46,6 @@ def service_key(skey: ServiceKey) -> tuple[object, ...]:
 def dest_key(skey: ServiceKey, family: int, address: str, port: int) -> tuple[object, ...]:
     """The estimator's key for a dest of service `skey` (built inline in the poll's loop)."""
     return (service_key(skey), family, address, port)
-
-
-@contextlib.contextmanager
-def _one_young_collection() -> Iterator[None]:
-    """Hold the cyclic GC off while a poll builds its snapshot, then collect the young generation once.
-
-    A poll of a big director builds tens of thousands of objects that all live until the next poll.
-    Left alone, the collector runs every 700 of them and rescans the survivors in the middle
-    generation, then in the old one: a fifth of the poll's CPU at 5,000 dests (bench/bench_poll.py).
-    One young collection at the end scans each new object once; by the middle generation's turn they
-    have usually been freed by the next poll. It runs here so its cost stays in the poll (and off the
-    UI thread). Nothing a poll builds forms a cycle.
-    """
-    if not gc.isenabled():  # the application manages the collector itself
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect(0)
 
 
 def _describe(e: BaseException) -> str:
@@ -126,7 +104,7 @@ class Poller:
         with self._poll_lock:
             t0 = self._clock()
             try:
-                with _one_young_collection():
+                with gcpolicy.paused():
                     raw = self.source.read()
                     read_s = self._clock() - t0
                     snap = self._enrich(raw, read_s)
@@ -136,6 +114,7 @@ class Poller:
                 raise
             self.last_duration = self._clock() - t0
             self._publish(snap)
+            gcpolicy.after_build()  # the new snapshot is what stays alive: out of the collector's sight
             return snap
 
     def _enrich(self, raw: Snapshot, read_s: float) -> Snapshot:

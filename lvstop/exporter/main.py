@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import signal
 import sys
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from lvstop import __version__
+from lvstop import __version__, gcpolicy
 from lvstop.conntable import ConnSummary, ConnTableReader
 from lvstop.control import Control, WeightManagers, WeightTarget
 from lvstop.errors import LvstopError, SourceError
@@ -262,12 +261,11 @@ def tune_runtime() -> None:
     """Keep the HTTP threads answering while the poller and the renderer work on a big director.
 
     Short GIL slices: a request waits about a millisecond, not 5, each time it needs the interpreter.
-    Rare full collections: snapshots are acyclic, but at 100k dests a full collection walks millions of
-    objects (200-400 ms with the GIL held, every few seconds with the default thresholds); young
-    generations are still collected as usual.
+    The collector follows lvstop.gcpolicy: each poll's snapshot is frozen out of its sight, so no
+    collection walks a 100k-dest snapshot with the GIL held.
     """
     sys.setswitchinterval(0.001)
-    gc.set_threshold(700, 10, 10_000)
+    gcpolicy.manage()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -294,7 +292,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LvstopError, OSError) as e:
         print(f"lvstop-exporter: {e}", file=sys.stderr)
         return FAILURE
-    gc.freeze()  # what start-up built stays: no collection needs to look at it again
     for s in running.servers:
         log.info("serving %s on %s", "reads and writes" if s.writes else "reads", s.url)
     done = threading.Event()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import gc
 import itertools
 import os
 import socket
@@ -31,11 +30,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
 from queue import SimpleQueue
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+from lvstop import gcpolicy
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import (
     Counters,
@@ -138,21 +137,6 @@ class _Namespace:
 
 def _os_kind(e: OSError) -> IssueKind:
     return IssueKind.NO_PERMISSION if e.errno in (errno.EPERM, errno.EACCES) else IssueKind.IO
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A big read allocates three objects per dest; with the cyclic GC on, Python rescans the
-    whole heap several times while they pile up: nearly half the decode time of 100,000 dests, and
-    one full collection afterwards costs far less (bench/bench_decode.py). Nothing built here forms
-    cycles, so the collector waits until the read is done."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 class NetlinkSource:
@@ -284,7 +268,7 @@ class NetlinkSource:
     def read(self) -> Snapshot:
         wall, mono = time.time(), time.monotonic()
         issues: list[Issue] = []
-        with self._lock, _gc_paused():
+        with self._lock, gcpolicy.paused():  # three objects per dest and no cycles (lvstop.gcpolicy)
             version, tab_size = self._info()
             timeouts = self._partial(issues, self._timeouts)
             daemons = self._partial(issues, self._daemons) or ()
@@ -353,8 +337,12 @@ class NetlinkSource:
     def _unique_services(self, issues: list[Issue]) -> list[Service]:
         services, dropped = _unique(self._services(), lambda s: s.key)
         if dropped:
-            issues.append(Issue(IssueKind.INCONSISTENT, f"service dump changed while read: {dropped} "
-                                "duplicate services dropped"))
+            issues.append(
+                Issue(
+                    IssueKind.INCONSISTENT,
+                    f"service dump changed while read: {dropped} duplicate services dropped",
+                )
+            )
         return services
 
     def _with_dests(self, svc: Service, issues: list[Issue]) -> Service:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import tempfile
@@ -24,6 +23,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from lvstop import gcpolicy
 from lvstop.cli import UsageError
 from lvstop.poller import Poller
 from lvstop.sources import Source
@@ -67,7 +67,6 @@ class LvstopApp(App[int]):
         self.feeds = tuple(feeds)
         for feed in self.feeds:
             feed.wants_brief = len(self.feeds) > 1
-            feed.pace_gc = True
         self.autostart = autostart
         self.startup_warnings: list[str] = []  # e.g. "netlink refused: reading /proc instead"
         self.register_theme(THEME)
@@ -86,6 +85,7 @@ class LvstopApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        gcpolicy.manage()  # polls and view builds freeze what they leave alive (lvstop.gcpolicy)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGHUP):
             # Not possible off the main thread (some test runners): Textual's own exit paths remain.
@@ -97,7 +97,7 @@ class LvstopApp(App[int]):
             self.notify(w, severity="warning", timeout=10)
 
     def on_unmount(self) -> None:
-        gc.unfreeze()  # the feeds froze what was alive (GcPacer): hand it back, the process may go on
+        gcpolicy.release()  # hand frozen objects back: the process may go on without the app
 
     def _signalled(self, sig: int) -> None:
         # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).

@@ -9,7 +9,6 @@ queue never holds more than one pending update (memray's coalescing). Nothing he
 from __future__ import annotations
 
 import dataclasses
-import gc
 import ipaddress
 import threading
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lvstop import gcpolicy
 from lvstop.conntable import ConnFilter, ConnSummary, ConnTableReader
 from lvstop.errors import LvstopError
 from lvstop.model import DestKey, Service, ServiceKey, Snapshot
@@ -31,37 +31,8 @@ if TYPE_CHECKING:
     from lvstop.events import Event, EventLog
 
 EVENTS_SHOWN = 500
-FULL_GC_EVERY = 600.0  # seconds between full garbage collections when the feed paces them
 CONN_INTERVAL = 5.0  # seconds between connection-table reads while the view is open
 CONN_BUDGET = 1.0  # seconds a read may take before it stops and says "partial"
-
-
-class GcPacer:
-    """Keeps CPython's cyclic collector off the UI thread.
-
-    At 100k dests every poll allocates ~400k tracked objects (frozen dataclasses), so the automatic
-    collector keeps running full collections of a million objects (300 ms, measured) on whichever
-    thread allocates next, often the UI's. Snapshots hold no reference cycles: refcounting frees
-    them. So after each build the builder freezes what is alive (gc.freeze moves it out of the
-    collector's sight, an O(1) splice), and every FULL_GC_EVERY seconds it unfreezes and collects
-    everything once, on its own thread, so cyclic garbage is not kept for long.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._last_full = clock()
-
-    def after_build(self) -> None:
-        with self._lock:
-            if self._clock() - self._last_full > FULL_GC_EVERY:
-                gc.unfreeze()
-                gc.collect()
-                self._last_full = self._clock()
-            gc.freeze()
-
-
-GC_PACER = GcPacer()
 
 
 class PollerLike(Protocol):
@@ -134,7 +105,6 @@ class DirectorFeed:
         self.writer = writer
         self.playback = playback
         self.wants_brief = False  # set when the app shows several directors side by side
-        self.pace_gc = False  # set by the app: see GcPacer
         self.clock = clock
         self.label = label
         self.history = vm.History()
@@ -334,12 +304,12 @@ class DirectorFeed:
             if not dirty:
                 continue
             try:
-                views: Views | None = self.build()
+                with gcpolicy.paused():
+                    views: Views | None = self.build()
                 self.build_error = None
             except Exception as e:  # a bug in a view must not stop the updates: the banner shows it
                 views, self.build_error = None, f"{type(e).__name__}: {e}"
-            if self.pace_gc:
-                GC_PACER.after_build()
+            gcpolicy.after_build()  # the new views stay alive until the next build (lvstop.gcpolicy)
             with self._cond:
                 self._busy = False
                 if views is None:

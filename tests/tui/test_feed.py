@@ -167,34 +167,3 @@ def test_playback_steps_speeds_and_stops_at_the_end(recording: Path) -> None:
         assert source.position == 0 or pb.playing
     finally:
         pb.pause()
-
-
-def test_gc_pacer_freezes_after_builds_and_collects_fully_now_and_then() -> None:
-    import gc
-    import weakref
-
-    from lvstop.tui.feed import FULL_GC_EVERY, GcPacer
-
-    now = [0.0]
-    pacer = GcPacer(clock=lambda: now[0])
-    enabled = gc.isenabled()
-    gc.disable()  # no automatic collection may take the garbage before the pacer's
-    try:
-        gc.unfreeze()
-
-        class Cycle:
-            def __init__(self) -> None:
-                self.me = self
-
-        garbage = Cycle()
-        gone = weakref.ref(garbage)
-        del garbage  # cyclic garbage: refcounting cannot free it
-        pacer.after_build()
-        assert gc.get_freeze_count() > 0 and gone() is not None  # frozen with the rest: not collected
-        now[0] = FULL_GC_EVERY + 1
-        pacer.after_build()  # due: unfreeze, collect everything, freeze again
-        assert gone() is None and gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        if enabled:
-            gc.enable()

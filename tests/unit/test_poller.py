@@ -326,6 +326,21 @@ def test_a_poll_holds_the_collector_off_and_leaves_it_as_it_found_it() -> None:
         gc.enable()
 
 
+def test_in_a_managed_process_each_poll_freezes_the_snapshot_it_publishes() -> None:
+    from lvstop import gcpolicy
+
+    poller = Poller(FakeSource(director))
+    gc.unfreeze()
+    gcpolicy.manage()
+    try:
+        snap = poller.poll_once()
+        assert gc.get_freeze_count() > 0
+        assert not any(o is snap for o in gc.get_objects())  # frozen: no collection walks it
+    finally:
+        gcpolicy.release()
+    assert gc.get_freeze_count() == 0
+
+
 # ------------------------------------------------------------------ model.fast_constructor / fast_replacer
 
 MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, Snapshot, ConnEntry]
