@@ -7,17 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-import types
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeNetlink
 
 from lvstop.control import Control
 from lvstop.errors import ControlError, SourceError
 from lvstop.exporter.main import FAILURE, USAGE, _control_target, build_parser, main
-from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, IssueKind, ServiceKey, Snapshot
+from lvstop.model import AF_INET, DestKey, IssueKind, ServiceKey
 from lvstop.sources.factory import READ_ONLY_MESSAGE, open_source
 
 LISTING = Path(__file__).resolve().parent.parent / "fixtures" / "listing" / "sample-6.1"
@@ -74,51 +73,17 @@ def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
             proc.wait()
 
 
-class _Netlink:
-    """NetlinkSource for the exporter's write path; its reads are refused as told."""
-
-    name = "netlink"
-    fail_read: SourceError | None = None
-
-    def __init__(self, netns: str | None = None, proc_root: str = "/proc") -> None:
-        pass
-
-    def read(self) -> Snapshot:
-        if self.fail_read:
-            raise self.fail_read
-        return Snapshot("netlink", "x", 0.0, 0.0)
-
-    def conn_lines(self, sync: bool = False) -> Iterator[str]:
-        return iter(())
-
-    def close(self) -> None:
-        pass
-
-    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
-        return Dest(dkey.family, dkey.address, dkey.port, FwdMethod.MASQ, 3)
-
-    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
-        raise AssertionError("no write once auto reads /proc")
-
-
 def test_after_auto_falls_back_to_proc_the_write_api_refuses_with_503(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    netlink: type[FakeNetlink], proc_root: str, tmp_path: Path
 ) -> None:
-    cls = type("NetlinkSource", (_Netlink,), {})
-    module = types.ModuleType("lvstop.sources.netlink")
-    module.NetlinkSource = cls  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lvstop.sources.netlink", module)
-    (tmp_path / "net").mkdir()
-    for name in ("ip_vs", "ip_vs_stats"):
-        (tmp_path / "net" / name).write_text((LISTING / f"proc-{name}.txt").read_text().partition("\n")[2])
-    args = build_parser().parse_args(["--source", "auto", "--proc-root", str(tmp_path), "--write.enable"])
-    source = open_source("auto", proc_root=str(tmp_path), warn=lambda _: None)
+    args = build_parser().parse_args(["--source", "auto", "--proc-root", proc_root, "--write.enable"])
+    source = open_source("auto", proc_root=proc_root, warn=lambda _: None)
     target = _control_target(args, source)
     assert target is not None
     control = Control(target, tmp_path / "drains.json")
     skey, dkey = ServiceKey.tcp("192.0.2.1", 80), DestKey(AF_INET, "198.51.100.1", 80)
     assert control.set_weight(skey, dkey, 3, dry_run=True, actor="t").outcome == "dry_run"
-    cls.fail_read = SourceError(IssueKind.NO_PERMISSION, "netlink needs CAP_NET_ADMIN")
+    netlink.fail_read = SourceError(IssueKind.NO_PERMISSION, "netlink needs CAP_NET_ADMIN")
     source.read()
     with pytest.raises(ControlError) as e:
         control.set_weight(skey, dkey, 5, actor="t")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakes import FakeNetlink
 
 from lvstop.errors import SourceError
-from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, IssueKind, ServiceKey, Snapshot
+from lvstop.model import AF_INET, DestKey, IssueKind, ServiceKey
 from lvstop.poller import Poller
 from lvstop.sources import factory
 from lvstop.tui.app import writer_for
@@ -21,54 +19,9 @@ WEB = ServiceKey.tcp("192.0.2.1", 80)
 DK = DestKey(AF_INET, "198.51.100.1", 80)
 
 
-class Netlink:
-    """NetlinkSource as far as the TUI's write path sees it; refuses reads as told."""
-
-    name = "netlink"
-    fail_read: SourceError | None = None
-
-    def __init__(self, netns: str | None = None, proc_root: str = "/proc") -> None:
-        self.writes: list[Dest] = []
-
-    def read(self) -> Snapshot:
-        if self.fail_read:
-            raise self.fail_read
-        return Snapshot("netlink", "x", 0.0, 0.0)
-
-    def conn_lines(self, sync: bool = False) -> Iterator[str]:
-        return iter(())
-
-    def close(self) -> None:
-        pass
-
-    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
-        return self.writes[-1] if self.writes else Dest(AF_INET, dkey.address, dkey.port, FwdMethod.MASQ, 3)
-
-    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
-        self.writes.append(dest)
-
-
-@pytest.fixture
-def netlink(monkeypatch: pytest.MonkeyPatch) -> type[Netlink]:
-    cls = type("NetlinkSource", (Netlink,), {})
-    module = types.ModuleType("lvstop.sources.netlink")
-    module.NetlinkSource = cls  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lvstop.sources.netlink", module)
-    return cls
-
-
-@pytest.fixture
-def proc_root(tmp_path: Path) -> str:
-    (tmp_path / "net").mkdir()
-    for name in ("ip_vs", "ip_vs_stats"):
-        text = (FIXTURES / f"proc-{name}.txt").read_text().partition("\n")[2]
-        (tmp_path / "net" / name).write_text(text)
-    return str(tmp_path)
-
-
 @pytest.mark.parametrize("op", [WriteOp("drain", WEB, DK, 3), WriteOp("set_weight", WEB, DK, 3, 5)])
 def test_after_the_fallback_to_proc_an_edit_says_why_it_is_refused(
-    netlink: type[Netlink], proc_root: str, tmp_path: Path, op: WriteOp
+    netlink: type[FakeNetlink], proc_root: str, tmp_path: Path, op: WriteOp
 ) -> None:
     source = factory.open_source(proc_root=proc_root, warn=lambda _: None)
     poller = Poller(source)
@@ -82,11 +35,11 @@ def test_after_the_fallback_to_proc_an_edit_says_why_it_is_refused(
 
 
 def test_before_the_fallback_edits_go_through_netlink(
-    netlink: type[Netlink], proc_root: str, tmp_path: Path
+    netlink: type[FakeNetlink], proc_root: str, tmp_path: Path
 ) -> None:
     source = factory.open_source(proc_root=proc_root, warn=lambda _: None)
     writer = writer_for(source, Poller(source), str(tmp_path / "drains.json"), actor="t")
     assert writer is not None
     assert writer.set_weight(WEB, DK, 5, force=False, reason=None, dry_run=False).outcome == "applied"
-    assert isinstance(source, factory.AutoSource) and isinstance(source.active, Netlink)
+    assert isinstance(source, factory.AutoSource) and isinstance(source.active, FakeNetlink)
     assert [d.weight for d in source.active.writes] == [5]

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeNetlink
 from test_listing import SAMPLE, captured, sample_snapshot
 
 from lvstop import cli
 from lvstop.cli import Environment, ExitStatus, main
 from lvstop.codec import SCHEMA_VERSION
 from lvstop.errors import ControlError, SourceError
-from lvstop.model import AF_INET, AF_INET6, Dest, DestKey, FwdMethod, IssueKind, ServiceKey, Snapshot
+from lvstop.model import AF_INET, AF_INET6, DestKey, IssueKind, ServiceKey, Snapshot
 from lvstop.sources import factory
 
 
@@ -520,48 +521,6 @@ def test_replay_corrupt_file(tmp_path: Path, content: bytes) -> None:
 # --- the factory --------------------------------------------------------------------------------
 
 
-class FakeNetlink:
-    """Stands in for NetlinkSource: fails on construction or on read as told."""
-
-    name = "netlink"
-    fail_init: SourceError | None = None
-    fail_read: SourceError | None = None
-
-    def __init__(self, netns: str | None = None, proc_root: str = "/proc") -> None:
-        if self.fail_init:
-            raise self.fail_init
-        self.closed = False
-
-    def read(self) -> Snapshot:
-        if self.fail_read:
-            raise self.fail_read
-        return Snapshot("netlink", "x", 0.0, 0.0)
-
-    def conn_lines(self, sync: bool = False) -> Iterator[str]:
-        return iter(())
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@pytest.fixture
-def netlink(monkeypatch: pytest.MonkeyPatch) -> type[FakeNetlink]:
-    cls = type("FakeNetlinkSource", (FakeNetlink,), {})
-    module = types.ModuleType("lvstop.sources.netlink")
-    module.NetlinkSource = cls  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lvstop.sources.netlink", module)
-    return cls
-
-
-@pytest.fixture
-def proc_root(tmp_path: Path) -> str:
-    net = tmp_path / "net"
-    net.mkdir()
-    for name in ("ip_vs", "ip_vs_stats"):
-        (net / name).write_text((SAMPLE / f"proc-{name}.txt").read_text().partition("\n")[2])
-    return str(tmp_path)
-
-
 def test_auto_is_netlink_while_netlink_works(netlink: type[FakeNetlink], proc_root: str) -> None:
     warnings: list[str] = []
     src = factory.open_source(proc_root=proc_root, warn=warnings.append)
@@ -580,29 +539,17 @@ def test_auto_falls_back_to_proc_without_cap_net_admin(netlink: type[FakeNetlink
     assert len(warnings) == 1  # once
 
 
-class WritableNetlink(FakeNetlink):
-    def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
-        return Dest(dkey.family, dkey.address, dkey.port, FwdMethod.MASQ, 3)
-
-    def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
-        raise AssertionError("no write after the fallback")
-
-
 WEB = ServiceKey.tcp("192.0.2.1", 80)
 DK = DestKey(AF_INET, "198.51.100.1", 80)
 
 
 def test_writes_go_through_netlink_until_auto_falls_back_to_proc(
-    monkeypatch: pytest.MonkeyPatch, proc_root: str
+    netlink: type[FakeNetlink], proc_root: str
 ) -> None:
-    cls = type("FakeNetlinkSource", (WritableNetlink,), {})
-    module = types.ModuleType("lvstop.sources.netlink")
-    module.NetlinkSource = cls  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "lvstop.sources.netlink", module)
     src = factory.open_source(proc_root=proc_root, warn=lambda _: None)
     target = factory.write_target(src)  # built at startup, before the first read
     assert target is not None and target.get_dest(WEB, DK) is not None
-    cls.fail_read = SourceError(IssueKind.NO_PERMISSION, "netlink needs CAP_NET_ADMIN")
+    netlink.fail_read = SourceError(IssueKind.NO_PERMISSION, "netlink needs CAP_NET_ADMIN")
     src.read()
     for call in (lambda: target.get_dest(WEB, DK), target.read):
         with pytest.raises(ControlError) as e:
