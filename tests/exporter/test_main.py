@@ -19,8 +19,6 @@ from lvstop.exporter.main import FAILURE, USAGE, _control_target, build_parser, 
 from lvstop.model import AF_INET, DestKey, IssueKind, ServiceKey
 from lvstop.sources.factory import READ_ONLY_MESSAGE, open_source
 
-LISTING = Path(__file__).resolve().parent.parent / "fixtures" / "listing" / "sample-6.1"
-
 
 @pytest.mark.parametrize(
     "argv,status,needle",
