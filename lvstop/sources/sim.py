@@ -24,6 +24,7 @@ no new connections; what is established decays), so the demo can be drained like
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import random
@@ -736,6 +737,7 @@ class SimSource:
 # ------------------------------------------------------------------------------------------ conn table
 
 
+@functools.cache  # the director's few hundred addresses, printed for every connection table read
 def _hex_addr(family: int, address: str) -> str:
     """An address as ip_vs_conn prints it: %08X, or %pI6 (full, lower-case)."""
     if family == AF_INET6:
@@ -747,22 +749,26 @@ def _hex_addr(family: int, address: str) -> str:
 class _TablePart:
     """What the connection table shows for one dest, captured under the lock."""
 
-    proto: str
-    vips: tuple[tuple[str, int], ...]  # (hex address, port)
+    proto: str  # padded to the column's width
+    vips: tuple[str, ...]  # per VIP the line's middle: VIP, port, dest, dest port (hex, as printed)
     v6: bool
-    daddr: str  # hex
-    dport: int  # 0: the connection's own port (fwmark services)
-    states: tuple[tuple[str, int], ...]  # inactive states to draw from: (name, timeout)
+    states: tuple[tuple[str, int], ...]  # inactive states to draw from: (name padded, timeout)
     active: int
     inactive: int
-    persist: int
-    template_state: str
     template_nets: tuple[int, ...]  # v4 client networks of this dest's templates (host part 0)
+    template_state: str  # padded
     timeout: int
     pe_name: str
 
 
-_TCP_INACTIVE = (("TIME_WAIT", 120),) * 17 + (("FIN_WAIT", 120),) * 2 + (("CLOSE", 10),)
+_new_table_part = fast_constructor(_TablePart)
+_TCP_INACTIVE = (("TIME_WAIT  ", 120),) * 17 + (("FIN_WAIT   ", 120),) * 2 + (("CLOSE      ", 10),)
+_UDP_STATES = (("UDP        ", TIMEOUTS.udp),)
+_SYN_RECV_STATES = (("SYN_RECV   ", int(SYN_RECV_TIMEOUT)),)
+_SCTP_STATES = (("CLOSED     ", int(SCTP_CLOSED_TIMEOUT)),)
+_ESTABLISHED, _ESTABLISHED_TTL = "ESTABLISHED", 900
+# v4 clients 198.51.100.1-253 as printed; _client4[int(253 * random() ** 2.5)] favours a few busy ones
+_CLIENT4_HEX = tuple(f"{_CLIENT4 + 1 + i:08X}" for i in range(253))
 
 
 def _table_part(sv: _ServiceState, index: int, d: _DestState) -> _TablePart:
@@ -770,60 +776,95 @@ def _table_part(sv: _ServiceState, index: int, d: _DestState) -> _TablePart:
     key = spec.key
     vips = spec.marks if key.is_fwmark else ((key.address, key.port),)
     v6 = ":" in vips[0][0]
+    states: tuple[tuple[str, int], ...]
     if sv.udp:
-        states: tuple[tuple[str, int], ...] = (("UDP", TIMEOUTS.udp),)
+        states = _UDP_STATES
     elif d.failing:
-        states = (("SYN_RECV", int(SYN_RECV_TIMEOUT)),)
+        states = _SYN_RECV_STATES
     elif key.protocol is Protocol.SCTP:
-        states = (("CLOSED", int(SCTP_CLOSED_TIMEOUT)),)
+        states = _SCTP_STATES
     else:
         states = _TCP_INACTIVE
     persist = int(d.persist + 0.5)
-    nets = _client_nets(spec.netmask)
-    return _TablePart(
-        "TCP" if key.is_fwmark else key.protocol.name,
-        tuple((_hex_addr(AF_INET6 if v6 else AF_INET, a), p) for a, p in vips),
+    daddr = _hex_addr(d.family, d.spec.address)
+    vfamily = AF_INET6 if v6 else AF_INET
+    nets = _client_nets(spec.netmask) if persist else 1
+    return _new_table_part(
+        f"{'TCP' if key.is_fwmark else key.protocol.name:<3}",
+        tuple([f"{_hex_addr(vfamily, a)} {p:04X} {daddr} {d.spec.port or p:04X} " for a, p in vips]),
         v6,
-        _hex_addr(d.family, d.spec.address),
-        d.spec.port,
         states,
         int(d.active + 0.5),
         int(d.inactive + 0.5),
-        persist,
-        "NONE" if sv.udp else "ASSURED",
-        tuple(((index + j * len(sv.dests)) % nets) * (256 // nets) for j in range(persist)),
+        tuple([((index + j * len(sv.dests)) % nets) * (256 // nets) for j in range(persist)]),
+        "NONE       " if sv.udp else "ASSURED    ",
         spec.timeout,
         spec.pe_name,
     )
 
 
-def _client(rng: random.Random, v6: bool) -> str:
-    """A client address, a few of them much busier than the rest."""
-    if v6:
-        return (
-            f"{_CLIENT6}:{rng.getrandbits(16):04x}:{rng.getrandbits(16):04x}:0000:{rng.randrange(1, 256):04x}"
-        )
-    return f"{_CLIENT4 + 1 + int(253 * rng.random() ** 2.5):08X}"
-
-
 def _conn_lines(parts: list[_TablePart], rng: random.Random, sync: bool) -> Iterator[str]:
+    """The table's lines. Every draw is rejection sampling on getrandbits (what Random.randrange and
+    choice do), written out: a call of randrange costs more than the rest of a line."""
+    bits = rng.getrandbits
+    uniform = rng.random
+    clients4 = _CLIENT4_HEX
     yield _CONN_SYNC_HEADER if sync else _CONN_HEADER
     for p in parts:
-        entries = [
-            (_client(rng, p.v6), rng.randrange(1024, 65536), "ESTABLISHED", 900) for _ in range(p.active)
-        ]
-        entries += [
-            (_client(rng, p.v6), rng.randrange(1024, 65536), *rng.choice(p.states)) for _ in range(p.inactive)
-        ]
-        entries += [(f"{_CLIENT4 + net:08X}", 0, p.template_state, p.timeout) for net in p.template_nets]
-        for client, cport, state, ttl in entries:
-            vaddr, vport = p.vips[rng.randrange(len(p.vips))] if cport else p.vips[0]
-            dport = p.dport or vport
-            head = f"{p.proto:<3} {client} {cport:04X} {vaddr} {vport:04X} {p.daddr} {dport:04X} {state:<11}"
-            expires = rng.randrange(1, ttl + 1)
-            if sync:
-                yield f"{head} {'LOCAL':<6} {expires:7d}\n"
-            elif p.pe_name:
-                yield f"{head} {expires:7d} {p.pe_name} {rng.getrandbits(48):012x}@sip.example\n"
+        proto, v6, states = p.proto, p.v6, p.states
+        # First the entries' clients, ports and states, in the table's order (active, inactive) ...
+        heads: list[str] = []
+        kinds: list[tuple[str, int]] = []
+        n_states = len(states)
+        k_states = n_states.bit_length()
+        for i in range(p.active + p.inactive):
+            if v6:
+                a, b = bits(16), bits(16)
+                r = bits(8)
+                while r >= 255:
+                    r = bits(8)
+                client = f"{_CLIENT6}:{a:04x}:{b:04x}:0000:{r + 1:04x}"
             else:
-                yield f"{head} {expires:7d}\n"
+                client = clients4[int(253 * uniform() ** 2.5)]
+            cport = bits(16)
+            while cport >= 64512:
+                cport = bits(16)
+            heads.append(f"{proto} {client} {cport + 1024:04X} ")
+            if i >= p.active:
+                r = bits(k_states)
+                while r >= n_states:
+                    r = bits(k_states)
+                kinds.append(states[r])
+        # ... then per entry its VIP (fwmark services match several), expiry and PE data.
+        vips = p.vips
+        n_vips = len(vips)
+        k_vips = n_vips.bit_length()
+        pe = p.pe_name
+        for i, head in enumerate(heads):
+            state, ttl = kinds[i - p.active] if i >= p.active else (_ESTABLISHED, _ESTABLISHED_TTL)
+            r = bits(k_vips)
+            while r >= n_vips:
+                r = bits(k_vips)
+            k = ttl.bit_length()
+            e = bits(k)
+            while e >= ttl:
+                e = bits(k)
+            if sync:
+                yield f"{head}{vips[r]}{state} LOCAL  {e + 1:7d}\n"
+            elif pe:
+                yield f"{head}{vips[r]}{state} {e + 1:7d} {pe} {bits(48):012x}@sip.example\n"
+            else:
+                yield f"{head}{vips[r]}{state} {e + 1:7d}\n"
+        ttl = p.timeout
+        k = ttl.bit_length()
+        for net in p.template_nets:
+            e = bits(k)
+            while e >= ttl:
+                e = bits(k)
+            head = f"{proto} {_CLIENT4 + net:08X} 0000 {vips[0]}{p.template_state}"
+            if sync:
+                yield f"{head} LOCAL  {e + 1:7d}\n"
+            elif pe:
+                yield f"{head} {e + 1:7d} {pe} {bits(48):012x}@sip.example\n"
+            else:
+                yield f"{head} {e + 1:7d}\n"
