@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 # Keys as JSON (the API, the drain state) are codec's; re-exported for the write path's users.
 from lvstop.codec import dest_key_from_dict as dest_key_from_dict
@@ -242,7 +242,8 @@ class Control:
         clock: Callable[[], float] = time.time,
         managers: WeightManagers | None = None,
     ) -> None:
-        """`latest` gives the poller's last snapshot (sibling dests, sysctls); without it Control reads.
+        """`latest` gives the poller's last snapshot (which dests a service has, sysctls; the guard re-reads
+        their weights); without it Control reads.
         `managers` finds keepalived/ldirectord (default: a cached scan of `proc_root`)."""
         if not 0 <= floor <= MAX_WEIGHT * 1000:
             raise ValueError(f"floor must be >= 0, not {floor}")
@@ -254,8 +255,6 @@ class Control:
         self.managers = managers if managers is not None else WeightManagers(proc_root)
         self._clock = clock
         self._lock = threading.Lock()  # one edit at a time per process; the file lock covers the others
-        # (service, dest) -> (wall time, weight) of the edits made here, until a snapshot shows them
-        self._written: dict[tuple[ServiceKey, DestKey], tuple[float, int]] = {}
 
     # public API
 
@@ -397,7 +396,6 @@ class Control:
             if self.events is not None and self._weight_now(skey, dkey) != weight:
                 self.events.withdraw_weight(skey, dkey, weight, actor)
             raise
-        self._written[(skey, dkey)] = (self._clock(), after.weight)
         return self._result(action, "applied", skey, cur, weight, after.weight, warnings)
 
     def _write(self, skey: ServiceKey, wanted: Dest, old: int) -> Dest:
@@ -479,30 +477,45 @@ class Control:
         return snap
 
     def _guard(self, skey: ServiceKey, cur: Dest, weight: int, force: bool, snap: Snapshot | None) -> None:
-        if weight >= cur.weight:
+        if force or weight >= cur.weight:
             return
+        need = max(1, self.floor)  # the live weight the service must keep (cur.weight > 0 here)
         svc = snap.service(skey) if snap is not None else None
-        # Siblings as the snapshot has them (a fresh read per sibling would dump the whole service
-        # each time), corrected by the edits made here since: quick drains one after another must
-        # not take the last live weight between two polls.
+        # Siblings as the snapshot lists them, each re-read now: keepalived or an operator may have
+        # zeroed or removed one since the last poll (None: gone, not live).
+        # Dests added since the snapshot are not counted: that can only refuse a safe edit, never allow
+        # a black hole.
+        siblings = sorted((d for d in svc.dests if d.key != cur.key), key=lambda d: -d.weight) if svc else []
+        # Each re-read dumps the whole service (GET_DEST): past one full read's worth, one read is cheaper.
+        budget = sum(len(s.dests) for s in snap.services) if snap is not None else 0
         others = 0
-        if snap is not None and svc is not None:
-            self._written = {k: v for k, v in self._written.items() if v[0] >= snap.wall_time}
-            for d in svc.dests:
-                if d.key != cur.key:
-                    written = self._written.get((skey, d.key))
-                    others += written[1] if written is not None else d.weight
-        before, after = others + cur.weight, others + weight
-        if after == 0 and before > 0:
+        for i, d in enumerate(siblings):  # heaviest first, stopping at enough: usually one read
+            if others + weight >= need:
+                break
+            if (i + 1) * len(siblings) > budget:
+                others = self._live_now(skey, cur.key)
+                break
+            now = self._safe_get(skey, d.key)
+            others += now.weight if now is not None else 0
+        if others + weight < need:
+            self._refuse(skey, cur, others + weight)
+
+    def _refuse(self, skey: ServiceKey, cur: Dest, after: int) -> NoReturn:
+        if after == 0:
             problem = f"this takes the last live weight of {skey} to 0: it would drop all new traffic"
-        elif after < self.floor:
-            problem = f"this takes the live weight of {skey} to {after}, below the floor of {self.floor}"
         else:
-            return
-        if not force:
-            raise EditError(
-                f"refused: {problem}; give force and a reason to do it anyway", status=409, old=cur.weight
-            )
+            problem = f"this takes the live weight of {skey} to {after}, below the floor of {self.floor}"
+        raise EditError(
+            f"refused: {problem}; give force and a reason to do it anyway", status=409, old=cur.weight
+        )
+
+    def _live_now(self, skey: ServiceKey, dkey: DestKey) -> int:
+        """The live weight of skey's dests other than dkey, from one fresh read (dests added since count)."""
+        try:
+            svc = self.target.read().service(skey)
+        except (SourceError, OSError) as e:
+            raise EditError(f"cannot read {skey}: {e}", status=503) from None
+        return sum(d.weight for d in svc.dests if d.key != dkey) if svc is not None else 0
 
     def _warnings(self, skey: ServiceKey, weight: int, snap: Snapshot | None) -> tuple[str, ...]:
         out: list[str] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from lvstop.control import (
 )
 from lvstop.errors import ControlError, LvstopError, SourceError
 from lvstop.events import WEIGHT_CHANGED, Event, EventLog
+from lvstop.exporter.ramp import Ramps
 from lvstop.model import (
     AF_INET,
     AF_INET6,
@@ -237,7 +237,65 @@ def test_last_live_weight_to_zero_is_refused_without_force_and_reason(
     assert res.verified == 0 and target.weight(MARK6, "2001:db8::11") == 0
 
 
-def test_the_guard_reads_the_siblings_once_not_one_dump_each(target: FakeTarget, tmp_path: Path) -> None:
+def _stale(target: FakeTarget) -> Snapshot:
+    """What the poller saw a moment ago; the tests then change the "kernel" behind its back."""
+    return target.read()
+
+
+def _set(target: FakeTarget, skey: ServiceKey, addr: str, weight: int | None) -> None:
+    """keepalived or another operator: a new weight, or the dest removed (None)."""
+    svc = target.services[skey]
+    dests = tuple(
+        dataclasses.replace(d, weight=weight) if d.key == dk(addr) else d
+        for d in svc.dests
+        if d.key != dk(addr) or weight is not None
+    )
+    target.services[skey] = dataclasses.replace(svc, dests=dests)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("gone", [0, None], ids=["zeroed", "removed"])
+def test_the_guard_sees_siblings_zeroed_or_removed_since_the_snapshot(
+    target: FakeTarget, tmp_path: Path, dry_run: bool, gone: int | None
+) -> None:
+    latest = _stale(target)  # 192.0.2.12 and .13 live there
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    _set(target, WEB, "192.0.2.12", gone)
+    _set(target, WEB, "192.0.2.13", gone)
+    with pytest.raises(EditError) as e:
+        ctl.drain(WEB, dk("192.0.2.11"), dry_run=dry_run, actor="a")
+    assert e.value.status == 409 and "last live weight" in str(e.value) and e.value.old == 5
+    with pytest.raises(EditError) as e:
+        ctl.set_weight(WEB, dk("192.0.2.11"), 0, dry_run=dry_run, actor="a")
+    assert e.value.status == 409 and "last live weight" in str(e.value)
+    assert target.writes == [] and ctl.drains() == {}
+    res = ctl.drain(WEB, dk("192.0.2.11"), force=True, reason="r", dry_run=dry_run, actor="a")
+    assert res.outcome == ("dry_run" if dry_run else "applied")
+
+
+def test_the_guard_sees_a_sibling_live_again_since_the_snapshot(target: FakeTarget, tmp_path: Path) -> None:
+    latest = _stale(target)  # 2001:db8::12 at 0 there: 2001:db8::11 holds the last live weight
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    _set(target, MARK6, "2001:db8::12", 4)
+    assert ctl.drain(MARK6, dk("2001:db8::11"), dry_run=True, actor="a").outcome == "dry_run"
+    res = ctl.drain(MARK6, dk("2001:db8::11"), actor="a")
+    assert (res.outcome, res.verified, res.previous) == ("applied", 0, 4)
+
+
+def test_the_floor_counts_the_siblings_current_weights(target: FakeTarget, tmp_path: Path) -> None:
+    latest = _stale(target)  # 5 + 3 + 2 there
+    ctl = Control(target, tmp_path / "d.json", floor=4, latest=lambda: latest, proc_root=str(tmp_path))
+    _set(target, WEB, "192.0.2.12", 1)
+    _set(target, WEB, "192.0.2.13", 0)
+    with pytest.raises(EditError) as e:  # the snapshot says 2 + 3 + 2 = 7; it is 2 + 1 + 0 = 3 now
+        ctl.set_weight(WEB, dk("192.0.2.11"), 2, actor="a")
+    assert e.value.status == 409 and "to 3, below the floor of 4" in str(e.value)
+    assert ctl.set_weight(WEB, dk("192.0.2.11"), 3, actor="a").verified == 3  # 3 + 1 = 4
+
+
+def test_the_guard_reads_the_heaviest_siblings_until_the_service_is_safe(
+    target: FakeTarget, tmp_path: Path
+) -> None:
     gets: list[DestKey] = []
     reads: list[int] = []
     get_dest, read = target.get_dest, target.read
@@ -245,31 +303,115 @@ def test_the_guard_reads_the_siblings_once_not_one_dump_each(target: FakeTarget,
     target.read = lambda: reads.append(1) or read()  # type: ignore[method-assign]
     latest = read()
     ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
-    ctl.set_weight(WEB, dk("192.0.2.11"), 1, actor="a")
-    assert gets == [dk("192.0.2.11")] * 2 and reads == []  # the edit and its read-back: no sibling
+    ctl.set_weight(WEB, dk("192.0.2.11"), 6, actor="a")
+    assert gets == [dk("192.0.2.11")] * 2 and reads == []  # raising: the edit and its read-back only
     gets.clear()
+    ctl.set_weight(WEB, dk("192.0.2.13"), 0, actor="a")
+    assert gets == [dk("192.0.2.13"), dk("192.0.2.11"), dk("192.0.2.13")]  # .11 (5) was enough
+    gets.clear()
+    with pytest.raises(EditError):  # refused only once every sibling was read
+        ctl.set_weight(MARK6, dk("2001:db8::11"), 0, actor="a")
+    assert gets == [dk("2001:db8::11"), dk("2001:db8::12")]
+    gets.clear()
+    ctl.set_weight(MARK6, dk("2001:db8::11"), 0, force=True, reason="r", actor="a")
+    assert gets == [dk("2001:db8::11")] * 2 and reads == []  # forced: nothing to check
     ctl = Control(target, tmp_path / "d.json", proc_root=str(tmp_path))  # no poller: one read
     ctl.set_weight(WEB, dk("192.0.2.12"), 1, actor="a")
-    assert gets == [dk("192.0.2.12")] * 2 and reads == [1]
+    assert reads == [1]
 
 
-def test_the_guard_counts_its_own_edits_the_stale_snapshot_does_not_show_yet(
+def test_a_big_service_is_rechecked_with_one_read_not_a_dump_per_sibling(tmp_path: Path) -> None:
+    target = FakeTarget()
+    big = Service(WEB, "wrr", dests=tuple(_dest(f"192.0.2.{i}", 5 - i) for i in range(1, 5)))
+    target.services = {WEB: big}  # a read decodes 4 dests; two sibling re-reads would decode 2 x 4
+    latest = _stale(target)
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    for addr in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):
+        _set(target, WEB, addr, 0)
+    gets: list[DestKey] = []
+    reads: list[int] = []
+    get_dest, read = target.get_dest, target.read
+    target.get_dest = lambda s, d: gets.append(d) or get_dest(s, d)  # type: ignore[method-assign]
+    target.read = lambda: reads.append(1) or read()  # type: ignore[method-assign]
+    with pytest.raises(EditError) as e:
+        ctl.set_weight(WEB, dk("192.0.2.1"), 0, actor="a")
+    assert e.value.status == 409 and "last live weight" in str(e.value)
+    assert gets == [dk("192.0.2.1"), dk("192.0.2.2")] and reads == [1]  # the heaviest sibling, then a read
+    target.services[WEB] = dataclasses.replace(
+        target.services[WEB], dests=(*target.services[WEB].dests, _dest("192.0.2.5", 1))
+    )  # added since the snapshot: the read counts it
+    assert ctl.set_weight(WEB, dk("192.0.2.1"), 0, actor="a").verified == 0
+
+    def unreadable() -> Snapshot:
+        raise SourceError(IssueKind.IO, "No buffer space available")
+
+    target.read = unreadable  # type: ignore[method-assign]
+    with pytest.raises(EditError) as e:
+        ctl.set_weight(WEB, dk("192.0.2.5"), 0, actor="a")
+    assert (
+        e.value.status == 503 and "No buffer space" in str(e.value) and target.weight(WEB, "192.0.2.5") == 1
+    )
+
+
+def test_a_dest_added_since_the_snapshot_is_not_counted_by_sibling_rereads(tmp_path: Path) -> None:
+    target = FakeTarget()
+    target.services = {WEB: Service(WEB, "wrr", dests=(_dest("192.0.2.1", 4), _dest("192.0.2.2", 3)))}
+    latest = _stale(target)
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    _set(target, WEB, "192.0.2.2", None)
+    target.services[WEB] = dataclasses.replace(
+        target.services[WEB], dests=(*target.services[WEB].dests, _dest("192.0.2.3", 2))
+    )
+    with pytest.raises(EditError):  # .3 is not in the snapshot: refused, the safe side
+        ctl.set_weight(WEB, dk("192.0.2.1"), 0, actor="a")
+    assert target.weight(WEB, "192.0.2.1") == 4
+
+
+def test_a_sibling_that_cannot_be_read_refuses_the_edit(target: FakeTarget, tmp_path: Path) -> None:
+    latest = _stale(target)
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    get_dest = target.get_dest
+
+    def failing(skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        if dkey == dk("192.0.2.11"):
+            raise SourceError(IssueKind.IO, "No buffer space available")
+        return get_dest(skey, dkey)
+
+    target.get_dest = failing  # type: ignore[method-assign]
+    with pytest.raises(EditError) as e:
+        ctl.drain(WEB, dk("192.0.2.13"), actor="a")
+    assert e.value.status == 503 and "192.0.2.11" in str(e.value) and "No buffer space" in str(e.value)
+    assert target.writes == [] and ctl.drains() == {}
+
+
+def test_quick_drains_one_after_another_keep_the_last_live_weight(target: FakeTarget, tmp_path: Path) -> None:
+    latest = _stale(target)  # never refreshed: the poller is slower than the operator
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    ctl.drain(WEB, dk("192.0.2.12"), actor="a")
+    ctl.drain(WEB, dk("192.0.2.13"), actor="a")
+    with pytest.raises(EditError) as e:  # the stale snapshot still shows 3 + 2 of live weight elsewhere
+        ctl.drain(WEB, dk("192.0.2.11"), actor="a")
+    assert e.value.status == 409
+    target.set_dest(WEB, _dest("192.0.2.12", 4))  # someone gives .12 weight again: seen before any poll
+    assert ctl.drain(WEB, dk("192.0.2.11"), actor="a").verified == 0
+
+
+def test_a_ramp_to_zero_stops_when_the_siblings_went_down_meanwhile(
     target: FakeTarget, tmp_path: Path
 ) -> None:
-    snaps = [dataclasses.replace(target.read(), wall_time=time.time() - 1)]
-    ctl = Control(target, tmp_path / "d.json", latest=lambda: snaps[0], proc_root=str(tmp_path))
-    ctl.set_weight(WEB, dk("192.0.2.12"), 0, actor="a")
-    ctl.set_weight(WEB, dk("192.0.2.13"), 0, actor="a")
-    with pytest.raises(ControlError) as e:  # the stale snapshot still shows 3 + 2 of live weight elsewhere
-        ctl.set_weight(WEB, dk("192.0.2.11"), 0, actor="a")
-    assert e.value.status == 409
-    # someone puts the weights back and the next poll shows it: the snapshot wins over older edits
-    target.services[WEB] = dataclasses.replace(
-        target.services[WEB],
-        dests=tuple(dataclasses.replace(d, weight=4) for d in target.services[WEB].dests),
+    latest = _stale(target)
+    ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
+    ramps = Ramps(ctl, on_step=lambda *a: None)
+    check, ramp, plan = ramps.start(
+        WEB, dk("192.0.2.11"), 0, 0.4, 2, expect=None, force=False, reason=None, dry_run=False, actor="a"
     )
-    snaps[0] = dataclasses.replace(target.read(), wall_time=time.time() + 1)
-    assert ctl.set_weight(WEB, dk("192.0.2.11"), 0, actor="a").verified == 0
+    assert check.outcome == "dry_run" and plan == [(0.2, 3), (0.4, 0)] and ramp is not None
+    _set(target, WEB, "192.0.2.12", None)  # before the first step (at 0.2 s)
+    _set(target, WEB, "192.0.2.13", 0)
+    assert ramp.thread is not None
+    ramp.thread.join(timeout=10)
+    assert ramp.state == "failed" and "last live weight" in (ramp.error or "")
+    assert target.weight(WEB, "192.0.2.11") == 3  # the first step went through, the last was refused
 
 
 def test_floor_guards_the_service_total_and_raising_is_always_allowed(
