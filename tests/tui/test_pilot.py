@@ -135,7 +135,7 @@ class TestDrain:
             text = str(app.screen.query_one("#confirm-text").render())
             assert "Drain 192.0.2.13:8443" in text
             assert "weight 100 → 0" in text
-            assert "service live weight 300 → 200 on 2 of 3 dests" in text
+            assert "service live weight 300 → 200 on 2 of 3 dests (last poll)" in text
             assert "expire_quiescent_template=0" in text  # Control's warning for a persistent service
             await pilot.press("y")
             await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 0)

@@ -32,7 +32,7 @@ def describe(p: Preview) -> Text:
     if eff is not None:
         text.append(
             f"service live weight {eff.live_before} → {eff.live_after} "
-            f"on {eff.live_dests_after} of {eff.dests} dests\n",
+            f"on {eff.live_dests_after} of {eff.dests} dests (last poll)\n",  # Control re-reads them
             style="bold red" if eff.takes_last_weight else "",
         )
     if res is not None and res.requested == 0 and res.active_conns:
