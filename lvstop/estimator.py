@@ -100,61 +100,16 @@ class KernelEstimator:
 
     def tick(self, c: Counters) -> Rates:
         """One run of the kernel's estimator over counters `c`; returns the read-out after it."""
-        return self.step(
-            c,
-            c.conns - self.last_conns,
-            c.inpkts - self.last_inpkts,
-            c.outpkts - self.last_outpkts,
-            c.inbytes - self.last_inbytes,
-            c.outbytes - self.last_outbytes,
-        )
-
-    def step(
-        self, c: Counters, d_conns: int, d_inpkts: int, d_outpkts: int, d_inbytes: int, d_outbytes: int
-    ) -> Rates:
-        """tick(c) when the caller already has c minus the last tick's counters (the d_ arguments)."""
-        cps, inpps, outpps, inbps, outbps = self.cps, self.inpps, self.outpps, self.inbps, self.outbps
-        if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS == 0 and (
-            cps | inpps | outpps | inbps | outbps
-        ) >> 63 == 0:
-            # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts change nothing, Python's >>
-            # floors like the arithmetic shift of a negative s64, and the new averages (between the
-            # old ones and the rates) stay below 2^63, so the read-out's u64 sums cannot wrap either.
-            cps += ((d_conns << 9) - cps) >> 2
-            inpps += ((d_inpkts << 9) - inpps) >> 2
-            outpps += ((d_outpkts << 9) - outpps) >> 2
-            inbps += ((d_inbytes << 4) - inbps) >> 2
-            outbps += ((d_outbytes << 4) - outbps) >> 2
-            self.cps = cps
-            self.inpps = inpps
-            self.outpps = outpps
-            self.inbps = inbps
-            self.outbps = outbps
-            self.last_conns = c.conns
-            self.last_inpkts = c.inpkts
-            self.last_outpkts = c.outpkts
-            self.last_inbytes = c.inbytes
-            self.last_outbytes = c.outbytes
-            if not (cps | inpps | outpps | inbps | outbps):
-                return _NONE
-            return _new_rates(
-                (cps + 0x1FF) >> 10,
-                (inpps + 0x1FF) >> 10,
-                (outpps + 0x1FF) >> 10,
-                (inbps + 0xF) >> 5,
-                (outbps + 0xF) >> 5,
-            )
-        cps = _step(cps, d_conns & _U64, 9)
-        inpps = _step(inpps, d_inpkts & _U64, 9)
-        outpps = _step(outpps, d_outpkts & _U64, 9)
-        inbps = _step(inbps, d_inbytes & _U64, 4)
-        outbps = _step(outbps, d_outbytes & _U64, 4)
+        self.cps = _step(self.cps, (c.conns - self.last_conns) & _U64, 9)
+        self.inpps = _step(self.inpps, (c.inpkts - self.last_inpkts) & _U64, 9)
+        self.outpps = _step(self.outpps, (c.outpkts - self.last_outpkts) & _U64, 9)
+        self.inbps = _step(self.inbps, (c.inbytes - self.last_inbytes) & _U64, 4)
+        self.outbps = _step(self.outbps, (c.outbytes - self.last_outbytes) & _U64, 4)
         self.last_conns = c.conns & _U64
         self.last_inpkts = c.inpkts & _U64
         self.last_outpkts = c.outpkts & _U64
         self.last_inbytes = c.inbytes & _U64
         self.last_outbytes = c.outbytes & _U64
-        self.cps, self.inpps, self.outpps, self.inbps, self.outbps = cps, inpps, outpps, inbps, outbps
         return self.read()
 
     def rebase(self, c: Counters) -> None:
@@ -197,32 +152,35 @@ def _per_step(a: Counters, b: Counters, steps: int) -> Counters:
 
 
 _ZERO = Counters()
-_KERNEL_START = KernelEstimator()  # avg 0, counters 0: where the kernel starts
+_NO_AVG = (0, 0, 0, 0, 0)
 
 
 @dataclass(slots=True)
-class _Entry(KernelEstimator):
-    """One key's kernel estimator and what sampling it needs besides (one object per entry)."""
+class _Entry:
+    """One key's kernel estimator (its last counters are `base`, its averages `avg`) and what
+    sampling it needs besides. One tuple for the averages: the hot path reads and writes it once."""
 
-    base: Counters = _ZERO  # counters at the last EWMA step (or at the start)
-    prev: Counters = _ZERO  # counters at the last sample
-    prev_time: float = 0.0
-    step_time: float = 0.0  # when the last EWMA step was due
-    warm: bool = False  # first step still to come, and it warm-starts the average
+    base: Counters  # counters at the last EWMA step (or at the start): the kernel's last_*
+    prev: Counters  # counters at the last sample
+    prev_time: float
+    step_time: float  # when the last EWMA step was due
+    warm: bool  # first step still to come, and it warm-starts the average
+    gen: int  # the sweep generation that last saw this key
+    avg: tuple[int, int, int, int, int] = _NO_AVG  # cps, inpps, outpps, inbps, outbps, scaled
     ewma: Rates | None = None  # the last read-out
-    gen: int = 0  # the sweep generation that last saw this key
 
-    def load(self, k: KernelEstimator) -> None:
-        """Take over the kernel state of `k` (a reset, a warm start)."""
-        self.last_conns, self.last_inpkts, self.last_outpkts = k.last_conns, k.last_inpkts, k.last_outpkts
-        self.last_inbytes, self.last_outbytes = k.last_inbytes, k.last_outbytes
-        self.cps, self.inpps, self.outpps, self.inbps, self.outbps = (
-            k.cps,
-            k.inpps,
-            k.outpps,
-            k.inbps,
-            k.outbps,
+    def kernel(self) -> KernelEstimator:
+        """This entry as the kernel's struct, for the exact arithmetic of the rare paths."""
+        b = self.base
+        return KernelEstimator(
+            b.conns & _U64, b.inpkts & _U64, b.outpkts & _U64, b.inbytes & _U64, b.outbytes & _U64, *self.avg
         )
+
+    def load(self, k: KernelEstimator, counters: Counters) -> None:
+        """Take the averages of `k`, which has just stepped to `counters`."""
+        self.avg = (k.cps, k.inpps, k.outpps, k.inbps, k.outbps)
+        self.ewma = k.read()
+        self.base = counters
 
 
 class Estimator:
@@ -249,32 +207,25 @@ class Estimator:
         return key in self._entries
 
     def update(
-        self, key: Hashable, counters: Counters, mono_time: float
+        self, key: Hashable, counters: Counters, mono_time: float, kernel_rates: bool = False
     ) -> tuple[Rates | None, Rates | None]:
-        """Feed one sample; returns (ewma, instant), both None on a first sample or a reset."""
+        """Feed one sample; returns (ewma, instant), both None on a first sample or a reset.
+
+        kernel_rates: the source gave the kernel's own rates with these counters (netlink), so no
+        EWMA is computed (ewma None); should they stop coming, the EWMA warm-starts from here.
+        """
         e = self._entries.get(key)
         if e is None:
             # Fresh (all zero) or not, the counters are the baseline (ip_vs_zero_estimator); an
             # entry with history warm-starts at its first measured tick.
-            fresh = counters == _ZERO
             self._entries[key] = _Entry(
-                counters.conns,
-                counters.inpkts,
-                counters.outpkts,
-                counters.inbytes,
-                counters.outbytes,
-                base=counters,
-                prev=counters,
-                prev_time=mono_time,
-                step_time=mono_time,
-                warm=not fresh,
-                gen=self._gen,
+                counters, counters, mono_time, mono_time, kernel_rates or counters != _ZERO, self._gen
             )
             return None, None
         dt = mono_time - e.prev_time
         if dt < 0:  # time went back (a replay rewound, another exporter answered): a new baseline
             del self._entries[key]
-            return self.update(key, counters, mono_time)
+            return self.update(key, counters, mono_time, kernel_rates)
         e.gen = self._gen
         if dt == 0:  # the same sample again: nothing measurable
             return e.ewma, None
@@ -293,8 +244,7 @@ class Estimator:
             moved = d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes  # < 0 iff one is, 0 iff all are
             if moved < 0:
                 # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
-                e.load(_KERNEL_START)
-                e.base, e.warm, e.ewma = _ZERO, False, None
+                e.avg, e.base, e.warm, e.ewma = _NO_AVG, _ZERO, False, None
                 self._advance(e, counters, mono_time)
                 return None, None
             # Most entries of a big director moved nothing: they share one object instead of allocating.
@@ -303,18 +253,55 @@ class Estimator:
                 if moved
                 else _IDLE
             )
-        if not e.warm and self._step_lo <= mono_time - e.step_time < self._step_hi:
-            # One kernel step due: the usual case, inlined (see _advance for the rest).
-            step_time = e.step_time + self.tick
-            e.step_time = mono_time if abs(mono_time - step_time) > self._half else step_time
-            if e.base is not p:
-                e.ewma = e.tick(counters)
-            elif counters is not p or e.ewma is not _NONE:  # else: still idle, averages stay 0
-                # The last sample was a step: the kernel's deltas are the ones above.
-                e.ewma = e.step(counters, d_conns, d_inpkts, d_outpkts, d_inbytes, d_outbytes)
-            e.base = counters
-        else:
+        if kernel_rates:
+            # Only a baseline to keep, for a warm start should the kernel's rates stop coming.
+            e.base, e.step_time, e.warm, e.ewma = counters, mono_time, True, None
+            return None, instant
+        if e.warm or not self._step_lo <= mono_time - e.step_time < self._step_hi:
             self._advance(e, counters, mono_time)
+            return e.ewma, instant
+        # One kernel step due: the usual case, inlined (see _advance for the rest).
+        step_time = e.step_time + self.tick
+        e.step_time = mono_time if abs(mono_time - step_time) > self._half else step_time
+        b = e.base
+        if b is not p:  # polls faster than ticks: the kernel's deltas run from the last step
+            d_conns = counters.conns - b.conns
+            d_inpkts = counters.inpkts - b.inpkts
+            d_outpkts = counters.outpkts - b.outpkts
+            d_inbytes = counters.inbytes - b.inbytes
+            d_outbytes = counters.outbytes - b.outbytes
+        elif counters is p and e.ewma is _NONE:  # idle and all averages 0: they stay 0
+            return _NONE, instant
+        cps, inpps, outpps, inbps, outbps = e.avg
+        if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS or (
+            cps | inpps | outpps | inbps | outbps
+        ) >> 63:
+            k = e.kernel()
+            k.tick(counters)
+            e.load(k, counters)
+            return e.ewma, instant
+        # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts in KernelEstimator.tick change
+        # nothing, Python's >> floors like the arithmetic shift of a negative s64, and the new
+        # averages (between the old ones and the rates) stay below 2^63, so the read-out's u64 sums
+        # cannot wrap either: the same numbers without the masks.
+        cps += ((d_conns << 9) - cps) >> 2
+        inpps += ((d_inpkts << 9) - inpps) >> 2
+        outpps += ((d_outpkts << 9) - outpps) >> 2
+        inbps += ((d_inbytes << 4) - inbps) >> 2
+        outbps += ((d_outbytes << 4) - outbps) >> 2
+        e.avg = (cps, inpps, outpps, inbps, outbps)
+        e.base = counters
+        e.ewma = (
+            _new_rates(
+                (cps + 0x1FF) >> 10,
+                (inpps + 0x1FF) >> 10,
+                (outpps + 0x1FF) >> 10,
+                (inbps + 0xF) >> 5,
+                (outbps + 0xF) >> 5,
+            )
+            if cps | inpps | outpps | inbps | outbps
+            else _NONE
+        )
         return e.ewma, instant
 
     def _advance(self, e: _Entry, counters: Counters, now: float) -> None:
@@ -327,17 +314,17 @@ class Estimator:
         if abs(now - e.step_time) > self._half:  # the poll cadence drifted from ours: resync
             e.step_time = now
         if e.warm:
-            e.load(KernelEstimator.steady(counters, _per_step(e.base, counters, steps)))
+            k = KernelEstimator.steady(counters, _per_step(e.base, counters, steps))
             e.warm = False
-            e.ewma = e.read()
         else:
+            k = e.kernel()
             skipped = max(0, steps - MAX_CATCHUP_STEPS)
             if skipped:
-                e.rebase(_between(e.base, counters, skipped, steps))
+                k.rebase(_between(e.base, counters, skipped, steps))
             for i in range(skipped + 1, steps):
-                e.tick(_between(e.base, counters, i, steps))
-            e.ewma = e.tick(counters)
-        e.base = counters
+                k.tick(_between(e.base, counters, i, steps))
+            k.tick(counters)
+        e.load(k, counters)
 
     def touch(self, key: Hashable) -> None:
         """Keep `key` through the next sweep without a sample (its read was incomplete)."""

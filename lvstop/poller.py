@@ -134,8 +134,8 @@ class Poller:
                 if c is None:
                     append(d)
                     continue
-                ewma, inst = update((prefix, d.family, d.address, d.port), c, t)
-                kernel = d.rates
+                kernel = d.rates  # netlink gives the kernel's own: no EWMA to compute
+                ewma, inst = update((prefix, d.family, d.address, d.port), c, t, kernel is not None)
                 rates = ewma if kernel is None else kernel
                 if rates is kernel and inst is d.instant:
                     append(d)
@@ -144,7 +144,7 @@ class Poller:
                     changed = True
             rates, inst = s.rates, s.instant
             if s.counters is not None:
-                ewma, inst = update(prefix, s.counters, t)
+                ewma, inst = update(prefix, s.counters, t, rates is not None)
                 if rates is None:
                     rates = ewma
             if changed or rates is not s.rates or inst is not s.instant:
@@ -152,7 +152,7 @@ class Poller:
             services.append(s)
         total_rates, total_instant = raw.total_rates, None
         if raw.totals is not None:
-            ewma, total_instant = update(TOTALS, raw.totals, t)
+            ewma, total_instant = update(TOTALS, raw.totals, t, total_rates is not None)
             if total_rates is None:
                 total_rates = ewma
         self.estimator.sweep()

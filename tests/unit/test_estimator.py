@@ -188,6 +188,21 @@ def test_an_entry_with_history_warm_starts_at_its_first_measured_rate() -> None:
     assert ewma is not None and ewma.cps == (10240 - 2560 + 511) >> 10
 
 
+def test_with_the_kernels_rates_only_the_instant_rate_is_computed() -> None:
+    est = Estimator()
+    assert est.update("k", c(1000, inbytes=50_000), 0.0, kernel_rates=True) == (None, None)
+    assert est.update("k", c(1020, inbytes=52_000), 2.0, kernel_rates=True) == (
+        None,
+        Rates(10.0, 0.0, 0.0, 1000.0, 0.0),
+    )
+    # Should the kernel's rates stop coming, the EWMA warm-starts at the next measured tick:
+    # 40 conns per tick read (40 << 9 + 511) >> 10 = 20 cps, 4000 bytes (4000 << 4 + 15) >> 5 = 2000 B/s.
+    assert est.update("k", c(1060, inbytes=56_000), 4.0) == (
+        Rates(20, 0, 0, 2000, 0),
+        Rates(20.0, 0.0, 0.0, 2000.0, 0.0),
+    )
+
+
 @pytest.mark.parametrize("after", [c(3), c(50, 0, 0, 0, 0), c(1 << 40, 0, 9, 0, 0)])
 def test_counter_going_down_gives_no_rate(after: Counters) -> None:
     est = Estimator()

@@ -140,6 +140,37 @@ def test_rates_given_by_the_source_are_kept() -> None:
     assert d.instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
 
 
+def test_with_the_kernels_rates_the_estimator_computes_only_instant_rates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kernel_rates = Rates(9, 9, 9, 9, 9)
+
+    def make(n: int) -> Snapshot:  # what netlink gives: counters and the kernel's rates everywhere
+        s = director(n)
+        svc = s.services[0]
+        dests = tuple(dataclasses.replace(d, rates=kernel_rates) for d in svc.dests)
+        svc = dataclasses.replace(svc, rates=kernel_rates, dests=dests)
+        return dataclasses.replace(s, services=(svc,), total_rates=kernel_rates)
+
+    poller = Poller(FakeSource(make))
+    flags: list[bool] = []
+    update = poller.estimator.update
+
+    def spy(key: object, counters: Counters, t: float, kernel_rates: bool = False) -> object:
+        flags.append(kernel_rates)
+        return update(key, counters, t, kernel_rates)
+
+    monkeypatch.setattr(poller.estimator, "update", spy)
+    for _ in range(3):
+        snap = poller.poll_once()
+    assert flags == [True] * 12  # 2 dests, the service and the totals, per poll
+    svc = snap.services[0]
+    assert svc.rates is kernel_rates and snap.total_rates is kernel_rates
+    assert all(d.rates is kernel_rates for d in svc.dests)
+    assert svc.dests[0].instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
+    assert svc.instant == snap.total_instant == Rates(7.0, 14.0, 0.0, 0.0, 0.0)
+
+
 def test_failed_poll_keeps_latest_and_records_once_then_recovers() -> None:
     src = FakeSource(director)
     events = EventLog()
@@ -350,7 +381,8 @@ MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, 
 def test_fast_constructor_builds_exactly_what_the_dataclass_builds(cls: type) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     values = [f"value of {n}" for n in names]
-    fast, slow = fast_constructor(cls)(*values), cls(*values)
+    fast: object = fast_constructor(cls)(*values)
+    slow = cls(*values)
     assert type(fast) is cls
     assert [getattr(fast, n) for n in names] == values
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
