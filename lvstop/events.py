@@ -90,27 +90,24 @@ def _diff_dest(t: float, skey: ServiceKey, old: Dest, new: Dest, out: list[Event
         )
 
 
-def _same_keys(old: tuple[Dest, ...], new: tuple[Dest, ...]) -> bool:
-    """The same dests in the same order (the usual case: dumps come in a stable order)."""
-    if len(old) != len(new):
-        return False
-    for a, b in zip(old, new, strict=True):
-        if a.address != b.address or a.port != b.port or a.family != b.family:
-            return False
-    return True
-
-
 def _diff_service(t: float, old: Service, new: Service, out: list[Event]) -> None:
     skey = new.key
     if _went_down(new.counters, old.counters):
         out.append(Event(t, COUNTERS_RESET, f"{skey}: counters went down (zeroed or re-created)", skey))
     if old.error is not None or new.error is not None:
         return  # an incomplete dest list says nothing about dests coming or going
-    if _same_keys(old.dests, new.dests):
+    if len(old.dests) == len(new.dests):
+        # Dumps come in a stable order: pair the dests by position while their keys agree. Most
+        # pairs show nothing to report: same weight, not 0, the same counters object.
+        mark = len(out)
         for a, b in zip(old.dests, new.dests, strict=True):
-            if a is not b:
+            if a.address != b.address or a.port != b.port or a.family != b.family:
+                del out[mark:]  # another order or other dests: match them by key below
+                break
+            if a.counters is not b.counters or a.weight != b.weight or b.weight == 0:
                 _diff_dest(t, skey, a, b, out)
-        return
+        else:
+            return
     before = {d.key: d for d in old.dests}
     for d in new.dests:
         prev = before.pop(d.key, None)

@@ -77,6 +77,14 @@ def test_dests_added_removed_and_reordered() -> None:
     assert "weight 5" in events[0].message
 
 
+def test_a_change_before_a_reordered_dest_is_reported_once() -> None:
+    # The positional pass sees 11's new weight, then 12 and 13 swapped: the match by key takes over.
+    before = snap(Service(WEB, "wlc", dests=(dest(11), dest(12), dest(13, conns=50))))
+    after = snap(Service(WEB, "wlc", dests=(dest(11, weight=4), dest(13, conns=10), dest(12))))
+    events = diff_snapshots(before, after)
+    assert [(e.kind, e.dest) for e in events] == [(WEIGHT_CHANGED, dk(11)), (COUNTERS_RESET, dk(13))]
+
+
 def test_weight_change_carries_old_and_new() -> None:
     before = snap(Service(WEB, "wlc", dests=(dest(11, weight=5),)))
     after = snap(Service(WEB, "wlc", dests=(dest(11, weight=0, active=3),)))
