@@ -745,6 +745,9 @@ def _hex_addr(family: int, address: str) -> str:
     return f"{int(ipaddress.IPv4Address(address)):08X}"
 
 
+_State = tuple[str, int, int]  # a state's name padded to its column, its timeout, the timeout's bits
+
+
 @dataclass(frozen=True, slots=True)
 class _TablePart:
     """What the connection table shows for one dest, captured under the lock."""
@@ -752,7 +755,7 @@ class _TablePart:
     proto: str  # padded to the column's width
     vips: tuple[str, ...]  # per VIP the line's middle: VIP, port, dest, dest port (hex, as printed)
     v6: bool
-    states: tuple[tuple[str, int], ...]  # inactive states to draw from: (name padded, timeout)
+    states: tuple[_State, ...]  # the inactive states to draw from
     active: int
     inactive: int
     template_nets: tuple[int, ...]  # v4 client networks of this dest's templates (host part 0)
@@ -762,11 +765,17 @@ class _TablePart:
 
 
 _new_table_part = fast_constructor(_TablePart)
-_TCP_INACTIVE = (("TIME_WAIT  ", 120),) * 17 + (("FIN_WAIT   ", 120),) * 2 + (("CLOSE      ", 10),)
-_UDP_STATES = (("UDP        ", TIMEOUTS.udp),)
-_SYN_RECV_STATES = (("SYN_RECV   ", int(SYN_RECV_TIMEOUT)),)
-_SCTP_STATES = (("CLOSED     ", int(SCTP_CLOSED_TIMEOUT)),)
-_ESTABLISHED, _ESTABLISHED_TTL = "ESTABLISHED", 900
+
+
+def _state(name: str, timeout: int) -> _State:
+    return f"{name:<11}", timeout, timeout.bit_length()
+
+
+_TCP_INACTIVE = (_state("TIME_WAIT", 120),) * 17 + (_state("FIN_WAIT", 120),) * 2 + (_state("CLOSE", 10),)
+_UDP_STATES = (_state("UDP", TIMEOUTS.udp),)
+_SYN_RECV_STATES = (_state("SYN_RECV", int(SYN_RECV_TIMEOUT)),)
+_SCTP_STATES = (_state("CLOSED", int(SCTP_CLOSED_TIMEOUT)),)
+_ESTABLISHED = _state("ESTABLISHED", 900)
 # v4 clients 198.51.100.1-253 as printed; _client4[int(253 * random() ** 2.5)] favours a few busy ones
 _CLIENT4_HEX = tuple(f"{_CLIENT4 + 1 + i:08X}" for i in range(253))
 
@@ -776,7 +785,7 @@ def _table_part(sv: _ServiceState, index: int, d: _DestState) -> _TablePart:
     key = spec.key
     vips = spec.marks if key.is_fwmark else ((key.address, key.port),)
     v6 = ":" in vips[0][0]
-    states: tuple[tuple[str, int], ...]
+    states: tuple[_State, ...]
     if sv.udp:
         states = _UDP_STATES
     elif d.failing:
@@ -811,13 +820,13 @@ def _conn_lines(parts: list[_TablePart], rng: random.Random, sync: bool) -> Iter
     clients4 = _CLIENT4_HEX
     yield _CONN_SYNC_HEADER if sync else _CONN_HEADER
     for p in parts:
-        proto, v6, states = p.proto, p.v6, p.states
+        proto, v6, states, active = p.proto, p.v6, p.states, p.active
         # First the entries' clients, ports and states, in the table's order (active, inactive) ...
-        heads: list[str] = []
-        kinds: list[tuple[str, int]] = []
+        entries: list[tuple[str, _State]] = []
+        append = entries.append
         n_states = len(states)
         k_states = n_states.bit_length()
-        for i in range(p.active + p.inactive):
+        for i in range(active + p.inactive):
             if v6:
                 a, b = bits(16), bits(16)
                 r = bits(8)
@@ -829,32 +838,32 @@ def _conn_lines(parts: list[_TablePart], rng: random.Random, sync: bool) -> Iter
             cport = bits(16)
             while cport >= 64512:
                 cport = bits(16)
-            heads.append(f"{proto} {client} {cport + 1024:04X} ")
-            if i >= p.active:
+            if i < active:
+                state = _ESTABLISHED
+            else:
                 r = bits(k_states)
                 while r >= n_states:
                     r = bits(k_states)
-                kinds.append(states[r])
+                state = states[r]
+            append((f"{proto} {client} {cport + 1024:04X} ", state))
         # ... then per entry its VIP (fwmark services match several), expiry and PE data.
         vips = p.vips
         n_vips = len(vips)
         k_vips = n_vips.bit_length()
         pe = p.pe_name
-        for i, head in enumerate(heads):
-            state, ttl = kinds[i - p.active] if i >= p.active else (_ESTABLISHED, _ESTABLISHED_TTL)
+        for head, (name, ttl, k) in entries:
             r = bits(k_vips)
             while r >= n_vips:
                 r = bits(k_vips)
-            k = ttl.bit_length()
             e = bits(k)
             while e >= ttl:
                 e = bits(k)
             if sync:
-                yield f"{head}{vips[r]}{state} LOCAL  {e + 1:7d}\n"
+                yield f"{head}{vips[r]}{name} LOCAL  {e + 1:7d}\n"
             elif pe:
-                yield f"{head}{vips[r]}{state} {e + 1:7d} {pe} {bits(48):012x}@sip.example\n"
+                yield f"{head}{vips[r]}{name} {e + 1:7d} {pe} {bits(48):012x}@sip.example\n"
             else:
-                yield f"{head}{vips[r]}{state} {e + 1:7d}\n"
+                yield f"{head}{vips[r]}{name} {e + 1:7d}\n"
         ttl = p.timeout
         k = ttl.bit_length()
         for net in p.template_nets:
