@@ -67,10 +67,12 @@ class ConnFilter:
     protocol: str | None = None  # as the table prints it: TCP, UDP, SCTP, IP
 
     def matches_key(self, service: ServiceKey, dest: DestKey, protocol: str, state: str) -> bool:
-        return ((self.service is None or self.service == service)
-                and (self.dest is None or self.dest == dest)
-                and (self.state is None or self.state.upper() == state.upper())
-                and (self.protocol is None or self.protocol.upper() == protocol.upper()))
+        return (
+            (self.service is None or self.service == service)
+            and (self.dest is None or self.dest == dest)
+            and (self.state is None or self.state.upper() == state.upper())
+            and (self.protocol is None or self.protocol.upper() == protocol.upper())
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +157,13 @@ def _port_zero_match(dkey: DestKey, dests: frozenset[DestKey]) -> bool:
 class ConnTable:
     """Aggregates ip_vs_conn(_sync) text against the known services (see the module doc)."""
 
-    def __init__(self, services: Iterable[Service] | None = None, *,
-                 max_entries: int = DEFAULT_MAX_ENTRIES, top_clients: int = DEFAULT_TOP_CLIENTS) -> None:
+    def __init__(
+        self,
+        services: Iterable[Service] | None = None,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        top_clients: int = DEFAULT_TOP_CLIENTS,
+    ) -> None:
         self.max_entries = max_entries
         self.top_clients = top_clients
         self._known = services is not None
@@ -184,8 +191,9 @@ class ConnTable:
             a = self._addrs[text] = parse_addr(text)
         return a
 
-    def _attribute(self, proto: str, vaddr: str, vport: str, dkey: DestKey,
-                   template: bool) -> tuple[ServiceKey, Service | None]:
+    def _attribute(
+        self, proto: str, vaddr: str, vport: str, dkey: DestKey, template: bool
+    ) -> tuple[ServiceKey, Service | None]:
         protocol = CONN_PROTOCOLS.get(proto)
         if protocol is None:
             raise ValueError(f"unknown protocol {proto!r}")
@@ -195,17 +203,22 @@ class ConnTable:
             svc = self._fwm.get((family, mark))
             return (svc.key if svc else ServiceKey.mark(mark, family)), svc
         port = parse_hex(vport, 4)
-        svc = (self._vip.get((protocol, family, address, port))
-               or self._vip.get((protocol, family, address, 0)))
+        svc = self._vip.get((protocol, family, address, port)) or self._vip.get(
+            (protocol, family, address, 0)
+        )
         if svc is None or not (template or _port_zero_match(dkey, self._dests[svc.key])):
-            owners = [s for s in self._fwm_by_dest.get(dkey, ()) or self._fwm_by_dest.get(_any_port(dkey), ())
-                      if s.key.family == family]
+            owners = [
+                s
+                for s in self._fwm_by_dest.get(dkey, ()) or self._fwm_by_dest.get(_any_port(dkey), ())
+                if s.key.family == family
+            ]
             if len(owners) == 1:
                 svc = owners[0]
         return (svc.key if svc else ServiceKey(family, protocol, address, port)), svc
 
-    def _locate(self, proto: str, vaddr: str, vport: str, daddr: str, dport: str,
-                template: bool) -> tuple[ServiceKey, DestKey, bool]:
+    def _locate(
+        self, proto: str, vaddr: str, vport: str, daddr: str, dport: str, template: bool
+    ) -> tuple[ServiceKey, DestKey, bool]:
         dfamily, dest_address = self._addr(daddr)
         dkey = DestKey(dfamily, dest_address, parse_hex(dport, 4))
         skey, svc = self._attribute(proto, vaddr, vport, dkey, template)
@@ -230,9 +243,16 @@ class ConnTable:
         ok = filters is None or filters.matches_key(skey, dkey, k[0], k[5])
         return skey, dkey, ok, attributed
 
-    def summarize(self, lines: Iterable[str], *, sync: bool, budget_s: float | None,
-                  filters: ConnFilter | None, clock: Callable[[], float] = time.monotonic,
-                  source: str | None = None) -> ConnSummary:
+    def summarize(
+        self,
+        lines: Iterable[str],
+        *,
+        sync: bool,
+        budget_s: float | None,
+        filters: ConnFilter | None,
+        clock: Callable[[], float] = time.monotonic,
+        source: str | None = None,
+    ) -> ConnSummary:
         """Aggregate the table text (header line first). Stops after `budget_s` seconds (partial)."""
         src = source or (IP_VS_CONN_SYNC if sync else IP_VS_CONN)
         start = clock()
@@ -244,9 +264,16 @@ class ConnTable:
             if close is not None:
                 close()  # release the kernel file early when the budget stopped the read
 
-    def _summarize(self, it: Iterator[str], sync: bool, budget_s: float | None,
-                   filters: ConnFilter | None, clock: Callable[[], float], src: str,
-                   start: float) -> ConnSummary:
+    def _summarize(
+        self,
+        it: Iterator[str],
+        sync: bool,
+        budget_s: float | None,
+        filters: ConnFilter | None,
+        clock: Callable[[], float],
+        src: str,
+        start: float,
+    ) -> ConnSummary:
         # table key -> [passes the filter, entries, resolution]: one dict lookup per line
         counts: dict[tuple[str, ...], list[Any]] = {}
         tcounts: dict[tuple[str, ...], list[Any]] = {}
@@ -262,8 +289,11 @@ class ConnTable:
         if header is not None:
             is_sync, widths = conn_layout(header, source=src)
             if is_sync != sync:
-                raise ParseError(f"header is that of {'ip_vs_conn_sync' if is_sync else 'ip_vs_conn'}"
-                                 f" but sync={sync}", source=src, line=1)
+                raise ParseError(
+                    f"header is that of {'ip_vs_conn_sync' if is_sync else 'ip_vs_conn'} but sync={sync}",
+                    source=src,
+                    line=1,
+                )
             key_of = itemgetter(0, 3, 4, 5, 6, 7, 8) if sync else itemgetter(0, 3, 4, 5, 6, 7)
             first = 2  # line number of the chunk's first line
             while chunk := list(islice(it, _CHUNK)):
@@ -275,8 +305,11 @@ class ConnTable:
                         if not f:
                             total -= 1  # a blank line is no entry
                             continue
-                        raise ParseError(f"expected {' or '.join(map(str, sorted(widths)))} fields, "
-                                         f"got {len(f)}", source=src, line=first + chunk.index(line))
+                        raise ParseError(
+                            f"expected {' or '.join(map(str, sorted(widths)))} fields, got {len(f)}",
+                            source=src,
+                            line=first + chunk.index(line),
+                        )
                     k = key_of(f)
                     template = f[2] == "0000"
                     table = tcounts if template else counts
@@ -286,8 +319,7 @@ class ConnTable:
                             r = self._resolve(k, template, filters)
                             e = table[k] = [r[2], 0, r]
                         except ValueError as err:
-                            raise ParseError(str(err), source=src,
-                                             line=first + chunk.index(line)) from None
+                            raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
                     if not e[0]:
                         continue
                     c = f[1]
@@ -316,13 +348,24 @@ class ConnTable:
                     partial = next(it, None) is not None
                     break
 
-        return self._build(counts, tcounts, clients, kept, total, partial, sync, filters, src, start,
-                           clock() - start)
+        return self._build(
+            counts, tcounts, clients, kept, total, partial, sync, filters, src, start, clock() - start
+        )
 
-    def _build(self, counts: Mapping[tuple[str, ...], list[Any]],
-               tcounts: Mapping[tuple[str, ...], list[Any]], clients: Mapping[str, int],
-               kept: list[tuple[str, int]], total: int, partial: bool, sync: bool,
-               filters: ConnFilter | None, src: str, start: float, seconds: float) -> ConnSummary:
+    def _build(
+        self,
+        counts: Mapping[tuple[str, ...], list[Any]],
+        tcounts: Mapping[tuple[str, ...], list[Any]],
+        clients: Mapping[str, int],
+        kept: list[tuple[str, int]],
+        total: int,
+        partial: bool,
+        sync: bool,
+        filters: ConnFilter | None,
+        src: str,
+        start: float,
+        seconds: float,
+    ) -> ConnSummary:
         by_dest: defaultdict[tuple[ServiceKey, DestKey], _Acc] = defaultdict(_Acc)
         unattributed = matched = 0
         for table, template in ((counts, False), (tcounts, True)):
@@ -372,10 +415,17 @@ class ConnTableReader:
     known now (e.g. from the poller's latest snapshot) for attributing fwmark traffic.
     """
 
-    def __init__(self, source: Source, interval: float = 10.0, budget_s: float = 1.0, *,
-                 services: Callable[[], Iterable[Service] | None] | None = None,
-                 filters: ConnFilter | None = None, max_entries: int = DEFAULT_MAX_ENTRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        source: Source,
+        interval: float = 10.0,
+        budget_s: float = 1.0,
+        *,
+        services: Callable[[], Iterable[Service] | None] | None = None,
+        filters: ConnFilter | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.source = source
         self.interval = interval
         self.budget_s = budget_s
@@ -419,8 +469,9 @@ class ConnTableReader:
                 known = self._services() if self._services is not None else None
                 table = ConnTable(known, max_entries=self.max_entries)
                 lines, sync = self._lines()
-                summary = table.summarize(lines, sync=sync, budget_s=self.budget_s,
-                                          filters=self.filters, clock=self._clock)
+                summary = table.summarize(
+                    lines, sync=sync, budget_s=self.budget_s, filters=self.filters, clock=self._clock
+                )
             except LvstopError as e:
                 self.last_error = str(e)
                 raise

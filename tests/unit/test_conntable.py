@@ -49,10 +49,17 @@ def handmade_services() -> tuple[Service, ...]:
     return parse_ip_vs((HANDMADE / "ip_vs").read_text(), hz=250)
 
 
-def summarize(path: Path, services: tuple[Service, ...] | None = None, *, sync: bool = False,
-              filters: ConnFilter | None = None, max_entries: int = 500) -> ConnSummary:
+def summarize(
+    path: Path,
+    services: tuple[Service, ...] | None = None,
+    *,
+    sync: bool = False,
+    filters: ConnFilter | None = None,
+    max_entries: int = 500,
+) -> ConnSummary:
     return ConnTable(services, max_entries=max_entries).summarize(
-        lines_of(path), sync=sync, budget_s=None, filters=filters)
+        lines_of(path), sync=sync, budget_s=None, filters=filters
+    )
 
 
 def lnc() -> list[tuple[str, str, str, str, str]]:
@@ -73,8 +80,16 @@ def hostport(addr: str, port: int) -> str:
 
 def test_entries_equal_ipvsadm_lnc() -> None:
     s = summarize(SAMPLE / "net" / "ip_vs_conn")
-    got = Counter((e.protocol, e.state, hostport(e.client, e.client_port), hostport(e.vaddr, e.vport),
-                   hostport(e.daddr, e.dport)) for e in s.entries)
+    got = Counter(
+        (
+            e.protocol,
+            e.state,
+            hostport(e.client, e.client_port),
+            hostport(e.vaddr, e.vport),
+            hostport(e.daddr, e.dport),
+        )
+        for e in s.entries
+    )
     assert got == Counter(lnc())
     assert s.total == s.matched == len(lnc()) and not s.partial and s.unattributed is None
 
@@ -89,10 +104,12 @@ def test_raw_aggregates_equal_counting_lnc_by_hand() -> None:
             templates[(f"{pro} {virtual}", dest)] += 1
         else:
             states[(f"{pro} {virtual}", dest, state)] += 1
-    got_states = Counter({(str(sk), str(dk), st): n
-                          for (sk, dk), c in s.by_dest.items() for st, n in c.states.items()})
-    got_templates = Counter({(str(sk), str(dk)): c.templates
-                             for (sk, dk), c in s.by_dest.items() if c.templates})
+    got_states = Counter(
+        {(str(sk), str(dk), st): n for (sk, dk), c in s.by_dest.items() for st, n in c.states.items()}
+    )
+    got_templates = Counter(
+        {(str(sk), str(dk)): c.templates for (sk, dk), c in s.by_dest.items() if c.templates}
+    )
     assert got_states == states
     assert got_templates == templates
     assert s.overall.conns + s.overall.templates == s.total
@@ -130,7 +147,8 @@ def test_sync_file_counts_origins() -> None:
     plain = summarize(SAMPLE / "net" / "ip_vs_conn", sample_services())
     assert s.sync and dict(s.overall.origins) == {"LOCAL": s.total}
     assert {k: dict(c.states) for k, c in s.by_dest.items()} == {
-        k: dict(c.states) for k, c in plain.by_dest.items()}
+        k: dict(c.states) for k, c in plain.by_dest.items()
+    }
     b = summarize(HANDMADE / "ip_vs_conn_sync_backup", sample_services(), sync=True)
     assert dict(b.overall.origins) == {"SYNC": 3, "LOCAL": 1}
     vip80 = b.by_service[ServiceKey.tcp("203.0.113.10", 80)]
@@ -191,19 +209,30 @@ def lnc_matching(pred: object) -> list[tuple[str, str, str, str, str]]:
     return [r for r in lnc() if pred(r)]  # type: ignore[operator]
 
 
-@pytest.mark.parametrize(("flt", "pred"), [
-    (ConnFilter(service=ServiceKey.mark(1)), lambda r: r[3] == "203.0.113.12:80"),
-    (ConnFilter(dest=DestKey(AF_INET, "192.0.2.11", 5353)), lambda r: r[4] == "192.0.2.11:5353"),
-    (ConnFilter(client_prefix=ip_network("198.51.100.3/32")), lambda r: r[2].startswith("198.51.100.3:")),
-    (ConnFilter(client_prefix=ip_network("198.51.100.0/30")), lambda r: True),
-    (ConnFilter(client_prefix=ip_network("2001:db8::/32")), lambda r: False),
-    (ConnFilter(state="established"), lambda r: r[1] == "ESTABLISHED"),
-    (ConnFilter(protocol="udp"), lambda r: r[0] == "UDP"),
-    (ConnFilter(service=ServiceKey.tcp("203.0.113.10", 443), state="ASSURED"), lambda r: r[1] == "ASSURED"),
-    (ConnFilter(service=ServiceKey.tcp("203.0.113.10", 80), state="TIME_WAIT",
-                dest=DestKey(AF_INET, "192.0.2.13", 8080)),
-     lambda r: r[1:2] + r[3:] == ("TIME_WAIT", "203.0.113.10:80", "192.0.2.13:8080")),
-])
+@pytest.mark.parametrize(
+    ("flt", "pred"),
+    [
+        (ConnFilter(service=ServiceKey.mark(1)), lambda r: r[3] == "203.0.113.12:80"),
+        (ConnFilter(dest=DestKey(AF_INET, "192.0.2.11", 5353)), lambda r: r[4] == "192.0.2.11:5353"),
+        (ConnFilter(client_prefix=ip_network("198.51.100.3/32")), lambda r: r[2].startswith("198.51.100.3:")),
+        (ConnFilter(client_prefix=ip_network("198.51.100.0/30")), lambda r: True),
+        (ConnFilter(client_prefix=ip_network("2001:db8::/32")), lambda r: False),
+        (ConnFilter(state="established"), lambda r: r[1] == "ESTABLISHED"),
+        (ConnFilter(protocol="udp"), lambda r: r[0] == "UDP"),
+        (
+            ConnFilter(service=ServiceKey.tcp("203.0.113.10", 443), state="ASSURED"),
+            lambda r: r[1] == "ASSURED",
+        ),
+        (
+            ConnFilter(
+                service=ServiceKey.tcp("203.0.113.10", 80),
+                state="TIME_WAIT",
+                dest=DestKey(AF_INET, "192.0.2.13", 8080),
+            ),
+            lambda r: r[1:2] + r[3:] == ("TIME_WAIT", "203.0.113.10:80", "192.0.2.13:8080"),
+        ),
+    ],
+)
 def test_filters_match_lnc_selection(flt: ConnFilter, pred: object) -> None:
     s = summarize(SAMPLE / "net" / "ip_vs_conn", sample_services(), filters=flt)
     want = lnc_matching(pred)
@@ -219,7 +248,8 @@ def test_entries_are_bounded_and_in_table_order() -> None:
     assert len(s.entries) == 5 and s.matched == len(lnc())
     first = lines_of(SAMPLE / "net" / "ip_vs_conn")[1:6]
     assert [(e.client_port, e.vport) for e in s.entries] == [
-        (int(ln.split()[2], 16), int(ln.split()[4], 16)) for ln in first]
+        (int(ln.split()[2], 16), int(ln.split()[4], 16)) for ln in first
+    ]
 
 
 # ------------------------------------------------------------------ budget
@@ -227,8 +257,9 @@ def test_entries_are_bounded_and_in_table_order() -> None:
 
 def synthetic(n: int) -> list[str]:
     head = lines_of(SAMPLE / "net" / "ip_vs_conn")[0]
-    return [head] + [f"TCP C6336402 {1024 + i:04X} CB00710A 0050 C000020B 1F90 ESTABLISHED     899\n"
-                     for i in range(n)]
+    return [head] + [
+        f"TCP C6336402 {1024 + i:04X} CB00710A 0050 C000020B 1F90 ESTABLISHED     899\n" for i in range(n)
+    ]
 
 
 class StepClock:
@@ -277,19 +308,23 @@ def _with_line(lineno: int, new: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize(("lineno", "new", "reason"), [
-    (1, "Pro FromIP FPrt", "not an ip_vs_conn header"),
-    (7, "TCP C6336402 BC3C CB00710A 0053 C000020D 1F90", "expected 9 or 11 fields, got 7"),
-    (40, "TCP C6336402 BC3C CB00710X 0053 C000020D 1F90 TIME_WAIT 114", "bad hex"),
-    (40, "TCP C6336402 BC3C CB00710A 0053 C000020D 1F9 TIME_WAIT 114", "bad hex"),
-    (41, "TCP C633640 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "bad address"),
-    (42, "ICMP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "unknown protocol"),
-    (3, "TCP C6336402 BC3Z CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "bad hex"),  # a kept entry
-])
+@pytest.mark.parametrize(
+    ("lineno", "new", "reason"),
+    [
+        (1, "Pro FromIP FPrt", "not an ip_vs_conn header"),
+        (7, "TCP C6336402 BC3C CB00710A 0053 C000020D 1F90", "expected 9 or 11 fields, got 7"),
+        (40, "TCP C6336402 BC3C CB00710X 0053 C000020D 1F90 TIME_WAIT 114", "bad hex"),
+        (40, "TCP C6336402 BC3C CB00710A 0053 C000020D 1F9 TIME_WAIT 114", "bad hex"),
+        (41, "TCP C633640 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "bad address"),
+        (42, "ICMP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "unknown protocol"),
+        (3, "TCP C6336402 BC3Z CB00710A 0053 C000020D 1F90 TIME_WAIT 114", "bad hex"),  # a kept entry
+    ],
+)
 def test_malformed_table_names_the_line(lineno: int, new: str, reason: str) -> None:
     with pytest.raises(ParseError) as ei:
-        ConnTable(sample_services()).summarize(_with_line(lineno, new), sync=False, budget_s=None,
-                                               filters=None)
+        ConnTable(sample_services()).summarize(
+            _with_line(lineno, new), sync=False, budget_s=None, filters=None
+        )
     assert ei.value.line == lineno and reason in str(ei.value)
     assert ei.value.source == "/proc/net/ip_vs_conn"
 
@@ -297,8 +332,9 @@ def test_malformed_table_names_the_line(lineno: int, new: str, reason: str) -> N
 def test_client_prefix_filter_validates_clients() -> None:
     bad = _with_line(9, "TCP C633640 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 114")
     with pytest.raises(ParseError) as ei:
-        ConnTable().summarize(bad, sync=False, budget_s=None,
-                              filters=ConnFilter(client_prefix=ip_network("198.51.100.0/24")))
+        ConnTable().summarize(
+            bad, sync=False, budget_s=None, filters=ConnFilter(client_prefix=ip_network("198.51.100.0/24"))
+        )
     assert ei.value.line == 9
 
 
@@ -311,8 +347,9 @@ def test_header_must_match_sync_flag() -> None:
 def test_empty_and_blank_lines() -> None:
     s = ConnTable().summarize([], sync=False, budget_s=None, filters=None)
     assert (s.total, s.matched, s.entries, s.partial) == (0, 0, (), False)
-    s = ConnTable().summarize([*lines_of(SAMPLE / "net" / "ip_vs_conn"), "\n", ""], sync=False,
-                              budget_s=None, filters=None)
+    s = ConnTable().summarize(
+        [*lines_of(SAMPLE / "net" / "ip_vs_conn"), "\n", ""], sync=False, budget_s=None, filters=None
+    )
     assert s.total == len(lnc())
 
 
@@ -400,8 +437,9 @@ def test_reader_thread_survives_an_unexpected_error() -> None:
 
 
 def test_reader_thread_on_proc_fixture() -> None:
-    reader = ConnTableReader(ProcSource(str(SAMPLE), hz=250), interval=0.01,
-                             services=lambda: sample_services())
+    reader = ConnTableReader(
+        ProcSource(str(SAMPLE), hz=250), interval=0.01, services=lambda: sample_services()
+    )
     seen = threading.Event()
     summaries: list[ConnSummary] = []
 
@@ -455,25 +493,28 @@ def _render(e: tuple[bool, str, int, int, int, int, int, str]) -> tuple[str, tup
     else:
         c, v, d = f"198.51.100.{client}", f"203.0.113.{vip}", f"192.0.2.{dest}"
         hexed = [f"{int(IPv4Address(x)):08X}" for x in (c, v, d)]
-    line = (f"{proto:<3} {hexed[0]} {cport:04X} {hexed[1]} {vport:04X} {hexed[2]} 1F90 {state:<11} "
-            f"{100:7d}\n")
+    line = f"{proto:<3} {hexed[0]} {cport:04X} {hexed[1]} {vport:04X} {hexed[2]} 1F90 {state:<11} {100:7d}\n"
     return line, (f"{proto} {hostport(v, vport)}", hostport(d, 8080), state, c, "T" if cport == 0 else "C")
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(_entry, max_size=60), st.integers(1, 5))
-def test_counts_equal_a_plain_count(entries: list[tuple[bool, str, int, int, int, int, int, str]],
-                                    max_entries: int) -> None:
+def test_counts_equal_a_plain_count(
+    entries: list[tuple[bool, str, int, int, int, int, int, str]], max_entries: int
+) -> None:
     head = lines_of(SAMPLE / "net" / "ip_vs_conn")[0]
     rendered = [_render(e) for e in entries]
-    s = ConnTable(max_entries=max_entries).summarize([head] + [r[0] for r in rendered], sync=False,
-                                                     budget_s=None, filters=None)
+    s = ConnTable(max_entries=max_entries).summarize(
+        [head] + [r[0] for r in rendered], sync=False, budget_s=None, filters=None
+    )
     want_states = Counter((v, d, st_) for _, (v, d, st_, _, kind) in rendered if kind == "C")
     want_templates = Counter((v, d) for _, (v, d, _, _, kind) in rendered if kind == "T")
-    got_states = Counter({(str(sk), str(dk), name): n
-                          for (sk, dk), c in s.by_dest.items() for name, n in c.states.items()})
-    got_templates = Counter({(str(sk), str(dk)): c.templates
-                             for (sk, dk), c in s.by_dest.items() if c.templates})
+    got_states = Counter(
+        {(str(sk), str(dk), name): n for (sk, dk), c in s.by_dest.items() for name, n in c.states.items()}
+    )
+    got_templates = Counter(
+        {(str(sk), str(dk)): c.templates for (sk, dk), c in s.by_dest.items() if c.templates}
+    )
     assert got_states == want_states and got_templates == want_templates
     clients = Counter(c for _, (_, _, _, c, kind) in rendered if kind == "C")
     assert dict(s.top_clients) == dict(clients.most_common(20)) and s.distinct_clients == len(clients)
@@ -483,8 +524,14 @@ def test_counts_equal_a_plain_count(entries: list[tuple[bool, str, int, int, int
 
 def test_fwmark_dests_with_port_zero_take_the_packets_port() -> None:
     # ipvsadm -A -f 5; ipvsadm -a -f 5 -r 192.0.2.40 (no port): entries carry the real dest port
-    fwm = Service(ServiceKey.mark(5), "wlc", dests=(
-        Dest(AF_INET, "192.0.2.40", 0, FwdMethod.MASQ, 1), Dest(AF_INET, "192.0.2.41", 0, FwdMethod.MASQ, 1)))
+    fwm = Service(
+        ServiceKey.mark(5),
+        "wlc",
+        dests=(
+            Dest(AF_INET, "192.0.2.40", 0, FwdMethod.MASQ, 1),
+            Dest(AF_INET, "192.0.2.41", 0, FwdMethod.MASQ, 1),
+        ),
+    )
     table = (
         "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
         "TCP C6336402 BC3C CB00710C 01BB C0000228 01BB ESTABLISHED     899\n"
