@@ -131,3 +131,51 @@ def test_editing_a_missing_dest_fails_and_adds_nothing(
     finally:
         source.close()
     assert lab.ipvsadm("-S", "-n", ns=MASTER) == before, "a failed edit changed the kernel's table"
+
+
+def _set_weight_by_ipvsadm(lab: Lab, ns: str, saved_line: str, weight: int) -> None:
+    """Another process edits a dest, as keepalived or an operator's ipvsadm would (same settings, new -w)."""
+    args = _WEIGHT.sub(f" -w {weight}", saved_line).split()
+    assert args[0] == "-a", saved_line
+    lab.ipvsadm("-e", *args[1:], ns=ns)
+
+
+def test_the_drain_guard_sees_weights_changed_by_another_process_since_the_last_poll(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """The snapshot says the siblings are live; ipvsadm then zeroes them: draining the last live dest is
+    refused (409) and changes nothing. The reverse (a sibling brought back since the poll) is allowed."""
+    skey = ServiceKey.tcp("203.0.113.10", 80)
+    source = NetlinkSource(netns=MASTER)
+    saved0 = lab.ipvsadm("-S", "-n", ns=MASTER).splitlines()
+    mine = [ln for ln in saved0 if ln.startswith("-a -t 203.0.113.10:80 ")]
+    assert len(mine) >= 2 and all(int(m.group(1)) > 0 for m in map(_WEIGHT.search, mine) if m), mine
+    target, siblings = mine[0], mine[1:]
+    dkey = DestKey(AF_INET, *_addr_port(target))
+    try:
+        stale = source.read()  # the poll the guard would otherwise trust
+        assert all(d.weight > 0 for d in stale.service(skey).dests)  # type: ignore[union-attr]
+        ctl = Control(source, tmp_path / "drains.json", EventLog(), latest=lambda: stale)
+        for line in siblings:
+            _set_weight_by_ipvsadm(lab, MASTER, line, 0)
+        zeroed = lab.ipvsadm("-S", "-n", ns=MASTER).splitlines()
+        with pytest.raises(ControlError) as exc:
+            ctl.drain(skey, dkey, actor=ACTOR)
+        assert exc.value.status == 409 and "last live weight" in str(exc.value), exc.value
+        assert lab.ipvsadm("-S", "-n", ns=MASTER).splitlines() == zeroed, "a refused drain changed the kernel"
+
+        stale = source.read()  # now the poll says only `target` is live ...
+        _set_weight_by_ipvsadm(lab, MASTER, siblings[0], 1)  # ... and another process brings one back
+        res = ctl.drain(skey, dkey, actor=ACTOR, dry_run=True)
+        assert res.outcome == "dry_run" and res.requested == 0
+    finally:
+        for line in mine:
+            lab.ipvsadm("-e", *line.split()[1:], ns=MASTER)
+        source.close()
+    assert lab.ipvsadm("-S", "-n", ns=MASTER).splitlines() == saved0
+
+
+def _addr_port(saved_line: str) -> tuple[str, int]:
+    real = saved_line.split(" -r ", 1)[1].split()[0]
+    host, _, port = real.rpartition(":")
+    return host.strip("[]"), int(port)
