@@ -4,15 +4,18 @@ One collector per area (node_exporter's layout), descriptors built once at impor
 yields families whose rows carry pre-rendered label text: a dest's labels are formatted once per
 render and reused by its ~18 families, which keeps a 100k-dest render near 1 us per sample
 (client_python's generate_latest costs ~9 us per sample). The text streams into a gzip compressor in
-chunks, so a huge exposition is held in memory only compressed.
+chunks, so a huge exposition is held in memory only compressed, and rows that are used by one family
+only (the per-dest info metric) are generated while they are written, not built first.
 """
 
 from __future__ import annotations
 
+import io
 import platform
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from operator import attrgetter
 from typing import Any
 
@@ -60,10 +63,13 @@ class Columns:
     values: Sequence[int | float | None]
 
 
+Row = tuple[str, int | float | None]  # label text (without braces), value (None: no sample)
+
+
 @dataclass(slots=True)
 class Family:
     spec: Spec
-    rows: Sequence[tuple[str, int | float]] | Columns  # label text (without braces), value
+    rows: Sequence[Row] | Columns | Iterator[Row]  # an iterator is consumed once, while rendering
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,10 +471,13 @@ class DestCollector:
             else:
                 labs.extend(dest_labels(svc.key, d, keep) for d in svc.dests)
             dests.extend(svc.dests)
+        # Label sets are unique unless labels were dropped: checked with a set (4 MB at 100k dests), and
+        # only duplicates pay for the groups (a list per label set).
+        single = len(set(labs)) == len(labs)
         groups: dict[str, list[int]] = {}
-        for i, lab in enumerate(labs):
-            groups.setdefault(lab, []).append(i)
-        single = len(groups) == len(labs)
+        if not single:
+            for i, lab in enumerate(labs):
+                groups.setdefault(lab, []).append(i)
 
         def column(values: list[int | float | None]) -> Columns:
             if single:
@@ -487,12 +496,19 @@ class DestCollector:
                 yield Family(spec, column(list(map(get, objs)) if whole else [o and get(o) for o in objs]))
         for spec, field_name in DEST_GAUGES:
             yield Family(spec, column(list(map(attrgetter(field_name), dests))))
-        info: dict[str, int] = {}
         cache: dict[tuple[FwdMethod, TunType, int, int], str] = {}
-        for lab, d in zip(labs, dests, strict=True):
-            k = (d.fwd, d.tun_type, d.tun_port, d.tun_flags)
-            extra = cache.get(k) or cache.setdefault(k, dest_info_labels(d))
-            key = f"{lab},{extra}" if lab else extra
+
+        def info_labels() -> Iterator[str]:
+            for lab, d in zip(labs, dests, strict=True):
+                k = (d.fwd, d.tun_type, d.tun_port, d.tun_flags)
+                extra = cache.get(k) or cache.setdefault(k, dest_info_labels(d))
+                yield f"{lab},{extra}" if lab else extra
+
+        if single:  # one series per dest: written as generated (a page of 100k long labels never exists)
+            yield Family(DEST_INFO, ((lab, 1) for lab in info_labels()))
+            return
+        info: dict[str, int] = {}
+        for key in info_labels():
             info[key] = info.get(key, 0) + 1
         yield Family(DEST_INFO, list(info.items()))
 
@@ -611,34 +627,43 @@ class Body:
 
 
 class BodyWriter:
-    """Collects text into gzip (level 1: the text is very repetitive) and, below keep_limit, as is."""
+    """Collects text into gzip (level 1: the text is very repetitive) and, below keep_limit, as is.
+
+    Into BytesIO buffers, whose getvalue() hands its buffer over: no second copy of a page at the end.
+    """
 
     def __init__(self, keep_limit: int = 32 << 20) -> None:
         self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
-        self._zparts: list[bytes] = []
-        self._parts: list[bytes] | None = []
+        self._gzip = io.BytesIO()
+        self._identity: io.BytesIO | None = io.BytesIO() if keep_limit > 0 else None
         self._limit = keep_limit
         self.size = 0
 
     def write(self, text: str) -> None:
         b = text.encode()
         self.size += len(b)
-        if self._parts is not None:
+        if self._identity is not None:
             if self.size <= self._limit:
-                self._parts.append(b)
+                self._identity.write(b)
             else:
-                self._parts = None
-        self._zparts.append(self._z.compress(b))
+                self._identity = None
+        self._gzip.write(self._z.compress(b))
 
     def finish(self) -> Body:
-        self._zparts.append(self._z.flush())
-        identity = b"".join(self._parts) if self._parts is not None else None
-        return Body(b"".join(self._zparts), self.size, identity)
+        self._gzip.write(self._z.flush())
+        identity = self._identity.getvalue() if self._identity is not None else None
+        return Body(self._gzip.getvalue(), self.size, identity)
 
 
 def help_text(spec: Spec, tick: float) -> str:
     text = spec.help + (f" Cached: refreshed once per {tick:g} s poll tick." if spec.cached else "")
     return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
+    it = iter(rows)
+    while batch := list(islice(it, CHUNK_LINES)):
+        yield batch
 
 
 def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
@@ -649,20 +674,28 @@ def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
     """
     for fam in families:
         rows = fam.rows
+        name = fam.spec.name
+        header = f"# HELP {name} {help_text(fam.spec, tick)}\n# TYPE {name} {fam.spec.type}\n"
+        if isinstance(rows, Columns) and len(rows.labels) == 1:
+            rows = [(rows.labels[0], rows.values[0])]
+        if isinstance(rows, Sequence) and len(rows) == 1 and not rows[0][0]:  # one sample, no labels
+            if rows[0][1] is not None:
+                out.write(f"{header}{name} {rows[0][1]}\n")
+            continue
+        chunks: Iterable[Iterable[Row]]
         if isinstance(rows, Columns):
             labs, vals = rows.labels, rows.values
+            chunks = (
+                zip(labs[i : i + CHUNK_LINES], vals[i : i + CHUNK_LINES], strict=True)
+                for i in range(0, len(labs), CHUNK_LINES)
+            )
         else:
-            labs, vals = [r[0] for r in rows], [r[1] for r in rows]
-        if all(v is None for v in vals):
-            continue
-        name = fam.spec.name
-        out.write(f"# HELP {name} {help_text(fam.spec, tick)}\n# TYPE {name} {fam.spec.type}\n")
-        if len(labs) == 1 and not labs[0]:
-            out.write(f"{name} {vals[0]}\n")
-            continue
-        for i in range(0, len(labs), CHUNK_LINES):
-            lines = zip(labs[i : i + CHUNK_LINES], vals[i : i + CHUNK_LINES], strict=True)
-            out.write("".join([f"{name}{{{lab}}} {v}\n" for lab, v in lines if v is not None]))
+            chunks = _batches(rows)
+        for lines in chunks:
+            text = "".join([f"{name}{{{lab}}} {v}\n" for lab, v in lines if v is not None])
+            if text:
+                out.write(header + text if header else text)  # no header for a family without samples
+                header = ""
 
 
 def render_inputs(inp: Inputs, keep_limit: int = 32 << 20) -> Body:

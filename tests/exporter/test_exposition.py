@@ -17,14 +17,21 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvstop.exporter.core import PageCache
+from lvstop.exporter import core
+from lvstop.exporter.core import CountingSource, Exporter, PageCache, WatchingEventLog
 from lvstop.exporter.metrics import (
+    CHUNK_LINES,
     DEST_LABELS,
+    Body,
+    BodyWriter,
     ConnStats,
     ControlView,
+    Family,
     Health,
     Inputs,
     Options,
+    Spec,
+    render,
     render_inputs,
     service_label_values,
 )
@@ -42,6 +49,8 @@ from lvstop.model import (
     ServiceKey,
     Snapshot,
 )
+from lvstop.poller import Poller
+from lvstop.sources.sim import SimSource
 
 from .support import FIXTURES, conn_of, demo_director, golden_inputs, kernel_snapshot
 
@@ -165,6 +174,59 @@ def test_dropped_dest_labels_are_summed_like_node_exporter() -> None:
     series = {lab: v for (n, lab), v in got.items() if n == "lvstop_ipvs_backend_incoming_bytes_total"}
     assert series == expected
     assert all(dict(lab).keys() == set(keep) for lab in series)
+
+
+def test_all_dest_labels_dropped_gives_one_summed_sample_per_family() -> None:
+    inp = kernel_inputs(Options(dest_labels=()))
+    got = samples(page(inp))
+    assert inp.snapshot is not None
+    dests = [d for svc in inp.snapshot.services for d in svc.dests]
+    assert got[("lvstop_ipvs_backend_incoming_bytes_total", ())] == sum(
+        d.counters.inbytes for d in dests if d.counters is not None
+    )
+    info = {lab: v for (n, lab), v in got.items() if n == "lvstop_ipvs_backend_info"}
+    assert sum(info.values()) == len(dests) and all(dict(lab).keys() >= {"forwarding"} for lab in info)
+
+
+def test_rows_generated_while_rendering_equal_rows_given_as_a_list() -> None:
+    spec, empty = Spec("x_total", "counter", "X."), Spec("y", "gauge", "Y.")
+    rows = [(f'n="{i}"', i) for i in range(CHUNK_LINES * 2 + 1)]
+    nothing: list[tuple[str, int | float | None]] = [('n="0"', None)] * (CHUNK_LINES + 1)
+    pages = []
+    for wrap in (list, iter):
+        w = BodyWriter()
+        render([Family(spec, wrap(rows)), Family(empty, wrap(nothing))], w, 2.0)
+        pages.append(w.finish())
+    assert pages[0].identity == pages[1].identity == gzip.decompress(pages[1].gzip)
+    assert pages[1].identity is not None
+    text = pages[1].identity.decode()
+    assert text.count("# TYPE") == 1 and "# TYPE y" not in text  # a family without samples has no header
+    assert [v for (_n, _l), v in samples(text).items()] == list(range(CHUNK_LINES * 2 + 1))
+
+
+def test_after_a_page_too_big_to_keep_the_next_render_does_not_buffer_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limits: list[int] = []
+    real = render_inputs
+
+    def spy(inp: Inputs, keep_limit: int = 32 << 20) -> Body:
+        limits.append(keep_limit)
+        return real(inp, keep_limit)
+
+    monkeypatch.setattr(core, "render_inputs", spy)
+    source = CountingSource(SimSource(seed=1, services=2, dests_per_service=2), on_failure=lambda: None)
+    poller = Poller(source)
+    poller.poll_once()
+    for keep, expected in ((1 << 20, [1 << 20, 1 << 20]), (1000, [1000, 0])):
+        limits.clear()
+        exporter = Exporter(poller, source, WatchingEventLog(), keep_limit=keep)
+        exporter.metrics_page()
+        exporter.changed()
+        second = exporter.metrics_page()
+        assert limits == expected
+        assert (second.identity is None) is (keep == 1000)
+        assert b"".join(second.identity_chunks()) == gzip.decompress(second.gzip)
 
 
 def test_per_dest_and_conntable_metrics_can_be_turned_off() -> None:
