@@ -1,7 +1,7 @@
 """The one poller: reads a source on a steady cadence in its own thread and publishes snapshots.
 
 Each poll reads the source, fills in `seq`, the instant rates (plain deltas over the measured
-interval) and, where the source gave counters but not the kernel's rates (demo, /proc totals), the
+interval) and, where the source gave counters but not the kernel's rates (the demo director), the
 kernel's EWMA as reproduced by lvstop.estimator; then it diffs against the previous snapshot into the
 event log and hands the new snapshot to every subscriber.
 
