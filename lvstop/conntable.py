@@ -2,9 +2,10 @@
 
 Reading /proc/net/ip_vs_conn can be slow (quadratic on kernels before 6.14), so a read has a time
 budget and a summary that was cut short says so (`partial`). Parsing is lazy: each line is split
-once; hex is decoded only once per distinct (protocol, vaddr, vport, daddr, dport, state) key and
-per distinct client, never per line. Fields no aggregate needs (client port beyond the template
-test, expiry, PE data) are decoded only for the entries kept for display.
+once; hex is decoded only once per distinct (protocol, vaddr, vport, daddr, dport, state) key, and
+a client is checked once (a regex for the forms /proc prints, parse_addr for anything else), never
+per line. Fields no aggregate needs (client port beyond the template test, expiry, PE data) are
+decoded only for the entries kept for display.
 
 Attribution of an entry to a service (the table shows what the packet carried, not the service):
 1. a persistence template of a fwmark service has protocol IP and the mark as vaddr (the kernel
