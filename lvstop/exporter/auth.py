@@ -158,19 +158,41 @@ def _tls_context(p: Path, doc: Mapping[str, Any]) -> ssl.SSLContext:
     return ctx
 
 
-class Authenticator:
-    """HTTP basic auth against bcrypt hashes; unknown users cost one bcrypt check like wrong passwords."""
+# Credentials not yet verified cost a bcrypt check (~100 ms of CPU): one a second per client, after a burst.
+GUESS_RATE = 1.0
+GUESS_BURST = 10
 
-    def __init__(self, config: WebConfig, anonymous_role: Role = Role.OPERATOR) -> None:
+
+class Throttled(Exception):
+    """Too many unverified credentials from one client: retry after `wait` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"too many authentication attempts; retry in {wait:.0f} s")
+        self.wait = wait
+
+
+class Authenticator:
+    """HTTP basic auth against bcrypt hashes; unknown users cost one bcrypt check like wrong passwords.
+
+    Verified credentials are cached, so a scraper pays bcrypt once; every other check is rate limited
+    per client (`guesses`), which keeps password guessing slow on every route, reads included.
+    """
+
+    def __init__(
+        self, config: WebConfig, anonymous_role: Role = Role.OPERATOR, guesses: RateLimiter | None = None
+    ) -> None:
         self.config = config
         self.anonymous = Principal("anonymous", anonymous_role)
+        self.guesses = guesses if guesses is not None else RateLimiter(GUESS_RATE, GUESS_BURST)
         cost = int(next(iter(config.users.values()), b"$2b$10$").split(b"$")[2])
         self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
         self._good: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # verified credentials
         self._lock = threading.Lock()
 
-    def check(self, authorization: str | None) -> Principal | None:
-        """The principal for an Authorization header, or None when the credentials are missing or wrong."""
+    def check(self, authorization: str | None, client: str) -> Principal | None:
+        """The principal for an Authorization header, or None when the credentials are missing or wrong.
+
+        Raises Throttled when `client` (its address) has had too many unverified credentials checked."""
         if not self.config.auth:
             return self.anonymous
         creds = _basic(authorization)
@@ -183,6 +205,9 @@ class Authenticator:
             if (user, digest) in self._good:
                 self._good.move_to_end((user, digest))
                 return self._principal(user)
+        wait = self.guesses.allow(client)
+        if wait > 0:
+            raise Throttled(wait)
         hashed = self.config.users.get(user)
         ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy) and hashed is not None
         if not ok:

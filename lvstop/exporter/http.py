@@ -36,7 +36,7 @@ from lvstop.control import (
 from lvstop.errors import ControlError, LvstopError
 from lvstop.events import Event
 from lvstop.exporter.audit import AuditLog
-from lvstop.exporter.auth import Authenticator, Principal, RateLimiter, Role, WebConfig
+from lvstop.exporter.auth import Authenticator, Principal, RateLimiter, Role, Throttled, WebConfig
 from lvstop.exporter.core import Exporter
 from lvstop.exporter.metrics import Body
 from lvstop.exporter.openapi import CSRF_HEADER, document
@@ -145,6 +145,10 @@ def result_to_dict(r: ControlResult) -> dict[str, Any]:
     }
 
 
+def _retry_after(wait: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, round(wait)))}
+
+
 def _outcome(status: int) -> str:
     return "rejected" if status < 500 else "failed"
 
@@ -207,9 +211,7 @@ class App:
             raise Refused(403, "writes are not served on this listener")
         wait = self.limiter.allow(att.source)
         if wait > 0:
-            raise Refused(
-                429, "too many write requests; slow down", headers={"Retry-After": str(max(1, round(wait)))}
-            )
+            raise Refused(429, "too many write requests; slow down", headers=_retry_after(wait))
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         bodyless = att.action == "ramp_cancel" and not body  # nothing to say but "stop"
         if ctype != "application/json" and not bodyless:
@@ -219,7 +221,10 @@ class App:
             raise Refused(403, f"Origin {origin} is not allowed to write")
         if not (headers.get(CSRF_HEADER) or "").strip():
             raise Refused(403, f"the {CSRF_HEADER} header is required on writes")
-        who = self.auth.check(headers.get("Authorization"))
+        try:
+            who = self.auth.check(headers.get("Authorization"), att.source)
+        except Throttled as t:
+            raise Refused(429, str(t), headers=_retry_after(t.wait)) from None
         if who is None:
             raise Refused(
                 401, "authentication required", headers={"WWW-Authenticate": 'Basic realm="lvstop"'}
@@ -362,8 +367,9 @@ class App:
 
     # --- reads ---
 
-    def authorize_read(self, headers: Any) -> Principal | None:
-        return self.auth.check(headers.get("Authorization"))
+    def authorize_read(self, headers: Any, client: str) -> Principal | None:
+        """Raises Throttled (answer 429) when `client` guessed too many credentials."""
+        return self.auth.check(headers.get("Authorization"), client)
 
     def scrape_slot(self) -> bool:
         return self._scrapes is None or self._scrapes.acquire(blocking=False)
@@ -507,7 +513,12 @@ class Handler(BaseHTTPRequestHandler):
         if method not in ("GET", "HEAD"):
             self._json(405, {"error": f"{path} is read-only"}, {"Allow": "GET, HEAD"})
             return
-        if app.authorize_read(self.headers) is None:
+        try:
+            who = app.authorize_read(self.headers, self.client_address[0])
+        except Throttled as t:
+            self._json(429, {"error": str(t)}, _retry_after(t.wait))
+            return
+        if who is None:
             self._json(
                 401, {"error": "authentication required"}, {"WWW-Authenticate": 'Basic realm="lvstop"'}
             )

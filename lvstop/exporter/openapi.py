@@ -121,10 +121,14 @@ def _write(
     return {"post": op, **(extra or {})}
 
 
+# Reads: credentials missing or wrong (401), or too many unverified ones from this client (429).
+_DENIED: dict[str, Any] = {"401": _ERROR, "429": _ERROR}
+
+
 def _read(summary: str, ok: dict[str, Any], params: list[Any] | None = None, *codes: str) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "responses": {"200": ok, "401": _ERROR, **{c: _ERROR for c in codes}},
+        "responses": {"200": ok, **_DENIED, **{c: _ERROR for c in codes}},
     }
     if params:
         op["parameters"] = params
@@ -141,24 +145,25 @@ def document() -> dict[str, Any]:
             "description": (
                 "IPVS state as JSON and guarded weight edits. Writes are served only on the write listener, "
                 f"need POST with an application/json body and the {CSRF_HEADER} header, and are rate limited "
-                "per client before authentication."
+                "per client before authentication; on every route, credentials not yet verified are "
+                "rate limited per client (429)."
             ),
         },
         "security": [{"basicAuth": []}, {}],
         "paths": {
             "/-/healthy": {
-                "get": {"summary": "Liveness", "responses": {"200": _text("Healthy"), "401": _ERROR}}
+                "get": {"summary": "Liveness", "responses": {"200": _text("Healthy"), **_DENIED}}
             },
             "/-/ready": {
                 "get": {
                     "summary": "Readiness: a poll has succeeded",
-                    "responses": {"200": _text("Ready"), "401": _ERROR, "503": _text("Not ready")},
+                    "responses": {"200": _text("Ready"), **_DENIED, "503": _text("Not ready")},
                 }
             },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus exposition (text format 0.0.4), rendered once per poll",
-                    "responses": {"200": _text("The metrics"), "401": _ERROR, "503": _ERROR},
+                    "responses": {"200": _text("The metrics"), **_DENIED, "503": _ERROR},
                 }
             },
             "/api/v1/snapshot": _read(

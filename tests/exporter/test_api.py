@@ -17,6 +17,7 @@ import pytest
 
 from lvstop import control
 from lvstop.exporter import core
+from lvstop.exporter.auth import GUESS_BURST
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
@@ -446,6 +447,20 @@ def test_no_or_bad_credentials_are_401_everywhere(secured: Harness) -> None:
     assert secured.get("/metrics", headers={"Authorization": basic("alice", "alice-pw")}).status == 200
     res = secured.post("/api/v1/drain", DRAIN)
     assert res.status == 401 and res.headers["www-authenticate"].startswith("Basic")
+
+
+def test_password_guessing_on_reads_is_throttled_but_a_verified_scraper_is_not(secured: Harness) -> None:
+    alice = {"Authorization": basic("alice", "alice-pw")}
+    assert secured.get("/metrics", headers=alice).status == 200  # verified once, then cached
+    statuses = [
+        secured.get("/-/healthy", headers={"Authorization": basic("alice", f"guess-{i}")}).status
+        for i in range(2 * GUESS_BURST)
+    ]
+    first = statuses.index(429)  # the burst counts alice's own first check; a slow machine earns a token back
+    assert statuses[:first] == [401] * first and GUESS_BURST - 1 <= first <= GUESS_BURST + 1
+    res = secured.get("/api/v1/snapshot", headers={"Authorization": basic("alice", "one-more")})
+    assert res.status == 429 and int(res.headers["retry-after"]) >= 1
+    assert secured.get("/metrics", headers=alice).status == 200
 
 
 def test_roles_reader_operator_admin(secured: Harness) -> None:

@@ -9,7 +9,7 @@ import bcrypt
 import pytest
 
 from lvstop.errors import LvstopError
-from lvstop.exporter.auth import Authenticator, RateLimiter, Role, WebConfig, load_web_config
+from lvstop.exporter.auth import Authenticator, RateLimiter, Role, Throttled, WebConfig, load_web_config
 from lvstop.exporter.ramp import plan
 
 from .support import basic
@@ -34,7 +34,7 @@ def test_exporter_toolkit_file_with_roles(tmp_path: Path) -> None:
     assert cfg.auth and cfg.tls is None and cfg.roles == {"bob": Role.ADMIN}
     assert cfg.headers == {"X-Frame-Options": "deny"}
     auth = Authenticator(cfg)
-    alice = auth.check(basic("alice", "alice-pw"))
+    alice = auth.check(basic("alice", "alice-pw"), "c")
     assert alice is not None and alice.role is Role.READER  # no role given: read only
 
 
@@ -96,20 +96,35 @@ def test_unknown_users_cost_one_bcrypt_check_like_wrong_passwords(monkeypatch: p
         return real(pw, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", spy)
-    assert auth.check(basic("mallory", "alice-pw")) is None
-    assert auth.check(basic("alice", "wrong")) is None
+    assert auth.check(basic("mallory", "alice-pw"), "c") is None
+    assert auth.check(basic("alice", "wrong"), "c") is None
     assert len(checked) == 2
     assert checked[0] != ALICE.encode() and checked[0].split(b"$")[2] == checked[1].split(b"$")[2] == b"05"
-    assert auth.check(basic("alice", "alice-pw")) is not None
-    assert auth.check(basic("alice", "alice-pw")) is not None  # verified once, then cached
+    assert auth.check(basic("alice", "alice-pw"), "c") is not None
+    assert auth.check(basic("alice", "alice-pw"), "c") is not None  # verified once, then cached
     assert len(checked) == 3
     for header in (None, "Bearer x", "Basic", "Basic ???", basic("alice", "")[:-2] + "!!"):
-        assert auth.check(header) is None
+        assert auth.check(header, "c") is None
 
 
 def test_without_users_everyone_is_an_anonymous_operator() -> None:
-    who = Authenticator(WebConfig()).check(None)
+    who = Authenticator(WebConfig()).check(None, "c")
     assert who is not None and (who.user, who.role) == ("anonymous", Role.OPERATOR)
+
+
+def test_unverified_credentials_are_rate_limited_per_client_verified_ones_are_not() -> None:
+    now = [0.0]
+    guesses = RateLimiter(rate=1.0, burst=2, clock=lambda: now[0])
+    auth = Authenticator(WebConfig(users={"alice": ALICE.encode()}), guesses=guesses)
+    assert auth.check(basic("alice", "alice-pw"), "a") is not None  # verified: one token spent
+    assert auth.check(basic("alice", "wrong"), "a") is None  # the second token
+    with pytest.raises(Throttled) as t:
+        auth.check(basic("alice", "guess"), "a")
+    assert t.value.wait == pytest.approx(1.0)
+    assert auth.check(basic("alice", "alice-pw"), "a") is not None  # cached: a scraper is never throttled
+    assert auth.check(basic("alice", "guess"), "b") is None  # another client has its own bucket
+    now[0] += 1.0
+    assert auth.check(basic("alice", "guess"), "a") is None  # a token came back
 
 
 def test_rate_limiter_is_a_token_bucket_per_client() -> None:
