@@ -464,16 +464,21 @@ class DestCollector:
         keep = inp.options.dest_labels
         labs: list[str] = []
         dests: list[Dest] = []
+        # Label sets are unique unless labels were dropped: checked with a set (4 MB at 100k dests), and
+        # only duplicates pay for the groups (a list per label set). Filled a service at a time: one
+        # set() of 100k labels holds the GIL for tens of ms.
+        seen: set[str] = set()
         for svc in s.services:
             if keep == DEST_LABELS:  # the common case: labels formatted once per dest, reused by every family
                 base = service_labels(svc.key)
-                labs.extend(f'{base},remote_address="{d.address}",remote_port="{d.port}"' for d in svc.dests)
+                mine = [f'{base},remote_address="{d.address}",remote_port="{d.port}"' for d in svc.dests]
             else:
-                labs.extend(dest_labels(svc.key, d, keep) for d in svc.dests)
+                mine = [dest_labels(svc.key, d, keep) for d in svc.dests]
+            labs.extend(mine)
+            seen.update(mine)
             dests.extend(svc.dests)
-        # Label sets are unique unless labels were dropped: checked with a set (4 MB at 100k dests), and
-        # only duplicates pay for the groups (a list per label set).
-        single = len(set(labs)) == len(labs)
+        single = len(seen) == len(labs)
+        del seen
         groups: dict[str, list[int]] = {}
         if not single:
             for i, lab in enumerate(labs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from fakes import FakeNetlink
 
 from lvstop.control import Control
 from lvstop.errors import ControlError, SourceError
-from lvstop.exporter.main import FAILURE, USAGE, _control_target, build_parser, main
+from lvstop.exporter.main import FAILURE, USAGE, _control_target, build_parser, main, tune_malloc
 from lvstop.model import AF_INET, DestKey, IssueKind, ServiceKey
 from lvstop.sources.factory import READ_ONLY_MESSAGE, open_source
 
@@ -86,3 +87,7 @@ def test_after_auto_falls_back_to_proc_the_write_api_refuses_with_503(
     with pytest.raises(ControlError) as e:
         control.set_weight(skey, dkey, 5, actor="t")
     assert e.value.status == 503 and str(e.value) == READ_ONLY_MESSAGE
+
+
+def test_malloc_is_tuned_on_glibc_and_left_alone_elsewhere() -> None:
+    assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
