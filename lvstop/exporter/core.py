@@ -104,7 +104,9 @@ class PageCache:
     The first request for a new key renders it; requests that arrive while a render runs get the page
     before it (at most one poll older) instead of queueing behind the render. With no page yet, they
     wait for the render, which runs once for all of them. A render is a big build: it runs with the
-    collector paused (its temporaries hold no cycles; at 100k dests they set off collections of 20 ms+).
+    collector paused (its temporaries hold no cycles; at 100k dests they set off collections of 20 ms+),
+    and what is alive at its end is frozen before the collector is back: re-enabled, it would at once
+    collect everything allocated meanwhile, a concurrent poll included (90-120 ms with the GIL held).
     """
 
     def __init__(self, render: Callable[[], Body | None]) -> None:
@@ -150,6 +152,7 @@ class PageCache:
                 t0 = time.perf_counter()
                 with gcpolicy.paused():
                     body = self._render()
+                    gcpolicy.after_build()  # before the collector is back (see above)
                 elapsed = time.perf_counter() - t0
             finally:
                 with self._lock:

@@ -6,6 +6,7 @@ Golden files are rewritten with LVSTOP_UPDATE_GOLDEN=1 (node_exporter's -update 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import os
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lvstop import gcpolicy
 from lvstop.exporter import core
 from lvstop.exporter.core import CountingSource, Exporter, PageCache, WatchingEventLog
 from lvstop.exporter.metrics import (
@@ -357,6 +359,23 @@ def test_the_page_renders_once_for_concurrent_requests() -> None:
     assert len(calls) == 1 and cache.renders == 1
     cache.get(object())
     assert cache.renders == 2
+
+
+def test_a_render_leaves_the_collector_nothing_young_to_walk() -> None:
+    """What a concurrent poll allocated with the collector off is frozen by the render's end, so the
+    collector coming back does not walk it all at once with the GIL held."""
+    cache = PageCache(lambda: render_inputs(kernel_inputs()))
+    gcpolicy.manage()
+    gc.disable()  # as a poll in another thread does
+    try:
+        frozen = gc.get_freeze_count()
+        built = [{"dest": i} for i in range(5000)]
+        assert gc.get_count()[0] >= len(built)
+        cache.get(object())
+        assert gc.get_count()[0] < 100 and gc.get_freeze_count() >= frozen + len(built)
+    finally:
+        gc.enable()
+        gcpolicy.release()
 
 
 def test_requests_during_a_render_get_the_previous_page() -> None:
