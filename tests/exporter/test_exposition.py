@@ -18,9 +18,16 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lvstop import gcpolicy
+from lvstop import codec, gcpolicy
 from lvstop.exporter import core
-from lvstop.exporter.core import CountingSource, Exporter, PageCache, WatchingEventLog
+from lvstop.exporter.core import (
+    SNAPSHOT_CHUNK,
+    CountingSource,
+    Exporter,
+    PageCache,
+    WatchingEventLog,
+    write_snapshot,
+)
 from lvstop.exporter.metrics import (
     CHUNK_LINES,
     DEST_LABELS,
@@ -376,6 +383,15 @@ def test_a_render_leaves_the_collector_nothing_young_to_walk() -> None:
     finally:
         gc.enable()
         gcpolicy.release()
+
+
+@pytest.mark.parametrize("services", [0, 1, SNAPSHOT_CHUNK, 2 * SNAPSHOT_CHUNK + 3])
+def test_the_snapshot_page_is_codec_dumps_written_in_pieces(services: int) -> None:
+    snap, _ = demo_director(polls=2, services=max(1, services), dests_per_service=2)
+    snap = dataclasses.replace(snap, services=snap.services[:services])
+    w = BodyWriter()
+    write_snapshot(snap, w)
+    assert w.finish().identity == codec.dumps(snap).encode()
 
 
 def test_requests_during_a_render_get_the_previous_page() -> None:
