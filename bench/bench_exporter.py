@@ -16,6 +16,7 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import os
@@ -34,6 +35,13 @@ ROOT = HERE.parents[1]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int | str = "self", key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 # --- the child: an exporter on a synthetic director ---------------------------------------------------------
 
 
@@ -49,9 +57,21 @@ def serve(services: int, dests: int, flags: list[str]) -> None:
         ["--source", "demo", "--web.listen-address", "127.0.0.1:0", "--drain-state", str(state / "d.json"),
          "--audit-log", str(state / "audit.jsonl"), "--proc-root", "/proc", *flags]
     )  # fmt: skip
+    base_rss = rss_mb()
     t0 = time.perf_counter()
     source = SimSource(seed=1, services=services, dests_per_service=dests)
     built = time.perf_counter() - t0
+    sim_rss = rss_mb() - base_rss  # the demo's stand-in for the kernel: not the exporter's memory
+    collections: list[float] = []  # seconds each, as the collector runs them with the GIL held
+    started: list[float] = [0.0]
+
+    def on_gc(phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            collections.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(on_gc)
     running = start(args, source)
     polls = [0, 0.0]
     # CPU seconds by part, from the CPU clock of the thread doing the work.
@@ -84,7 +104,12 @@ def serve(services: int, dests: int, flags: list[str]) -> None:
         running.conn.subscribe(lambda _s: spent("conntable"))
     while running.poller.latest is None:
         time.sleep(0.05)
-    print(json.dumps({"url": running.servers[0].url, "sim_build_s": built}), flush=True)
+    print(
+        json.dumps(
+            {"url": running.servers[0].url, "sim_build_s": built, "base_rss": base_rss, "sim_rss": sim_rss}
+        ),
+        flush=True,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     done.wait()
@@ -93,6 +118,9 @@ def serve(services: int, dests: int, flags: list[str]) -> None:
         "poll_s": polls[1],
         "renders": cache.renders,
         "last_render_s": cache.last_render,
+        "gc_n": len(collections),
+        "gc_s": sum(collections),
+        "gc_max_s": max(collections, default=0.0),
     }
     print(json.dumps({**stats, "cpu": cpu}), flush=True)
     running.stop()
@@ -113,16 +141,24 @@ class Child:
         self.url: str = info["url"]
         self.host = self.url.split("://")[1]
         self.sim_build_s: float = info["sim_build_s"]
+        self.base_rss: float = info["base_rss"]  # MB after imports, before the demo director
+        self.sim_rss: float = info["sim_rss"]  # MB the demo director's state took
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
     def rss_mb(self, key: str = "VmRSS") -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        return rss_mb(self.proc.pid, key)
+
+    def memory(self, peak: float) -> str:
+        """Where a peak RSS comes from: start-up, the demo director (not the exporter's), the rest."""
+        rest = peak - self.base_rss - self.sim_rss
+        return (
+            f"  of which: {self.base_rss:.0f} MB interpreter and imports, {self.sim_rss:.0f} MB the demo's "
+            f"simulated director (the kernel's stand-in), {rest:.0f} MB the exporter's own (poller, "
+            "connection table, pages)"
+        )
 
     def stop(self) -> dict[str, Any]:
         self.proc.send_signal(signal.SIGTERM)
@@ -177,6 +213,13 @@ def ms(xs: list[float]) -> str:
     return (
         f"n={len(xs)} p50={pct(xs, 50) * 1000:.1f} ms p90={pct(xs, 90) * 1000:.1f} ms "
         f"p99={pct(xs, 99) * 1000:.1f} ms max={max(xs) * 1000:.1f} ms"
+    )
+
+
+def collector(stats: dict[str, Any]) -> str:
+    return (
+        f"  cyclic GC in the exporter: {stats.get('gc_n')} collections, {stats.get('gc_s', 0):.2f} s, "
+        f"longest {stats.get('gc_max_s', 0) * 1000:.0f} ms (GIL held)"
     )
 
 
@@ -254,8 +297,10 @@ def scenario_big(quick: bool) -> list[str]:
         f"  scrape latency {ms(times)}",
         f"  /-/healthy during scrapes {ms(healthy)}",
         f"  target /-/healthy p99 <= 50 ms: {p99:.1f} ms {verdict(p99, 50)}",
+        collector(stats),
         f"  peak RSS {max(rss_peak, hwm):.0f} MB (VmHWM {hwm:.0f} MB); target <= 150 MB: "
         f"{verdict(max(rss_peak, hwm), 150)}",
+        child.memory(max(rss_peak, hwm)),
     ]
 
 
@@ -275,7 +320,9 @@ def scenario_flags(quick: bool) -> list[str]:
         f"last render {stats.get('last_render_s', 0) * 1000:.0f} ms",
         f"  scrape latency {ms(times)}",
         f"  target p99 <= 100 ms: {p99:.1f} ms {verdict(p99, 100)}",
+        collector(stats),
         f"  peak RSS (VmHWM) {rss:.0f} MB; target <= 150 MB: {verdict(rss, 150)}",
+        child.memory(rss),
     ]
 
 
