@@ -152,6 +152,7 @@ _STATS32_CODES: Final = ("I", "I", "I", "Q", "Q", "I", "I", "I", "I", "I")
 _STATS64_CODES: Final = ("Q",) * 10
 
 _NLH = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
+_LEN_TYPE_FLAGS = struct.Struct("=IHH")
 _GENL = struct.Struct("=BBH")  # genlmsghdr: cmd, version, reserved
 _NLA = struct.Struct("=HH")  # nlattr: len, type
 _U32 = struct.Struct("=I")
@@ -199,21 +200,26 @@ def scan_chunk(chunk: bytes, what: str) -> tuple[int, bool]:
     """(seq of the first message, True if this chunk ends the reply).
 
     One recv() returns whole messages of one reply. A reply ends with NLMSG_DONE, NLMSG_ERROR (an
-    error or an ack), or a genl message without NLM_F_MULTI (a plain doit reply).
+    error or an ack), or a genl message without NLM_F_MULTI (a plain doit reply). Every header is
+    checked, in a tight loop: a 100k-dest poll walks 100k of them here.
     """
     n = len(chunk)
     if n < _NLH.size:
         raise _malformed(what, f"truncated reply: {n} bytes")
+    first_seq: int = _NLH.unpack_from(chunk, 0)[3]
+    head = _LEN_TYPE_FLAGS.unpack_from
     off = 0
-    first_seq = -1
-    ends = False
-    while off < n:
-        mlen, mtype, mflags, seq, _pid = _check_header(chunk, off, n, what)
-        if first_seq < 0:
-            first_seq = seq
-        ends = mtype in (NLMSG_DONE, NLMSG_ERROR) or (mtype != NLMSG_NOOP and not mflags & NLM_F_MULTI)
-        off += _align(mlen)
-    return first_seq, ends
+    while True:
+        if n - off < _NLH.size:
+            raise _malformed(what, f"truncated netlink header at byte {off}")
+        mlen, mtype, mflags = head(chunk, off)
+        if mlen < _NLH.size or mlen > n - off:
+            raise _malformed(what, f"netlink message at byte {off} claims {mlen} bytes, {n - off} left")
+        off += (mlen + 3) & ~3
+        if off >= n:  # the last message decides
+            return first_seq, mtype in (NLMSG_DONE, NLMSG_ERROR) or (
+                mtype != NLMSG_NOOP and not mflags & NLM_F_MULTI
+            )
 
 
 def _check_header(buf: bytes, off: int, n: int, what: str) -> tuple[int, int, int, int, int]:
