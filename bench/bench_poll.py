@@ -120,7 +120,7 @@ def breakdown(args: argparse.Namespace, t0: float) -> tuple[dict[str, list[float
         poller.latest = snap
         del prev, raw
         c6 = time.thread_time()
-        gcpolicy.after_build()
+        gcpolicy.PACER.after_build()
         c7 = time.thread_time()
         for name, d in zip(STAGES, (c1 - c0, c2 - c1, c3 - c2, c4 - c3, c6 - c5, c7 - c6), strict=True):
             out[name].append(d)

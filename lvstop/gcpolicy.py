@@ -6,10 +6,12 @@ collector rescans them again and again: young collections every 700 allocations,
 million objects every few seconds (300 ms with the GIL held at 100k dests, measured), on whichever
 thread allocates next: a TUI frame, an HTTP health check. So:
 
-- big builds (a poll, a netlink read, a TUI view build) run with the collector paused (`paused`);
-- in a managed process (the TUI and the exporter call `manage`), after each build what is alive is
-  frozen (`after_build`: gc.freeze moves it out of the collector's sight, an O(1) splice), and every
-  FULL_EVERY seconds one full collection frees whatever cyclic garbage the process made meanwhile;
+- big builds (a poll, a netlink read, a render, a TUI view build) run with the collector paused
+  (`paused`);
+- in a managed process (the TUI and the exporter call `manage`), whoever turns the collector back on
+  first freezes what is alive (gc.freeze moves it out of the collector's sight, an O(1) splice): turned
+  on first, the collector would walk the whole build at once, 60-140 ms with the GIL held at 100k dests;
+  every FULL_EVERY seconds one full collection frees whatever cyclic garbage the process made meanwhile;
 - elsewhere (`lvstop list`, tests, library use) the collector runs as CPython's defaults say.
 """
 
@@ -26,13 +28,15 @@ FULL_EVERY = 600.0  # seconds between full collections in a managed process
 
 @contextmanager
 def paused() -> Iterator[None]:
-    """Hold the collector off for a build; nested and already-disabled uses leave it as they found it."""
+    """Hold the collector off for a build; nested and already-disabled uses leave it as they found it.
+    The use that turns it back on freezes first in a managed process (see the module docstring)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_enabled:
+            PACER.after_build()
             gc.enable()
 
 
@@ -73,4 +77,3 @@ class Pacer:
 PACER = Pacer()
 manage = PACER.manage
 release = PACER.release
-after_build = PACER.after_build

@@ -104,7 +104,7 @@ class Poller:
         with self._poll_lock:
             t0 = self._clock()
             try:
-                with gcpolicy.paused():
+                with gcpolicy.paused():  # and the new snapshot frozen before it resumes (lvstop.gcpolicy)
                     raw = self.source.read()
                     read_s = self._clock() - t0
                     snap = self._enrich(raw, read_s)
@@ -114,7 +114,6 @@ class Poller:
                 raise
             self.last_duration = self._clock() - t0
             self._publish(snap)
-            gcpolicy.after_build()  # the new snapshot is what stays alive: out of the collector's sight
             return snap
 
     def _enrich(self, raw: Snapshot, read_s: float) -> Snapshot:

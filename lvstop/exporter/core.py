@@ -171,7 +171,6 @@ class PageCache:
                 t0 = time.perf_counter()
                 with gcpolicy.paused():
                     body = self._render()
-                    gcpolicy.after_build()  # before the collector is back (see above)
                 elapsed = time.perf_counter() - t0
             finally:
                 with self._lock:

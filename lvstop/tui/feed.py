@@ -304,12 +304,11 @@ class DirectorFeed:
             if not dirty:
                 continue
             try:
-                with gcpolicy.paused():
+                with gcpolicy.paused():  # the new views live until the next build (lvstop.gcpolicy)
                     views: Views | None = self.build()
                 self.build_error = None
             except Exception as e:  # a bug in a view must not stop the updates: the banner shows it
                 views, self.build_error = None, f"{type(e).__name__}: {e}"
-            gcpolicy.after_build()  # the new views stay alive until the next build (lvstop.gcpolicy)
             with self._cond:
                 self._busy = False
                 if views is None:

@@ -369,19 +369,15 @@ def test_the_page_renders_once_for_concurrent_requests() -> None:
 
 
 def test_a_render_leaves_the_collector_nothing_young_to_walk() -> None:
-    """What a concurrent poll allocated with the collector off is frozen by the render's end, so the
-    collector coming back does not walk it all at once with the GIL held."""
+    """In a managed process a render runs with the collector paused and freezes what is alive before it
+    is back, so the collector does not walk the render's leftovers at once with the GIL held."""
     cache = PageCache(lambda: render_inputs(kernel_inputs()))
     gcpolicy.manage()
-    gc.disable()  # as a poll in another thread does
     try:
         frozen = gc.get_freeze_count()
-        built = [{"dest": i} for i in range(5000)]
-        assert gc.get_count()[0] >= len(built)
         cache.get(object())
-        assert gc.get_count()[0] < 100 and gc.get_freeze_count() >= frozen + len(built)
+        assert gc.isenabled() and gc.get_count()[0] < 100 and gc.get_freeze_count() > frozen
     finally:
-        gc.enable()
         gcpolicy.release()
 
 

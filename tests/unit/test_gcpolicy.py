@@ -70,3 +70,20 @@ def test_a_managed_process_freezes_after_builds_and_collects_fully_now_and_then(
     assert gone() is None and gc.get_freeze_count() > 0
     pacer.release()
     assert gc.get_freeze_count() == 0 and not pacer.managed
+
+
+def test_in_a_managed_process_the_outermost_pause_freezes_before_the_collector_resumes(
+    collector_off: None,
+) -> None:
+    gc.enable()
+    gcpolicy.manage()
+    try:
+        with gcpolicy.paused():
+            built = [{"dest": i} for i in range(5000)]
+            with gcpolicy.paused():  # a nested build (another thread's, or a read inside a poll)
+                pass
+            assert gc.get_freeze_count() == 0 and not gc.isenabled()  # only the outermost freezes
+        assert gc.isenabled() and gc.get_freeze_count() >= len(built)
+        assert gc.get_count()[0] < 100  # nothing young left for the collector to walk at once
+    finally:
+        gcpolicy.release()
