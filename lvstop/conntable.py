@@ -36,6 +36,7 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
 
+from lvstop import gcpolicy
 from lvstop.errors import LvstopError, ParseError, SourceError
 from lvstop.model import ConnEntry, DestKey, IssueKind, Protocol, Service, ServiceKey
 from lvstop.sources import Source
@@ -176,9 +177,13 @@ class ConnTable:
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
         top_clients: int = DEFAULT_TOP_CLIENTS,
+        detail: bool = True,
     ) -> None:
-        self.max_entries = max_entries
+        """`detail=False` sums per service only: no per-dest counts, no clients (neither counted nor
+        checked), no kept entries (the exporter's case: at 100k dests they are most of a read's memory)."""
+        self.max_entries = max_entries if detail else 0
         self.top_clients = top_clients
+        self.detail = detail
         self._known = services is not None
         self._vip: dict[tuple[Protocol, int, str, int], Service] = {}
         self._fwm: dict[tuple[int, int], Service] = {}
@@ -298,6 +303,7 @@ class ConnTable:
         total = 0
         partial = False
         usual = _USUAL_ADDR.fullmatch
+        count_clients = self.detail
 
         header = next(it, None)
         if header is not None:
@@ -345,7 +351,7 @@ class ConnTable:
                             if not ok:
                                 continue
                         e[1] += 1
-                        if not template:
+                        if count_clients and not template:
                             n = clients.get(c)
                             if n is None:
                                 if not usual(c):
@@ -407,7 +413,7 @@ class ConnTable:
         return ConnSummary(
             overall=overall.freeze(),
             by_service=MappingProxyType({k: v.freeze() for k, v in by_service.items()}),
-            by_dest=MappingProxyType({k: v.freeze() for k, v in by_dest.items()}),
+            by_dest=MappingProxyType({k: v.freeze() for k, v in by_dest.items()} if self.detail else {}),
             top_clients=tuple((parse_addr(c)[1], n) for c, n in top),
             distinct_clients=len(clients),
             total=total,
@@ -439,9 +445,11 @@ class ConnTableReader:
         services: Callable[[], Iterable[Service] | None] | None = None,
         filters: ConnFilter | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        detail: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
+        self.detail = detail  # see ConnTable
         self.interval = interval
         self.budget_s = budget_s
         self.filters = filters  # read once per refresh; assign to change what the next read covers
@@ -482,11 +490,12 @@ class ConnTableReader:
         with self._read_lock:
             try:
                 known = self._services() if self._services is not None else None
-                table = ConnTable(known, max_entries=self.max_entries)
+                table = ConnTable(known, max_entries=self.max_entries, detail=self.detail)
                 lines, sync = self._lines()
-                summary = table.summarize(
-                    lines, sync=sync, budget_s=self.budget_s, filters=self.filters, clock=self._clock
-                )
+                with gcpolicy.paused():  # a dict entry per distinct line key, no cycles (lvstop.gcpolicy)
+                    summary = table.summarize(
+                        lines, sync=sync, budget_s=self.budget_s, filters=self.filters, clock=self._clock
+                    )
             except LvstopError as e:
                 self.last_error = str(e)
                 raise

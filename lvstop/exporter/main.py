@@ -228,6 +228,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
             interval=args.conn_interval,
             budget_s=args.conn_budget,
             services=lambda: poller.latest.services if poller.latest is not None else None,
+            detail=False,  # per-service counts are all the metrics show
         )
 
         def conn_read(summary: ConnSummary) -> None:

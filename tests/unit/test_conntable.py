@@ -544,3 +544,23 @@ def test_fwmark_dests_with_port_zero_take_the_packets_port() -> None:
     d40 = s.by_dest[(fwm.key, DestKey(AF_INET, "192.0.2.40", 0))]
     assert (d40.active, d40.templates) == (1, 1)
     assert s.by_dest[(fwm.key, DestKey(AF_INET, "192.0.2.41", 0))].inactive == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "sync"),
+    [
+        (SAMPLE / "net" / "ip_vs_conn", False),
+        (SAMPLE / "net" / "ip_vs_conn_sync", True),
+        (HANDMADE / "ip_vs_conn_sync_backup", True),
+    ],
+)
+def test_without_detail_the_per_service_counts_are_the_same_and_nothing_else_is_kept(
+    path: Path, sync: bool
+) -> None:
+    services = sample_services()
+    full = ConnTable(services).summarize(lines_of(path), sync=sync, budget_s=None, filters=None)
+    lean = ConnTable(services, detail=False).summarize(lines_of(path), sync=sync, budget_s=None, filters=None)
+    assert lean.by_service == full.by_service and lean.overall == full.overall
+    assert (lean.total, lean.matched, lean.unattributed) == (full.total, full.matched, full.unattributed)
+    assert full.by_dest and full.top_clients and full.entries  # what the lean summary leaves out
+    assert (dict(lean.by_dest), lean.top_clients, lean.distinct_clients, lean.entries) == ({}, (), 0, ())
