@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lvstop.model import Snapshot  # noqa: E402
+from lvstop.model import Dest, Service, Snapshot  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources import wire  # noqa: E402
 from lvstop.sources.sim import SimSource  # noqa: E402
@@ -141,12 +141,12 @@ class Kernel:
             return _datagrams([self._dest(d, seq) for d in snap.services[i].dests], seq)
         return [wire.error(-errno.EPERM, request)]
 
-    def _service(self, svc: object, seq: int) -> bytes:
-        payload = wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(svc))  # type: ignore[arg-type]
+    def _service(self, svc: Service, seq: int) -> bytes:
+        payload = wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(svc))
         return wire.message(self.family, wire.CMD_NEW_SERVICE, payload, flags=wire.NLM_F_MULTI, seq=seq)
 
-    def _dest(self, dest: object, seq: int) -> bytes:
-        payload = wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(dest))  # type: ignore[arg-type]
+    def _dest(self, dest: Dest, seq: int) -> bytes:
+        payload = wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(dest))
         return wire.message(self.family, wire.CMD_NEW_DEST, payload, flags=wire.NLM_F_MULTI, seq=seq)
 
 
