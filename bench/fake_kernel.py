@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lvstop.model import Dest, Service, Snapshot  # noqa: E402
+from lvstop.model import Dest, Rates, Service, Snapshot  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources import wire  # noqa: E402
 from lvstop.sources.sim import SimSource  # noqa: E402
@@ -180,28 +180,34 @@ def write_proc(kernel: Kernel, proc: Path) -> None:
     fifo = net / "ip_vs_conn_sync"
     if not fifo.exists():
         os.mkfifo(fifo)
+    _write_stats(kernel, net)  # there before the first read, as in /proc
     threading.Thread(target=_stats_loop, args=(kernel, net), daemon=True).start()
     threading.Thread(target=_conn_loop, args=(kernel, fifo), daemon=True).start()
 
 
 def _stats_loop(kernel: Kernel, net: Path) -> None:
     while True:
-        snap = kernel.snapshot(fresh=False)
-        c, r = snap.totals, snap.total_rates
-        if c is not None and r is not None:
-            rows = (
-                "   Total Incoming Outgoing         Incoming         Outgoing\n"
-                "   Conns  Packets  Packets            Bytes            Bytes\n"
-                f"{c.conns:8X} {c.inpkts:8X} {c.outpkts:8X} {c.inbytes:16X} {c.outbytes:16X}\n\n"
-                " Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n"
-                + "{:8X} {:8X} {:8X} {:16X} {:16X}\n".format(
-                    *(int(v) for v in (r.cps, r.inpps, r.outpps, r.inbps, r.outbps))
-                )
-            )
-            tmp = net / ".ip_vs_stats"
-            tmp.write_text(rows)
-            tmp.replace(net / "ip_vs_stats")
         time.sleep(kernel.tick)
+        _write_stats(kernel, net)
+
+
+def _write_stats(kernel: Kernel, net: Path) -> None:
+    snap = kernel.snapshot(fresh=False)
+    c, r = snap.totals, snap.total_rates or Rates(0, 0, 0, 0, 0)  # the first tick has no rates yet
+    if c is None:
+        return
+    rows = (
+        "   Total Incoming Outgoing         Incoming         Outgoing\n"
+        "   Conns  Packets  Packets            Bytes            Bytes\n"
+        f"{c.conns:8X} {c.inpkts:8X} {c.outpkts:8X} {c.inbytes:16X} {c.outbytes:16X}\n\n"
+        " Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n"
+        + "{:8X} {:8X} {:8X} {:16X} {:16X}\n".format(
+            *(int(v) for v in (r.cps, r.inpps, r.outpps, r.inbps, r.outbps))
+        )
+    )
+    tmp = net / ".ip_vs_stats"
+    tmp.write_text(rows)
+    tmp.replace(net / "ip_vs_stats")
 
 
 def _conn_loop(kernel: Kernel, fifo: Path) -> None:
