@@ -151,9 +151,7 @@ def document() -> dict[str, Any]:
         },
         "security": [{"basicAuth": []}, {}],
         "paths": {
-            "/-/healthy": {
-                "get": {"summary": "Liveness", "responses": {"200": _text("Healthy"), **_DENIED}}
-            },
+            "/-/healthy": {"get": {"summary": "Liveness", "responses": {"200": _text("Healthy"), **_DENIED}}},
             "/-/ready": {
                 "get": {
                     "summary": "Readiness: a poll has succeeded",

@@ -124,8 +124,9 @@ def parse_version_line(line: str, *, source: str = IP_VS) -> tuple[str, int]:
     """`IP Virtual Server version 1.2.1 (size=4096)` -> ("1.2.1", 4096)."""
     m = _VERSION_RE.fullmatch(line.strip())
     if m is None:
-        raise ParseError(f"expected 'IP Virtual Server version X.Y.Z (size=N)', got {line!r}",
-                         source=source, line=1)
+        raise ParseError(
+            f"expected 'IP Virtual Server version X.Y.Z (size=N)', got {line!r}", source=source, line=1
+        )
     return m.group(1), int(m.group(2))
 
 
@@ -169,8 +170,7 @@ def _parse_service_line(f: list[str], lineno: int) -> _ServiceLine:
         flags |= SVC_F_PERSISTENT
         jiffies = _int(rest[1])
         netmask = parse_hex(rest[2], 8)
-    return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask,
-                        lineno, [])
+    return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask, lineno, [])
 
 
 def _parse_dest_line(f: list[str]) -> Dest:
@@ -180,8 +180,16 @@ def _parse_dest_line(f: list[str]) -> Dest:
     fwd = FWD_METHODS.get(f[2])
     if fwd is None:
         raise ValueError(f"unknown forwarding method {f[2]!r}")
-    return Dest(family, address, port, fwd, _int(f[3]), active_conns=_int(f[4]),
-                inactive_conns=_int(f[5]), persist_conns=None)
+    return Dest(
+        family,
+        address,
+        port,
+        fwd,
+        _int(f[3]),
+        active_conns=_int(f[4]),
+        inactive_conns=_int(f[5]),
+        persist_conns=None,
+    )
 
 
 def _fwmark_family(dests: list[Dest]) -> int:
@@ -203,14 +211,12 @@ def _v6_prefix(printed: int) -> int:
 
 def _finish_service(s: _ServiceLine, hz: int | None) -> Service:
     family = s.family if s.family is not None else _fwmark_family(s.dests)
-    key = (ServiceKey.mark(s.fwmark, family) if s.fwmark
-           else ServiceKey(family, s.protocol, s.address, s.port))
+    key = ServiceKey.mark(s.fwmark, family) if s.fwmark else ServiceKey(family, s.protocol, s.address, s.port)
     netmask = s.netmask
     if family == AF_INET6:
         netmask = _v6_prefix(netmask) if s.flags & SVC_F_PERSISTENT else 128
     timeout = s.jiffies // hz if hz else 0
-    return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask,
-                   dests=tuple(s.dests))
+    return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask, dests=tuple(s.dests))
 
 
 def parse_ip_vs(text: str, *, hz: int | None = None, source: str = IP_VS) -> tuple[Service, ...]:
@@ -301,10 +307,17 @@ def parse_conn_line(line: str, lineno: int, sync: bool, *, source: str = "") -> 
         if sync and f[8] not in ("LOCAL", "SYNC"):
             raise ValueError(f"unknown origin {f[8]!r}")
         return ConnEntry(
-            protocol=f[0], client=client, client_port=parse_hex(f[2], 4), vaddr=vaddr,
-            vport=parse_hex(f[4], 4), daddr=daddr, dport=parse_hex(f[6], 4), state=f[7],
+            protocol=f[0],
+            client=client,
+            client_port=parse_hex(f[2], 4),
+            vaddr=vaddr,
+            vport=parse_hex(f[4], 4),
+            daddr=daddr,
+            dport=parse_hex(f[6], 4),
+            state=f[7],
             expires=_int(f[9] if sync else f[8]),
-            pe_name=f[9] if len(f) == 11 else "", pe_data=f[10] if len(f) == 11 else "",
+            pe_name=f[9] if len(f) == 11 else "",
+            pe_data=f[10] if len(f) == 11 else "",
             origin=f[8] if sync else None,
         )
     except ValueError as e:
@@ -411,8 +424,14 @@ class ProcSource:
 
     name = "proc"
 
-    def __init__(self, root: str = "/proc", sys_root: str | None = None, *, hz: int | None = None,
-                 boot_dir: str = "/boot") -> None:
+    def __init__(
+        self,
+        root: str = "/proc",
+        sys_root: str | None = None,
+        *,
+        hz: int | None = None,
+        boot_dir: str = "/boot",
+    ) -> None:
         self.root = root
         self.sys_root = sys_root if sys_root is not None else os.path.join(root, "sys")
         self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot_dir)
@@ -435,15 +454,20 @@ class ProcSource:
         version, size = parse_version_line(text.partition("\n")[0], source=path)
         issues = [Issue(IssueKind.UNAVAILABLE, UNAVAILABLE_MESSAGE)]
         if self._hz is None and any(s.persistent for s in services):
-            issues.append(Issue(IssueKind.UNAVAILABLE,
-                                "persistence timeouts unknown: /proc prints them in jiffies and the "
-                                "kernel's CONFIG_HZ was not found (/proc/config.gz, /boot/config-*)"))
+            issues.append(
+                Issue(
+                    IssueKind.UNAVAILABLE,
+                    "persistence timeouts unknown: /proc prints them in jiffies and the "
+                    "kernel's CONFIG_HZ was not found (/proc/config.gz, /boot/config-*)",
+                )
+            )
         totals: Counters | None = None
         total_rates: Rates | None = None
         stats_path = self._path("ip_vs_stats")
         try:
             totals, total_rates = parse_ip_vs_stats(
-                _read(stats_path, IssueKind.IO, f"no {stats_path}"), source=stats_path)
+                _read(stats_path, IssueKind.IO, f"no {stats_path}"), source=stats_path
+            )
         except SourceError as e:
             issues.append(Issue(e.kind, str(e)))
         except ParseError as e:
@@ -455,9 +479,17 @@ class ProcSource:
             sysctls = {}
             issues.append(Issue(IssueKind.IO, f"cannot list {sysctl_dir}: {e.strerror or e}"))
         return Snapshot(
-            source=self.name, director=self._director(), wall_time=wall, mono_time=mono,
-            services=services, version=version, conn_tab_size=size, totals=totals,
-            total_rates=total_rates, sysctls=MappingProxyType(sysctls), issues=tuple(issues),
+            source=self.name,
+            director=self._director(),
+            wall_time=wall,
+            mono_time=mono,
+            services=services,
+            version=version,
+            conn_tab_size=size,
+            totals=totals,
+            total_rates=total_rates,
+            sysctls=MappingProxyType(sysctls),
+            issues=tuple(issues),
             poll_duration=time.monotonic() - mono,
         )
 
@@ -471,8 +503,11 @@ class ProcSource:
         missing = IssueKind.NO_IPVS
         if sync and os.path.exists(self._path("ip_vs_conn")):
             missing = IssueKind.UNAVAILABLE
-        f = _open(path, missing, f"no {path}" if missing is IssueKind.UNAVAILABLE
-                  else f"ip_vs is not loaded (no {path})")
+        f = _open(
+            path,
+            missing,
+            f"no {path}" if missing is IssueKind.UNAVAILABLE else f"ip_vs is not loaded (no {path})",
+        )
         return _stream(f, path)
 
     def close(self) -> None:

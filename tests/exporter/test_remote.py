@@ -152,9 +152,7 @@ def serve() -> Iterator[Serve]:
 
 
 @pytest.mark.parametrize("code", [301, 302, 307, 308])
-def test_redirects_are_refused_so_credentials_never_leave_for_another_host(
-    serve: Serve, code: int
-) -> None:
+def test_redirects_are_refused_so_credentials_never_leave_for_another_host(serve: Serve, code: int) -> None:
     elsewhere, reached = serve(lambda h: (200, {"Content-Type": "application/json"}, b"{}"))
     elsewhere = elsewhere.replace("127.0.0.1", "localhost")
     url, seen = serve(lambda h: (code, {"Location": elsewhere + h.path}, b""))

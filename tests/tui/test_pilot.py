@@ -162,8 +162,9 @@ class TestDrain:
             await open_service(app, pilot, HTTPS)
             table(app, "dests-table").select_key(str(HTTPS_13))
             await pilot.press("u")  # restore needs the drain state: unreadable
-            await wait_for(pilot, lambda: any("unreadable drain state" in n.message
-                                              for n in app._notifications))
+            await wait_for(
+                pilot, lambda: any("unreadable drain state" in n.message for n in app._notifications)
+            )
             assert app.is_running and not isinstance(app.screen, ConfirmScreen)
             assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100
 

@@ -88,8 +88,9 @@ def test_sample_ip_vs_matches_ipvsadm_ln() -> None:
     for s in services:
         want = oracle[str(s.key)]
         assert s.scheduler == want["scheduler"]
-        assert {(str(d.key), d.fwd.label, d.weight, d.active_conns, d.inactive_conns)
-                for d in s.dests} == want["dests"]
+        assert {
+            (str(d.key), d.fwd.label, d.weight, d.active_conns, d.inactive_conns) for d in s.dests
+        } == want["dests"]
         if want["persistent"] is None:
             assert not s.persistent
         else:
@@ -122,14 +123,18 @@ def test_handmade_ipv6_fwmark_sctp_ops() -> None:
     v6 = services[ServiceKey(AF_INET6, Protocol.TCP, "2001:db8::10", 80)]
     assert (v6.timeout, v6.netmask, v6.prefix_len) == (300, 64, 64)
     assert [(d.address, d.port, d.weight, d.active_conns) for d in v6.dests] == [
-        ("2001:db8::1:1", 8080, 2, 1), ("2001:db8::1:2", 8080, 0, 0)]
+        ("2001:db8::1:1", 8080, 2, 1),
+        ("2001:db8::1:2", 8080, 0, 0),
+    ]
 
     sctp = services[ServiceKey(AF_INET, Protocol.SCTP, "203.0.113.10", 2905)]
     assert sctp.scheduler == "sh" and sctp.dests[0].fwd is FwdMethod.ROUTE
 
     tun = services[ServiceKey.tcp("203.0.113.13", 8080)]
     assert [(d.family, d.address, d.fwd) for d in tun.dests] == [
-        (AF_INET, "192.0.2.12", FwdMethod.TUNNEL), (AF_INET6, "2001:db8::1:3", FwdMethod.TUNNEL)]
+        (AF_INET, "192.0.2.12", FwdMethod.TUNNEL),
+        (AF_INET6, "2001:db8::1:3", FwdMethod.TUNNEL),
+    ]
 
     sip = services[ServiceKey.udp("203.0.113.10", 5060)]
     assert (sip.timeout, sip.netmask, sip.prefix_len) == (180, 0xFFFFFFFF, 32)
@@ -164,21 +169,24 @@ def _replace_line(t: str, lineno: int, new: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize(("lineno", "new", "reason"), [
-    (1, "IP Virtual Server version x (size=4096)", "IP Virtual Server version"),
-    (2, "garbage", "Prot LocalAddress:Port"),
-    (3, "garbage", "RemoteAddress:Port"),
-    (4, "TCP  CB00710G:0035 rr", "bad hex"),
-    (4, "ICMP  CB00710A:0035 rr", "unknown protocol"),
-    (4, "TCP  CB00710A rr", "bad address:port"),
-    (4, "TCP  CB00710A:0035 rr persistent 30000", "unexpected flags"),
-    (4, "TCP  CB00710A:0035 rr sticky", "unexpected flags"),
-    (4, "FWM  00000000 rr", "fwmark 0"),
-    (5, "  -> C000020D:14E9      Masq    1      0", "dest line needs"),
-    (5, "  -> C000020D:14E9      Teleport 1      0          4", "unknown forwarding method"),
-    (5, "  -> C000020D:14E9      Masq    one    0          4", "bad number"),
-    (5, "  -> [2001:db8::1]:14E9      Masq    1      0          4", "bad IPv6 address"),
-])
+@pytest.mark.parametrize(
+    ("lineno", "new", "reason"),
+    [
+        (1, "IP Virtual Server version x (size=4096)", "IP Virtual Server version"),
+        (2, "garbage", "Prot LocalAddress:Port"),
+        (3, "garbage", "RemoteAddress:Port"),
+        (4, "TCP  CB00710G:0035 rr", "bad hex"),
+        (4, "ICMP  CB00710A:0035 rr", "unknown protocol"),
+        (4, "TCP  CB00710A rr", "bad address:port"),
+        (4, "TCP  CB00710A:0035 rr persistent 30000", "unexpected flags"),
+        (4, "TCP  CB00710A:0035 rr sticky", "unexpected flags"),
+        (4, "FWM  00000000 rr", "fwmark 0"),
+        (5, "  -> C000020D:14E9      Masq    1      0", "dest line needs"),
+        (5, "  -> C000020D:14E9      Teleport 1      0          4", "unknown forwarding method"),
+        (5, "  -> C000020D:14E9      Masq    one    0          4", "bad number"),
+        (5, "  -> [2001:db8::1]:14E9      Masq    1      0          4", "bad IPv6 address"),
+    ],
+)
 def test_malformed_ip_vs_names_file_and_line(lineno: int, new: str, reason: str) -> None:
     t = _replace_line(text(SAMPLE / "net" / "ip_vs"), lineno, new)
     with pytest.raises(ParseError) as ei:
@@ -215,8 +223,11 @@ def test_parse_hostport_forms() -> None:
 
 def test_sample_stats_totals_equal_sum_of_services() -> None:
     counters, rates = parse_ip_vs_stats(text(SAMPLE / "net" / "ip_vs_stats"))
-    rows = [line.split() for line in text(ORACLE / "ipvsadm-Ln-stats-exact.txt").splitlines()[3:]
-            if not line.startswith("  ->")]
+    rows = [
+        line.split()
+        for line in text(ORACLE / "ipvsadm-Ln-stats-exact.txt").splitlines()[3:]
+        if not line.startswith("  ->")
+    ]
     sums = [sum(int(r[i]) for r in rows) for i in range(2, 7)]
     assert [counters.conns, counters.inpkts, counters.outpkts, counters.inbytes, counters.outbytes] == sums
     # the rates line holds the kernel's own EWMA read-out, in hex
@@ -224,8 +235,9 @@ def test_sample_stats_totals_equal_sum_of_services() -> None:
     assert [rates.cps, rates.inpps, rates.outpps, rates.inbps, rates.outbps] == printed
 
 
-@pytest.mark.parametrize(("lineno", "new"), [(1, "Nope"), (3, "7C 2A6 296 B0DA"), (6, "9 30 2E C65 XYZ"),
-                                             (5, "Conns Pkts")])
+@pytest.mark.parametrize(
+    ("lineno", "new"), [(1, "Nope"), (3, "7C 2A6 296 B0DA"), (6, "9 30 2E C65 XYZ"), (5, "Conns Pkts")]
+)
 def test_malformed_stats(lineno: int, new: str) -> None:
     t = _replace_line(text(SAMPLE / "net" / "ip_vs_stats"), lineno, new)
     with pytest.raises(ParseError) as ei:
@@ -249,7 +261,16 @@ def test_parse_conn_lines() -> None:
     lines = text(HANDMADE / "ip_vs_conn").splitlines()
     e = parse_conn_line(lines[1], 2, False)
     assert (e.protocol, e.client, e.client_port, e.vaddr, e.vport, e.daddr, e.dport, e.state, e.expires) == (
-        "TCP", "2001:db8::2:1", 50000, "2001:db8::10", 80, "2001:db8::1:1", 8080, "ESTABLISHED", 899)
+        "TCP",
+        "2001:db8::2:1",
+        50000,
+        "2001:db8::10",
+        80,
+        "2001:db8::1:1",
+        8080,
+        "ESTABLISHED",
+        899,
+    )
     assert not e.is_template and e.origin is None
     tun = parse_conn_line(lines[4], 5, False)  # IPv4 connection, IPv6 tunnel dest
     assert (tun.vaddr, tun.daddr) == ("203.0.113.13", "2001:db8::1:3")
@@ -261,17 +282,20 @@ def test_parse_conn_lines() -> None:
     assert (s.origin, s.expires, s.client) == ("SYNC", 895, "198.51.100.2")
 
 
-@pytest.mark.parametrize(("line", "sync", "reason"), [
-    ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT", False, "fields"),
-    ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT LOCAL 113", False, "fields"),
-    ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", True, "fields"),
-    ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT REMOTE 113", True, "unknown origin"),
-    ("ICMP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "unknown protocol"),
-    ("TCP C633640Z BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "bad hex"),
-    ("TCP C6336402 BC3 CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "bad hex"),
-    ("TCP C6336402 BC3C CB00710A 0053 2001:db8::1 1F90 TIME_WAIT 113", False, "bad address"),
-    ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT soon", False, "bad number"),
-])
+@pytest.mark.parametrize(
+    ("line", "sync", "reason"),
+    [
+        ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT", False, "fields"),
+        ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT LOCAL 113", False, "fields"),
+        ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", True, "fields"),
+        ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT REMOTE 113", True, "unknown origin"),
+        ("ICMP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "unknown protocol"),
+        ("TCP C633640Z BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "bad hex"),
+        ("TCP C6336402 BC3 CB00710A 0053 C000020D 1F90 TIME_WAIT 113", False, "bad hex"),
+        ("TCP C6336402 BC3C CB00710A 0053 2001:db8::1 1F90 TIME_WAIT 113", False, "bad address"),
+        ("TCP C6336402 BC3C CB00710A 0053 C000020D 1F90 TIME_WAIT soon", False, "bad number"),
+    ],
+)
 def test_malformed_conn_line(line: str, sync: bool, reason: str) -> None:
     with pytest.raises(ParseError) as ei:
         parse_conn_line(line, 17, sync)
@@ -402,7 +426,6 @@ def test_conn_lines_stream_and_sync_fallback(tmp_path: Path) -> None:
     src.close()
 
 
-
 # ------------------------------------------------------------------ property: kernel format round trip
 
 _HZ_VALUES = (100, 250, 300, 1000)
@@ -412,8 +435,11 @@ _HZ_VALUES = (100, 250, 300, 1000)
 def kernel_services(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], int]:
     """Services printed the way ip_vs_info_seq_show prints them (little-endian kernel)."""
     hz = draw(st.sampled_from(_HZ_VALUES))
-    out = ["IP Virtual Server version 1.2.1 (size=4096)", "Prot LocalAddress:Port Scheduler Flags",
-           "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn"]
+    out = [
+        "IP Virtual Server version 1.2.1 (size=4096)",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port Forward Weight ActiveConn InActConn",
+    ]
     want: list[tuple[object, ...]] = []
     for i in range(draw(st.integers(0, 6))):
         v6 = draw(st.booleans())
@@ -434,8 +460,11 @@ def kernel_services(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], int
             addr = f"203.0.113.{i + 1}"
             head = f"{proto}  {int(IPv4Address(addr)):08X}:{port:04X} {sched} {'ops ' if ops else ''}"
         prefix = draw(st.integers(1, 128)) if v6 else draw(st.integers(0, 32))
-        mask = (int.from_bytes(prefix.to_bytes(4, "little"), "big") if v6
-                else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
+        mask = (
+            int.from_bytes(prefix.to_bytes(4, "little"), "big")
+            if v6
+            else (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+        )
         out.append(head + (f"persistent {seconds * hz} {mask:08X}" if persistent else ""))
         dests = []
         for j in range(draw(st.integers(0, 3))):
@@ -446,9 +475,18 @@ def kernel_services(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], int
             out.append(f"  -> {shown}:{port:04X}      {fwd:<7} {w:<6d} {a:<10d} {n:<10d}")
             dests.append((daddr, port, fwd, w, a, n))
         family = AF_INET6 if v6 else AF_INET
-        key = (ServiceKey.mark(fwmark) if fwmark else ServiceKey(family, procfs.PROTOCOLS[proto], addr, port))
-        want.append((key, sched, ops, persistent, seconds if persistent else 0,
-                     (prefix if persistent else 128) if v6 else (mask if persistent else 0xFFFFFFFF), dests))
+        key = ServiceKey.mark(fwmark) if fwmark else ServiceKey(family, procfs.PROTOCOLS[proto], addr, port)
+        want.append(
+            (
+                key,
+                sched,
+                ops,
+                persistent,
+                seconds if persistent else 0,
+                (prefix if persistent else 128) if v6 else (mask if persistent else 0xFFFFFFFF),
+                dests,
+            )
+        )
     return "\n".join(out) + "\n", want, hz
 
 
@@ -457,6 +495,15 @@ def kernel_services(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], int
 def test_ip_vs_round_trip(case: tuple[str, list[tuple[object, ...]], int]) -> None:
     text_, want, hz = case
     got = parse_ip_vs(text_, hz=hz)
-    assert [(s.key, s.scheduler, s.one_packet, s.persistent, s.timeout, s.netmask,
-             [(d.address, d.port, d.fwd.label, d.weight, d.active_conns, d.inactive_conns) for d in s.dests])
-            for s in got] == want
+    assert [
+        (
+            s.key,
+            s.scheduler,
+            s.one_packet,
+            s.persistent,
+            s.timeout,
+            s.netmask,
+            [(d.address, d.port, d.fwd.label, d.weight, d.active_conns, d.inactive_conns) for d in s.dests],
+        )
+        for s in got
+    ] == want
