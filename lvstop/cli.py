@@ -243,7 +243,7 @@ def build_parser() -> _Parser:
     )
     _add_source_options(parser, sub=False)
     parser.set_defaults(run=_run_tui)
-    commands = parser.add_subparsers(title="commands", metavar="{list,record}", parser_class=_Parser)
+    commands = parser.add_subparsers(title="commands", metavar="{list,record,health}", parser_class=_Parser)
 
     lst = commands.add_parser(
         "list",
@@ -313,6 +313,30 @@ def build_parser() -> _Parser:
         "--count", type=_positive_int, metavar="N", help="stop after N snapshots (default: Ctrl-C)"
     )
     _add_source_options(rec, sub=True)
+
+    hc = commands.add_parser(
+        "health",
+        help="run the health checks of a config against the director's dests",
+        description="Probes the dests that the checks of --health.config match. With --once: one round, "
+        "then one line per dest and check (address:port, check, up/down, latency, reason). Without: "
+        "one line per state change until Ctrl-C. The demo director's results are simulated.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hc.set_defaults(run=_run_health)
+    hc.add_argument(
+        "--health.config", dest="health_config", metavar="FILE", required=True, help="YAML checks"
+    )
+    hc.add_argument("--once", action="store_true", help="one round, one line per dest and check, then exit")
+    hc.add_argument("--count", type=_positive_int, metavar="N", help="without --once: stop after N polls")
+    hc.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=argparse.SUPPRESS,
+        metavar="S",
+        help="seconds between polls",
+    )
+    _add_source_options(hc, sub=True)
     return parser
 
 
@@ -504,6 +528,12 @@ def _run_record(args: argparse.Namespace, env: Environment) -> int:
         source.close()
     env.stderr.write(f"lvstop: recorded {written} snapshot{'s' if written != 1 else ''} to {args.file}\n")
     return ExitStatus.OK
+
+
+def _run_health(args: argparse.Namespace, env: Environment) -> int:
+    from lvstop.health import command  # lazily: only `lvstop health` pays for the checks
+
+    return command.run(args, env, lambda: _open(args, env))
 
 
 # --- entry point --------------------------------------------------------------------------------

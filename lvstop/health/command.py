@@ -1,0 +1,128 @@
+"""`lvstop health`: try a health configuration against a director, as keepalived's genhash tries a page.
+
+With `--once`: one probe of every (check, dest) pair, then one line per pair under its service:
+dest address:port, check, up/down, latency, reason. Without: the checks run on their intervals and every
+state change prints one line, until Ctrl-C (or `--count` polls). The demo director's results are
+simulated (SimProber): no probe leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, TypeVar
+
+from lvstop.health import checks
+from lvstop.health.checks import Prober
+from lvstop.health.config import HealthConfig, HealthConfigError, load
+from lvstop.health.runner import HealthRunner, SimProber, Skipped, enter_netns, run_round
+from lvstop.health.state import ProbeResult, Transition
+from lvstop.sources import Source
+
+if TYPE_CHECKING:
+    from lvstop.cli import Environment
+
+USAGE = 2
+_T = TypeVar("_T")
+
+
+def run(args: argparse.Namespace, env: Environment, open_source: Callable[[], Source]) -> int:
+    try:
+        config = load(args.health_config)
+    except HealthConfigError as e:
+        env.stderr.write(f"lvstop: {e}\n")
+        return USAGE
+    source = open_source()
+    try:
+        prober = SimProber(env.clock) if source.name == "demo" else checks.probe
+        if args.once:
+            return _once(config, source, prober, args.netns, env)
+        return _watch(config, source, prober, args, env)
+    finally:
+        source.close()
+
+
+def _once(config: HealthConfig, source: Source, prober: Prober, netns: str | None, env: Environment) -> int:
+    snap = source.read()
+    results, skipped = _in_netns(netns, lambda: asyncio.run(run_round(config, snap, prober)))
+    if not results and not skipped:
+        env.warn(f"no dest of this director matches a check of {config.file}")
+    rows: dict[str, list[str]] = {}
+    for spec, target, result in results:
+        rows.setdefault(str(target.service), []).append(
+            _line(str(target.dest), target.port, spec.label, result)
+        )
+    for s in skipped:
+        rows.setdefault(str(s.service), []).append(_skipped_line(s))
+    for service, lines in rows.items():
+        env.stdout.write(service + "\n")
+        for line in lines:
+            env.stdout.write(f"  {line}\n")
+    return 0
+
+
+def _line(dest: str, port: int, check: str, r: ProbeResult) -> str:
+    probed = "" if dest.endswith(f":{port}") else f" (port {port})"
+    return f"{dest}{probed}  {check}  {'up' if r.ok else 'down'}  {format_latency(r.latency)}  {r.reason}"
+
+
+def _skipped_line(s: Skipped) -> str:
+    return f"{s.dest}  {s.spec.label}  unknown  -  {s.reason}"
+
+
+def format_latency(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _watch(
+    config: HealthConfig, source: Source, prober: Prober, args: argparse.Namespace, env: Environment
+) -> int:
+    changes: SimpleQueue[Transition] = SimpleQueue()
+    runner = HealthRunner(config, prober=prober, netns=args.netns, on_transition=changes.put, clock=env.clock)
+    runner.start()
+    polls = 0
+    try:
+        while args.count is None or polls < args.count:
+            started = env.monotonic()
+            runner.update(source.read())
+            polls += 1
+            env.sleep(max(0.0, args.interval - (env.monotonic() - started)))
+            _print_changes(changes, env)
+    except KeyboardInterrupt:
+        pass  # the usual way to end watching
+    finally:
+        runner.stop()
+    _print_changes(changes, env)
+    return 0
+
+
+def _print_changes(changes: SimpleQueue[Transition], env: Environment) -> None:
+    while True:
+        try:
+            t = changes.get_nowait()
+        except Empty:
+            return
+        when = time.strftime("%H:%M:%S", time.localtime(t.time))
+        env.stdout.write(f"{when} {t.service} {t.dest} {t.check} {t.old} -> {t.new}: {t.reason}\n")
+
+
+def _in_netns(netns: str | None, fn: Callable[[], _T]) -> _T:
+    """`fn()` in a thread that entered `netns` (sockets and commands follow the thread's namespace)."""
+    if netns is None:
+        return fn()
+    result: Future[_T] = Future()
+
+    def main() -> None:
+        try:
+            enter_netns(netns)
+            result.set_result(fn())
+        except BaseException as e:
+            result.set_exception(e)
+
+    threading.Thread(target=main, name="lvstop-health-netns", daemon=True).start()
+    return result.result()

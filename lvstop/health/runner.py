@@ -1,0 +1,308 @@
+"""Running the checks: which dests each check applies to, the scheduler, its thread, one round, the demo.
+
+The scheduler lives in its own thread with its own asyncio loop, so no probe ever waits on the poller
+or the UI and neither waits on a probe. Each (check, dest) pair has one long-lived task: probe, record,
+sleep interval +- jitter, again; the next probe starts only after the last one ended, and a semaphore
+bounds how many run at once. With `--netns` the thread enters the namespace before it makes its loop:
+every socket it opens and every command it starts is then in that namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from lvstop.health import checks
+from lvstop.health.checks import Prober, Target
+from lvstop.health.config import CheckSpec, HealthConfig
+from lvstop.health.state import (
+    CheckHealth,
+    HealthMap,
+    ProbeResult,
+    Transition,
+    advance,
+    combine,
+    initial,
+)
+from lvstop.model import DestKey, ServiceKey, Snapshot
+
+DEFAULT_CONCURRENCY = 256
+PairKey = tuple[int, ServiceKey, DestKey]  # (index of the check in the file, service, dest)
+Pairs = dict[PairKey, tuple[CheckSpec, Target]]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A dest a check matches but cannot probe (a fwmark dest without a port to probe)."""
+
+    spec: CheckSpec
+    service: ServiceKey
+    dest: DestKey
+    reason: str
+
+
+def targets(config: HealthConfig, snap: Snapshot) -> tuple[Pairs, list[Skipped]]:
+    """Every (check, dest) pair the configuration asks for in `snap`, in the snapshot's order."""
+    pairs: Pairs = {}
+    skipped: list[Skipped] = []
+    for svc in snap.services:
+        specs = [(i, s) for i, s in enumerate(config.checks) if s.service is None or s.service == svc.key]
+        if not specs:
+            continue
+        for d in svc.dests:
+            dkey = d.key
+            for i, spec in specs:
+                m = spec.dest
+                if m is not None and (
+                    (m.family, m.address) != (d.family, d.address) or m.port not in (0, d.port)
+                ):
+                    continue
+                port = spec.port or d.port
+                if not port:
+                    skipped.append(Skipped(spec, svc.key, dkey, "the dest has port 0 (fwmark): set port:"))
+                    continue
+                pairs[(i, svc.key, dkey)] = (spec, Target(svc.key, dkey, d.fwd, d.weight, port))
+    return pairs, skipped
+
+
+def next_delay(spec: CheckSpec, rng: random.Random) -> float:
+    """Seconds to the next probe: the interval, moved by up to the jitter either way."""
+    return spec.interval + rng.uniform(-spec.jitter, spec.jitter)
+
+
+class Scheduler:
+    """The per-pair tasks and their hysteresis; runs inside one asyncio loop (its methods too)."""
+
+    def __init__(
+        self,
+        prober: Prober = checks.probe,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self._prober = prober
+        self._sem = asyncio.Semaphore(concurrency)
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._on_transition = on_transition
+        self._tasks: dict[PairKey, asyncio.Task[None]] = {}
+        self._specs: dict[PairKey, tuple[CheckSpec, Target]] = {}
+        self.health: dict[PairKey, CheckHealth] = {}
+        self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
+
+    def set_targets(self, pairs: Pairs) -> None:
+        """Start tasks for new pairs (their first probe spread over one interval), end vanished ones."""
+        for key in self._tasks.keys() - pairs.keys():
+            self._tasks.pop(key).cancel()
+            self._specs.pop(key, None)
+            self.health.pop(key, None)
+            self.version += 1
+        for key, pair in pairs.items():
+            old = self._specs.get(key)
+            self._specs[key] = pair  # a weight or forwarding change reaches the next probe
+            if old is None:
+                self.health[key] = initial(pair[0].label)
+                delay = self._rng.uniform(0, pair[0].interval)
+                self._tasks[key] = asyncio.create_task(self._run(key, delay), name=f"health {key}")
+
+    async def _run(self, key: PairKey, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while True:
+            spec, target = self._specs[key]
+            await self.probe_once(key, spec, target)
+            await asyncio.sleep(next_delay(spec, self._rng))
+
+    async def probe_once(self, key: PairKey, spec: CheckSpec, target: Target) -> ProbeResult:
+        async with self._sem:
+            result = await self._prober(spec, target)
+        self.record(key, spec, result)
+        return result
+
+    def record(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
+        before = self.health.get(key)
+        if before is None:  # the pair vanished while its probe ran
+            return
+        after = advance(before, result, self._clock(), spec.fall, spec.rise)
+        self.health[key] = after
+        self.version += 1
+        if after.state is not before.state and self._on_transition is not None:
+            _, skey, dkey = key
+            self._on_transition(
+                Transition(skey, dkey, after.check, before.state, after.state, result.reason, self._clock())
+            )
+
+    def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+
+
+def health_map(items: Iterable[tuple[PairKey, CheckHealth]]) -> HealthMap:
+    """Per (service, dest): its checks combined."""
+    grouped: dict[tuple[ServiceKey, DestKey], list[CheckHealth]] = {}
+    for (_, skey, dkey), h in items:
+        grouped.setdefault((skey, dkey), []).append(h)
+    return {k: combine(v) for k, v in grouped.items()}
+
+
+class HealthRunner:
+    """The scheduler in its own thread. `update(snapshot)` from any thread; `view()` from any thread."""
+
+    def __init__(
+        self,
+        config: HealthConfig,
+        *,
+        prober: Prober = checks.probe,
+        netns: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        on_transition: Callable[[Transition], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._prober = prober
+        self._netns = netns
+        self._concurrency = concurrency
+        self._on_transition = on_transition
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler: Scheduler | None = None
+        self._thread: threading.Thread | None = None
+        self._view: tuple[int, HealthMap] = (-1, {})
+        self.skipped: list[Skipped] = []
+
+    def start(self) -> None:
+        started: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, args=(started,), name="lvstop-health", daemon=True)
+        self._thread.start()
+        started.result()  # a namespace that cannot be entered fails here, in the caller
+
+    def _main(self, started: Future[None]) -> None:
+        try:
+            if self._netns is not None:
+                enter_netns(self._netns)
+            loop = asyncio.new_event_loop()
+        except BaseException as e:
+            started.set_exception(e)
+            return
+        self._loop = loop
+        self._scheduler = Scheduler(
+            self._prober, concurrency=self._concurrency, clock=self._clock, on_transition=self._on_transition
+        )
+        started.set_result(None)
+        try:
+            loop.run_forever()
+        finally:
+            self._scheduler.stop()
+            loop.run_until_complete(asyncio.sleep(0))  # let the cancelled tasks end
+            loop.close()
+
+    def update(self, snap: Snapshot) -> None:
+        """The dests to check are those of `snap`; thread-safe, returns at once."""
+        pairs, self.skipped = targets(self.config, snap)
+        if self._loop is not None and self._scheduler is not None:
+            self._loop.call_soon_threadsafe(self._scheduler.set_targets, pairs)
+
+    def view(self) -> HealthMap:
+        """Per (service, dest) health; rebuilt only when a result arrived since the last call."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return {}
+        version, cached = self._view
+        if version == scheduler.version:
+            return cached
+        version = scheduler.version
+        for _ in range(3):  # the loop thread may resize the dict while it is copied
+            try:
+                items = list(scheduler.health.items())
+                break
+            except RuntimeError:
+                continue
+        else:
+            return cached
+        view = health_map(items)
+        self._view = (version, view)
+        return view
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+
+def enter_netns(netns: str) -> None:
+    """Moves the calling thread into `netns` (a name under /var/run/netns or a path)."""
+    import os
+
+    from pyroute2 import netns as pyroute2_netns  # slow import: only when a namespace is asked for
+
+    from lvstop.sources.netlink import netns_path
+
+    path = netns_path(netns)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        pyroute2_netns.setns(fd, flags=0)  # an fd, never a name: pyroute2 would create a missing name
+    finally:
+        os.close(fd)
+
+
+async def run_round(
+    config: HealthConfig,
+    snap: Snapshot,
+    prober: Prober = checks.probe,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> tuple[list[tuple[CheckSpec, Target, ProbeResult]], list[Skipped]]:
+    """One probe of every (check, dest) pair at once (bounded), in the snapshot's order."""
+    pairs, skipped = targets(config, snap)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(spec: CheckSpec, target: Target) -> ProbeResult:
+        async with sem:
+            return await prober(spec, target)
+
+    results = await asyncio.gather(*(one(s, t) for s, t in pairs.values()))
+    return [(s, t, r) for (s, t), r in zip(pairs.values(), results, strict=True)], skipped
+
+
+# --- the demo: simulated results, no probe leaves the machine -----------------------------------
+
+FLAP_PERIOD = 300.0  # the demo's flapping dest fails for FLAP_DOWN s of every FLAP_PERIOD s
+FLAP_DOWN = 40.0
+
+
+class SimProber:
+    """Results for the demo director from its own story: the dead dest (192.0.2.24) never answers, one
+    web server (192.0.2.13) stops answering for 40 s every 5 minutes, every other dest answers at a
+    steady sub-millisecond latency. A function of the clock alone, like the demo director."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        from lvstop.sources.sim import demo_services
+
+        self._clock = clock
+        self._dead = {
+            (svc.key.address, d.address, d.port) for svc in demo_services() for d in svc.dests if d.failing
+        }
+        self._flapping = ("192.0.2.13", 8080)
+
+    async def __call__(self, spec: CheckSpec, target: Target) -> ProbeResult:
+        key = (target.service.address, target.address, target.dest.port)
+        if key in self._dead:
+            return ProbeResult(False, spec.timeout, f"timed out after {spec.timeout:g} s")
+        if (target.address, target.dest.port) == self._flapping and self._clock() % FLAP_PERIOD < FLAP_DOWN:
+            return ProbeResult(False, 0.0002, "connection refused")
+        latency = 0.0002 + _unit_hash(str(target.dest)) * 0.0018
+        return ProbeResult(True, latency, _SIM_OK.get(spec.type, "ok"))
+
+
+_SIM_OK = {"tcp": "connected", "http": "status 200", "https": "status 200", "agent": "agent: up"}
+
+
+def _unit_hash(text: str) -> float:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big") / 2**32

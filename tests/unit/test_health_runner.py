@@ -1,0 +1,299 @@
+"""Hysteresis (fall/rise), jitter bounds, which dests a check applies to, the scheduler, the demo's results,
+and `lvstop health` end to end (the demo, and loopback listeners)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import random
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lvstop.cli import Environment, main
+from lvstop.health.checks import Target
+from lvstop.health.config import CheckSpec, DestMatch, HealthConfig, parse
+from lvstop.health.runner import (
+    FLAP_DOWN,
+    FLAP_PERIOD,
+    HealthRunner,
+    Scheduler,
+    SimProber,
+    next_delay,
+    targets,
+)
+from lvstop.health.state import ProbeResult, State, Transition, advance, combine, initial
+from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, Service, ServiceKey, Snapshot
+
+OK = ProbeResult(True, 0.001, "connected")
+BAD = ProbeResult(False, 0.001, "connection refused")
+
+
+def run_states(results: str, fall: int = 3, rise: int = 2) -> list[State]:
+    h = initial("tcp")
+    out = []
+    for i, c in enumerate(results):
+        h = advance(h, OK if c == "+" else BAD, float(i), fall, rise)
+        out.append(h.state)
+    return out
+
+
+def test_fall_and_rise() -> None:
+    U, D, N = State.UP, State.DOWN, State.UNKNOWN
+    assert run_states("+") == [U]  # a first success: up at once
+    assert run_states("---") == [N, N, D]  # from unknown: fall failures
+    assert run_states("+--+---") == [U, U, U, U, U, U, D]  # a success in between starts the count again
+    assert run_states("+---+-++") == [U, U, U, D, D, D, D, U]  # rise 2: in a row
+    assert run_states("+-+", fall=1, rise=1) == [U, D, U]
+
+
+def test_since_moves_only_on_a_transition() -> None:
+    h = initial("tcp")
+    h = advance(h, OK, 10.0, 3, 2)
+    h = advance(h, OK, 12.0, 3, 2)
+    assert (h.state, h.since, h.last_time, h.successes) == (State.UP, 10.0, 12.0, 2)
+    for t in (14.0, 16.0, 18.0):
+        h = advance(h, BAD, t, 3, 2)
+    assert (h.state, h.since, h.failures, h.last) == (State.DOWN, 18.0, 3, BAD)
+
+
+def test_a_dest_with_several_checks() -> None:
+    up = advance(initial("tcp"), OK, 5.0, 3, 2)
+    up2 = advance(initial("http"), OK, 7.0, 3, 2)
+    down = advance(advance(advance(initial("http"), BAD, 1, 1, 1), BAD, 2, 1, 1), BAD, 3, 1, 1)
+    assert combine([up, up2]).state is State.UP and combine([up, up2]).since == 7.0
+    assert combine([up, down]).state is State.DOWN and combine([up, down]).reason == "connection refused"
+    assert combine([up, initial("dns")]).state is State.UNKNOWN
+    assert combine([initial("dns")]).reason == "not checked yet"
+
+
+@given(st.floats(0.01, 3600), st.floats(0, 1), st.integers(0, 2**32))
+def test_jitter_stays_within_its_bounds(interval: float, share: float, seed: int) -> None:
+    spec = CheckSpec("tcp", None, 1, interval=interval, jitter=interval * share * 0.99)
+    rng = random.Random(seed)
+    for _ in range(20):
+        delay = next_delay(spec, rng)
+        assert interval - spec.jitter <= delay <= interval + spec.jitter
+        assert delay > 0
+
+
+def test_jitter_spreads_the_probes() -> None:
+    spec = CheckSpec("tcp", None, 1, interval=2.0, jitter=0.5)
+    rng = random.Random(1)
+    delays = [next_delay(spec, rng) for _ in range(1000)]
+    assert min(delays) < 1.6 and max(delays) > 2.4
+
+
+WEB = ServiceKey.tcp("203.0.113.10", 80)
+MARK = ServiceKey.mark(1)
+
+
+def dest(address: str, port: int, weight: int = 1) -> Dest:
+    return Dest(AF_INET, address, port, FwdMethod.ROUTE, weight)
+
+
+def snapshot(*services: Service) -> Snapshot:
+    return Snapshot("netlink", "lab", 0.0, 0.0, services=services)
+
+
+def test_targets_match_service_dest_and_port() -> None:
+    cfg = parse(
+        "checks:\n"
+        "  - {service: '*', type: tcp}\n"
+        "  - {service: 'TCP 203.0.113.10:80', dest: '192.0.2.12', type: http}\n"
+        "  - {service: 'FWM 1', dest: '192.0.2.81', type: tcp, port: 443, name: tls}\n"
+        "  - {service: 'TCP 203.0.113.10:80', dest: '192.0.2.11:9999', type: http}\n"
+    )
+    snap = snapshot(
+        Service(WEB, "wlc", dests=(dest("192.0.2.11", 8080), dest("192.0.2.12", 8080))),
+        Service(MARK, "wlc", dests=(dest("192.0.2.81", 0),)),
+    )
+    pairs, skipped = targets(cfg, snap)
+    got = {(i, str(s), str(d), t.port) for (i, s, d), (_, t) in pairs.items()}
+    assert got == {
+        (0, "TCP 203.0.113.10:80", "192.0.2.11:8080", 8080),
+        (0, "TCP 203.0.113.10:80", "192.0.2.12:8080", 8080),
+        (1, "TCP 203.0.113.10:80", "192.0.2.12:8080", 8080),
+        (2, "FWM 1", "192.0.2.81:0", 443),
+    }
+    assert [(str(s.dest), s.spec.type) for s in skipped] == [("192.0.2.81:0", "tcp")]
+    assert "port 0" in skipped[0].reason
+    assert cfg.checks[2].dest == DestMatch(AF_INET, "192.0.2.81", 0)
+
+
+def _pairs(n: int) -> dict[tuple[int, ServiceKey, DestKey], tuple[CheckSpec, Target]]:
+    spec = CheckSpec("tcp", None, 1, interval=0.05, jitter=0.0, fall=2, rise=1)
+    out = {}
+    for i in range(n):
+        d = DestKey(AF_INET, f"192.0.2.{i + 1}", 80)
+        out[(0, WEB, d)] = (spec, Target(WEB, d, FwdMethod.ROUTE, 1, 80))
+    return out
+
+
+async def test_scheduler_bounds_concurrency_and_reports_transitions() -> None:
+    running = peak = 0
+    failing = {"192.0.2.2"}
+    changes: list[Transition] = []
+
+    async def prober(spec: CheckSpec, target: Target) -> ProbeResult:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return BAD if target.address in failing else OK
+
+    sched = Scheduler(prober, concurrency=3, on_transition=changes.append, rng=random.Random(1))
+    sched.set_targets(_pairs(8))
+    await asyncio.sleep(0.4)
+    assert peak == 3
+    states = {k[2].address: h.state for k, h in sched.health.items()}
+    assert states["192.0.2.2"] is State.DOWN and states["192.0.2.1"] is State.UP
+    failing.clear()
+    await asyncio.sleep(0.3)
+    assert sched.health[(0, WEB, DestKey(AF_INET, "192.0.2.2", 80))].state is State.UP
+    mine = [(c.old, c.new) for c in changes if c.dest.address == "192.0.2.2"]
+    assert mine == [(State.UNKNOWN, State.DOWN), (State.DOWN, State.UP)]
+    sched.set_targets(dict(list(_pairs(8).items())[:2]))  # six dests left the director
+    assert len(sched.health) == 2
+    sched.stop()
+
+
+async def test_the_next_probe_waits_for_the_last_one() -> None:
+    starts: list[float] = []
+
+    async def slow(spec: CheckSpec, target: Target) -> ProbeResult:
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.15)  # three intervals
+        return OK
+
+    sched = Scheduler(slow)
+    sched.set_targets(_pairs(1))
+    await asyncio.sleep(0.6)
+    sched.stop()
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert gaps and all(g >= 0.15 for g in gaps)
+
+
+def test_demo_results_follow_the_story() -> None:
+    now = [FLAP_PERIOD * 1000 + FLAP_DOWN + 1]
+    prober = SimProber(lambda: now[0])
+    spec = CheckSpec("tcp", None, 1)
+    api = ServiceKey.tcp("203.0.113.11", 8080)
+    dead = asyncio.run(
+        prober(spec, Target(api, DestKey(AF_INET, "192.0.2.24", 8080), FwdMethod.ROUTE, 2, 8080))
+    )
+    flap = Target(WEB, DestKey(AF_INET, "192.0.2.13", 8080), FwdMethod.MASQ, 100, 8080)
+    fine = asyncio.run(prober(spec, flap))
+    now[0] = FLAP_PERIOD * 1000 + 1
+    flapped = asyncio.run(prober(spec, flap))
+    assert not dead.ok and dead.reason == "timed out after 2 s"
+    assert fine.ok and 0 < fine.latency < 0.003
+    assert not flapped.ok
+
+
+def test_runner_thread_probes_loopback_listeners_and_shows_a_view() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    cfg = parse("checks:\n  - {service: '*', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n")
+    snap = snapshot(Service(WEB, "wlc", dests=(dest("127.0.0.1", port), dest("127.0.0.1", closed_port))))
+    seen: list[Transition] = []
+    runner = HealthRunner(cfg, on_transition=seen.append)
+    runner.start()
+    try:
+        runner.update(snap)
+        deadline = time.monotonic() + 5
+        while len(seen) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        view = runner.view()
+        assert runner.view() is view  # no new result, no rebuild... unless one just arrived
+    finally:
+        runner.stop()
+        listener.close()
+    up = view[(WEB, DestKey(AF_INET, "127.0.0.1", port))]
+    down = view[(WEB, DestKey(AF_INET, "127.0.0.1", closed_port))]
+    assert up.state is State.UP and up.latency is not None and up.reason == "connected"
+    assert down.state is State.DOWN and down.reason == "connection refused"
+    assert threading.active_count() >= 1
+
+
+# --- `lvstop health` ---------------------------------------------------------------------------
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdin=io.StringIO(), stdout=out, stderr=err, clock=lambda: 1_700_000_001.0)
+    return main(list(argv), env), out.getvalue(), err.getvalue()
+
+
+def test_health_once_on_the_demo(tmp_path: Path) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text(
+        "checks:\n  - service: 'TCP 203.0.113.11:8080'\n    type: tcp\n  - {service: 'FWM 1', type: tcp}\n"
+    )
+    status, out, err = run_cli("--demo", "health", "--health.config", str(cfg), "--once")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "TCP 203.0.113.11:8080"
+    assert lines[1].startswith("  192.0.2.21:8080  tcp  up  ") and lines[1].endswith("  connected")
+    assert lines[4] == "  192.0.2.24:8080  tcp  down  2.00 s  timed out after 2 s"
+    assert lines[5] == "FWM 1"
+    assert lines[6] == "  192.0.2.81:0  tcp  unknown  -  the dest has port 0 (fwmark): set port:"
+
+
+def test_health_config_errors_exit_2_in_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("checks:\n  - service: '*'\n    type: tcp\n    intervall: 2s\n")
+    status, out, err = run_cli("--demo", "health", "--health.config", str(cfg), "--once")
+    assert status == 2 and out == ""
+    assert err == f"lvstop: health config {cfg}:4: key 'intervall': unknown key for a tcp check " + (
+        "(known: service, dest, type, name, interval, timeout, fall, rise, jitter, port, source)\n"
+    )
+    assert run_cli("--demo", "health", "--once")[0] == 2  # --health.config is required
+
+
+def test_health_watch_prints_transitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("checks:\n  - {service: '*', type: tcp, interval: 50ms, jitter: 0}\n")
+    snap = snapshot(Service(WEB, "wlc", dests=(dest("127.0.0.1", port),)))
+
+    class Fixed:
+        name = "netlink"
+
+        def read(self) -> Snapshot:
+            return snap
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("lvstop.cli._open", lambda args, env: Fixed())
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdin=io.StringIO(), stdout=out, stderr=err)
+    try:
+        status = main(["health", "--health.config", str(cfg), "--count", "3", "--interval", "0.2"], env)
+    finally:
+        listener.close()
+    assert status == 0, err.getvalue()
+    assert out.getvalue().endswith(f" TCP 203.0.113.10:80 127.0.0.1:{port} tcp unknown -> up: connected\n")
+
+
+def test_health_config_is_read_before_the_source(tmp_path: Path) -> None:
+    status, _, err = run_cli("--source", "netlink", "health", "--health.config", str(tmp_path / "none.yaml"))
+    assert status == 2 and "cannot read" in err
+
+
+def test_a_config_matching_nothing_warns() -> None:
+    cfg = HealthConfig("x", ())
+    assert targets(cfg, snapshot()) == ({}, [])
