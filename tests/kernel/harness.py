@@ -136,14 +136,33 @@ def _version_key(v: str) -> list[tuple[int, str]]:
     return [(int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.\-+~]", v)]
 
 
-def find_kernel(modules_root: Path = Path("/lib/modules"), boot: Path = Path("/boot")) -> Kernel | None:
-    """The newest installed Debian (-amd64) kernel that ships the IPVS modules and a bootable image."""
+def find_kernels(modules_root: Path = Path("/lib/modules"), boot: Path = Path("/boot")) -> list[Kernel]:
+    """Installed Debian (-amd64) kernels that ship the IPVS modules and a bootable image, oldest first."""
     found = []
     for d in modules_root.glob("*-amd64"):
         image = boot / f"vmlinuz-{d.name}"
         if (d / "kernel/net/netfilter/ipvs").is_dir() and image.is_file():
             found.append(Kernel(d.name, image, d))
-    return max(found, key=lambda k: _version_key(k.version), default=None)
+    return sorted(found, key=lambda k: _version_key(k.version))
+
+
+def series(version: str) -> str:
+    """The kernel series a release belongs to: "6.1" for 6.1.0-57-amd64, "6.12" for 6.12.117+deb12-amd64."""
+    return ".".join(version.split(".")[:2])
+
+
+def tier_kernels(kernels: Sequence[Kernel]) -> list[Kernel]:
+    """The newest kernel of each installed series (the tier runs once on each: 6.1, 6.12)."""
+    newest: dict[str, Kernel] = {}
+    for k in kernels:  # oldest first, so the last one of a series wins
+        newest[series(k.version)] = k
+    return sorted(newest.values(), key=lambda k: _version_key(k.version))
+
+
+def find_kernel(modules_root: Path = Path("/lib/modules"), boot: Path = Path("/boot")) -> Kernel | None:
+    """The newest installed kernel with IPVS (for running one in-guest test by hand)."""
+    kernels = find_kernels(modules_root, boot)
+    return kernels[-1] if kernels else None
 
 
 def module_files(kernel: Kernel, names: Iterable[str]) -> list[Path]:
@@ -353,9 +372,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=CACHE_DIR / "results")
     ap.add_argument("--timeout", type=float, default=840)
+    ap.add_argument("--kernel", help="a kernel series (6.1, 6.12) or release to boot; default: the newest")
     ap.add_argument("pytest_args", nargs="*")
     args = ap.parse_args(argv)
-    kernel = find_kernel()
+    kernels = find_kernels()
+    if args.kernel:
+        kernels = [k for k in kernels if args.kernel in (k.version, series(k.version))]
+    kernel = kernels[-1] if kernels else None
     if kernel is None:
         print("no Debian kernel with IPVS modules installed (apt-get install linux-image-amd64)")
         return 2

@@ -172,7 +172,11 @@ def test_zeroing_gives_no_negative_or_spiking_rate(steady_run: Run) -> None:
                     p = peak.setdefault((key, f), 0.0)
                     if not zeroed:
                         peak[(key, f)] = max(p, v)
-                    elif v > 1.5 * p + 2:
+                    # A delta taken across the reset would read >= 16x the peak (32 ticks of pre-zero
+                    # traffic). An honest 2x is possible: on 6.2+ the estimator kthread refreshes each entry
+                    # in one of 50 chains spread over the 2 s, so a loaded guest can put two refreshes of
+                    # an entry into one poll interval (and none into the next).
+                    elif v > 2.5 * p + 2:
                         problems.append(f"poll {snap.seq} {key} {f}: {who} rate {v} spikes over {p}")
     assert not problems, "\n".join(problems[:20])
     n_entries = len(list(_entries(after[0], _keys())))
