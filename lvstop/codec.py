@@ -21,6 +21,7 @@ Snapshot (object)
   daemons         [Daemon]
   timeouts        Timeouts|null
   sysctls         {str: int}  net.ipv4.vs.* by short name
+  est_cpulist     str|null    net.ipv4.vs.est_cpulist (6.2+) as printed, e.g. "0-1"; "" = estimation stopped
   issues          [Issue]     what could not be read
   poll_duration   number|null seconds the read took
   seq             int         poll counter (0 when no poller was involved)
@@ -95,6 +96,7 @@ from lvstop.model import (
     Timeouts,
     TunType,
 )
+from lvstop.sources.procfs import parse_cpulist
 
 SCHEMA_VERSION = 1
 
@@ -216,6 +218,7 @@ def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
         "daemons": [_daemon(d) for d in s.daemons],
         "timeouts": _timeouts(s.timeouts),
         "sysctls": dict(s.sysctls),
+        "est_cpulist": s.est_cpulist,
         "issues": [
             {
                 "kind": i.kind.value,
@@ -482,6 +485,10 @@ def _read_sysctls(r: _Reader) -> Mapping[str, int]:
     return MappingProxyType({name: s.integer(name) for name in s.d})
 
 
+def _read_cpulist(text: str | None) -> str | None:
+    return None if text is None else parse_cpulist(text, source="est_cpulist")
+
+
 def snapshot_from_dict(d: object) -> Snapshot:
     """The inverse of snapshot_to_dict. Raises ParseError naming the offending path."""
     r = _Reader(d, "")
@@ -506,6 +513,7 @@ def snapshot_from_dict(d: object) -> Snapshot:
         r.items("issues", _read_issue),
         r.opt_number("poll_duration"),
         r.integer("seq", 0),
+        _read_cpulist(r.opt_text("est_cpulist")),
     )
 
 

@@ -293,6 +293,9 @@ class Snapshot:
     issues: tuple[Issue, ...] = ()
     poll_duration: float | None = None  # seconds the read took
     seq: int = 0  # poll counter, set by the poller
+    # net.ipv4.vs.est_cpulist (6.2+): CPUs the estimator kthreads may run on, as the kernel prints it;
+    # "" means estimation is stopped; None where the kernel has no such sysctl or it could not be read
+    est_cpulist: str | None = None
 
     def service(self, key: ServiceKey) -> Service | None:
         for s in self.services:

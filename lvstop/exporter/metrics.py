@@ -218,6 +218,11 @@ TIMEOUTS = _gauge(
     "lvstop_ipvs_timeout_seconds", "IPVS connection timeouts (ipvsadm --set) by kind: tcp, tcpfin, udp."
 )
 SYSCTLS = _gauge("lvstop_ipvs_sysctl", "Value of the net.ipv4.vs.* sysctl named by the label.")
+EST_CPULIST = _gauge(
+    "lvstop_ipvs_estimator_cpulist_info",
+    "net.ipv4.vs.est_cpulist (6.2+): CPUs the rate estimator kthreads may use, in the cpulist label "
+    "(empty: estimation stopped, counters and rates frozen); value is 1.",
+)
 SERVICES = _gauge("lvstop_ipvs_services", "Virtual services on the director.")
 SNAPSHOT_TIME = _gauge(
     "lvstop_snapshot_timestamp_seconds",
@@ -403,6 +408,8 @@ class DirectorCollector:
             )
         if s.sysctls:
             yield Family(SYSCTLS, [(labels(name=k), v) for k, v in sorted(s.sysctls.items())])
+        if s.est_cpulist is not None:
+            yield Family(EST_CPULIST, [(labels(cpulist=s.est_cpulist), 1)])
 
 
 def service_flags(svc: Service) -> str:

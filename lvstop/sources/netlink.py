@@ -51,7 +51,13 @@ from lvstop.model import (
     fast_replacer,
 )
 from lvstop.sources import wire
-from lvstop.sources.procfs import ProcSource, parse_ip_vs_stats, read_sysctls
+from lvstop.sources.procfs import (
+    ProcSource,
+    estimator_issues,
+    parse_ip_vs_stats,
+    read_est_cpulist,
+    read_sysctls,
+)
 
 NETLINK_GENERIC = 16
 NETNS_RUN_DIR = "/var/run/netns"
@@ -278,6 +284,9 @@ class NetlinkSource:
             services = self._recheck(services, issues)
         totals, total_rates = self._totals(issues)
         sysctls = self._sysctls(issues)
+        vs_dir = os.path.join(self.proc_root, "sys", "net", "ipv4", "vs")
+        est_cpulist = self._in_ns(lambda: read_est_cpulist(vs_dir, issues))
+        issues += estimator_issues(sysctls, est_cpulist)
         return Snapshot(
             source=self.name,
             director=socket.gethostname(),
@@ -293,6 +302,7 @@ class NetlinkSource:
             sysctls=MappingProxyType(sysctls),
             issues=tuple(issues),
             poll_duration=time.monotonic() - mono,
+            est_cpulist=est_cpulist,
         )
 
     def _info(self) -> tuple[str, int]:

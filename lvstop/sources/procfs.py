@@ -346,6 +346,46 @@ def parse_sysctls(values: Mapping[str, str]) -> dict[str, int]:
     return out
 
 
+_CPULIST_RE = re.compile(r"(?:[0-9]+(?:-[0-9]+)?(?:,[0-9]+(?:-[0-9]+)?)*)?")
+# Seen on 6.12: with est_cpulist empty the kernel logs "stopping estimator thread", run_estimation still
+# reads 1, the counters it reports stop moving and the rates keep their last value until a CPU is listed.
+ESTIMATOR_STOPPED = (
+    "est_cpulist is empty: the kernel stopped its estimator kthreads (run_estimation still reads 1), "
+    "so counters and rates are frozen at their last values"
+)
+
+
+def parse_cpulist(text: str, *, source: str = "est_cpulist") -> str:
+    """A kernel CPU list ("0-1", "0,2-3", "" for none) as printed, checked; ParseError otherwise."""
+    value = text.strip()
+    if not _CPULIST_RE.fullmatch(value):
+        raise ParseError(f"not a CPU list: {value!r}", source=source)
+    return value
+
+
+def read_est_cpulist(directory: str, issues: list[Issue]) -> str | None:
+    """net.ipv4.vs.est_cpulist under `directory`; None where the kernel has none (before 6.2) or it
+    could not be read, which is then added to `issues`."""
+    path = os.path.join(directory, "est_cpulist")
+    try:
+        with open(path, encoding="ascii") as f:
+            return parse_cpulist(f.read(), source=path)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        issues.append(Issue(IssueKind.IO, f"{path}: {getattr(e, 'strerror', None) or e}"))
+    except ParseError as e:
+        issues.append(Issue(IssueKind.MALFORMED, str(e)))
+    return None
+
+
+def estimator_issues(sysctls: Mapping[str, int], est_cpulist: str | None) -> list[Issue]:
+    """What the sysctls say about the freshness of counters and rates."""
+    if est_cpulist == "" and sysctls.get("run_estimation", 1):
+        return [Issue(IssueKind.UNAVAILABLE, ESTIMATOR_STOPPED)]
+    return []
+
+
 def read_sysctls(directory: str) -> dict[str, int]:
     """parse_sysctls over the readable files of `directory` (e.g. /proc/sys/net/ipv4/vs)."""
     texts: dict[str, str] = {}
@@ -478,6 +518,8 @@ class ProcSource:
         except OSError as e:
             sysctls = {}
             issues.append(Issue(IssueKind.IO, f"cannot list {sysctl_dir}: {e.strerror or e}"))
+        est_cpulist = read_est_cpulist(sysctl_dir, issues)
+        issues += estimator_issues(sysctls, est_cpulist)
         return Snapshot(
             source=self.name,
             director=self._director(),
@@ -491,6 +533,7 @@ class ProcSource:
             sysctls=MappingProxyType(sysctls),
             issues=tuple(issues),
             poll_duration=time.monotonic() - mono,
+            est_cpulist=est_cpulist,
         )
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lvstop.sources.procfs import ESTIMATOR_STOPPED
+
 # name -> (meaning when 0, meaning when non-zero). Sources: Documentation/networking/ipvs-sysctl.rst.
 _SYSCTLS: dict[str, tuple[str, str]] = {
     "expire_nodest_conn": (
@@ -95,6 +97,13 @@ TIMEOUTS: dict[str, str] = {
     "tcpfin": "a connection stays after a FIN for this long (holds a drained dest's inactive count)",
     "udp": "a UDP flow is kept this long after its last packet",
 }
+
+
+def est_cpulist(cpulist: str) -> str:
+    """What net.ipv4.vs.est_cpulist (6.2+) means as it stands."""
+    if not cpulist:
+        return ESTIMATOR_STOPPED
+    return f"the kernel's rate estimator kthreads may run on CPUs {cpulist} (est_nice sets their priority)"
 
 
 def sysctl(name: str, value: int) -> str:

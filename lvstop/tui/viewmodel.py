@@ -793,8 +793,16 @@ def director_settings(snap: Snapshot | None) -> list[Setting]:
     names = [n for n in EXPLAINING_SYSCTLS if n in snap.sysctls]
     names += sorted(n for n in snap.sysctls if n not in EXPLAINING_SYSCTLS)
     for n in names:
+        meaning = explain.sysctl(n, snap.sysctls[n])
+        if n == "run_estimation" and snap.est_cpulist == "":
+            meaning = explain.est_cpulist("")  # the switch says on, but no kthread runs
+        out.append(Setting("Sysctls (net.ipv4.vs)", n, str(snap.sysctls[n]), meaning))
+    if snap.est_cpulist is not None:
+        shown, tone = (snap.est_cpulist, "") if snap.est_cpulist else ("(empty)", WARN)
         out.append(
-            Setting("Sysctls (net.ipv4.vs)", n, str(snap.sysctls[n]), explain.sysctl(n, snap.sysctls[n]))
+            Setting(
+                "Sysctls (net.ipv4.vs)", "est_cpulist", shown, explain.est_cpulist(snap.est_cpulist), tone
+            )
         )
     if snap.version or snap.conn_tab_size:
         out.append(

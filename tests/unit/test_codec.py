@@ -211,6 +211,7 @@ def golden_snapshot() -> Snapshot:
         ),
         poll_duration=0.0125,
         seq=42,
+        est_cpulist="0-1",
     )
 
 
