@@ -26,6 +26,7 @@ from lvstop.codec import dest_key_to_dict as dest_key_to_dict
 from lvstop.codec import service_key_from_dict as service_key_from_dict
 from lvstop.codec import service_key_to_dict as service_key_to_dict
 from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.managers import edit_warnings
 from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
 
 if TYPE_CHECKING:
@@ -380,7 +381,7 @@ class Control:
         self._check_expect(cur, expect)
         snap = self._snapshot()
         self._guard(skey, cur, weight, force, snap)
-        warnings = self._warnings(skey, weight, snap)
+        warnings = self._warnings(skey, dkey, weight, snap)
         if dry_run:
             return self._result(action, "dry_run", skey, cur, weight, None, warnings)
         if weight == cur.weight:
@@ -517,7 +518,9 @@ class Control:
             raise EditError(f"cannot read {skey}: {e}", status=503) from None
         return sum(d.weight for d in svc.dests if d.key != dkey) if svc is not None else 0
 
-    def _warnings(self, skey: ServiceKey, weight: int, snap: Snapshot | None) -> tuple[str, ...]:
+    def _warnings(
+        self, skey: ServiceKey, dkey: DestKey, weight: int, snap: Snapshot | None
+    ) -> tuple[str, ...]:
         out: list[str] = []
         if weight == 0 and snap is not None:
             svc: Service | None = snap.service(skey)
@@ -532,5 +535,5 @@ class Control:
                     "expire_nodest_conn=0: established connections stay on this dest until they close; "
                     "removing the dest would not cut them either"
                 )
-        out.extend(manager_warnings(self.managers()))
+        out.extend(edit_warnings(self.managers(), skey, dkey, self.managers.proc_root))
         return tuple(out)

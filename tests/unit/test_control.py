@@ -588,6 +588,22 @@ def test_keepalived_and_ldirectord_are_detected_and_warned_about(control: Contro
     assert detect_weight_managers(str(proc / "missing")) == ()
 
 
+def test_manager_warnings_only_for_the_services_it_manages(control: Control, proc: Path) -> None:
+    (proc / "812/root/etc/keepalived").mkdir(parents=True)
+    (proc / "812" / "comm").write_text("keepalived\n")
+    (proc / "812" / "cmdline").write_bytes(b"/usr/sbin/keepalived\0--dont-fork\0")
+    (proc / "812/root/etc/keepalived/keepalived.conf").write_text(
+        "virtual_server 203.0.113.10 80 {\n  real_server 192.0.2.11 8080 {\n    weight 7\n  }\n}\n"
+    )
+    res = control.set_weight(WEB, dk("192.0.2.11"), 4, actor="a")
+    assert res.warnings == (
+        "keepalived (pid 812) manages TCP 203.0.113.10:80 (virtual_server 203.0.113.10 80, "
+        "/etc/keepalived/keepalived.conf:1): keepalived puts weight 7 back on a reload or restart, and "
+        "removes a failing server and adds it back at its configured weight when it recovers",
+    )
+    assert control.set_weight(STICKY, dk("192.0.2.11"), 4, actor="a").warnings == ()  # not keepalived's
+
+
 def test_weight_managers_are_scanned_at_most_once_per_ttl(
     target: FakeTarget, tmp_path: Path, proc: Path
 ) -> None:
