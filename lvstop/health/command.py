@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, TypeVar
 from lvstop.health import checks
 from lvstop.health.checks import Prober
 from lvstop.health.config import HealthConfig, HealthConfigError, load
-from lvstop.health.runner import HealthRunner, SimProber, Skipped, enter_netns, run_round
+from lvstop.health.runner import HealthRunner, SimProber, Skipped, run_round
 from lvstop.health.state import ProbeResult, Transition
 from lvstop.sources import Source
+from lvstop.sources.netns import enter_netns
 
 if TYPE_CHECKING:
     from lvstop.cli import Environment

@@ -31,6 +31,7 @@ from lvstop.health.state import (
     initial,
 )
 from lvstop.model import DestKey, ServiceKey, Snapshot
+from lvstop.sources.netns import enter_netns
 
 DEFAULT_CONCURRENCY = 256
 PairKey = tuple[int, ServiceKey, DestKey]  # (index of the check in the file, service, dest)
@@ -235,22 +236,6 @@ class HealthRunner:
         if self._loop is not None and self._thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
-
-
-def enter_netns(netns: str) -> None:
-    """Moves the calling thread into `netns` (a name under /var/run/netns or a path)."""
-    import os
-
-    from pyroute2 import netns as pyroute2_netns  # slow import: only when a namespace is asked for
-
-    from lvstop.sources.netlink import netns_path
-
-    path = netns_path(netns)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pyroute2_netns.setns(fd, flags=0)  # an fd, never a name: pyroute2 would create a missing name
-    finally:
-        os.close(fd)
 
 
 async def run_round(

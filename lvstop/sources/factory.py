@@ -48,6 +48,8 @@ def open_source(
     """A ready source of the given kind. Raises SourceError when it cannot be opened at all and
     ValueError for a kind it does not know or a missing replay path / URL (caller's mistakes).
     `clock` drives the demo director (tests give it a fake one)."""
+    if netns is not None and kind in ("auto", "netlink"):
+        _require_netns(netns)  # the user's mistake first, before what the kernel lacks
     if kind == "auto":
         return _open_auto(netns, proc_root, warn)
     if kind == "netlink":
@@ -86,6 +88,12 @@ def open_source(
         source = RemoteSource(connect)
         return source
     raise ValueError(f"unknown source {kind!r} (choose from {', '.join(KINDS)})")
+
+
+def _require_netns(netns: str) -> None:
+    from lvstop.sources.netns import netns_path, open_netns
+
+    os.close(open_netns(netns_path(netns)))
 
 
 def _require_ip_vs(proc_root: str) -> None:

@@ -51,6 +51,8 @@ from lvstop.model import (
     fast_replacer,
 )
 from lvstop.sources import wire
+from lvstop.sources.netns import enter_netns, netns_path
+from lvstop.sources.netns import os_error_kind as _os_kind
 from lvstop.sources.procfs import (
     ProcSource,
     estimator_issues,
@@ -60,7 +62,6 @@ from lvstop.sources.procfs import (
 )
 
 NETLINK_GENERIC = 16
-NETNS_RUN_DIR = "/var/run/netns"
 VANISHED = "vanished during the read"
 CHANGED = "changed during the read"
 _RECV_SIZE = 1 << 16  # dump replies come in datagrams of at most ~32 KiB
@@ -82,11 +83,6 @@ class NetlinkSocket(Protocol):
 
 def open_generic_socket() -> NetlinkSocket:
     return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_GENERIC)
-
-
-def netns_path(netns: str) -> str:
-    """A name under /var/run/netns (as `ip netns` makes them) or a path such as /proc/PID/ns/net."""
-    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
 
 
 class _Namespace:
@@ -115,24 +111,7 @@ class _Namespace:
                 result.set_exception(e)
 
     def _enter(self) -> None:
-        from pyroute2 import netns  # slow import (~0.1 s): only when a namespace is asked for
-
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise SourceError(IssueKind.IO, f"no network namespace {self.path}") from None
-        except OSError as e:
-            raise SourceError(
-                _os_kind(e), f"cannot open network namespace {self.path}: {e.strerror}"
-            ) from None
-        try:
-            netns.setns(fd, flags=0)  # an fd, never a name: pyroute2 would create a missing name
-        except OSError as e:
-            raise SourceError(
-                _os_kind(e), f"cannot enter network namespace {self.path}: {e.strerror} (needs CAP_SYS_ADMIN)"
-            ) from None
-        finally:
-            os.close(fd)
+        enter_netns(self.path)
 
     def call(self, fn: Callable[[], _T]) -> _T:
         result: Future[_T] = Future()
@@ -141,10 +120,6 @@ class _Namespace:
 
     def close(self) -> None:
         self._calls.put(None)
-
-
-def _os_kind(e: OSError) -> IssueKind:
-    return IssueKind.NO_PERMISSION if e.errno in (errno.EPERM, errno.EACCES) else IssueKind.IO
 
 
 class NetlinkSource:

@@ -600,14 +600,17 @@ def test_ip_vs_gone_between_reads_is_not_a_fallback(netlink: type[FakeNetlink], 
     assert e.value.kind is IssueKind.NO_IPVS and src.name == "netlink"
 
 
+OUR_NETNS = "/proc/self/ns/net"  # a real network namespace file; the fake netlink does the rest
+
+
 def test_auto_in_another_namespace_never_falls_back(netlink: type[FakeNetlink], proc_root: str) -> None:
     netlink.fail_read = SourceError(IssueKind.NO_PERMISSION, "denied")
-    src = factory.open_source(netns="blue", proc_root=proc_root, warn=pytest.fail)
+    src = factory.open_source(netns=OUR_NETNS, proc_root=proc_root, warn=pytest.fail)
     with pytest.raises(SourceError, match="denied"):
         src.read()
     netlink.fail_init = SourceError(IssueKind.NO_PERMISSION, "denied at open")
     with pytest.raises(SourceError, match="denied at open"):
-        factory.open_source(netns="blue", proc_root=proc_root, warn=pytest.fail)
+        factory.open_source(netns=OUR_NETNS, proc_root=proc_root, warn=pytest.fail)
 
 
 def test_other_netlink_errors_propagate(netlink: type[FakeNetlink], proc_root: str) -> None:
@@ -637,3 +640,19 @@ def test_factory_imports_only_what_it_opens() -> None:
     assert not [
         m for m in loaded if m.startswith("pyroute2") or m.endswith((".netlink", ".replay", ".remote"))
     ]
+
+
+@pytest.mark.parametrize(
+    ("netns", "text"),
+    [
+        ("/etc/hostname", "is not a namespace file"),
+        ("/proc/self/ns/uts", "is a uts namespace, not a network namespace"),
+        (
+            "lvstop-test-no-such-namespace",
+            "no network namespace /var/run/netns/lvstop-test-no-such-namespace",
+        ),
+    ],
+)
+def test_netns_that_is_not_one_is_a_bad_file_with_its_cause(netns: str, text: str) -> None:
+    r = run("list", "-n", "--source", "netlink", "--netns", netns)
+    assert r.status == ExitStatus.BAD_FILE and text in one_error_line(r)

@@ -20,6 +20,7 @@ from lvstop.errors import SourceError
 from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, IssueKind, Service, ServiceKey, TunType
 from lvstop.sources import netlink as nl
 from lvstop.sources import wire
+from lvstop.sources.netns import netns_path
 from lvstop.sources.procfs import parse_ip_vs_stats
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "netlink"
@@ -480,8 +481,8 @@ def test_conn_lines_stream_the_conn_table(h: Harness, tmp_path: Path) -> None:
 
 
 def test_netns_names_and_paths() -> None:
-    assert nl.netns_path("blue") == "/var/run/netns/blue"
-    assert nl.netns_path("/proc/42/ns/net") == "/proc/42/ns/net"
+    assert netns_path("blue") == "/var/run/netns/blue"
+    assert netns_path("/proc/42/ns/net") == "/proc/42/ns/net"
 
 
 class FakeSetns:
@@ -505,8 +506,7 @@ def test_netns_source_opens_everything_from_its_namespace_thread(
 
     setns = FakeSetns()
     monkeypatch.setattr(pyroute2.netns, "setns", setns)
-    ns_file = tmp_path / "ns"
-    ns_file.write_text("")
+    ns_file = "/proc/self/ns/net"  # a real network namespace file; the fake setns stands in for entering
     opened_in: list[int] = []
 
     def factory() -> FakeKernel:
@@ -525,26 +525,31 @@ def test_netns_source_opens_everything_from_its_namespace_thread(
 
 
 @pytest.mark.parametrize(
-    ("path_exists", "error", "kind", "text"),
+    ("path", "error", "kind", "text"),
     [
-        (False, None, IssueKind.IO, "no network namespace"),
-        (True, errno.EPERM, IssueKind.NO_PERMISSION, "CAP_SYS_ADMIN"),
+        ("missing", None, IssueKind.MALFORMED, "no network namespace"),
+        ("plain", None, IssueKind.MALFORMED, "is not a namespace file"),
+        ("/proc/self/ns/uts", None, IssueKind.MALFORMED, "is a uts namespace, not a network namespace"),
+        ("/proc/self/ns/net", errno.EPERM, IssueKind.NO_PERMISSION, "needs CAP_SYS_ADMIN"),
     ],
 )
 def test_netns_that_cannot_be_entered(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    path_exists: bool,
+    path: str,
     error: int | None,
     kind: IssueKind,
     text: str,
 ) -> None:
+    """Each cause says what it is (and maps to its own exit status: 5 bad file, 4 permission)."""
     import pyroute2.netns
 
-    monkeypatch.setattr(pyroute2.netns, "setns", FakeSetns(error))
-    ns_file = tmp_path / "ns"
-    if path_exists:
-        ns_file.write_text("")
+    setns = FakeSetns(error)
+    monkeypatch.setattr(pyroute2.netns, "setns", setns)
+    if path == "plain":
+        (tmp_path / "plain").write_text("")
+    ns_file = path if path.startswith("/") else str(tmp_path / path)
     with pytest.raises(SourceError) as e:
-        nl.NetlinkSource(netns=str(ns_file), socket_factory=FakeKernel)
-    assert e.value.kind is kind and text in str(e.value)
+        nl.NetlinkSource(netns=ns_file, socket_factory=FakeKernel)
+    assert e.value.kind is kind and text in str(e.value) and ns_file in str(e.value)
+    assert (setns.thread is None) and (error is None or "Operation not permitted" in str(e.value))
