@@ -535,5 +535,6 @@ class Control:
                     "expire_nodest_conn=0: established connections stay on this dest until they close; "
                     "removing the dest would not cut them either"
                 )
-        out.extend(edit_warnings(self.managers(), skey, dkey, self.managers.proc_root))
+        netns = getattr(self.target, "netns", None)  # NetlinkSource's; the demo has none
+        out.extend(edit_warnings(self.managers(), skey, dkey, self.managers.proc_root, netns))
         return tuple(out)

@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from lvstop.errors import ParseError
 from lvstop.model import AF_INET, AF_INET6, DestKey, Protocol, ServiceKey, normalize_address
+from lvstop.sources.netns import netns_path
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 LDIRECTORD_CONF = "/etc/ha.d/ldirectord.cf"
@@ -361,13 +362,30 @@ def managed_services(name: str, pid: int, proc_root: str = "/proc") -> list[Mana
     return parse_ldirectord(path, read)
 
 
+def _netns_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def edit_warnings(
-    running: tuple[tuple[str, int], ...], skey: ServiceKey, dkey: DestKey, proc_root: str = "/proc"
+    running: tuple[tuple[str, int], ...],
+    skey: ServiceKey,
+    dkey: DestKey,
+    proc_root: str = "/proc",
+    netns: str | None = None,
 ) -> tuple[str, ...]:
-    """Warnings for an edit of `dkey` in `skey`: one per running manager that manages that service (and
-    one per manager whose configuration cannot be read, since it may)."""
+    """Warnings for an edit of `dkey` in `skey` (in the IPVS of network namespace `netns`, None: ours): one
+    per running manager of that namespace that manages that service, and one per manager whose
+    configuration cannot be read, since it may."""
+    here = _netns_id(netns_path(netns) if netns else os.path.join(proc_root, "self", "ns", "net"))
     out: list[str] = []
     for name, pid in running:
+        theirs = _netns_id(os.path.join(proc_root, str(pid), "ns", "net"))
+        if here is not None and theirs is not None and here != theirs:
+            continue  # it manages another namespace's IPVS
         try:
             owned = [m for m in managed_services(name, pid, proc_root) if m.key == skey]
         except (OSError, ParseError) as e:

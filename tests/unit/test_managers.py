@@ -158,3 +158,23 @@ def test_edit_warnings_unreadable_config_still_warns(tmp_path: Path) -> None:
     (warning,) = edit_warnings((("keepalived", 55),), ServiceKey.tcp("203.0.113.10", 80), DK, str(proc))
     assert warning.startswith("keepalived (pid 55) is running and its configuration could not be read")
     assert edit_warnings((), ServiceKey.tcp("203.0.113.10", 80), DK, str(proc)) == ()
+
+
+def test_edit_warnings_only_from_managers_of_the_edited_namespace(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    other_ns = tmp_path / "other-netns"
+    other_ns.write_text("")
+    (proc / "self/ns").mkdir(parents=True)
+    (proc / "self/ns/net").symlink_to("/proc/self/ns/net")
+    for pid, ns in ((10, "/proc/self/ns/net"), (20, str(other_ns))):
+        (proc / f"{pid}/ns").mkdir(parents=True)
+        (proc / f"{pid}/ns/net").symlink_to(ns)
+        (proc / f"{pid}/cmdline").write_bytes(b"keepalived\0")  # no config under its root: warns it may
+    running = (("keepalived", 10), ("keepalived", 20))
+    key = ServiceKey.tcp("203.0.113.10", 80)
+    assert [w.split(" is running")[0] for w in edit_warnings(running, key, DK, str(proc))] == [
+        "keepalived (pid 10)"
+    ]
+    assert [w.split(" is running")[0] for w in edit_warnings(running, key, DK, str(proc), str(other_ns))] == [
+        "keepalived (pid 20)"
+    ]
