@@ -18,7 +18,7 @@ Snapshot (object)
   totals          Counters|null   /proc/net/ip_vs_stats
   total_rates     Rates|null      the kernel's (or lvstop's reproduction of its) EWMA of the totals
   total_instant   Rates|null      plain deltas over the last poll interval
-  daemons         [Daemon]
+  daemons         [Daemon]|null   null where the source cannot see them (/proc)
   timeouts        Timeouts|null
   sysctls         {str: int}  net.ipv4.vs.* by short name
   est_cpulist     str|null    net.ipv4.vs.est_cpulist (6.2+) as printed, e.g. "0-1"; "" = estimation stopped
@@ -51,11 +51,12 @@ Dest (object)
   family          "inet" | "inet6"   may differ from the service's (tunnel dests)
   address, port   str, int
   fwd             "masq" | "local" | "tunnel" | "route" | "bypass"
-  weight, u_threshold, l_threshold, active_conns, inactive_conns   int
+  weight, active_conns, inactive_conns   int
+  u_threshold, l_threshold   int|null    null where the source cannot see them (/proc)
   persist_conns   int|null    null where the source cannot see it (/proc)
-  tun_type        "ipip" | "gue" | "gre"
-  tun_port        int     GUE/GRE port
-  tun_flags       int     IP_VS_TUNNEL_ENCAP_FLAG_* (csum 0x1, remcsum 0x2)
+  tun_type        "ipip" | "gue" | "gre" | null   (null: unknown, /proc)
+  tun_port        int|null    GUE/GRE port
+  tun_flags       int|null    IP_VS_TUNNEL_ENCAP_FLAG_* (csum 0x1, remcsum 0x2)
   counters, rates, instant   as for Service
 
 Counters (object): conns, inpkts, outpkts, inbytes, outbytes — int, cumulative (bytes in bytes).
@@ -159,7 +160,7 @@ def _dest(d: Dest) -> dict[str, Any]:
         "active_conns": d.active_conns,
         "inactive_conns": d.inactive_conns,
         "persist_conns": d.persist_conns,
-        "tun_type": d.tun_type.name.lower(),
+        "tun_type": None if d.tun_type is None else d.tun_type.name.lower(),
         "tun_port": d.tun_port,
         "tun_flags": d.tun_flags,
         "counters": _counters(d.counters),
@@ -215,7 +216,7 @@ def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
         "totals": _counters(s.totals),
         "total_rates": _rates(s.total_rates),
         "total_instant": _rates(s.total_instant),
-        "daemons": [_daemon(d) for d in s.daemons],
+        "daemons": None if s.daemons is None else [_daemon(d) for d in s.daemons],
         "timeouts": _timeouts(s.timeouts),
         "sysctls": dict(s.sysctls),
         "est_cpulist": s.est_cpulist,
@@ -273,9 +274,10 @@ class _Reader:
             raise self._bad(key, "an integer", v)
         return v
 
-    def opt_integer(self, key: str) -> int | None:
-        v = self._get(key, None)
-        return None if v is None else self.integer(key)
+    def opt_integer(self, key: str, default: int | None = None) -> int | None:
+        """null is None; a missing key is `default`."""
+        v = self._get(key, default)
+        return v if v is None or v is default else self.integer(key)
 
     def number(self, key: str, default: object = _MISSING) -> float:
         v = self._get(key, default)
@@ -432,14 +434,14 @@ def _read_dest(r: _Reader) -> Dest:
         r.integer("port"),
         r.enum("fwd", FwdMethod),
         r.integer("weight"),
-        r.integer("u_threshold", 0),
-        r.integer("l_threshold", 0),
+        r.opt_integer("u_threshold", 0),
+        r.opt_integer("l_threshold", 0),
         r.integer("active_conns", 0),
         r.integer("inactive_conns", 0),
-        r.opt_integer("persist_conns") if "persist_conns" in r.d else 0,
-        r.enum("tun_type", TunType, TunType.IPIP),
-        r.integer("tun_port", 0),
-        r.integer("tun_flags", 0),
+        r.opt_integer("persist_conns", 0),
+        None if r.d.get("tun_type", "ipip") is None else r.enum("tun_type", TunType, TunType.IPIP),
+        r.opt_integer("tun_port", 0),
+        r.opt_integer("tun_flags", 0),
         _read_counters(r.opt_obj("counters")),
         _read_rates(r.opt_obj("rates")),
         _read_rates(r.opt_obj("instant")),
@@ -507,7 +509,7 @@ def snapshot_from_dict(d: object) -> Snapshot:
         _read_counters(r.opt_obj("totals")),
         _read_rates(r.opt_obj("total_rates")),
         _read_rates(r.opt_obj("total_instant")),
-        r.items("daemons", _read_daemon),
+        None if r.d.get("daemons", ()) is None else r.items("daemons", _read_daemon),
         None if t is None else Timeouts(t.integer("tcp"), t.integer("tcpfin"), t.integer("udp")),
         _read_sysctls(r),
         r.items("issues", _read_issue),

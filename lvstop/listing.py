@@ -321,6 +321,8 @@ def tunnel_info(d: Dest) -> str:
     """ipvsadm's TunnelInfo column: ipip, gue:PORT:FLAGS, gre:FLAGS, or n/a for other methods."""
     if d.fwd is not FwdMethod.TUNNEL:
         return "n/a"
+    if d.tun_flags is None:
+        return "?"  # read from /proc: unknown
     flags = _TUN_FLAGS.get(d.tun_flags, str(d.tun_flags))
     if d.tun_type is TunType.IPIP:
         return "ipip"
@@ -370,7 +372,7 @@ def _dest_line(d: Dest, opts: ListOptions) -> str:
         )
     if opts.thresholds:
         return (
-            f"  -> {name:<28} {d.u_threshold:<10} {d.l_threshold:<10} "
+            f"  -> {name:<28} {_num(d.u_threshold, 10, left=True)} {_num(d.l_threshold, 10, left=True)} "
             f"{d.active_conns:<10} {d.inactive_conns:<10}"
         )
     if opts.persistent_conn:
@@ -497,6 +499,8 @@ def timeout_line(snapshot: Snapshot) -> str:
 
 def daemon_lines(snapshot: Snapshot) -> Iterator[str]:
     """`ipvsadm -L --daemon`: master first, then backup, as the kernel reports them."""
+    if snapshot.daemons is None:
+        raise LvstopError(f"the {snapshot.source} source cannot see the sync daemons")
     for d in sorted(snapshot.daemons, key=lambda d: d.state):
         text = f"{d.state.name.lower()} sync daemon (mcast={d.mcast_ifn}, syncid={d.syncid}"
         if d.maxlen:

@@ -151,14 +151,14 @@ class Dest:
     port: int
     fwd: FwdMethod
     weight: int
-    u_threshold: int = 0
-    l_threshold: int = 0
+    u_threshold: int | None = 0  # None where the source cannot see it (/proc), as for the tunnel fields
+    l_threshold: int | None = 0
     active_conns: int = 0
     inactive_conns: int = 0
     persist_conns: int | None = 0  # None where the source cannot see it (/proc)
-    tun_type: TunType = TunType.IPIP
-    tun_port: int = 0
-    tun_flags: int = 0
+    tun_type: TunType | None = TunType.IPIP
+    tun_port: int | None = 0
+    tun_flags: int | None = 0
     counters: Counters | None = None
     rates: Rates | None = None  # the kernel's EWMA (or lvstop's reproduction of it)
     instant: Rates | None = None  # plain delta over the last measured interval
@@ -287,7 +287,7 @@ class Snapshot:
     totals: Counters | None = None  # /proc/net/ip_vs_stats
     total_rates: Rates | None = None
     total_instant: Rates | None = None
-    daemons: tuple[Daemon, ...] = ()
+    daemons: tuple[Daemon, ...] | None = ()  # None: the source cannot see them (/proc)
     timeouts: Timeouts | None = None
     sysctls: Mapping[str, int] = field(default_factory=_frozen_map)
     issues: tuple[Issue, ...] = ()

@@ -62,7 +62,7 @@ class CountingSource:
         self, source: Source, on_failure: Callable[[], None], clock: Callable[[], float] = time.time
     ) -> None:
         self.source = source
-        self.name = source.name
+        self.name = source.name  # refreshed by each read: `auto` says proc once it fell back to /proc
         self._on_failure = on_failure  # a good read shows up with its snapshot; a failed one has none
         self._clock = clock
         self._lock = threading.Lock()
@@ -80,6 +80,8 @@ class CountingSource:
         except Exception as e:
             self._count(["internal"], f"{type(e).__name__}: {e}")
             raise
+        finally:
+            self.name = self.source.name
         # UNAVAILABLE marks what a source can never read (/proc has no counters): not an error per poll.
         self._count([i.kind.value for i in snap.issues if i.kind is not IssueKind.UNAVAILABLE], None)
         return snap

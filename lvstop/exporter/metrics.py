@@ -391,15 +391,16 @@ class DirectorCollector:
         if s.total_rates is not None:
             for f, spec in DIRECTOR_RATES:
                 yield Family(spec, [("", getattr(s.total_rates, f))])
-        states = {"master": 0, "backup": 0}
-        info = []
-        for d in s.daemons:
-            state = d.state.name.lower()
-            states[state] += 1
-            info.append((labels(interface=d.mcast_ifn, state=state, syncid=d.syncid), 1))
-        yield Family(SYNC_DAEMONS, [(labels(state=k), v) for k, v in states.items()])
-        if info:
-            yield Family(SYNC_DAEMON_INFO, info)
+        if s.daemons is not None:  # None: the source cannot see them, so no series rather than a 0
+            states = {"master": 0, "backup": 0}
+            info = []
+            for d in s.daemons:
+                state = d.state.name.lower()
+                states[state] += 1
+                info.append((labels(interface=d.mcast_ifn, state=state, syncid=d.syncid), 1))
+            yield Family(SYNC_DAEMONS, [(labels(state=k), v) for k, v in states.items()])
+            if info:
+                yield Family(SYNC_DAEMON_INFO, info)
         if s.timeouts is not None:
             t = s.timeouts
             yield Family(
@@ -508,7 +509,7 @@ class DestCollector:
                 yield Family(spec, column(list(map(get, objs)) if whole else [o and get(o) for o in objs]))
         for spec, field_name in DEST_GAUGES:
             yield Family(spec, column(list(map(attrgetter(field_name), dests))))
-        cache: dict[tuple[FwdMethod, TunType, int, int], str] = {}
+        cache: dict[tuple[FwdMethod, TunType | None, int | None, int | None], str] = {}
 
         def info_labels() -> Iterator[str]:
             for lab, d in zip(labs, dests, strict=True):
@@ -526,13 +527,15 @@ class DestCollector:
 
 
 def dest_info_labels(d: Dest) -> str:
+    """Tunnel labels are empty for other methods, and where the source cannot see them (/proc)."""
     tunnel = d.fwd is FwdMethod.TUNNEL
-    flags = [n for bit, n in ((TUN_F_CSUM, "csum"), (TUN_F_REMCSUM, "remcsum")) if d.tun_flags & bit]
+    tun_flags = d.tun_flags or 0
+    flags = [n for bit, n in ((TUN_F_CSUM, "csum"), (TUN_F_REMCSUM, "remcsum")) if tun_flags & bit]
     return labels(
         forwarding=d.fwd.label.lower(),
         tunnel_flags=",".join(flags) if tunnel else "",
         tunnel_port=d.tun_port if tunnel and d.tun_port else "",
-        tunnel_type=d.tun_type.name.lower() if tunnel else "",
+        tunnel_type=d.tun_type.name.lower() if tunnel and d.tun_type is not None else "",
     )
 
 

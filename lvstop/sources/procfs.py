@@ -186,9 +186,14 @@ def _parse_dest_line(f: list[str]) -> Dest:
         port,
         fwd,
         _int(f[3]),
+        None,  # thresholds, persistent conns and tunnel settings: not in /proc (netlink only)
+        None,
         active_conns=_int(f[4]),
         inactive_conns=_int(f[5]),
         persist_conns=None,
+        tun_type=None,
+        tun_port=None,
+        tun_flags=None,
     )
 
 
@@ -407,7 +412,7 @@ def parse_config_hz(config: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def detect_hz(proc_root: str, sys_root: str, boot_dir: str) -> int | None:
+def detect_hz(proc_root: str, sys_root: str, boot_dir: str | None) -> int | None:
     """The running kernel's CONFIG_HZ from {proc}/config.gz or {boot}/config-<release>, else None."""
     try:
         with gzip.open(os.path.join(proc_root, "config.gz")) as f:
@@ -416,6 +421,8 @@ def detect_hz(proc_root: str, sys_root: str, boot_dir: str) -> int | None:
             return hz
     except (OSError, EOFError, zlib.error):  # absent, or not a whole gzip stream
         pass
+    if boot_dir is None:
+        return None
     try:
         with open(os.path.join(sys_root, "kernel", "osrelease"), encoding="ascii") as f:
             release = f.read().strip()
@@ -459,7 +466,8 @@ class ProcSource:
     """Reads {root}/net/ip_vs*, and the sysctls under {sys_root}/net/ipv4/vs (sys_root: {root}/sys).
 
     `hz` overrides the CONFIG_HZ detection (needed to turn the persistence timeout from jiffies
-    into seconds); `boot_dir` is where config-<release> is looked for.
+    into seconds); `boot_dir` is where config-<release> is looked for: by default /boot for the real
+    /proc only, since another root's kernel is not the one whose /boot this is (nothing outside it is read).
     """
 
     name = "proc"
@@ -470,11 +478,12 @@ class ProcSource:
         sys_root: str | None = None,
         *,
         hz: int | None = None,
-        boot_dir: str = "/boot",
+        boot_dir: str | None = None,
     ) -> None:
         self.root = root
         self.sys_root = sys_root if sys_root is not None else os.path.join(root, "sys")
-        self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot_dir)
+        boot = boot_dir if boot_dir is not None else ("/boot" if os.path.abspath(root) == "/proc" else None)
+        self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, "net", name)
@@ -530,6 +539,7 @@ class ProcSource:
             conn_tab_size=size,
             totals=totals,
             total_rates=total_rates,
+            daemons=None,
             sysctls=MappingProxyType(sysctls),
             issues=tuple(issues),
             poll_duration=time.monotonic() - mono,

@@ -723,14 +723,18 @@ class SimSource:
             found = self._find(skey, dest.key)
             if found is None:
                 raise ControlError(f"{dest.key} in {skey}: No such destination (ENOENT)", status=404)
-            if dest.weight < 0 or dest.l_threshold > dest.u_threshold:
+            ut, lt = dest.u_threshold, dest.l_threshold
+            tt, tp, tf = dest.tun_type, dest.tun_port, dest.tun_flags
+            if ut is None or lt is None or tt is None or tp is None or tf is None:
+                raise ControlError(f"{dest.key} in {skey}: a setting is unknown (EINVAL)", status=400)
+            if dest.weight < 0 or lt > ut:
                 raise ControlError(
                     f"{dest.key} in {skey}: weight or thresholds out of range (ERANGE)", status=400
                 )
             sv, d = found
             d.weight, d.fwd = dest.weight, dest.fwd
-            d.u_threshold, d.l_threshold = dest.u_threshold, dest.l_threshold
-            d.tun_type, d.tun_port, d.tun_flags = dest.tun_type, dest.tun_port, dest.tun_flags
+            d.u_threshold, d.l_threshold = ut, lt
+            d.tun_type, d.tun_port, d.tun_flags = tt, tp, tf
             d.shown = sv.cache = None
 
 

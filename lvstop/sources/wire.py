@@ -890,16 +890,19 @@ def encode_service(svc: Service, *, stats64: bool = True) -> bytes:
 
 def _dest_settings(dest: Dest) -> bytes:
     """What SET_DEST must carry besides the family: everything a weight edit must preserve."""
+    tt, tp, tf, ut, lt = dest.tun_type, dest.tun_port, dest.tun_flags, dest.u_threshold, dest.l_threshold
+    if tt is None or tp is None or tf is None or ut is None or lt is None:  # read from /proc: unknown
+        raise ValueError(f"{dest.key}: SET_DEST needs thresholds and tunnel settings, and they are unknown")
     return (
         nla(DEST_ATTR_ADDR, _addr(dest.family, dest.address))
         + nla(DEST_ATTR_PORT, _be16(dest.port))
         + nla(DEST_ATTR_FWD_METHOD, _u32(dest.fwd))
         + nla(DEST_ATTR_WEIGHT, _u32(dest.weight))
-        + nla(DEST_ATTR_TUN_TYPE, bytes([dest.tun_type]))
-        + nla(DEST_ATTR_TUN_PORT, _be16(dest.tun_port))
-        + nla(DEST_ATTR_TUN_FLAGS, _u16(dest.tun_flags))
-        + nla(DEST_ATTR_U_THRESH, _u32(dest.u_threshold))
-        + nla(DEST_ATTR_L_THRESH, _u32(dest.l_threshold))
+        + nla(DEST_ATTR_TUN_TYPE, bytes([tt]))
+        + nla(DEST_ATTR_TUN_PORT, _be16(tp))
+        + nla(DEST_ATTR_TUN_FLAGS, _u16(tf))
+        + nla(DEST_ATTR_U_THRESH, _u32(ut))
+        + nla(DEST_ATTR_L_THRESH, _u32(lt))
     )
 
 

@@ -289,6 +289,8 @@ def service_flags(svc: Service) -> str:
 def tunnel_label(d: Dest) -> str:
     if d.fwd is not FwdMethod.TUNNEL:
         return ""
+    if d.tun_type is None or d.tun_flags is None:
+        return "?"  # read from /proc: the tunnel type is unknown
     label = d.tun_type.name.lower()
     if d.tun_type is TunType.GUE and d.tun_port:
         label += f":{d.tun_port}"
@@ -527,7 +529,7 @@ def dests_table(
             d.inactive_conns,
             -1 if d.persist_conns is None else d.persist_conns,
             *((r.cps, r.inpps, r.outpps, r.inbps, r.outbps) if r else (-1.0,) * 5),
-            d.u_threshold,
+            -1 if d.u_threshold is None else d.u_threshold,
             tunnel,
             0,
         )
@@ -913,7 +915,8 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
             sync = " ".join(f"{d.state.name.lower()}:{d.mcast_ifn}/{d.syncid}" for d in snap.daemons)
             third.append(Chunk((("  sync ", DIM), (sync, GOOD)), drop=2))
         else:
-            third.append(Chunk((("  sync ", DIM), ("none", WARN)), drop=2))
+            unseen = snap.daemons is None  # /proc cannot see them
+            third.append(Chunk((("  sync ", DIM), ("?" if unseen else "none", WARN)), drop=2))
         if snap.timeouts is not None:
             t = snap.timeouts
             third.append(
@@ -1192,7 +1195,9 @@ def brief(snap: Snapshot | None) -> Brief | None:
         s.key: (sum(d.active_conns for d in s.dests), sum(d.inactive_conns for d in s.dests))
         for s in snap.services
     }
-    role = ", ".join(f"{d.state.name.lower()} {d.mcast_ifn}/{d.syncid}" for d in snap.daemons) or "no sync"
+    role = ", ".join(f"{d.state.name.lower()} {d.mcast_ifn}/{d.syncid}" for d in snap.daemons or ()) or (
+        "no sync" if snap.daemons is not None else "sync unknown"
+    )
     busiest = sorted(conns, key=lambda k: (-(conns[k][0] + conns[k][1]), k))[:SIDE_SERVICES]
     return Brief(
         snap.director,

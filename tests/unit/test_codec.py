@@ -69,14 +69,14 @@ def dests(draw: st.DrawFn) -> Dest:
         draw(st.integers(0, 65535)),
         draw(st.sampled_from(list(FwdMethod))),
         draw(small),
-        draw(small),
-        draw(small),
+        draw(st.one_of(st.none(), small)),
+        draw(st.one_of(st.none(), small)),
         draw(small),
         draw(small),
         draw(st.one_of(st.none(), small)),
-        draw(st.sampled_from(list(TunType))),
-        draw(st.integers(0, 65535)),
-        draw(st.integers(0, 3)),
+        draw(st.one_of(st.none(), st.sampled_from(list(TunType)))),
+        draw(st.one_of(st.none(), st.integers(0, 65535))),
+        draw(st.one_of(st.none(), st.integers(0, 3))),
         draw(st.one_of(st.none(), counters)),
         draw(st.one_of(st.none(), rates)),
         draw(st.one_of(st.none(), rates)),
@@ -120,7 +120,7 @@ snapshots = st.builds(
     st.one_of(st.none(), counters),
     st.one_of(st.none(), rates),
     st.one_of(st.none(), rates),
-    st.lists(daemons, max_size=2).map(tuple),
+    st.one_of(st.none(), st.lists(daemons, max_size=2).map(tuple)),
     st.one_of(st.none(), st.builds(Timeouts, small, small, small)),
     st.dictionaries(text, st.integers(-(1 << 31), 1 << 31), max_size=4).map(MappingProxyType),
     st.lists(
@@ -341,3 +341,18 @@ def test_unknown_keys_are_ignored_and_defaults_fill_missing_optional_ones() -> N
     got = back.services[0].dests[0]
     assert (got.u_threshold, got.tun_type, got.rates, got.instant) == (0, TunType.IPIP, None, None)
     assert json.loads(codec.dumps(back))["services"][0]["dests"][0]["u_threshold"] == 0
+
+
+def test_what_proc_cannot_see_is_null_not_zero() -> None:
+    from lvstop.sources.procfs import ProcSource
+
+    sample = Path(__file__).parent.parent / "fixtures" / "proc" / "sample-6.1"
+    snap = ProcSource(str(sample), hz=250).read()
+    d = json.loads(codec.dumps(snap))
+    assert d["daemons"] is None and d["timeouts"] is None
+    tunnel = [x for s in d["services"] for x in s["dests"] if x["fwd"] == "tunnel"]
+    assert tunnel
+    for dest in tunnel:
+        unseen = ("u_threshold", "l_threshold", "persist_conns", "tun_type", "tun_port", "tun_flags")
+        assert {k: dest[k] for k in unseen} == dict.fromkeys(unseen)
+    assert codec.loads(codec.dumps(snap)) == snap
