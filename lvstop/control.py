@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Protocol
+from typing import NoReturn, Protocol
 
 # Keys as JSON (the API, the drain state) are codec's; re-exported for the write path's users.
 from lvstop.codec import dest_key_from_dict as dest_key_from_dict
@@ -26,11 +26,9 @@ from lvstop.codec import dest_key_to_dict as dest_key_to_dict
 from lvstop.codec import service_key_from_dict as service_key_from_dict
 from lvstop.codec import service_key_to_dict as service_key_to_dict
 from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.events import DRAIN_CLOSED, Event, EventLog
 from lvstop.managers import edit_warnings
 from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
-
-if TYPE_CHECKING:
-    from lvstop.events import EventLog
 
 MAX_WEIGHT = 65535
 # Processes that own IPVS weights and put their own back (health checks, config reloads).
@@ -356,6 +354,37 @@ class Control:
     def drains(self) -> dict[tuple[ServiceKey, DestKey], DrainRecord]:
         """Drains in place (as remembered in the state file, so also those of other lvstop processes)."""
         return self.state.load()
+
+    def reconcile(self, snap: Snapshot) -> list[Event]:
+        """Close the drain records of dests that got a weight back outside lvstop (keepalived, ipvsadm,
+        someone after a restart): they serve again and a restore would undo that. One event each.
+
+        `snap` only picks candidates: each is re-read now, as the poll may predate a drain's write.
+        Raises LvstopError for a drain state file that cannot be read."""
+        if not self.state.path.exists():
+            return []
+        closed: list[Event] = []
+        with self._lock, self.state.locked() as drains:
+            for (skey, dkey), rec in list(drains.items()):
+                svc = snap.service(skey)
+                seen = svc.dest(dkey) if svc is not None else None
+                if seen is None or seen.weight == 0:
+                    continue
+                now = self._weight_now(skey, dkey)
+                if not now:
+                    continue
+                del drains[(skey, dkey)]
+                message = (
+                    f"{skey} -> {dkey}: weight {now} was set outside lvstop; its drain "
+                    f"(weight {rec.previous} remembered by {rec.actor}) is closed"
+                )
+                closed.append(Event(self._clock(), DRAIN_CLOSED, message, skey, dkey, 0, now))
+            if closed:
+                self.state.save(drains)
+        if self.events is not None:
+            for e in closed:
+                self.events.append(e)
+        return closed
 
     # internals
 

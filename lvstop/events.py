@@ -25,6 +25,7 @@ COUNTERS_RESET = "counters_reset"
 POLL_FAILED = "poll_failed"
 POLL_RECOVERED = "poll_recovered"
 DRAIN_FINISHED = "drain_finished"
+DRAIN_CLOSED = "drain_closed"  # a drained dest got its weight back outside lvstop
 INCONSISTENT_READ = "inconsistent_read"
 
 KINDS = (
@@ -37,6 +38,7 @@ KINDS = (
     POLL_FAILED,
     POLL_RECOVERED,
     DRAIN_FINISHED,
+    DRAIN_CLOSED,
     INCONSISTENT_READ,
 )
 

@@ -34,6 +34,8 @@ from lvstop.exporter.metrics import (
 from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot
 from lvstop.sources import Source
 
+log = logging.getLogger("lvstop.exporter")
+
 if TYPE_CHECKING:
     from lvstop.poller import Poller
 
@@ -222,9 +224,17 @@ class Exporter:
         self._demand: deque[int] = deque(maxlen=4)
         self._eager = False
         self._prefetching = False  # a prefetch thread is running
+        # Why the drain state file cannot be read (None: it can): the exporter is then not ready.
+        self.drain_error: str | None = None
         poller.subscribe(self._new_snapshot)
 
-    def _new_snapshot(self, _snap: Snapshot) -> None:
+    def _new_snapshot(self, snap: Snapshot) -> None:
+        if self.control is not None:
+            try:
+                self.control.reconcile(snap)
+                self._drain_state(None)
+            except LvstopError as e:
+                self._drain_state(str(e))
         with self._lock:
             self._demand.append(self._asked)
             self._asked = 0
@@ -267,6 +277,14 @@ class Exporter:
     def snapshot_page(self) -> Body | None:
         return self.snapshot_cache.get(self.poller.latest)
 
+    def _drain_state(self, error: str | None) -> None:
+        if error != self.drain_error:
+            if error is not None:
+                log.error("drain state unusable, not ready until it is fixed (the file is kept): %s", error)
+            else:
+                log.info("drain state readable again")
+            self.drain_error = error
+
     def record_edit(self, outcome: str) -> None:
         with self._lock:
             self.edits[outcome] += 1
@@ -295,13 +313,21 @@ class Exporter:
             edits = dict(self.edits)
         try:
             drains = self.control.drains() if self.control is not None else {}
+            if self.control is not None:
+                self._drain_state(None)
         except LvstopError as e:  # a bad drain state file must not take every other metric down
-            logging.getLogger("lvstop.exporter").warning("drain state not exported: %s", e)
+            self._drain_state(str(e))
             drains = {}
         return Inputs(
             self.poller.latest,
             self.health(),
-            ControlView(drains, edits, dict(self.events.external), self.managers()),
+            ControlView(
+                drains,
+                edits,
+                dict(self.events.external),
+                self.managers(),
+                None if self.control is None else self.drain_error is None,
+            ),
             self._conn(),
             self.options,
         )

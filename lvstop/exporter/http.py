@@ -410,11 +410,21 @@ class App:
             )
         return 200, {"drains": out}
 
+    def not_ready(self) -> str | None:
+        """Why the exporter is not ready, or None when it is."""
+        if self.exporter.poller.latest is None:
+            return "no successful poll yet"
+        if self.exporter.drain_error is not None:
+            return f"drain state: {self.exporter.drain_error}"
+        return None
+
     def status(self) -> tuple[int, dict[str, Any]]:
         ex = self.exporter
         snap = ex.poller.latest
         managers = ex.managers()
         warnings = list(manager_warnings(managers))
+        if ex.drain_error is not None:
+            warnings.append(f"drain state unusable, writes fail until it is fixed: {ex.drain_error}")
         if snap is not None:
             warnings.extend(i.message for i in snap.issues)
         return 200, {
@@ -538,10 +548,10 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/-/healthy":
             self._send(200, b"Healthy\n", "text/plain; charset=utf-8")
         elif path == "/-/ready":
-            ready = app.exporter.poller.latest is not None
+            why = app.not_ready()
             self._send(
-                200 if ready else 503,
-                b"Ready\n" if ready else b"Not ready: no successful poll yet\n",
+                503 if why else 200,
+                f"Not ready: {why}\n".encode() if why else b"Ready\n",
                 "text/plain; charset=utf-8",
             )
         elif path == "/api/v1/openapi.json":

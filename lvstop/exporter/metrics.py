@@ -120,6 +120,7 @@ class ControlView:
     edits: Mapping[str, int] = field(default_factory=dict)  # by outcome (EDIT_OUTCOMES)
     external: Mapping[tuple[ServiceKey, DestKey], int] = field(default_factory=dict)
     managers: tuple[tuple[str, int], ...] = ()
+    drain_state_ok: bool | None = None  # None: no write path, so no drain state
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +297,12 @@ DRAIN_START = _gauge(
 DRAIN_PREVIOUS = _gauge(
     "lvstop_ipvs_backend_drain_previous_weight",
     "The weight a restore puts back (present only while the real server is drained by lvstop).",
+    False,
+)
+DRAIN_STATE_OK = _gauge(
+    "lvstop_drain_state_ok",
+    "1 when the drain state file can be read, 0 when it cannot (the exporter is then not ready; the file "
+    "is kept for the operator).",
     False,
 )
 EXTERNAL_CHANGES = _counter(
@@ -549,6 +556,8 @@ class ControlCollector:
         for name, _pid in c.managers:
             counts[name] = counts.get(name, 0) + 1
         yield Family(MANAGERS, [(labels(name=n), v) for n, v in counts.items()])
+        if c.drain_state_ok is not None:
+            yield Family(DRAIN_STATE_OK, [("", int(c.drain_state_ok))])
         drains = sorted(c.drains.items())
         yield Family(DRAIN_START, [(dest_labels(s, d), r.since) for (s, d), r in drains])
         yield Family(DRAIN_PREVIOUS, [(dest_labels(s, d), r.previous) for (s, d), r in drains])

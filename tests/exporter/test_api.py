@@ -638,5 +638,29 @@ def test_a_corrupt_drain_state_file_does_not_take_the_metrics_down(tmp_path: Pat
         refused = h.post("/api/v1/drain", DRAIN)
         assert refused.status == 500 and b"unreadable drain state" in refused.body
         assert state.read_text() == "{not json"  # never overwritten
+        # Not ready, and the status and a metric say why.
+        h.poll()
+        ready = h.get("/-/ready")
+        assert ready.status == 503 and b"drain state" in ready.body and b"unreadable" in ready.body
+        assert any("drain state unusable" in w for w in h.get("/api/v1/status").json()["warnings"])
+        assert b"\nlvstop_drain_state_ok 0\n" in h.get("/metrics").body
+        state.unlink()  # the operator moved it away
+        h.poll()
+        assert h.get("/-/ready").status == 200
+        assert b"\nlvstop_drain_state_ok 1\n" in h.get("/metrics").body
     finally:
         h.running.stop()
+
+
+def test_a_weight_put_back_outside_lvstop_ends_the_drain_on_the_next_tick(exporter: Harness) -> None:
+    assert exporter.post("/api/v1/drain", DRAIN).status == 200
+    exporter.poll()
+    assert len(exporter.get("/api/v1/drains").json()["drains"]) == 1
+    d = exporter.source.get_dest(WEB, dkey())
+    assert d is not None
+    exporter.source.set_dest(WEB, dataclasses.replace(d, weight=100))  # keepalived puts its weight back
+    exporter.poll()
+    assert exporter.get("/api/v1/drains").json()["drains"] == []
+    events = exporter.get("/api/v1/events").json()["events"]
+    closed = [e for e in events if e["kind"] == "drain_closed"]
+    assert len(closed) == 1 and closed[0]["new"] == 100 and closed[0]["actor"] is None

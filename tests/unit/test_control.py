@@ -674,3 +674,39 @@ def test_a_failed_save_after_restore_is_a_clear_error(
     with pytest.raises(ControlError) as e:
         control.restore(WEB, dk("192.0.2.12"), actor="a")
     assert "cannot write the drain state: No space left on device" in str(e.value)
+
+
+def test_a_weight_put_back_outside_lvstop_closes_the_drain_with_an_event(
+    target: FakeTarget, tmp_path: Path
+) -> None:
+    path = tmp_path / "drains.json"
+    events = EventLog()
+    ctl = Control(target, path, events, proc_root=str(tmp_path), clock=lambda: 2000.0)
+    ctl.drain(WEB, dk("192.0.2.11"), actor="alice")
+    ctl.drain(WEB, dk("192.0.2.12"), actor="alice", force=True, reason="t")
+    assert ctl.reconcile(target.read()) == []  # both still at 0: still drained
+    # Restarted, and someone else (keepalived, ipvsadm) put one weight back meanwhile.
+    restarted = Control(target, path, events, proc_root=str(tmp_path), clock=lambda: 2000.0)
+    outside = target.get_dest(WEB, dk("192.0.2.11"))
+    assert outside is not None
+    target.set_dest(WEB, dataclasses.replace(outside, weight=4))
+    [event] = restarted.reconcile(target.read())
+    assert (event.kind, event.dest, event.old, event.new, event.actor) == (
+        "drain_closed",
+        dk("192.0.2.11"),
+        0,
+        4,
+        None,
+    )
+    assert "outside lvstop" in event.message and events.recent()[-1] == event
+    assert set(restarted.drains()) == {(WEB, dk("192.0.2.12"))}
+    assert restarted.reconcile(target.read()) == []
+
+
+def test_reconcile_rereads_a_dest_the_poll_saw_before_its_drain_was_written(
+    control: Control, target: FakeTarget
+) -> None:
+    before = target.read()  # weight 5, as a poll that raced the drain saw it
+    control.drain(WEB, dk("192.0.2.11"), actor="alice")
+    assert control.reconcile(before) == []
+    assert (WEB, dk("192.0.2.11")) in control.drains()
