@@ -11,6 +11,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 import time
@@ -72,6 +73,13 @@ _TLS_IGNORED = {"prefer_server_cipher_suites", "curve_preferences", "cipher_suit
 _HTTP_KEYS = {"headers", "http2"}
 
 
+# $2a$/$2b$/$2y$, a two-digit cost, then 22 characters of salt and 31 of hash in bcrypt's base64.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+DEFAULT_COST = 10
+# bcrypt reads the first 72 bytes; the bcrypt package (5.x) raises ValueError for longer passwords.
+MAX_PASSWORD = 72
+
+
 def _fail(path: Path, message: str) -> LvstopError:
     return LvstopError(f"{path}: {message}")
 
@@ -105,8 +113,13 @@ def load_web_config(path: str | Path) -> WebConfig:
     _unknown(p, doc, _TOP_KEYS, "the file")
     users = {}
     for user, hashed in _mapping(p, doc.get("basic_auth_users"), "basic_auth_users").items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            raise _fail(p, f"basic_auth_users.{user}: not a bcrypt hash")
+        m = _BCRYPT_HASH.fullmatch(hashed) if isinstance(hashed, str) else None
+        if m is None or not 4 <= int(m.group(1)) <= 31:
+            raise _fail(
+                p,
+                f"basic_auth_users.{user}: not a bcrypt hash ($2a$, $2b$ or $2y$, a cost 04..31, then 53 "
+                "characters of salt and hash)",
+            )
         users[str(user)] = hashed.encode()
     roles = {}
     for user, role in _mapping(p, doc.get("roles"), "roles").items():
@@ -184,7 +197,8 @@ class Authenticator:
         self.config = config
         self.anonymous = Principal("anonymous", anonymous_role)
         self.guesses = guesses if guesses is not None else RateLimiter(GUESS_RATE, GUESS_BURST)
-        cost = int(next(iter(config.users.values()), b"$2b$10$").split(b"$")[2])
+        # An unknown user costs what the dearest known one does: no timing tells them apart.
+        cost = max((int(h.split(b"$")[2]) for h in config.users.values()), default=DEFAULT_COST)
         self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
         self._good: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # verified credentials
         self._lock = threading.Lock()
@@ -209,6 +223,9 @@ class Authenticator:
         if wait > 0:
             raise Throttled(wait)
         hashed = self.config.users.get(user)
+        if len(password) > MAX_PASSWORD:  # never valid: costs what a wrong password costs, and fails
+            bcrypt.checkpw(password[:MAX_PASSWORD], self._dummy)
+            return None
         ok = bcrypt.checkpw(password, hashed if hashed is not None else self._dummy) and hashed is not None
         if not ok:
             return None

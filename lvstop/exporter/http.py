@@ -200,6 +200,10 @@ class App:
         except Refused as r:
             self._audit(att, _outcome(r.status), r.status, error=str(r), old=r.old)
             return r.status, {"error": str(r)}, r.headers
+        except Exception as e:  # a bug, not a refusal: still one audit line, as a failed attempt
+            log.exception("internal error in a %s attempt", action)
+            self._audit(att, "failed", 500, error=f"internal error: {type(e).__name__}")
+            return 500, {"error": "internal error"}, {}
         return status, payload, {}
 
     def _attempt(

@@ -449,6 +449,27 @@ def test_no_or_bad_credentials_are_401_everywhere(secured: Harness) -> None:
     assert res.status == 401 and res.headers["www-authenticate"].startswith("Basic")
 
 
+def test_a_password_too_long_for_bcrypt_is_a_401_and_an_audited_failed_login(secured: Harness) -> None:
+    long = {"Authorization": basic("bob", "bob-pw" + "x" * 80)}
+    assert secured.get("/metrics", headers=long).status == 401
+    assert secured.post("/api/v1/drain", DRAIN, headers=long).status == 401
+    [line] = secured.audit()
+    assert (line["action"], line["outcome"], line["status"]) == ("drain", "rejected", 401)
+
+
+def test_an_unexpected_error_in_a_write_attempt_is_audited_as_failed(
+    secured: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(secured.running.servers[1].app.auth, "check", broken)
+    res = secured.post("/api/v1/drain", DRAIN, headers={"Authorization": basic("bob", "bob-pw")})
+    assert res.status == 500 and b"boom" not in res.body
+    [line] = secured.audit()
+    assert (line["outcome"], line["status"], line["error"]) == ("failed", 500, "internal error: RuntimeError")
+
+
 def test_password_guessing_on_reads_is_throttled_but_a_verified_scraper_is_not(secured: Harness) -> None:
     alice = {"Authorization": basic("alice", "alice-pw")}
     assert secured.get("/metrics", headers=alice).status == 200  # verified once, then cached

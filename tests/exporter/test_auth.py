@@ -42,6 +42,9 @@ def test_exporter_toolkit_file_with_roles(tmp_path: Path) -> None:
     "text,needle",
     [
         ("basic_auth_user:\n  a: b\n", "unknown key(s) in the file: basic_auth_user"),
+        ("basic_auth_users:\n  carol: $2b$10$short\n", "basic_auth_users.carol: not a bcrypt hash"),
+        ("basic_auth_users:\n  carol: $2b$xx$\n", "basic_auth_users.carol: not a bcrypt hash"),
+        (f"basic_auth_users:\n  carol: {ALICE[:4]}99{ALICE[6:]}\n", "cost 04..31"),
         ("basic_auth_users:\n  a: plain\n", "not a bcrypt hash"),
         (f"basic_auth_users:\n  a: {ALICE}\nroles:\n  b: admin\n", "no such user"),
         (f"basic_auth_users:\n  a: {ALICE}\nroles:\n  a: root\n", "reader, operator or admin"),
@@ -151,3 +154,16 @@ def test_ramp_plan(
 ) -> None:
     got = plan(start, target, duration, steps)
     assert [(round(t, 6), w) for t, w in got] == expected
+
+
+def test_a_password_longer_than_bcrypt_reads_is_a_failed_login_not_an_error() -> None:
+    auth = Authenticator(WebConfig(users={"alice": ALICE.encode()}))
+    long = "alice-pw" + "x" * 70  # 78 bytes: bcrypt 5 raises ValueError on these
+    assert auth.check(basic("alice", long), "c") is None
+    assert auth.check(basic("mallory", long), "c") is None
+
+
+def test_the_fake_hash_costs_the_dearest_configured_cost() -> None:
+    cheap, dear = bcrypt.hashpw(b"a", bcrypt.gensalt(4)), bcrypt.hashpw(b"b", bcrypt.gensalt(6))
+    auth = Authenticator(WebConfig(users={"a": cheap, "b": dear}))
+    assert auth._dummy.split(b"$")[2] == b"06"
