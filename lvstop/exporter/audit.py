@@ -31,20 +31,32 @@ FIELDS = (
 )
 
 
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    except OSError as e:
+        raise LvstopError(f"{path}: cannot open the audit log: {e.strerror}") from None
+
+
 class AuditLog:
     """Appends to a file (fsync'd: the trail must survive a crash) or writes to a stream such as stderr."""
 
     def __init__(self, target: str | IO[str], clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        if isinstance(target, str):
-            try:
-                self._fd: int | None = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            except OSError as e:
-                raise LvstopError(f"{target}: cannot open the audit log: {e.strerror}") from None
-            self._stream: IO[str] | None = None
-        else:
-            self._fd, self._stream = None, target
+        self.path = target if isinstance(target, str) else None
+        self._fd: int | None = _open(target) if isinstance(target, str) else None
+        self._stream: IO[str] | None = None if isinstance(target, str) else target
+
+    def reopen(self) -> None:
+        """Open the file by its name again (after logrotate moved it); LvstopError keeps the old one."""
+        if self.path is None:
+            return
+        fd = _open(self.path)
+        with self._lock:
+            old, self._fd = self._fd, fd
+        if old is not None:
+            os.close(old)
 
     def write(self, **record: Any) -> dict[str, Any]:
         unknown = set(record) - set(FIELDS)

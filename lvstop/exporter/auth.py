@@ -139,6 +139,25 @@ def load_web_config(path: str | Path) -> WebConfig:
     return WebConfig(_tls_context(p, tls_doc) if tls_doc else None, users, roles, headers)
 
 
+def web_config_changes(old: WebConfig, new: WebConfig) -> list[str]:
+    """What a reload changed, for the log (never a password or a hash)."""
+    out = []
+    for what, users in (("added", new.users.keys() - old.users), ("removed", old.users.keys() - new.users)):
+        if users:
+            out.append(f"users {what}: {', '.join(sorted(users))}")
+    changed = sorted(u for u in old.users.keys() & new.users if old.users[u] != new.users[u])
+    if changed:
+        out.append(f"passwords changed: {', '.join(changed)}")
+    roles = sorted(u for u in new.users if old.roles.get(u) != new.roles.get(u) and u in old.users)
+    if roles:
+        out.append(f"roles changed: {', '.join(roles)}")
+    if dict(old.headers) != dict(new.headers):
+        out.append("headers changed")
+    if new.tls is not None:
+        out.append("TLS certificate and settings re-read")
+    return out
+
+
 def _tls_context(p: Path, doc: Mapping[str, Any]) -> ssl.SSLContext:
     def rel(key: str) -> str:
         # exporter-toolkit resolves relative paths against the config file's directory.

@@ -178,6 +178,11 @@ class App:
         self._scrapes = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
         self.openapi = json.dumps(document()).encode()
 
+    def reconfigure(self, web: WebConfig) -> None:
+        """A re-read web config: users, roles and headers from now on (clients keep their guess budgets)."""
+        self.auth = Authenticator(web, guesses=self.auth.guesses)
+        self.web = web
+
     # --- writes ---
 
     def attempt(

@@ -19,7 +19,7 @@ from lvstop.conntable import ConnSummary, ConnTableReader
 from lvstop.control import Control, WeightManagers, WeightTarget
 from lvstop.errors import LvstopError, SourceError
 from lvstop.exporter.audit import AuditLog
-from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config
+from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config, web_config_changes
 from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
 from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options
@@ -122,6 +122,18 @@ def conn_stats(summary: ConnSummary, wall: float) -> ConnStats:
     )
 
 
+def check_web(args: argparse.Namespace, web: WebConfig) -> None:
+    """Refuse (ValueError) a web config that would expose writes; warn about writes without users."""
+    write_addr = parse_listen_address(args.write_listen)
+    if args.write and not is_loopback(write_addr[0]) and not (web.tls and web.auth):
+        raise ValueError(
+            f"refusing to serve writes on non-loopback {args.write_listen} without TLS and authentication "
+            "(tls_server_config and basic_auth_users in --web.config.file)"
+        )
+    if args.write and not web.auth:
+        log.warning("writes without authentication: any local user can edit weights (set basic_auth_users)")
+
+
 def _control_target(args: argparse.Namespace, source: Source) -> WeightTarget | None:
     """What Control writes through: the demo itself, or a NetlinkSource of its own (never the poller's),
     refused once `auto` reads /proc for lack of CAP_NET_ADMIN."""
@@ -154,7 +166,38 @@ class Running:
     ramps: Ramps | None
     conn: ConnTableReader | None
     audit: AuditLog
+    app: App
+    args: argparse.Namespace
     threads: list[threading.Thread] = field(default_factory=list)
+
+    def reload(self) -> bool:
+        """SIGHUP: reopen the audit log (logrotate) and re-read --web.config.file, certificates included.
+        A file that cannot be used keeps the previous config and the log says why. False on any failure."""
+        ok = True
+        try:
+            self.audit.reopen()
+            if self.audit.path is not None:
+                log.info("audit log %s reopened", self.audit.path)
+        except LvstopError as e:
+            log.error("audit log not reopened, still writing the previous file: %s", e)
+            ok = False
+        path = self.args.web_config
+        if not path:
+            return ok
+        old = self.app.web
+        try:
+            web = load_web_config(path)
+            if (web.tls is None) != (old.tls is None):
+                raise ValueError("TLS cannot be turned on or off by a reload; restart the exporter for that")
+            check_web(self.args, web)
+        except (LvstopError, ValueError) as e:
+            log.error("%s not reloaded, keeping the previous config: %s", path, e)
+            return False
+        self.app.reconfigure(web)
+        for s in self.servers:
+            s.tls = web.tls
+        log.info("%s reloaded: %s", path, "; ".join(web_config_changes(old, web)) or "no change")
+        return ok
 
     def stop(self) -> None:
         stopping = [threading.Thread(target=s.shutdown) for s in self.servers]  # each waits one poll interval
@@ -182,14 +225,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     )
     web = load_web_config(args.web_config) if args.web_config else WebConfig()
     read_addr = parse_listen_address(args.listen)
-    write_addr = parse_listen_address(args.write_listen)
-    if args.write and not is_loopback(write_addr[0]) and not (web.tls and web.auth):
-        raise ValueError(
-            f"refusing to serve writes on non-loopback {args.write_listen} without TLS and authentication "
-            "(tls_server_config and basic_auth_users in --web.config.file)"
-        )
-    if args.write and not web.auth:
-        log.warning("writes without authentication: any local user can edit weights (set basic_auth_users)")
+    check_web(args, web)
     events = WatchingEventLog()
     holder: list[Exporter] = []
     counting = CountingSource(source, on_failure=lambda: holder[0].changed() if holder else None)
@@ -249,8 +285,8 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     app.ramps = ramps
     servers = [Server(read_addr, app, writes=False, tls=web.tls)]
     if args.write:
-        servers.append(Server(write_addr, app, writes=True, tls=web.tls))
-    running = Running(exporter, servers, poller, ramps, reader, audit)
+        servers.append(Server(parse_listen_address(args.write_listen), app, writes=True, tls=web.tls))
+    running = Running(exporter, servers, poller, ramps, reader, audit, app, args)
     poller.start()
     if reader is not None:
         reader.start()
@@ -301,7 +337,6 @@ def tune_malloc() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="lvstop-exporter: %(levelname)s: %(message)s")
-    tune_runtime()
     try:
         source = open_source(
             args.source,
@@ -322,11 +357,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LvstopError, OSError) as e:
         print(f"lvstop-exporter: {e}", file=sys.stderr)
         return FAILURE
+    tune_runtime()  # only a process that serves is tuned (tests call main() in-process)
     for s in running.servers:
         log.info("serving %s on %s", "reads and writes" if s.writes else "reads", s.url)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
+    signal.signal(signal.SIGHUP, lambda *_: running.reload())
     done.wait()
     running.stop()
     source.close()

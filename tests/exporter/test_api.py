@@ -449,6 +449,36 @@ def test_no_or_bad_credentials_are_401_everywhere(secured: Harness) -> None:
     assert res.status == 401 and res.headers["www-authenticate"].startswith("Basic")
 
 
+def test_a_reload_reopens_the_audit_log_and_rereads_the_web_config(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = web_config(tmp_path)
+    h = start_exporter(tmp_path, "--web.config.file", str(cfg))
+    try:
+        dry = {**DRAIN, "dry_run": True}
+        assert h.post("/api/v1/drain", dry, headers={"Authorization": basic("bob", "bob-pw")}).status == 200
+        h.audit_path.rename(tmp_path / "audit.jsonl.1")  # logrotate
+        doc = json.loads(cfg.read_text())
+        del doc["basic_auth_users"]["bob"], doc["roles"]["bob"]
+        doc["basic_auth_users"]["dave"] = bcrypt.hashpw(b"dave-pw", bcrypt.gensalt(4)).decode()
+        doc["roles"]["dave"] = "operator"
+        cfg.write_text(json.dumps(doc))
+        with caplog.at_level("INFO", "lvstop.exporter"):
+            assert h.running.reload()
+        assert "users added: dave" in caplog.text and "users removed: bob" in caplog.text
+        assert h.post("/api/v1/drain", dry, headers={"Authorization": basic("bob", "bob-pw")}).status == 401
+        assert h.post("/api/v1/drain", dry, headers={"Authorization": basic("dave", "dave-pw")}).status == 200
+        assert [a["actor"] for a in h.audit()] == [None, "dave"]  # bob's 401 has no actor
+        assert len((tmp_path / "audit.jsonl.1").read_text().splitlines()) == 1
+        cfg.write_text("basic_auth_users: [")  # a broken edit keeps the previous config
+        caplog.clear()
+        assert not h.running.reload()
+        assert "not reloaded, keeping the previous config" in caplog.text and "not valid YAML" in caplog.text
+        assert h.post("/api/v1/drain", dry, headers={"Authorization": basic("dave", "dave-pw")}).status == 200
+    finally:
+        h.running.stop()
+
+
 def test_a_password_too_long_for_bcrypt_is_a_401_and_an_audited_failed_login(secured: Harness) -> None:
     long = {"Authorization": basic("bob", "bob-pw" + "x" * 80)}
     assert secured.get("/metrics", headers=long).status == 401

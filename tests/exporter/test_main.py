@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeNetlink
 
+from lvstop import gcpolicy
 from lvstop.control import Control
 from lvstop.errors import ControlError, SourceError
 from lvstop.exporter.main import FAILURE, USAGE, _control_target, build_parser, main, tune_malloc
@@ -42,6 +43,19 @@ def test_bad_setups_are_one_line_and_an_exit_status(
     assert err and needle in err[-1] and "Traceback" not in "\n".join(err)
 
 
+def test_a_bad_setup_leaves_the_process_untuned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before, managed = sys.getswitchinterval(), gcpolicy.PACER.managed
+    sys.setswitchinterval(0.004)  # not the tuned 0.001, whatever ran before
+    gcpolicy.PACER.managed = False
+    try:
+        argv = ["--source", "demo", "--drain-state", str(tmp_path / "d.json"), "--web.listen-address", "x"]
+        assert main(argv) == USAGE
+        assert sys.getswitchinterval() == pytest.approx(0.004) and not gcpolicy.PACER.managed
+    finally:
+        sys.setswitchinterval(before)
+        gcpolicy.PACER.managed = managed
+
+
 def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
     code = "import sys; from lvstop.exporter.main import main; sys.exit(main())"
     proc = subprocess.Popen(
@@ -64,6 +78,31 @@ def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
             except OSError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sighup_reopens_the_audit_log_instead_of_killing_the_exporter(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    code = "import sys; from lvstop.exporter.main import main; sys.exit(main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "--source", "demo", "--web.listen-address", "127.0.0.1:0",
+         "--drain-state", str(tmp_path / "d.json"), "--audit-log", str(audit)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "serving reads" in proc.stderr.readline()
+        audit.rename(tmp_path / "audit.jsonl.1")
+        proc.send_signal(signal.SIGHUP)
+        line = proc.stderr.readline()
+        assert f"audit log {audit} reopened" in line and audit.exists()
+        assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
