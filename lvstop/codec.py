@@ -73,6 +73,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -111,6 +112,7 @@ _RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 E = TypeVar("E", FwdMethod, TunType, DaemonState, IssueKind)
 T = TypeVar("T")
 _MISSING = object()
+_MAX_FLOAT_INT = int(sys.float_info.max)
 
 
 # ---------------------------------------------------------------------------------------------- encode
@@ -281,6 +283,8 @@ class _Reader:
 
     def number(self, key: str, default: object = _MISSING) -> float:
         v = self._get(key, default)
+        if type(v) is int and abs(v) > _MAX_FLOAT_INT:  # math.isfinite() would raise OverflowError
+            raise self._bad(key, "a finite number", v)
         if type(v) not in (int, float) or not math.isfinite(v):  # type: ignore[arg-type]
             raise self._bad(key, "a finite number", v)
         return v  # type: ignore[return-value]
@@ -428,9 +432,14 @@ def _read_key(r: _Reader) -> ServiceKey:
 
 
 def _read_dest(r: _Reader) -> Dest:
+    family = r.family("family")
+    try:
+        address = _key_address(r.d, r.path, family)  # listings and keys need an IP address
+    except ValueError as e:
+        raise ParseError(str(e)) from None
     return Dest(
-        r.family("family"),
-        r.text("address"),
+        family,
+        address,
         r.integer("port"),
         r.enum("fwd", FwdMethod),
         r.integer("weight"),
@@ -527,4 +536,8 @@ def loads(text: str | bytes) -> Snapshot:
         raise ParseError(f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
     except UnicodeDecodeError as e:
         raise ParseError(f"not UTF-8 text: {e.reason}") from None
+    except RecursionError:
+        raise ParseError("invalid JSON: nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise ParseError(f"invalid JSON: {e}") from None
     return snapshot_from_dict(d)

@@ -41,6 +41,7 @@ from lvstop.errors import LvstopError, ParseError, SourceError
 from lvstop.model import ConnEntry, DestKey, IssueKind, Protocol, Service, ServiceKey
 from lvstop.sources import Source
 from lvstop.sources.procfs import (
+    CONN_ORIGINS,
     CONN_PROTOCOLS,
     IP_VS_CONN,
     IP_VS_CONN_SYNC,
@@ -336,6 +337,8 @@ class ConnTable:
                     e = table.get(k)
                     if e is None:
                         try:
+                            if sync and k[6] not in CONN_ORIGINS:  # refused as parse_conn_line (the TUI) does
+                                raise ValueError(f"unknown origin {k[6]!r}")
                             r = self._resolve(k, template, filters)
                             e = table[k] = [r[2], 0, r]
                         except ValueError as err:

@@ -62,6 +62,7 @@ PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
 # ip_vs_proto_name(0): persistence templates of fwmark services carry protocol 0.
 CONN_PROTOCOLS = {**PROTOCOLS, "IP": Protocol.NONE}
 FWD_METHODS = {m.label: m for m in FwdMethod}
+CONN_ORIGINS = frozenset(("LOCAL", "SYNC"))  # the Origin column of ip_vs_conn_sync
 
 _VERSION_RE = re.compile(r"IP Virtual Server version (\d+\.\d+\.\d+) \(size=(\d+)\)")
 _HEX_RE = re.compile(r"[0-9A-Fa-f]+")
@@ -276,7 +277,10 @@ def parse_ip_vs_stats(text: str, *, source: str = IP_VS_STATS) -> tuple[Counters
         try:
             if len(f) != 5:
                 raise ValueError(f"expected 5 hex numbers, got {len(f)} fields")
-            values.append([parse_hex(v) for v in f])
+            row = [parse_hex(v) for v in f]
+            if max(row) >= 1 << 64:  # the kernel prints u64 values
+                raise ValueError(f"value {max(row):X} does not fit in 64 bits")
+            values.append(row)
         except ValueError as e:
             raise ParseError(str(e), source=source, line=lineno) from None
     return Counters(*values[0]), Rates(*(float(v) for v in values[1]))
@@ -309,7 +313,7 @@ def parse_conn_line(line: str, lineno: int, sync: bool, *, source: str = "") -> 
         _, client = parse_addr(f[1])
         _, vaddr = parse_addr(f[3])
         _, daddr = parse_addr(f[5])
-        if sync and f[8] not in ("LOCAL", "SYNC"):
+        if sync and f[8] not in CONN_ORIGINS:
             raise ValueError(f"unknown origin {f[8]!r}")
         return ConnEntry(
             protocol=f[0],

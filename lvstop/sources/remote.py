@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import urllib.error
 import urllib.request
 import zlib
@@ -18,7 +17,7 @@ from email.message import Message
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from lvstop.codec import snapshot_from_dict
+from lvstop.codec import loads
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import IssueKind, Snapshot
 
@@ -110,11 +109,9 @@ class RemoteSource:
             except ValueError as e:
                 raise SourceError(IssueKind.MALFORMED, f"{self.url}: gzip reply: {e}") from None
         try:
-            snap = snapshot_from_dict(json.loads(data))
-        except ValueError as e:  # JSON (incl. UnicodeDecodeError)
-            raise SourceError(IssueKind.MALFORMED, f"{self.url}: not an lvstop snapshot: {e}") from None
+            snap = loads(data)  # every malformed reply (bad JSON, too deep, huge numbers) is a ParseError
         except ParseError as e:
-            raise SourceError(IssueKind.MALFORMED, f"{self.url}: {e}") from None
+            raise SourceError(IssueKind.MALFORMED, f"{self.url}: not an lvstop snapshot: {e}") from None
         return dataclasses.replace(snap, source=self.name, seq=0, total_instant=None)
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:

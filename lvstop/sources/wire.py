@@ -241,6 +241,8 @@ def _control(buf: bytes, off: int, mlen: int, mtype: int, what: str) -> bool:
         code = -_I32.unpack_from(buf, off + _NLH.size)[0] if mlen >= _NLH.size + 4 else 0
         if mtype == NLMSG_ERROR and mlen < _NLH.size + 4:
             raise _malformed(what, "truncated NLMSG_ERROR")
+        if not 0 <= code < 4096:  # the kernel sends -errno, and errnos are below MAX_ERRNO
+            raise _malformed(what, f"netlink error code {-code} is not a negative errno")
         if code:
             raise kernel_error(code, what)
         return True
