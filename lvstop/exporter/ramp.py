@@ -89,10 +89,16 @@ class Ramps:
         on_step: StepHook,
         clock: Callable[[], float] = time.time,
         keep: int = 100,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        wait: Callable[[threading.Event, float], bool] = threading.Event.wait,
     ) -> None:
+        """`monotonic` and `wait(cancel, seconds)` (True when cancelled) time the steps; tests step them."""
         self.control = control
         self.on_step = on_step
         self._clock = clock
+        self._monotonic = monotonic
+        self._wait = wait
         self._keep = keep
         self._ramps: dict[str, Ramp] = {}
         self._ids = itertools.count(1)
@@ -190,9 +196,9 @@ class Ramps:
             del self._ramps[k]
 
     def _run(self, ramp: Ramp) -> None:
-        t0 = time.monotonic()
+        t0 = self._monotonic()
         for at, weight in ramp.steps:
-            if ramp.cancel.wait(max(0.0, at - (time.monotonic() - t0))):
+            if self._wait(ramp.cancel, max(0.0, at - (self._monotonic() - t0))):
                 ramp.state = "cancelled"
                 break
             try:

@@ -21,7 +21,11 @@ import pytest
 
 from . import harness
 
-pytestmark = pytest.mark.qemu
+# pytest-timeout's default (pyproject) would stop the guest before its own timeout says why.
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.timeout(float(os.environ.get("LVSTOP_KERNEL_TIMEOUT", "840")) + 300),
+]
 
 RESULTS = harness.CACHE_DIR / "results"
 # .ci/run installs both: linux-image-amd64 (bookworm) and linux-image-6.12-amd64 (bookworm-backports)

@@ -123,6 +123,24 @@ class FakeEvents:
         self.expected.remove((skey, dkey, weight, actor))
 
 
+class StepClock:
+    """Ramp time that moves only when the test releases a step: no race with a loaded machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.steps = threading.Semaphore(0)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, cancel: threading.Event, seconds: float) -> bool:
+        while not self.steps.acquire(timeout=0.01):
+            if cancel.is_set():
+                return True
+        self.now += seconds
+        return cancel.is_set()
+
+
 def dk(addr: str) -> DestKey:
     return DestKey(AF_INET6 if ":" in addr else AF_INET, addr, 8080)
 
@@ -401,15 +419,18 @@ def test_a_ramp_to_zero_stops_when_the_siblings_went_down_meanwhile(
 ) -> None:
     latest = _stale(target)
     ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
-    ramps = Ramps(ctl, on_step=lambda *a: None)
+    clock = StepClock()
+    ramps = Ramps(ctl, on_step=lambda *a: None, monotonic=clock.monotonic, wait=clock.wait)
     check, ramp, plan = ramps.start(
         WEB, dk("192.0.2.11"), 0, 0.4, 2, expect=None, force=False, reason=None, dry_run=False, actor="a"
     )
     assert check.outcome == "dry_run" and plan == [(0.2, 3), (0.4, 0)] and ramp is not None
     _set(target, WEB, "192.0.2.12", None)  # before the first step (at 0.2 s)
     _set(target, WEB, "192.0.2.13", 0)
+    clock.steps.release(2)
     assert ramp.thread is not None
     ramp.thread.join(timeout=10)
+    assert clock.now == pytest.approx(0.4)
     assert ramp.state == "failed" and "last live weight" in (ramp.error or "")
     assert target.weight(WEB, "192.0.2.11") == 3  # the first step went through, the last was refused
 
