@@ -11,6 +11,7 @@ import binascii
 import enum
 import hashlib
 import hmac
+import ipaddress
 import re
 import ssl
 import threading
@@ -190,9 +191,29 @@ def _tls_context(p: Path, doc: Mapping[str, Any]) -> ssl.SSLContext:
     return ctx
 
 
-# Credentials not yet verified cost a bcrypt check (~100 ms of CPU): one a second per client, after a burst.
+# Credentials not yet verified cost a bcrypt check (~100 ms of CPU): one a second per network, after a
+# burst, and five a second from everywhere together (half a core at cost 10).
 GUESS_RATE = 1.0
 GUESS_BURST = 10
+GUESS_RATE_ALL = 5.0
+GUESS_BURST_ALL = 50
+
+
+def network_of(client: str) -> str:
+    """The network a client address counts against: /24 for IPv4, /64 for IPv6, one for all loopback.
+
+    One host has many addresses in these (127.0.0.0/8, an IPv6 /64): one address each would be as many
+    budgets as an attacker cares to take."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
 class Throttled(Exception):
@@ -207,15 +228,23 @@ class Authenticator:
     """HTTP basic auth against bcrypt hashes; unknown users cost one bcrypt check like wrong passwords.
 
     Verified credentials are cached, so a scraper pays bcrypt once; every other check is rate limited
-    per client (`guesses`), which keeps password guessing slow on every route, reads included.
+    per network (`guesses`, see network_of) and for all networks together (`all_guesses`), which keeps
+    password guessing slow on every route, reads included, from one address or from many.
     """
 
     def __init__(
-        self, config: WebConfig, anonymous_role: Role = Role.OPERATOR, guesses: RateLimiter | None = None
+        self,
+        config: WebConfig,
+        anonymous_role: Role = Role.OPERATOR,
+        guesses: RateLimiter | None = None,
+        all_guesses: RateLimiter | None = None,
     ) -> None:
         self.config = config
         self.anonymous = Principal("anonymous", anonymous_role)
         self.guesses = guesses if guesses is not None else RateLimiter(GUESS_RATE, GUESS_BURST)
+        self.all_guesses = (
+            all_guesses if all_guesses is not None else RateLimiter(GUESS_RATE_ALL, GUESS_BURST_ALL)
+        )
         # An unknown user costs what the dearest known one does: no timing tells them apart.
         cost = max((int(h.split(b"$")[2]) for h in config.users.values()), default=DEFAULT_COST)
         self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
@@ -225,7 +254,7 @@ class Authenticator:
     def check(self, authorization: str | None, client: str) -> Principal | None:
         """The principal for an Authorization header, or None when the credentials are missing or wrong.
 
-        Raises Throttled when `client` (its address) has had too many unverified credentials checked."""
+        Raises Throttled when `client`'s network, or everyone, had too many unverified credentials checked."""
         if not self.config.auth:
             return self.anonymous
         creds = _basic(authorization)
@@ -238,7 +267,7 @@ class Authenticator:
             if (user, digest) in self._good:
                 self._good.move_to_end((user, digest))
                 return self._principal(user)
-        wait = self.guesses.allow(client)
+        wait = self.guesses.allow(network_of(client)) or self.all_guesses.allow("")
         if wait > 0:
             raise Throttled(wait)
         hashed = self.config.users.get(user)
@@ -272,7 +301,7 @@ def _basic(header: str | None) -> tuple[str, bytes] | None:
 
 
 class RateLimiter:
-    """Token bucket per client address, checked before authentication so guessing stays slow."""
+    """A token bucket per key (a network, a user)."""
 
     def __init__(
         self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic, max_clients: int = 10000

@@ -1,8 +1,10 @@
 """HTTP: /metrics, the JSON API and the write API, on a read listener and (optionally) a write listener.
 
-Write requests pass, in this order: POST only, a listener that serves writes, the per-client rate
-limit (before any password is checked), a JSON content type, the CSRF defences (Origin, custom
-header), authentication, the role, the body, and finally Control. Every attempt gets one audit line.
+Write requests pass, in this order: POST only, a listener that serves writes, a JSON content type, the
+CSRF defences (Origin, custom header), authentication (unverified credentials rate limited per network
+before bcrypt), the user's own rate limit, the role, the body, and finally Control. Every attempt gets one
+audit line, except refusals before a verified credential past their per-network budget: those are
+counted and summed up in one line per burst.
 """
 
 from __future__ import annotations
@@ -36,7 +38,15 @@ from lvstop.control import (
 from lvstop.errors import ControlError, LvstopError
 from lvstop.events import Event
 from lvstop.exporter.audit import AuditLog
-from lvstop.exporter.auth import Authenticator, Principal, RateLimiter, Role, Throttled, WebConfig
+from lvstop.exporter.auth import (
+    Authenticator,
+    Principal,
+    RateLimiter,
+    Role,
+    Throttled,
+    WebConfig,
+    network_of,
+)
 from lvstop.exporter.core import Exporter
 from lvstop.exporter.metrics import Body
 from lvstop.exporter.openapi import CSRF_HEADER, document
@@ -46,6 +56,11 @@ from lvstop.model import DestKey, ServiceKey
 log = logging.getLogger("lvstop.exporter")
 
 MAX_BODY = 64 << 10
+# Write attempts refused before a credential was verified (wrong method or listener, no or bad password,
+# oversize...): audit lines per network, one a second after a burst; past that, one 429 each and a
+# single line per burst saying how many were not logged one by one. The metrics count every attempt.
+REFUSED_RATE = 1.0
+REFUSED_BURST = 10
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WRITE_ROUTES = {
     "/api/v1/weight": "set_weight",
@@ -176,11 +191,14 @@ class App:
         self.writes = writes
         self.ramps = ramps
         self._scrapes = threading.BoundedSemaphore(max_requests) if max_requests > 0 else None
+        self.refused = RateLimiter(REFUSED_RATE, REFUSED_BURST)
+        self._unlogged: dict[str, int] = {}  # network -> refused attempts not audited one by one
+        self._unlogged_lock = threading.Lock()
         self.openapi = json.dumps(document()).encode()
 
     def reconfigure(self, web: WebConfig) -> None:
         """A re-read web config: users, roles and headers from now on (clients keep their guess budgets)."""
-        self.auth = Authenticator(web, guesses=self.auth.guesses)
+        self.auth = Authenticator(web, guesses=self.auth.guesses, all_guesses=self.auth.all_guesses)
         self.web = web
 
     # --- writes ---
@@ -203,6 +221,10 @@ class App:
                 raise Refused(413, f"the body must be at most {MAX_BODY} bytes")
             payload, status = self._attempt(att, method, body, headers, listener_writes, param)
         except Refused as r:
+            wait = self._refusal_wait(att) if att.actor is None else 0.0
+            if wait > 0:
+                self.exporter.record_edit("rejected")
+                return 429, {"error": "too many refused write attempts; slow down"}, _retry_after(wait)
             self._audit(att, _outcome(r.status), r.status, error=str(r), old=r.old)
             return r.status, {"error": str(r)}, r.headers
         except Exception as e:  # a bug, not a refusal: still one audit line, as a failed attempt
@@ -218,9 +240,6 @@ class App:
             raise Refused(405, f"use POST for {att.action}", headers={"Allow": "POST"})
         if not (self.writes.enabled and listener_writes):
             raise Refused(403, "writes are not served on this listener")
-        wait = self.limiter.allow(att.source)
-        if wait > 0:
-            raise Refused(429, "too many write requests; slow down", headers=_retry_after(wait))
         ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
         bodyless = att.action == "ramp_cancel" and not body  # nothing to say but "stop"
         if ctype != "application/json" and not bodyless:
@@ -239,6 +258,10 @@ class App:
                 401, "authentication required", headers={"WWW-Authenticate": 'Basic realm="lvstop"'}
             )
         att.actor = who.user
+        # Charged after the credential: strangers cannot spend a verified user's budget.
+        wait = self.limiter.allow(f"user {who.user}" if self.web.auth else network_of(att.source))
+        if wait > 0:
+            raise Refused(429, "too many write requests; slow down", headers=_retry_after(wait))
         if who.role < Role.OPERATOR:
             raise Refused(403, f"user {who.user} may only read")
         if body is None and not bodyless:
@@ -356,6 +379,27 @@ class App:
         else:
             status = err.status if isinstance(err, ControlError) else 500
             self._audit(att, _outcome(status), status, error=str(err), old=getattr(err, "old", None))
+
+    def _refusal_wait(self, att: Attempt) -> float:
+        """0 when a refusal before any verified credential gets its own audit line (after a line saying
+        how many did not, if some did not), else the seconds its network must wait: it is not logged."""
+        net = network_of(att.source)
+        wait = self.refused.allow(net)
+        if wait > 0:
+            with self._unlogged_lock:
+                self._unlogged[net] = self._unlogged.get(net, 0) + 1
+            return wait
+        with self._unlogged_lock:
+            skipped = self._unlogged.pop(net, 0)
+        if skipped:
+            self.audit.write(
+                source=net,
+                action="flood",
+                outcome="rejected",
+                status=429,
+                error=f"{skipped} refused write attempts from {net} were answered 429, not logged one by one",
+            )
+        return 0.0
 
     def _audit(self, att: Attempt, outcome: str, status: int, **fields: Any) -> None:
         self.audit.write(

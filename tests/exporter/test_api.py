@@ -18,6 +18,7 @@ import pytest
 from lvstop import control
 from lvstop.exporter import core
 from lvstop.exporter.auth import GUESS_BURST
+from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
@@ -298,18 +299,46 @@ def test_allowed_origin_may_write(tmp_path: Path) -> None:
         h.running.stop()
 
 
-def test_rate_limit_applies_before_authentication(tmp_path: Path) -> None:
+def test_strangers_never_spend_a_verified_users_write_budget(tmp_path: Path) -> None:
     cfg = web_config(tmp_path)
     h = start_exporter(tmp_path, "--web.config.file", str(cfg), "--write.rate", "0.01", "--write.burst", "2")
     try:
-        statuses = [h.post("/api/v1/drain", {**DRAIN, "dry_run": True}).status for _ in range(4)]
-        assert statuses == [401, 401, 429, 429]  # the 3rd never reached the password check
-        assert h.post("/api/v1/drain", DRAIN, headers={"Authorization": basic("bob", "bob-pw")}).status == 429
-        lines = h.audit()
-        assert len(lines) == 5 and [a["status"] for a in lines] == [401, 401, 429, 429, 429]
-        assert all(a["actor"] is None for a in lines)
+        dry = {**DRAIN, "dry_run": True}
+        strangers = {h.post("/api/v1/drain", dry).status for _ in range(8)}
+        assert strangers <= {401, 429}
+        bob = [
+            h.post("/api/v1/drain", dry, headers={"Authorization": basic("bob", "bob-pw")}) for _ in range(3)
+        ]
+        assert [r.status for r in bob] == [200, 200, 429]  # bob's own budget of 2, whatever strangers did
+        assert int(bob[2].headers["retry-after"]) >= 1
+        carol = h.post("/api/v1/drain", dry, headers={"Authorization": basic("carol", "carol-pw")})
+        assert carol.status == 200  # and carol has hers
     finally:
         h.running.stop()
+
+
+def test_a_flood_of_refused_writes_is_counted_exactly_and_audited_in_bursts(exporter: Harness) -> None:
+    n = 60
+    statuses = [exporter.get("/api/v1/drain", write=True).status for _ in range(n)]
+    first = statuses.index(429)
+    assert statuses[:first] == [405] * first and set(statuses[first:]) == {429}
+    assert REFUSED_BURST <= first <= REFUSED_BURST + 2  # a slow machine earns a token back or two
+    too_big = exporter.post(
+        "/api/v1/drain", None, raw=b"x" * (MAX_BODY + 1), headers={"Content-Type": "application/json"}
+    )
+    on_reads = exporter.post("/api/v1/drain", DRAIN, write=False)
+    assert too_big.status == on_reads.status == 429  # the same network's budget
+    lines = exporter.audit()
+    assert len(lines) == first and {a["status"] for a in lines} == {405}
+    page = exporter.get("/metrics").body.decode()
+    assert f'lvstop_weight_edits_total{{outcome="rejected"}} {n + 2}' in page  # every attempt, exactly
+    time.sleep(1.1 / REFUSED_RATE)  # a token comes back: the next refusal is logged, after the count
+    assert exporter.get("/api/v1/drain", write=True).status == 405
+    summary, line = exporter.audit()[-2:]
+    assert summary["action"] == "flood" and summary["error"].startswith(
+        f"{n + 2 - first} refused write attempts"
+    )
+    assert (line["status"], line["action"]) == (405, "drain")
 
 
 def test_ramp_steps_to_the_target_and_can_be_cancelled(exporter: Harness) -> None:

@@ -9,7 +9,15 @@ import bcrypt
 import pytest
 
 from lvstop.errors import LvstopError
-from lvstop.exporter.auth import Authenticator, RateLimiter, Role, Throttled, WebConfig, load_web_config
+from lvstop.exporter.auth import (
+    Authenticator,
+    RateLimiter,
+    Role,
+    Throttled,
+    WebConfig,
+    load_web_config,
+    network_of,
+)
 from lvstop.exporter.ramp import plan
 
 from .support import basic
@@ -167,3 +175,35 @@ def test_the_fake_hash_costs_the_dearest_configured_cost() -> None:
     cheap, dear = bcrypt.hashpw(b"a", bcrypt.gensalt(4)), bcrypt.hashpw(b"b", bcrypt.gensalt(6))
     auth = Authenticator(WebConfig(users={"a": cheap, "b": dear}))
     assert auth._dummy.split(b"$")[2] == b"06"
+
+
+def test_guesses_share_a_budget_per_network_and_one_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
+    checks: list[bytes] = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: checks.append(h) or real(pw, h))
+    now = [0.0]
+    auth = Authenticator(
+        WebConfig(users={"alice": ALICE.encode()}),
+        guesses=RateLimiter(rate=1.0, burst=3, clock=lambda: now[0]),
+        all_guesses=RateLimiter(rate=1.0, burst=5, clock=lambda: now[0]),
+    )
+
+    def outcome(client: str) -> str:
+        try:
+            return "401" if auth.check(basic("alice", "wrong"), client) is None else "200"
+        except Throttled:
+            return "429"
+
+    # 50 loopback addresses are one host: one budget, not 50 bcrypt checks.
+    assert [outcome(f"127.0.0.{i}") for i in range(1, 51)] == ["401"] * 3 + ["429"] * 47
+    assert [outcome(f"2001:db8::{i}") for i in range(1, 6)] == ["401"] * 2 + ["429"] * 3  # 5 for everyone
+    assert outcome("198.51.100.7") == "429"  # another network, but everyone's budget is spent
+    assert len(checks) == 5
+    now[0] += 10
+    assert outcome("::ffff:127.0.0.9") == "401"  # IPv4-mapped loopback is loopback too
+
+
+def test_network_of() -> None:
+    assert network_of("127.8.9.10") == network_of("::1") == "loopback"
+    assert network_of("198.51.100.7") == network_of("::ffff:198.51.100.200") == "198.51.100.0/24"
+    assert network_of("2001:db8:1:2:3::4") == "2001:db8:1:2::/64"
