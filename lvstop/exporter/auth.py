@@ -48,6 +48,8 @@ class WebConfig:
     users: Mapping[str, bytes] = field(default_factory=dict)  # user -> bcrypt hash
     roles: Mapping[str, Role] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    allowed_sans: frozenset[str] = frozenset()  # client certificates must carry one (empty: any)
+    from_file: bool = False  # read from --web.config.file (which then must name users for writes)
 
     @property
     def auth(self) -> bool:
@@ -68,10 +70,43 @@ _CLIENT_AUTH = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 _TOP_KEYS = {"tls_server_config", "http_server_config", "basic_auth_users", "roles"}
-_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version", "max_version"}
-# Accepted for compatibility; Python's ssl picks sane defaults for these.
-_TLS_IGNORED = {"prefer_server_cipher_suites", "curve_preferences", "cipher_suites", "client_allowed_sans"}
+_TLS_KEYS = {
+    "cert_file",
+    "key_file",
+    "client_auth_type",
+    "client_ca_file",
+    "min_version",
+    "max_version",
+    "prefer_server_cipher_suites",
+    "client_allowed_sans",
+}
+# Go's names, which OpenSSL spells otherwise and Python cannot order by: refused rather than ignored.
+_TLS_REFUSED = {"cipher_suites", "curve_preferences"}
 _HTTP_KEYS = {"headers", "http2"}
+# exporter-toolkit's http_server_config.headers: only these, with these values where it lists some.
+_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice (PyYAML keeps the last one: a user silently changed)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 # $2a$/$2b$/$2y$, a two-digit cost, then 22 characters of salt and 31 of hash in bcrypt's base64.
@@ -103,13 +138,15 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web-config.yml; every problem is one LvstopError naming the file."""
     p = Path(path)
     try:
-        doc = yaml.safe_load(p.read_text())
+        doc = yaml.load(p.read_text(), Loader=_StrictLoader)
     except OSError as e:
         raise _fail(p, f"cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise _fail(p, f"not valid YAML{line}") from None
+        problem = getattr(e, "problem", None)
+        detail = f": {problem}" if problem and "given twice" in problem else ""
+        raise _fail(p, f"not valid YAML{line}{detail}") from None
     doc = _mapping(p, doc, "the file")
     _unknown(p, doc, _TOP_KEYS, "the file")
     users = {}
@@ -132,12 +169,47 @@ def load_web_config(path: str | Path) -> WebConfig:
             raise _fail(p, f"roles.{user}: role must be reader, operator or admin, not {role!r}") from None
     http = _mapping(p, doc.get("http_server_config"), "http_server_config")
     _unknown(p, http, _HTTP_KEYS, "http_server_config")
-    headers = {
-        str(k): str(v) for k, v in _mapping(p, http.get("headers"), "http_server_config.headers").items()
-    }
+    headers = _headers(p, _mapping(p, http.get("headers"), "http_server_config.headers"))
     tls_doc = _mapping(p, doc.get("tls_server_config"), "tls_server_config")
-    _unknown(p, tls_doc, _TLS_KEYS | _TLS_IGNORED, "tls_server_config")
-    return WebConfig(_tls_context(p, tls_doc) if tls_doc else None, users, roles, headers)
+    refused = sorted(_TLS_REFUSED & set(tls_doc))
+    if refused:
+        raise _fail(
+            p,
+            f"tls_server_config.{refused[0]} is not supported: lvstop-exporter cannot honour it (Python's "
+            "ssl uses OpenSSL's defaults); remove it",
+        )
+    _unknown(p, tls_doc, _TLS_KEYS, "tls_server_config")
+    sans = tls_doc.get("client_allowed_sans") or []
+    if not isinstance(sans, list) or not all(isinstance(x, str) for x in sans):
+        raise _fail(p, "tls_server_config.client_allowed_sans must be a list of names")
+    if sans and tls_doc.get("client_auth_type") != "RequireAndVerifyClientCert":
+        raise _fail(
+            p, "tls_server_config.client_allowed_sans needs client_auth_type RequireAndVerifyClientCert"
+        )
+    tls = _tls_context(p, tls_doc) if tls_doc else None
+    return WebConfig(tls, users, roles, headers, frozenset(sans), from_file=True)
+
+
+def _headers(p: Path, doc: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in doc.items():
+        allowed = _HEADERS.get(str(name))
+        if allowed is None:
+            raise _fail(p, f"http_server_config.headers: {name!r} cannot be set (only {', '.join(_HEADERS)})")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise _fail(p, f"http_server_config.headers.{name}: the value must be printable text on one line")
+        if allowed and value not in allowed:
+            raise _fail(p, f"http_server_config.headers.{name}: must be one of {', '.join(allowed)}")
+        out[str(name)] = value
+    return out
+
+
+def san_allowed(cert: Mapping[str, Any] | None, allowed: frozenset[str]) -> bool:
+    """Whether a verified client certificate (ssl's getpeercert()) names one of `allowed` in its SANs."""
+    if not allowed:
+        return True
+    sans = (cert or {}).get("subjectAltName", ())
+    return any(value in allowed for _kind, value in sans)
 
 
 def web_config_changes(old: WebConfig, new: WebConfig) -> list[str]:
@@ -181,6 +253,13 @@ def _tls_context(p: Path, doc: Mapping[str, Any]) -> ssl.SSLContext:
     if mode not in _CLIENT_AUTH:
         raise _fail(p, f"tls_server_config.client_auth_type must be one of {', '.join(_CLIENT_AUTH)}")
     ctx.verify_mode = _CLIENT_AUTH[mode]
+    prefer = doc.get("prefer_server_cipher_suites", True)  # exporter-toolkit's default
+    if type(prefer) is not bool:
+        raise _fail(p, "tls_server_config.prefer_server_cipher_suites must be true or false")
+    if prefer:
+        ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+    else:
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if doc.get("client_ca_file"):
         try:
             ctx.load_verify_locations(rel("client_ca_file"))

@@ -46,6 +46,7 @@ from lvstop.exporter.auth import (
     Throttled,
     WebConfig,
     network_of,
+    san_allowed,
 )
 from lvstop.exporter.core import Exporter
 from lvstop.exporter.metrics import Body
@@ -519,6 +520,17 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 30  # seconds a client may idle mid-request
     server: Server
 
+    def setup(self) -> None:
+        super().setup()
+        allowed = self.server.app.web.allowed_sans
+        if self.server.tls is not None and allowed:
+            self.request.do_handshake()  # within the handler's timeout
+            if not san_allowed(self.request.getpeercert(), allowed):
+                log.warning(
+                    "%s: client certificate names none of client_allowed_sans", self.client_address[0]
+                )
+                raise ConnectionRefusedError("client certificate not in client_allowed_sans")
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -667,9 +679,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(length))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for k, v in {**self.server.app.web.headers, **(headers or {})}.items():
+        # Each header once: the web config's (exporter-toolkit's list) replace these defaults.
+        extra = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+        for k, v in {**extra, **self.server.app.web.headers, **(headers or {})}.items():
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")

@@ -130,6 +130,11 @@ def check_web(args: argparse.Namespace, web: WebConfig) -> None:
             f"refusing to serve writes on non-loopback {args.write_listen} without TLS and authentication "
             "(tls_server_config and basic_auth_users in --web.config.file)"
         )
+    if args.write and web.from_file and not web.auth:
+        raise ValueError(
+            f"{args.web_config} names no basic_auth_users: refusing to serve writes to anyone who asks "
+            "(add users, or leave out --web.config.file for writes on loopback without authentication)"
+        )
     if args.write and not web.auth:
         log.warning("writes without authentication: any local user can edit weights (set basic_auth_users)")
 
@@ -357,13 +362,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LvstopError, OSError) as e:
         print(f"lvstop-exporter: {e}", file=sys.stderr)
         return FAILURE
-    tune_runtime()  # only a process that serves is tuned (tests call main() in-process)
-    for s in running.servers:
-        log.info("serving %s on %s", "reads and writes" if s.writes else "reads", s.url)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    signal.signal(signal.SIGHUP, lambda *_: running.reload())
+    signal.signal(signal.SIGHUP, lambda *_: running.reload())  # before "serving": a reload may follow it
+    tune_runtime()  # only a process that serves is tuned (tests call main() in-process)
+    for s in running.servers:
+        log.info("serving %s on %s", "reads and writes" if s.writes else "reads", s.url)
     done.wait()
     running.stop()
     source.close()

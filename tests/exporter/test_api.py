@@ -744,3 +744,62 @@ def test_a_weight_put_back_outside_lvstop_ends_the_drain_on_the_next_tick(export
     events = exporter.get("/api/v1/events").json()["events"]
     closed = [e for e in events if e["kind"] == "drain_closed"]
     assert len(closed) == 1 and closed[0]["new"] == 100 and closed[0]["actor"] is None
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=30)
+
+
+def _ec_key() -> list[str]:
+    return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def test_client_allowed_sans_is_enforced_and_each_header_is_sent_once(tmp_path: Path) -> None:
+    d = tmp_path
+    _openssl("req", "-x509", *_ec_key(), "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+             "-days", "1", "-keyout", str(d / "srv.key"), "-out", str(d / "srv.pem"))  # fmt: skip
+    _openssl("req", "-x509", *_ec_key(), "-subj", "/CN=test-ca", "-days", "1",
+             "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
+    for name in ("good.example", "bad.example"):
+        (d / f"{name}.ext").write_text(f"subjectAltName=DNS:{name}\n")
+        _openssl("req", *_ec_key(), "-subj", f"/CN={name}", "-keyout", str(d / f"{name}.key"),
+                 "-out", str(d / f"{name}.csr"))  # fmt: skip
+        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"), "-CAkey",
+                 str(d / "ca.key"), "-CAcreateserial", "-days", "1", "-extfile", str(d / f"{name}.ext"),
+                 "-out", str(d / f"{name}.pem"))  # fmt: skip
+    cfg = d / "web.yml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "tls_server_config": {
+                    "cert_file": "srv.pem",
+                    "key_file": "srv.key",
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                    "client_ca_file": "ca.pem",
+                    "client_allowed_sans": ["good.example"],
+                },
+                "http_server_config": {
+                    "headers": {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "deny"}
+                },
+            }
+        )
+    )
+    h = start_exporter(tmp_path, "--web.config.file", str(cfg), write=False)
+    try:
+        port = h.running.servers[0].server_address[1]
+
+        def get(client: str) -> http.client.HTTPResponse:
+            ctx = ssl.create_default_context(cafile=str(d / "srv.pem"))
+            ctx.load_cert_chain(str(d / f"{client}.pem"), str(d / f"{client}.key"))
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+            conn.request("GET", "/-/healthy")
+            return conn.getresponse()
+
+        good = get("good.example")
+        assert good.status == 200
+        assert good.headers.get_all("X-Content-Type-Options") == ["nosniff"]
+        assert good.headers.get_all("X-Frame-Options") == ["deny"]
+        with pytest.raises((OSError, http.client.HTTPException)):
+            get("bad.example")
+    finally:
+        h.running.stop()

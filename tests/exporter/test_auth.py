@@ -63,6 +63,17 @@ def test_exporter_toolkit_file_with_roles(tmp_path: Path) -> None:
             "unknown key(s) in tls_server_config",
         ),
         ("basic_auth_users: [1\n", "not valid YAML (line 2)"),
+        (f"basic_auth_users:\n  a: {ALICE}\n  a: {ALICE}\n", "not valid YAML (line 3): key 'a' given twice"),
+        (f"basic_auth_users:\n  a: {ALICE}\nroles:\n  a: admin\n  a: reader\n", "key 'a' given twice"),
+        ("tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", "cipher_suites is not supported"),
+        ("tls_server_config:\n  curve_preferences: [X25519]\n", "curve_preferences is not supported"),
+        (
+            "tls_server_config:\n  client_allowed_sans: [a.example]\n",
+            "needs client_auth_type RequireAndVerify",
+        ),
+        ("http_server_config:\n  headers:\n    Content-Type: text/html\n", "'Content-Type' cannot be set"),
+        ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "must be one of deny, sameorigin"),
+        ('http_server_config:\n  headers:\n    X-XSS-Protection: "1\\r\\nSet-Cookie: a=b"\n', "one line"),
         ("- a\n", "must be a mapping"),
     ],
 )

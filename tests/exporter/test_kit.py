@@ -157,6 +157,7 @@ def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
     ]
     assert unit["NoNewPrivileges"] == ["yes"] and unit["ProtectSystem"] == ["strict"]
     assert unit["ExecStart"][0].split()[0].endswith("/lvstop-exporter")
+    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # the exporter reloads on SIGHUP
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.fail("systemd-analyze is needed to rate the unit's exposure")

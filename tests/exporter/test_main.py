@@ -31,11 +31,14 @@ from lvstop.sources.factory import READ_ONLY_MESSAGE, open_source
         (["--source", "replay"], USAGE, "needs a recording"),
         (["--source", "proc", "--write.enable"], USAGE, "needs a source that can write"),
         (["--web.config.file", "/nonexistent/web.yml"], FAILURE, "cannot read"),
+        (["--web.config.file", "EMPTY", "--write.enable"], USAGE, "names no basic_auth_users"),
     ],
 )
 def test_bad_setups_are_one_line_and_an_exit_status(
     argv: list[str], status: int, needle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (tmp_path / "empty.yml").write_text("")
+    argv = [str(tmp_path / "empty.yml") if a == "EMPTY" else a for a in argv]
     base = ["--drain-state", str(tmp_path / "d.json"), "--web.listen-address", "127.0.0.1:0"]
     source = [] if "--source" in argv else ["--source", "demo"]
     assert main([*source, *base, *argv]) == status
