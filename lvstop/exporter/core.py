@@ -201,6 +201,7 @@ class Exporter:
         conn: Callable[[], ConnStats | None] = lambda: None,
         keep_limit: int = 32 << 20,
         managers: WeightManagers | None = None,
+        runtime: Callable[[], str] | None = None,
     ) -> None:
         self.poller = poller
         self.source = source
@@ -212,6 +213,7 @@ class Exporter:
         self._managers = managers if managers is not None else WeightManagers(proc_root, ttl=ttl)
         self._conn = conn
         self._keep_limit = keep_limit
+        self._runtime = runtime
         self._lock = threading.Lock()
         self._generation = object()  # replaced on every change; pages are keyed by it
         self.edits: dict[str, int] = dict.fromkeys(EDIT_OUTCOMES, 0)
@@ -330,6 +332,7 @@ class Exporter:
             ),
             self._conn(),
             self.options,
+            self._runtime,
         )
 
     def _keep(self, cache: PageCache) -> int:

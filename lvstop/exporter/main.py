@@ -22,7 +22,7 @@ from lvstop.exporter.audit import AuditLog
 from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config, web_config_changes
 from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
-from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options
+from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options, RuntimeMetrics
 from lvstop.exporter.ramp import Ramps
 from lvstop.poller import Poller
 from lvstop.sources import Source
@@ -260,6 +260,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         control=control,
         conn=lambda: conn_state[0],
         managers=managers,
+        runtime=RuntimeMetrics(),
     )
     holder.append(exporter)
     reader = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import platform
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from operator import attrgetter
@@ -130,6 +130,7 @@ class Inputs:
     control: ControlView = ControlView()
     conn: ConnStats | None = None
     options: Options = Options()
+    runtime: Callable[[], str] | None = None  # the process's own families, appended (RuntimeMetrics)
 
 
 # --- labels ---
@@ -725,4 +726,25 @@ def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
 def render_inputs(inp: Inputs, keep_limit: int = 32 << 20) -> Body:
     w = BodyWriter(keep_limit)
     render(collect(inp), w, inp.options.tick)
+    if inp.runtime is not None:
+        w.write(inp.runtime())
     return w.finish()
+
+
+class RuntimeMetrics:
+    """The exporter process itself, by prometheus-client's collectors: process_* (CPU, memory, open
+    files, process_start_time_seconds, which tells restarts apart from counter resets), python_info and
+    python_gc_*. A few dozen samples, so client_python's own renderer is cheap enough here."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    def __call__(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()

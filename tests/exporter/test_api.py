@@ -46,6 +46,29 @@ def test_metrics_identity_and_gzip_are_the_same_page(exporter: Harness) -> None:
     assert b'lvstop_ipvs_backend_weight{family="inet",local_address="203.0.113.10"' in plain.body
 
 
+def test_the_exporters_own_process_metrics_are_on_the_same_page(exporter: Harness) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    page = exporter.get("/metrics").body.decode()
+    families = [f.name for f in text_string_to_metric_families(page)]
+    assert len(families) == len(set(families))  # one exposition, no family twice
+    for name in (
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_objects_collected",
+    ):
+        assert name in families
+    assert "lvstop_ipvs_backend_weight" in families
+    [start] = [
+        s.value
+        for f in text_string_to_metric_families(page)
+        if f.name == "process_start_time_seconds"
+        for s in f.samples
+    ]
+    assert 0 < time.time() - start < 3600
+
+
 def test_the_page_is_rendered_once_per_snapshot(exporter: Harness) -> None:
     cache = exporter.running.exporter.metrics_cache
     exporter.running.poller.stop()
