@@ -16,6 +16,7 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import http.client
 import json
@@ -23,6 +24,7 @@ import os
 import platform
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -354,7 +356,92 @@ def scenario_cpu(quick: bool) -> list[str]:
     ]
 
 
-SCENARIOS = {"scrape": scenario_scrape, "big": scenario_big, "flags": scenario_flags, "cpu": scenario_cpu}
+def slow_clients(host: str, n: int, seconds: float, stop: threading.Event) -> list[socket.socket]:
+    """n connections that each send one byte of a request head a second (never finishing it), for at most
+    `seconds`; loopback only. Returns the sockets (closed by the caller)."""
+    addr, port = host.rsplit(":", 1)
+    socks: list[socket.socket] = []
+    for _ in range(n):
+        try:
+            socks.append(socket.create_connection((addr, int(port)), timeout=2))
+        except OSError:
+            break
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+
+    def drip() -> None:
+        end = time.monotonic() + seconds
+        for i in range(len(head)):
+            if stop.is_set() or time.monotonic() > end:
+                return
+            for s in socks:
+                with contextlib.suppress(OSError):  # closed by the server: what a deadline does
+                    s.send(head[i : i + 1])
+            stop.wait(1.0)
+
+    threading.Thread(target=drip, daemon=True).start()
+    return socks
+
+
+def probe(host: str, seconds: float, period: float) -> tuple[list[float], int, int]:
+    """A new connection per request (as Prometheus after a failure): /metrics and /-/healthy alternately
+    every `period` s. Returns (latencies of answered requests, answered, failed)."""
+    addr, port = host.rsplit(":", 1)
+    times: list[float] = []
+    failed = 0
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection(addr, int(port), timeout=10)
+            _, status, _ = fetch(conn, "/metrics" if i % 2 == 0 else "/-/healthy")
+            conn.close()
+            if status == 200:
+                times.append(time.perf_counter() - t0)
+            else:
+                failed += 1
+        except (OSError, http.client.HTTPException):
+            failed += 1
+        i += 1
+        time.sleep(max(0.0, period - (time.perf_counter() - t0)))
+    return times, len(times), failed
+
+
+def scenario_slow(quick: bool) -> list[str]:
+    """Issue 12 item 5: 300 clients each sending one header byte a second beside a scraper."""
+    child = Child(50, 10, [])
+    seconds = 20.0 if quick else 45.0
+    try:
+        base, base_ok, base_failed = probe(child.host, 10.0, 0.5)  # the peer: no slow clients
+        stop = threading.Event()
+        socks = slow_clients(child.host, 300, seconds + 5, stop)
+        time.sleep(1.0)
+        times, ok, failed = probe(child.host, seconds, 0.5)
+        stop.set()
+        for s in socks:
+            s.close()
+    finally:
+        child.stop()
+    lines = [
+        f"slow: 50 x 10, {len(socks)} clients sending one header byte a second; a prober opens a new "
+        "connection every 0.5 s for /metrics and /-/healthy alternately",
+        f"  without slow clients: {base_ok} answered, {base_failed} failed; latency {ms(base)}",
+        f"  with slow clients ({seconds:.0f} s): {ok} answered, {failed} failed"
+        + (f"; latency {ms(times)}" if times else ""),
+    ]
+    if times and base:
+        lines.append(f"  p50 ratio with/without slow clients: {pct(times, 50) / pct(base, 50):.1f}x")
+    lines.append(f"  target: every probe answered: {'PASS' if failed == 0 else 'FAIL'}")
+    return lines
+
+
+SCENARIOS = {
+    "scrape": scenario_scrape,
+    "big": scenario_big,
+    "flags": scenario_flags,
+    "cpu": scenario_cpu,
+    "slow": scenario_slow,
+}
 
 
 def main() -> None:

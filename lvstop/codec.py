@@ -434,13 +434,14 @@ def _read_key(r: _Reader) -> ServiceKey:
 def _read_dest(r: _Reader) -> Dest:
     family = r.family("family")
     try:
-        address = _key_address(r.d, r.path, family)  # listings and keys need an IP address
+        address = _key_address(r.d, r.path, family)  # listings and keys need an IP address and a port
+        port = _key_port(r.d, r.path)
     except ValueError as e:
         raise ParseError(str(e)) from None
     return Dest(
         family,
         address,
-        r.integer("port"),
+        port,
         r.enum("fwd", FwdMethod),
         r.integer("weight"),
         r.opt_integer("u_threshold", 0),

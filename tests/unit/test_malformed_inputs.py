@@ -83,7 +83,7 @@ def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 PATHS = _paths(_golden_dict())
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.sampled_from(PATHS), json_values, st.integers(1, 3))
 def test_any_value_anywhere_is_a_snapshot_or_a_parse_error(
     path: tuple[Any, ...], value: Any, big: int
