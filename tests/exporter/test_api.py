@@ -6,9 +6,12 @@ import dataclasses
 import gzip
 import http.client
 import json
+import socket
 import ssl
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 from lvstop import control
 from lvstop.exporter import core
 from lvstop.exporter.auth import GUESS_BURST
-from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE
+from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE, Server
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
@@ -826,3 +829,49 @@ def test_client_allowed_sans_is_enforced_and_each_header_is_sent_once(tmp_path: 
             get("bad.example")
     finally:
         h.running.stop()
+
+
+def _server(h: Harness, **kw: Any) -> Iterator[tuple[str, int]]:
+    srv = Server(("127.0.0.1", 0), h.running.app, writes=False, tls=None, **kw)
+    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    t.start()
+    try:
+        yield "127.0.0.1", srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_request_head_has_a_deadline_however_slowly_it_comes(exporter: Harness) -> None:
+    for addr in _server(exporter, head_deadline=0.5):
+        s = socket.create_connection(addr, timeout=5)
+        t0 = time.monotonic()
+        closed = False
+        for byte in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":
+            try:
+                s.send(bytes([byte]))  # a byte every 0.05 s: never idle long, never done
+                time.sleep(0.05)
+            except OSError:
+                closed = True
+                break
+            if time.monotonic() - t0 > 5:
+                break
+        if not closed:
+            s.settimeout(2)
+            closed = s.recv(1) == b""
+        assert closed and time.monotonic() - t0 < 3
+        s.close()
+
+
+def test_slow_clients_in_every_slot_do_not_keep_a_scrape_out(exporter: Harness) -> None:
+    for addr in _server(exporter, max_connections=4):
+        slow = [socket.create_connection(addr, timeout=5) for _ in range(4)]
+        for s in slow:
+            s.send(b"GET /metrics HTTP/1.1\r\n")  # and never more
+        time.sleep(0.3)
+        conn = http.client.HTTPConnection(*addr, timeout=10)
+        conn.request("GET", "/-/healthy")
+        assert conn.getresponse().status == 200
+        conn.close()
+        for s in slow:
+            s.close()
