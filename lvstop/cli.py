@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import NoReturn, TextIO
 
 from lvstop import __version__
-from lvstop.errors import LvstopError, ParseError, SourceError
+from lvstop.errors import LvstopError, ParseError, SourceError, UsageError
 from lvstop.listing import ListOptions, conn_lines, iter_lines, option_conflict, render
 from lvstop.model import (
     AF_INET,
@@ -89,10 +89,6 @@ class Environment:
 
 def _one_line(message: object) -> str:
     return " ".join(str(message).split())
-
-
-class UsageError(LvstopError):
-    """A bad command line, reported as one line and ExitStatus.USAGE."""
 
 
 class _HelpShown(Exception):
@@ -362,7 +358,7 @@ def _source_kind(args: argparse.Namespace) -> str:
     return kind
 
 
-def _open(args: argparse.Namespace, env: Environment) -> Source:
+def _open(args: argparse.Namespace, env: Environment, *, conns_only: bool = False) -> Source:
     if args.connect and len(args.connect) > 1 and args.run is not _run_tui:
         raise UsageError("this command reads one director: give a single --connect URL")
     try:
@@ -375,6 +371,7 @@ def _open(args: argparse.Namespace, env: Environment) -> Source:
             seed=args.seed,
             warn=env.warn,
             clock=env.clock,
+            conns_only=conns_only,
         )
     except ValueError as e:  # the factory's word for a combination it cannot serve
         raise UsageError(str(e)) from None
@@ -421,7 +418,7 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
     opts = _list_options(args)
     if args.at is not None and args.source != "replay":
         raise UsageError("--at picks a snapshot of a recording: it needs --replay FILE")
-    source = _open(args, env)
+    source = _open(args, env, conns_only=opts.connection)
     try:
         if opts.connection:
             _write_lines(env, conn_lines(_conn_entries(source), opts))

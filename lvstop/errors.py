@@ -9,6 +9,11 @@ class LvstopError(Exception):
     """Base of every error lvstop raises on purpose; the CLI prints its message on one line."""
 
 
+class UsageError(LvstopError):
+    """A bad command line, reported as one line and exit status 2 (here, not in cli, so that the TUI
+    raises it without importing the cli that imports the TUI)."""
+
+
 class ParseError(LvstopError):
     """Malformed text or bytes. `line` is 1-based where the input has lines."""
 

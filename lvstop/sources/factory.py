@@ -44,12 +44,18 @@ def open_source(
     seed: int = 1,
     warn: Callable[[str], None],
     clock: Callable[[], float] = time.time,
+    conns_only: bool = False,
 ) -> Source:
     """A ready source of the given kind. Raises SourceError when it cannot be opened at all and
     ValueError for a kind it does not know or a missing replay path / URL (caller's mistakes).
-    `clock` drives the demo director (tests give it a fake one)."""
+    `clock` drives the demo director (tests give it a fake one). `conns_only`: the source is read
+    for its connection table alone, which auto and netlink read from /proc itself (no netlink command
+    lists connections): /proc is opened then, so `lvstop list -c` loads no netlink code (another
+    namespace still needs netlink's thread there)."""
     if netns is not None and kind in ("auto", "netlink"):
         _require_netns(netns)  # the user's mistake first, before what the kernel lacks
+    if conns_only and kind in ("auto", "netlink") and netns is None:
+        kind = "proc"
     if kind == "auto":
         return _open_auto(netns, proc_root, warn)
     if kind == "netlink":
@@ -59,6 +65,8 @@ def open_source(
         source: Source = NetlinkSource(netns=netns, proc_root=proc_root)
         return source
     if kind == "proc":
+        if conns_only:
+            _require_ip_vs(proc_root)  # the same error as netlink's when ip_vs is not loaded
         if netns is not None:
             raise ValueError(
                 "the proc source reads the namespace of its --proc-root (use /proc/PID of a process "

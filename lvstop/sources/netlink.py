@@ -16,7 +16,7 @@ and the /proc files (through /proc/thread-self/net, since /proc/self/net would s
 thread's namespace). A socket or file keeps its namespace, so it is then read from any thread.
 pyroute2's own GenericNetlinkSocket is not used: in 0.9 it wraps the fd in an asyncio transport with
 one socket per calling thread, so a poller thread would silently get a fresh socket in its own
-namespace; pyroute2 is used to enter the namespace and to build/parse the nlctrl family list.
+namespace; pyroute2 is used only to enter a namespace (the nlctrl family list is sources/genl.py).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from lvstop.model import (
     Timeouts,
     fast_replacer,
 )
-from lvstop.sources import wire
+from lvstop.sources import genl, wire
 from lvstop.sources.netns import enter_netns, netns_path
 from lvstop.sources.netns import os_error_kind as _os_kind
 from lvstop.sources.procfs import (
@@ -184,28 +184,15 @@ class NetlinkSource:
         `modprobe net-pf-16-proto-16-family-IPVS`, which loads ip_vs (seen on 6.1). Listing the
         families loads nothing.
         """
-        from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
-
         seq = next(self._seq)
-        msg = ctrlmsg()
-        msg["cmd"] = CTRL_CMD_GETFAMILY
-        msg["version"] = 1
-        msg["header"]["type"] = GENL_ID_CTRL
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
         what = "netlink list of generic families"
-        data, _chunks = self._transact(bytes(msg.data), seq, what)
+        data, _chunks = self._transact(genl.families_request(seq), seq, what)
         try:
-            wire.raise_for_error(data, what)
-            for mtype, body in wire.messages(data, what):
-                if mtype == GENL_ID_CTRL:
-                    family = ctrlmsg(body)
-                    family.decode()
-                    if family.get_attr("CTRL_ATTR_FAMILY_NAME") == wire.IPVS_GENL_NAME:
-                        return int(family.get_attr("CTRL_ATTR_FAMILY_ID"))
+            family = genl.family_id(data, wire.IPVS_GENL_NAME, what)
         except ParseError as e:
             raise SourceError(IssueKind.MALFORMED, str(e)) from None
+        if family is not None:
+            return family
         raise SourceError(
             IssueKind.NO_IPVS,
             "ip_vs is not loaded: the kernel has no IPVS netlink family (lvstop never loads it)",

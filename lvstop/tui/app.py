@@ -24,7 +24,7 @@ from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from lvstop import gcpolicy
-from lvstop.cli import UsageError
+from lvstop.errors import UsageError
 from lvstop.poller import Poller
 from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource

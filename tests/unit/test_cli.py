@@ -141,6 +141,7 @@ def test_list_one_service_and_source_options_reach_the_factory(sample: FixedSour
         "replay": None,
         "connect": None,
         "seed": 1,
+        "conns_only": False,
     }
 
 
