@@ -58,9 +58,11 @@ CAP_NET_ADMIN), 5 bad or unreadable file, 130 interrupted.
 
 LIST_EPILOG = (
     """\
-Prints what `ipvsadm -L -n` prints with the same flags, byte for byte (addresses are always numeric;
--L and -n are accepted out of habit). Beyond ipvsadm: --all shows connections, counters and rates in
-one wide table, --json the whole snapshot as lvstop's JSON.
+Prints what ipvsadm -L prints with the same flags, byte for byte: ports by their names in the
+services database (/etc/services) as ipvsadm does, or numbers with -n. Addresses are always numeric
+(lvstop makes no DNS lookups; ipvsadm without -n does). -L is accepted out of habit.
+Beyond ipvsadm: --all shows connections, counters and rates in one wide table, --json the whole
+snapshot as lvstop's JSON.
 
 --rate shows the kernel's rates (netlink, recordings, remote exporters). The demo director has no
 kernel rates: lvstop then reads twice, --interval seconds apart (default 2 s; rounded up to whole
@@ -248,11 +250,11 @@ def build_parser() -> _Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     lst.set_defaults(run=_run_list)
-    habit = lst.add_argument_group("accepted for ipvsadm habits (no effect)")
+    habit = lst.add_argument_group("as ipvsadm")
     habit.add_argument(
-        "-L", "-l", "--list", dest="_list", action="store_true", help="list (what `list` does)"
+        "-L", "-l", "--list", dest="_list", action="store_true", help="list (what `list` does anyway)"
     )
-    habit.add_argument("-n", "--numeric", action="store_true", help="numeric output (always)")
+    habit.add_argument("-n", "--numeric", action="store_true", help="port numbers, not service names")
     habit.add_argument("--sort", action="store_true", help="sorted output (the default)")
     fmt = lst.add_argument_group("formats (as ipvsadm)")
     fmt.add_argument("-c", "--connection", action="store_true", help="the connection table")
@@ -407,6 +409,7 @@ def _list_options(args: argparse.Namespace) -> ListOptions:
         nosort=args.nosort,
         wide=args.all,
         json=args.json,
+        numeric=args.numeric,
     )
     problem = option_conflict(opts)
     if problem:
@@ -573,11 +576,12 @@ def main(argv: Sequence[str] | None = None, env: Environment | None = None) -> i
         env.stderr.write("lvstop: interrupted\n")
         return ExitStatus.INTERRUPTED
     except BrokenPipeError:
-        # `lvstop list | head`: the reader left; keep the interpreter from complaining at exit.
+        # `lvstop list | head`: the reader has what it wanted. Quiet and 0, as ipvsadm (whom SIGPIPE
+        # ends before a word); keep the interpreter from complaining at exit.
         if env.stdout is sys.__stdout__:
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
-        return ExitStatus.ERROR
+        return ExitStatus.OK
     except (LvstopError, OSError) as e:
         env.stderr.write(f"lvstop: {_describe(e)}\n")
         return _status(e, args)

@@ -1,5 +1,10 @@
 """ipvsadm-compatible text: `lvstop list` prints what `ipvsadm -L -n` (1.31) prints, byte for byte.
 
+Without -n (`ListOptions.numeric` False) ports print as ipvsadm's do: the services database's name
+for the port in the service's protocol (`:https`, `:domain`), the number when it has none (fwmark
+services have no protocol). Addresses stay numeric: lvstop makes no DNS lookups (ipvsadm -L does, so
+the two differ where the director's resolver names its addresses).
+
 Written from a reading of ipvsadm 1.31's ipvsadm.c and libipvs (no code taken): column widths, the
 K/M/G/T rounding of large numbers, and the service and dest order. ipvsadm sorts with glibc's qsort,
 a top-down merge sort, and its comparators subtract `ntohl()` words as unsigned ints and read the
@@ -21,6 +26,7 @@ Values a source could not read print as "-", never as 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import socket
 import struct
@@ -69,6 +75,7 @@ class ListOptions:
     nosort: bool = False
     wide: bool = False  # lvstop's --all
     json: bool = False
+    numeric: bool = True  # -n: port numbers; False: service names, as ipvsadm without -n
     # Show lvstop's plain deltas over the measured interval (Snapshot `instant`) instead of `rates`:
     # for sources without kernel rates, where the EWMA of two samples would mislead.
     instant_rates: bool = False
@@ -274,17 +281,43 @@ def _titles(opts: ListOptions) -> tuple[str, ...]:
     return _TITLE_TUN_INFO if opts.tun_info else _TITLE_DEFAULT
 
 
-def service_name(key: ServiceKey) -> str:
-    """`TCP  192.0.2.1:80`, `FWM  3 IPv6`: the service column as ipvsadm -n prints it."""
+_SERVICE_DB_PROTOCOLS = {Protocol.TCP: "tcp", Protocol.UDP: "udp", Protocol.SCTP: "sctp"}
+
+
+@functools.lru_cache(maxsize=4096)
+def port_name(port: int, protocol: Protocol) -> str:
+    """`port` as ipvsadm without -n prints it: its name in the services database for `protocol`
+    (getservbyport, as ipvsadm calls it), else the number."""
+    proto = _SERVICE_DB_PROTOCOLS.get(protocol)
+    if proto is not None:
+        try:
+            return socket.getservbyport(port, proto)
+        except (OSError, OverflowError):
+            pass
+    return str(port)
+
+
+def _hostport(family: int, address: str, port: int, protocol: Protocol | None) -> str:
+    """format_hostport, with the port's service name unless `protocol` is None (numeric)."""
+    if protocol is None:
+        return format_hostport(family, address, port)
+    text = port_name(port, protocol)
+    return f"[{address}]:{text}" if family == AF_INET6 else f"{address}:{text}"
+
+
+def service_name(key: ServiceKey, names: bool = False) -> str:
+    """`TCP  192.0.2.1:80`, `FWM  3 IPv6`: the service column as ipvsadm -n prints it (`names`: as
+    ipvsadm without -n, `TCP  192.0.2.1:http`)."""
     if key.is_fwmark:
         return f"FWM  {key.fwmark}" + (" IPv6" if key.family == AF_INET6 else "")
     prot = key.protocol.name if key.protocol in (Protocol.TCP, Protocol.UDP, Protocol.SCTP) else "?"
-    name = f"{prot:<4} {format_hostport(key.family, key.address, key.port)}"
+    name = f"{prot:<4} {_hostport(key.family, key.address, key.port, key.protocol if names else None)}"
     return name if key.family == AF_INET6 else name[:33]
 
 
-def dest_name(d: Dest) -> str:
-    name = format_hostport(d.family, d.address, d.port)
+def dest_name(d: Dest, protocol: Protocol | None = None) -> str:
+    """The dest column; with the service's `protocol`, its port by name as ipvsadm without -n."""
+    name = _hostport(d.family, d.address, d.port, protocol)
     return name if d.family == AF_INET6 else name[:28]
 
 
@@ -346,7 +379,7 @@ def _shown_rates(item: Service | Dest, opts: ListOptions) -> Rates | None:
 
 
 def _service_line(svc: Service, opts: ListOptions) -> str:
-    name = service_name(svc.key)
+    name = service_name(svc.key, not opts.numeric)
     if opts.wide:
         return _wide_service_line(svc, opts)
     if opts.stats:
@@ -357,10 +390,11 @@ def _service_line(svc: Service, opts: ListOptions) -> str:
     return f"{name} {svc.scheduler}" + (f" {flags}" if flags else "")
 
 
-def _dest_line(d: Dest, opts: ListOptions) -> str:
-    name = dest_name(d)
+def _dest_line(d: Dest, opts: ListOptions, protocol: Protocol | None) -> str:
+    """`protocol`: the service's, when ports print by name (None: numeric)."""
+    name = dest_name(d, protocol)
     if opts.wide:
-        return _wide_dest_line(d, opts)
+        return _wide_dest_line(name, d, opts)
     if opts.stats:
         return f"  -> {name:<28}" + "".join(largenum(v, opts.exact) for v in _counters(d.counters))
     if opts.rate:
@@ -401,7 +435,8 @@ def _wide_service_line(svc: Service, opts: ListOptions) -> str:
     active = sum(d.active_conns for d in svc.dests)
     inactive = sum(d.inactive_conns for d in svc.dests)
     line = (
-        f"{service_name(svc.key):<33} {svc.scheduler:<7} {svc.live_weight:<6} {active:<10} {inactive:<10} "
+        f"{service_name(svc.key, not opts.numeric):<33} {svc.scheduler:<7} {svc.live_weight:<6} "
+        f"{active:<10} {inactive:<10} "
         f"{_num(_sum_persist(svc.dests), 11, left=True)}"
         + _wide_numbers(svc.counters, _shown_rates(svc, opts), opts.exact)
     )
@@ -411,9 +446,9 @@ def _wide_service_line(svc: Service, opts: ListOptions) -> str:
     return line + (f" {flags}" if flags else "")
 
 
-def _wide_dest_line(d: Dest, opts: ListOptions) -> str:
+def _wide_dest_line(name: str, d: Dest, opts: ListOptions) -> str:
     line = (
-        f"  -> {dest_name(d):<28} {_fwd(d):<7} {d.weight:<6} {d.active_conns:<10} {d.inactive_conns:<10} "
+        f"  -> {name:<28} {_fwd(d):<7} {d.weight:<6} {d.active_conns:<10} {d.inactive_conns:<10} "
         f"{_num(d.persist_conns, 11, left=True)}"
         + _wide_numbers(d.counters, _shown_rates(d, opts), opts.exact)
     )
@@ -455,15 +490,19 @@ def service_lines(snapshot: Snapshot, opts: ListOptions) -> Iterator[str]:
     for svc in services:
         yield _service_line(svc, opts)
         dests = list(svc.dests) if opts.nosort else ipvsadm_dest_order(svc.dests)
+        protocol = None if opts.numeric else svc.key.protocol
         for d in dests:
-            yield _dest_line(d, opts)
+            yield _dest_line(d, opts, protocol)
 
 
 # --- connections, timeouts, daemons -------------------------------------------------------------
 
 
-def _conn_hostport(address: str, port: int) -> str:
-    return format_hostport(AF_INET6 if ":" in address else AF_INET, address, port)
+def _conn_hostport(address: str, port: int, protocol: Protocol | None) -> str:
+    return _hostport(AF_INET6 if ":" in address else AF_INET, address, port, protocol)
+
+
+_CONN_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
 
 
 def conn_lines(entries: Iterable[ConnEntry], opts: ListOptions) -> Iterator[str]:
@@ -478,11 +517,14 @@ def conn_lines(entries: Iterable[ConnEntry], opts: ListOptions) -> Iterator[str]
         yield f"pro expire {'state':<11} {'source':<18} {'virtual':<18} destination"
     for e in entries:
         minutes, seconds = divmod(e.expires, 60)
+        # by name unless -n; IP (fwmark templates) has no service names: Protocol.NONE keeps numbers
+        protocol = None if opts.numeric else _CONN_PROTOCOLS.get(e.protocol, Protocol.NONE)
         head = (
             f"{e.protocol:<3} {f'{minutes:02d}:{seconds:02d}':<6} {e.state:<11} "
-            f"{_conn_hostport(e.client, e.client_port):<18} {_conn_hostport(e.vaddr, e.vport):<18} "
+            f"{_conn_hostport(e.client, e.client_port, protocol):<18} "
+            f"{_conn_hostport(e.vaddr, e.vport, protocol):<18} "
         )
-        dest = _conn_hostport(e.daddr, e.dport)
+        dest = _conn_hostport(e.daddr, e.dport, protocol)
         # ipvsadm shows the engine columns only for lines that carry both PEName and PEData.
         if opts.persistent_conn and e.pe_name and e.pe_data:
             yield head + f"{dest:<16} {e.pe_name:<18} {e.pe_data}"

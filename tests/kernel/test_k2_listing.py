@@ -31,6 +31,10 @@ COMMON_MODES: list[tuple[str, ...]] = [
     ("-L", "--timeout"),
     ("-L", "--daemon"),
     ("-Lnc",),
+    # without -n: ports by their names in the services database (issue 11 item 15)
+    ("-L",),
+    ("-L", "--stats", "--exact"),
+    ("-Lc",),
 ]
 # one service at a time (ipvsadm then omits the version line), on the directors that have them
 SERVICE_MODES: list[tuple[str, tuple[str, ...]]] = [
@@ -41,6 +45,7 @@ SERVICE_MODES: list[tuple[str, tuple[str, ...]]] = [
     (MASTER, ("-Ln", "-f", "3", "-6", "--tun-info")),
     (BACKUP, ("-Ln", "-f", "2", "--thresholds")),
     (MIXED, ("-Ln", "-t", "[2001:db8:113::13]:8080", "--tun-info")),
+    (MASTER, ("-L", "-u", "[2001:db8:113::10]:53")),
 ]
 CASES = [(ns, m) for ns in DIRECTORS for m in COMMON_MODES] + SERVICE_MODES
 
@@ -73,7 +78,7 @@ def _expiries(text: str) -> dict[str, int]:
 
 @pytest.mark.parametrize(("ns", "mode"), CASES, ids=[f"{ns}:{' '.join(m)}" for ns, m in CASES])
 def test_list_is_ipvsadm_byte_for_byte(lab: Lab, ns: str, mode: tuple[str, ...]) -> None:
-    conns = "-Lnc" in mode
+    conns = "-Lnc" in mode or "-Lc" in mode
     # Each entry's expiry timer ticks on its own phase: a table of hundreds changes every few ms, so
     # -c is compared byte for byte with the timers masked, and each timer must lie between ipvsadm's
     # readings before and after.

@@ -117,7 +117,7 @@ def sample(monkeypatch: pytest.MonkeyPatch) -> FixedSource:
     [
         (["-Ln"], "ipvsadm-Ln.txt"),
         (["-n", "--stats", "--exact"], "ipvsadm-stats.txt"),
-        (["-L", "--stats", "-X"], "ipvsadm-stats.txt"),
+        (["-Ln", "--stats", "-X"], "ipvsadm-stats.txt"),
         (["--timeout"], "ipvsadm-timeout.txt"),
         (["-L", "--daemon"], "ipvsadm-daemon.txt"),
     ],
@@ -130,7 +130,7 @@ def test_list_prints_what_ipvsadm_printed(sample: FixedSource, argv: list[str], 
 
 
 def test_list_one_service_and_source_options_reach_the_factory(sample: FixedSource) -> None:
-    r = run("--netns", "blue", "list", "-t", "203.0.113.10:https", "--proc-root", "/host/proc")
+    r = run("--netns", "blue", "list", "-n", "-t", "203.0.113.10:https", "--proc-root", "/host/proc")
     assert r.status == ExitStatus.OK
     assert r.out.splitlines()[2] == "TCP  203.0.113.10:443 wlc persistent 120 mask 255.255.255.0"
     [opened] = sample.opened  # type: ignore[attr-defined]
@@ -169,7 +169,7 @@ def test_list_connections_with_persistence_engine_columns(sample: FixedSource) -
         "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
         "UDP C6336402 13C4 CB00710A 13C4 C000020B 13C4 UDP             179 sip 3f2a@203.0.113.10\n"
     )
-    r = run("list", "-c", "--persistent-conn")
+    r = run("list", "-nc", "--persistent-conn")
     assert r.status == ExitStatus.OK
     assert r.out.splitlines()[1:] == [
         "pro expire state       source             virtual            destination        "
@@ -194,7 +194,7 @@ def test_list_ipv6_service_selector(sample: FixedSource) -> None:
 
 
 def test_list_rate_uses_kernel_rates_with_one_read(sample: FixedSource) -> None:
-    r = run("list", "--rate")
+    r = run("list", "-n", "--rate")
     assert r.status == ExitStatus.OK and r.err == "" and sample.reads == 1
     assert "TCP  203.0.113.10:443                    1        4        4      297      360" in r.out
 
@@ -221,7 +221,85 @@ def test_broken_pipe_is_quiet(sample: FixedSource) -> None:
             raise BrokenPipeError
 
     r = run("list", stdout=Closed())
-    assert (r.status, r.err) == (ExitStatus.ERROR, "")
+    assert (r.status, r.err) == (ExitStatus.OK, "")
+
+
+# A services database of our own: the host's /etc/services is not the test's to rely on.
+SERVICES_DB = {
+    (80, "tcp"): "http",
+    (443, "tcp"): "https",
+    (53, "udp"): "domain",
+    (8080, "tcp"): "http-alt",
+    (81, "tcp"): "a-service-name-longer-than-ipvsadm-shows",
+}
+
+
+@pytest.fixture
+def services_db(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lvstop import listing
+
+    def getservbyport(port: int, proto: str) -> str:
+        try:
+            return SERVICES_DB[(port, proto)]
+        except KeyError:
+            raise OSError("port/proto not found") from None
+
+    monkeypatch.setattr(listing.socket, "getservbyport", getservbyport)
+    listing.port_name.cache_clear()
+    yield
+    listing.port_name.cache_clear()
+
+
+def test_list_without_n_names_ports_as_ipvsadm_does(sample: FixedSource, services_db: None) -> None:
+    """Issue 11 item 15: `ipvsadm -L` prints `:https`, `:domain`, in its 33/28-column widths."""
+    lines = run("list").out.splitlines()
+    assert "TCP  203.0.113.10:http rr" in lines
+    assert "TCP  203.0.113.10:https wlc persistent 120 mask 255.255.255.0" in lines
+    assert "UDP  203.0.113.10:domain rr" in lines
+    assert "TCP  203.0.113.10:a-service-name- wrr" in lines  # ipvsadm cuts the name at 33
+    assert "TCP  203.0.113.10:82 sh" in lines  # no name in the database: the number
+    assert "FWM  1 wlc" in lines
+    dests = [line for line in lines if line.startswith("  -> ")]
+    assert "  -> 192.0.2.11:http-alt          Masq    1      1          4         " in dests
+    assert "  -> 192.0.2.11:5353              Masq    1      0          4         " in dests  # udp 5353
+    stats = run("list", "--stats", "--exact").out.splitlines()
+    numbers = "".join(f"{n:>9}" for n in (15, 80, 74, 5288, 6224))
+    assert stats[3] == f"{'TCP  203.0.113.10:http':<33}{numbers}"
+    assert stats[4].startswith(f"{'  -> 192.0.2.11:http-alt':<33} ")
+    # -n: numbers, byte for byte what ipvsadm -Ln printed
+    assert run("list", "-n").out == captured("ipvsadm-Ln.txt")
+
+
+def test_list_connections_without_n_name_ports(sample: FixedSource, services_db: None) -> None:
+    named = run("list", "-c").out.splitlines()
+    numeric = run("list", "-cn").out.splitlines()
+    assert len(named) == len(numeric) > 3
+    assert any(":https " in line for line in named) and not any(":https" in line for line in numeric)
+    line = next(line for line in numeric if "203.0.113.10:443 " in line)
+    # "203.0.113.10:443" fills 16 of the 18 columns, "203.0.113.10:https" all of them
+    expected = line.replace("203.0.113.10:443   ", "203.0.113.10:https ").replace(":8080", ":http-alt")
+    assert named[numeric.index(line)] == expected
+
+
+def test_list_piped_into_head_exits_0_quietly(tmp_path: Path) -> None:
+    """`lvstop list | head -1`: the reader leaves with most of the listing unwritten."""
+    net = tmp_path / "net"
+    net.mkdir()
+    lines = ["IP Virtual Server version 1.2.1 (size=4096)", "Prot LocalAddress:Port Scheduler Flags"]
+    lines.append("  -> RemoteAddress:Port Forward Weight ActiveConn InActConn")
+    for s in range(200):
+        lines.append(f"TCP  CB0071{s:02X}:0050 wlc")
+        lines += [f"  -> C00002{d:02X}:1F90      Masq    1      0          0" for d in range(50)]
+    (net / "ip_vs").write_text("\n".join(lines) + "\n")  # 10,000 dests: ~700 kB listed, > a pipe
+    argv = [sys.executable, "-m", "lvstop", "list", "-n", "--source", "proc", "--proc-root", str(tmp_path)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert first.startswith("IP Virtual Server version 1.2.1")
+    assert all(line.startswith("lvstop: warning: ") for line in err.splitlines()), err  # no traceback
 
 
 @pytest.mark.parametrize(
@@ -259,7 +337,7 @@ def test_internal_errors_are_one_line_unless_debug(monkeypatch: pytest.MonkeyPat
 
 def test_proc_source_lists_what_proc_can_show() -> None:
     root = Path(__file__).resolve().parent.parent / "fixtures" / "proc" / "sample-6.1"
-    r = run("list", "--source", "proc", "--proc-root", str(root))
+    r = run("list", "-n", "--source", "proc", "--proc-root", str(root))
     assert r.status == ExitStatus.OK
     # Nothing outside --proc-root is read: not the host's /boot either, so CONFIG_HZ is unknown here.
     unseen, no_hz = r.err.splitlines()
@@ -381,7 +459,7 @@ DEST_LINE = re.compile(r"^  -> (\S+:\d+|\[[0-9a-f:]+\]:\d+) ")
 
 @pytest.mark.parametrize("flags", list(TITLES), ids=lambda f: " ".join(f) or "default")
 def test_demo_every_table_mode(flags: tuple[str, ...]) -> None:
-    r = run("list", "--source", "demo", *flags)
+    r = run("list", "-n", "--source", "demo", *flags)
     assert r.status == ExitStatus.OK, r.err
     lines = r.out.splitlines()
     assert re.fullmatch(r"IP Virtual Server version \d+\.\d+\.\d+ \(size=\d+\)", lines[0])
