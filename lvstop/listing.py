@@ -229,14 +229,41 @@ def _merge_sort(items: list[T], cmp: Callable[[T, T], int]) -> list[T]:
     return out
 
 
+def _consistent(columns: Iterable[Sequence[int]]) -> bool:
+    """True when no two values of any column lie 2^31 or more apart: the comparators' wrapped
+    differences then have the sign of the true ones, their order is numeric (a total order), and any
+    stable sort gives what glibc's merge sort gives (no two keys are equal)."""
+    return all(not col or max(col) - min(col) < 1 << 31 for col in columns)
+
+
 def ipvsadm_order(services: Iterable[Service]) -> list[Service]:
     """Services in the order ipvsadm lists them, given the kernel's dump order."""
     keyed = [(s, _words(s.key.family, s.key.address)) for s in services]
+    # addresses are compared only between services of one family (the family is compared first)
+    columns: list[Sequence[int]] = [[s.key.fwmark for s, _ in keyed]]
+    for family in {s.key.family for s, _ in keyed}:
+        words = [w for s, w in keyed if s.key.family == family]
+        columns += list(zip(*words, strict=True)) if words else []
+    if _consistent(columns):
+        keyed.sort(
+            key=lambda sw: (
+                sw[0].key.fwmark,
+                sw[0].key.family,
+                int(sw[0].key.protocol),
+                sw[1],
+                sw[0].key.port,
+            )
+        )
+        return [s for s, _ in keyed]
     return [s for s, _ in _merge_sort(keyed, _cmp_services)]
 
 
 def ipvsadm_dest_order(dests: Iterable[Dest]) -> list[Dest]:
     keyed = [(d, _words(d.family, d.address)) for d in dests]
+    # the first operand's family says how many words count: one family, or glibc's own way
+    if len({d.family for d, _ in keyed}) <= 1 and _consistent(zip(*(w for _, w in keyed), strict=True)):
+        keyed.sort(key=lambda dw: (dw[1], dw[0].port))
+        return [d for d, _ in keyed]
     return [d for d, _ in _merge_sort(keyed, _cmp_dests)]
 
 

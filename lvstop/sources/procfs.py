@@ -45,6 +45,8 @@ from lvstop.model import (
     Service,
     ServiceKey,
     Snapshot,
+    TunType,
+    fast_constructor,
 )
 
 IP_VS = "/proc/net/ip_vs"
@@ -91,9 +93,12 @@ def parse_addr(text: str) -> tuple[int, str]:
     if len(text) == 8:
         v = parse_hex(text)
         return AF_INET, f"{v >> 24}.{v >> 16 & 255}.{v >> 8 & 255}.{v & 255}"  # 3x faster than IPv4Address
-    if len(text) == 39 and text.count(":") == 7:
+    if len(text) == 39 and text[4::5] == ":::::::":
         try:
-            return AF_INET6, str(IPv6Address(text))
+            # inet_ntop writes what str(IPv6Address) writes (RFC 5952), 50x faster, except that it
+            # prints IPv4-mapped and -compatible addresses dotted: those go the slow way
+            name = socket.inet_ntop(socket.AF_INET6, bytes.fromhex(text.replace(":", "")))
+            return AF_INET6, name if "." not in name else str(IPv6Address(name))
         except ValueError:
             pass
     raise ValueError(f"bad address {text!r}")
@@ -113,7 +118,8 @@ def parse_hostport(text: str) -> tuple[int, str, int]:
 
 
 def _int(text: str) -> int:
-    if not _INT_RE.fullmatch(text):
+    # int() alone would take "+1", "1_000" and non-ASCII digits; ASCII digits need no regex
+    if not (text.isdigit() and text.isascii()) and not _INT_RE.fullmatch(text):
         raise ValueError(f"bad number {text!r}")
     return int(text)
 
@@ -174,27 +180,44 @@ def _parse_service_line(f: list[str], lineno: int) -> _ServiceLine:
     return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask, lineno, [])
 
 
-def _parse_dest_line(f: list[str]) -> Dest:
+_new_dest = fast_constructor(Dest)
+
+
+def _parse_dest_line(f: list[str], hostports: dict[str, tuple[int, str, int]]) -> Dest:
+    """`hostports`: addresses already parsed in this file (real servers serve many services)."""
     if len(f) != 6:
         raise ValueError("dest line needs address:port, forward, weight, active and inactive conns")
-    family, address, port = parse_hostport(f[1])
+    hp = hostports.get(f[1])
+    if hp is None:
+        hp = hostports[f[1]] = parse_hostport(f[1])
     fwd = FWD_METHODS.get(f[2])
     if fwd is None:
         raise ValueError(f"unknown forwarding method {f[2]!r}")
-    return Dest(
+    family, address, port = hp
+    w, a, i = f[3], f[4], f[5]
+    if (w + a + i).isdigit() and w.isascii() and a.isascii() and i.isascii():
+        weight, active, inactive = int(w), int(a), int(i)
+    else:
+        weight, active, inactive = _int(w), _int(a), _int(i)  # signs, or the error
+    # in Dest's field order; thresholds, persistent conns and tunnel settings are not in /proc
+    # (netlink only): None, as are the counters and rates
+    return _new_dest(
         family,
         address,
         port,
         fwd,
-        _int(f[3]),
-        None,  # thresholds, persistent conns and tunnel settings: not in /proc (netlink only)
+        weight,
         None,
-        active_conns=_int(f[4]),
-        inactive_conns=_int(f[5]),
-        persist_conns=None,
-        tun_type=None,
-        tun_port=None,
-        tun_flags=None,
+        None,
+        active,
+        inactive,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
     )
 
 
@@ -225,21 +248,42 @@ def _finish_service(s: _ServiceLine, hz: int | None) -> Service:
     return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask, dests=tuple(s.dests))
 
 
-def parse_ip_vs(text: str, *, hz: int | None = None, source: str = IP_VS) -> tuple[Service, ...]:
+def _lines(text: str) -> Iterator[str]:
+    """text.splitlines() for text with plain newlines, one line at a time."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start)
+        if end < 0:
+            end = n
+        yield text[start:end]
+        start = end + 1
+
+
+def parse_ip_vs(
+    text: str, *, hz: int | None = None, source: str = IP_VS, dests: dict[str, Dest] | None = None
+) -> tuple[Service, ...]:
     """Services and dests of /proc/net/ip_vs, in the kernel's order.
 
     `hz` is the kernel's CONFIG_HZ: the persistence timeout is printed in jiffies. Without it the
-    timeout of persistent services is left 0 (the caller says why in an Issue).
+    timeout of persistent services is left 0 (the caller says why in an Issue). `dests` maps dest
+    lines parsed before to their Dest: a line seen again is not parsed again (new ones are added).
     """
-    lines = text.splitlines()
-    if not lines:
+    lines = _lines(text)  # one at a time: a list of 100k lines would double the memory
+    first = next(lines, None)
+    if not first:
         raise ParseError("empty file", source=source, line=1)
-    parse_version_line(lines[0], source=source)
+    parse_version_line(first, source=source)
     for lineno, head in ((2, "Prot LocalAddress:Port"), (3, "-> RemoteAddress:Port")):
-        if len(lines) < lineno or not lines[lineno - 1].strip().startswith(head):
+        if not next(lines, "").strip().startswith(head):
             raise ParseError(f"expected a header line starting {head!r}", source=source, line=lineno)
     pending: list[_ServiceLine] = []
-    for lineno, line in enumerate(lines[3:], start=4):
+    hostports: dict[str, tuple[int, str, int]] = {}
+    known = dests if dests is not None else {}
+    for lineno, line in enumerate(lines, start=4):
+        d = known.get(line)
+        if d is not None and pending:
+            pending[-1].dests.append(d)
+            continue
         f = line.split()
         if not f:
             continue
@@ -247,7 +291,8 @@ def parse_ip_vs(text: str, *, hz: int | None = None, source: str = IP_VS) -> tup
             if f[0] != "->":
                 pending.append(_parse_service_line(f, lineno))
             elif pending:
-                pending[-1].dests.append(_parse_dest_line(f))
+                d = known[line] = _parse_dest_line(f, hostports)
+                pending[-1].dests.append(d)
             else:
                 raise ValueError("dest line before any service line")
         except ValueError as e:
@@ -488,6 +533,10 @@ class ProcSource:
         self.sys_root = sys_root if sys_root is not None else os.path.join(root, "sys")
         boot = boot_dir if boot_dir is not None else ("/boot" if os.path.abspath(root) == "/proc" else None)
         self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot)
+        # the last ip_vs text and its services, and its dests by line: unchanged bytes are not parsed again
+        self._text = ""
+        self._services: tuple[Service, ...] = ()
+        self._dests: dict[str, Dest] = {}
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, "net", name)
@@ -503,7 +552,7 @@ class ProcSource:
         wall, mono = time.time(), time.monotonic()
         path = self._path("ip_vs")
         text = _read(path, IssueKind.NO_IPVS, f"ip_vs is not loaded (no {path})")
-        services = parse_ip_vs(text, hz=self._hz, source=path)
+        services = self._parse(text, path)
         version, size = parse_version_line(text.partition("\n")[0], source=path)
         issues = [Issue(IssueKind.UNAVAILABLE, UNAVAILABLE_MESSAGE)]
         if self._hz is None and any(s.persistent for s in services):
@@ -549,6 +598,17 @@ class ProcSource:
             poll_duration=time.monotonic() - mono,
             est_cpulist=est_cpulist,
         )
+
+    def _parse(self, text: str, path: str) -> tuple[Service, ...]:
+        if text != self._text:
+            if len(self._dests) > 2 * text.count("->") + 1024:
+                self._dests = {}  # lines of dests long gone
+            # the dests of the first read are not kept by line: a one-time read (lvstop list) needs
+            # no cache, and polls start reusing them from the second read on
+            dests = self._dests if self._text else None
+            self._services = parse_ip_vs(text, hz=self._hz, source=path, dests=dests)
+            self._text = text
+        return self._services
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:
         """Lines (newline included) of ip_vs_conn or ip_vs_conn_sync, header first, streamed.

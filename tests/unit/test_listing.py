@@ -16,11 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lvstop.errors import LvstopError
 from lvstop.listing import (
     ListOptions,
+    _cmp_dests,
+    _cmp_services,
+    _merge_sort,
+    _words,
     conn_lines,
+    ipvsadm_dest_order,
     ipvsadm_order,
     largenum,
     option_conflict,
@@ -40,6 +47,7 @@ from lvstop.model import (
     Daemon,
     DaemonState,
     Dest,
+    DestKey,
     FwdMethod,
     Protocol,
     Rates,
@@ -438,6 +446,63 @@ def test_dest_order_ipv6_words_and_port() -> None:
         "[2001:db8::1]:81",
         "[2001:db8::2]:80",
     ]
+
+
+def _glibc_service_order(services: list[Service]) -> list[Service]:
+    keyed = [(s, _words(s.key.family, s.key.address)) for s in services]
+    return [s for s, _ in _merge_sort(keyed, _cmp_services)]
+
+
+def _glibc_dest_order(dests: list[Dest]) -> list[Dest]:
+    keyed = [(d, _words(d.family, d.address)) for d in dests]
+    return [d for d, _ in _merge_sort(keyed, _cmp_dests)]
+
+
+_V4 = st.integers(0, 2**32 - 1).map(lambda n: str(ipaddress.IPv4Address(n)))
+_V4_NEAR = st.integers(0xCB007100, 0xCB0071FF).map(lambda n: str(ipaddress.IPv4Address(n)))
+_V6 = st.integers(0, 2**128 - 1).map(lambda n: str(ipaddress.IPv6Address(n)))
+_V6_NEAR = st.integers(0, 2**16).map(lambda n: str(ipaddress.IPv6Address(0x20010DB8 << 96 | n)))
+
+
+@st.composite
+def _services(draw: st.DrawFn) -> list[Service]:
+    v4, v6 = draw(st.sampled_from([(_V4_NEAR, _V6_NEAR), (_V4, _V6)]))  # the fast path, and the other
+    out: dict[ServiceKey, Service] = {}
+    for _ in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["v4", "v6", "fwm"]))
+        if kind == "fwm":
+            key = ServiceKey.mark(draw(st.integers(1, 2**32 - 1)), draw(st.sampled_from([AF_INET, AF_INET6])))
+        else:
+            family = AF_INET if kind == "v4" else AF_INET6
+            proto = draw(st.sampled_from([Protocol.TCP, Protocol.UDP, Protocol.SCTP]))
+            key = ServiceKey(family, proto, draw(v4 if kind == "v4" else v6), draw(st.integers(0, 65535)))
+        out[key] = Service(key, "rr")
+    return list(out.values())
+
+
+@st.composite
+def _dests(draw: st.DrawFn) -> list[Dest]:
+    v4, v6 = draw(st.sampled_from([(_V4_NEAR, _V6_NEAR), (_V4, _V6)]))
+    families = draw(st.sampled_from([[AF_INET], [AF_INET6], [AF_INET, AF_INET6]]))
+    out: dict[DestKey, Dest] = {}
+    for _ in range(draw(st.integers(0, 40))):
+        family = draw(st.sampled_from(families))
+        addr = draw(v4 if family == AF_INET else v6)
+        d = Dest(family, addr, draw(st.integers(0, 65535)), FwdMethod.TUNNEL, 1)
+        out[d.key] = d
+    return list(out.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_services())
+def test_service_order_is_glibc_msorts_whichever_path(services: list[Service]) -> None:
+    assert ipvsadm_order(services) == _glibc_service_order(services)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_dests())
+def test_dest_order_is_glibc_msorts_whichever_path(dests: list[Dest]) -> None:
+    assert ipvsadm_dest_order(dests) == _glibc_dest_order(dests)
 
 
 # --- hand-made services ------------------------------------------------------------------------

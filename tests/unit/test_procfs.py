@@ -33,6 +33,7 @@ from lvstop.sources.procfs import (
     ProcSource,
     conn_layout,
     detect_hz,
+    parse_addr,
     parse_conn_line,
     parse_hostport,
     parse_ip_vs,
@@ -507,3 +508,57 @@ def test_ip_vs_round_trip(case: tuple[str, list[tuple[object, ...]], int]) -> No
         )
         for s in got
     ] == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 2**128 - 1),
+        st.integers(0, 2**32 - 1).map(lambda n: 0xFFFF << 32 | n),  # IPv4-mapped
+        st.integers(0, 2**32 - 1),  # IPv4-compatible
+        st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x0DB8]), min_size=8, max_size=8).map(
+            lambda ws: sum(w << (16 * i) for i, w in enumerate(ws))
+        ),
+    )
+)
+def test_ipv6_text_is_what_ipaddress_writes(n: int) -> None:
+    """parse_addr's fast IPv6 path (inet_ntop) gives the canonical text of model.normalize_address."""
+    assert parse_addr(IPv6Address(n).exploded) == (AF_INET6, str(IPv6Address(n)))
+
+
+def _changed_line(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1
+    return text.replace(old, new)
+
+
+def test_polling_reuses_what_did_not_change(tmp_path: Path) -> None:
+    """Unchanged bytes are not parsed again: the same services for the same text, the same Dest for
+    an unchanged dest line from the second read on; a changed line is parsed anew."""
+    shutil.copytree(SAMPLE, tmp_path / "p")
+    ip_vs = tmp_path / "p" / "net" / "ip_vs"
+    src = ProcSource(root=str(tmp_path / "p"), hz=250)
+    first = src.read().services
+    assert src.read().services is first  # the same text
+    text = ip_vs.read_text()
+    ip_vs.write_text(
+        _changed_line(
+            text,
+            "  -> C000020D:14E9      Masq    1      0          4",
+            "  -> C000020D:14E9      Masq    1      0          5",
+        )
+    )
+    second = src.read().services
+    assert second == parse_ip_vs(ip_vs.read_text(), hz=250)
+    ip_vs.write_text(
+        _changed_line(
+            ip_vs.read_text(),
+            "C000020C:1F90      Masq    1      0          24",
+            "C000020C:1F90      Masq    1      0          25",
+        )
+    )
+    third = src.read().services
+    assert third == parse_ip_vs(ip_vs.read_text(), hz=250)
+    dests2 = [d for s in second for d in s.dests]
+    dests3 = [d for s in third for d in s.dests]
+    changed = [i for i, (a, b) in enumerate(zip(dests2, dests3, strict=True)) if a is not b]
+    assert len(changed) == 1 and dests3[changed[0]].inactive_conns == 25
