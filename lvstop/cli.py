@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import enum
 import ipaddress
+import itertools
 import math
 import os
 import socket
@@ -492,8 +493,8 @@ def _conn_entries(source: Source) -> Iterator[ConnEntry]:
 
 def _write_lines(env: Environment, lines: Iterator[str]) -> None:
     write = env.stdout.write
-    for line in lines:
-        write(line + "\n")
+    while batch := list(itertools.islice(lines, 4096)):  # one write per batch: 100k writes cost 30 ms
+        write("\n".join(batch) + "\n")
 
 
 def _run_record(args: argparse.Namespace, env: Environment) -> int:

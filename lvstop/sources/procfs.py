@@ -195,7 +195,8 @@ def _parse_dest_line(f: list[str], hostports: dict[str, tuple[int, str, int]]) -
         raise ValueError(f"unknown forwarding method {f[2]!r}")
     family, address, port = hp
     w, a, i = f[3], f[4], f[5]
-    if (w + a + i).isdigit() and w.isascii() and a.isascii() and i.isascii():
+    digits = w + a + i
+    if digits.isdigit() and digits.isascii():
         weight, active, inactive = int(w), int(a), int(i)
     else:
         weight, active, inactive = _int(w), _int(a), _int(i)  # signs, or the error
@@ -278,7 +279,8 @@ def parse_ip_vs(
             raise ParseError(f"expected a header line starting {head!r}", source=source, line=lineno)
     pending: list[_ServiceLine] = []
     hostports: dict[str, tuple[int, str, int]] = {}
-    known = dests if dests is not None else {}
+    known = dests if dests is not None else {}  # empty: nothing to reuse, nothing kept
+    keep = dests is not None
     for lineno, line in enumerate(lines, start=4):
         d = known.get(line)
         if d is not None and pending:
@@ -291,8 +293,10 @@ def parse_ip_vs(
             if f[0] != "->":
                 pending.append(_parse_service_line(f, lineno))
             elif pending:
-                d = known[line] = _parse_dest_line(f, hostports)
+                d = _parse_dest_line(f, hostports)
                 pending[-1].dests.append(d)
+                if keep:
+                    known[line] = d
             else:
                 raise ValueError("dest line before any service line")
         except ValueError as e:
