@@ -36,6 +36,8 @@ from operator import itemgetter
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from lvstop import gcpolicy
 from lvstop.errors import LvstopError, ParseError, SourceError
 from lvstop.model import ConnEntry, DestKey, IssueKind, Protocol, Service, ServiceKey
@@ -55,7 +57,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ENTRIES = 500
 DEFAULT_TOP_CLIENTS = 20
-_CHUNK = 512  # lines between budget checks: about 9 kernel reads of one page each
+_CHUNK = 512  # lines of the first chunk: about 9 kernel reads of one page each; the budget is checked
+_BIG_CHUNK = 65536  # after each chunk, and chunks double up to this
+_MIN_COLUMNAR = 64  # smaller chunks go line by line: numpy's fixed costs would outweigh the lines
 # TCP and SCTP count ESTABLISHED as active (kernels before 3.x spelled SCTP's "ESTABISHED").
 ACTIVE_STATES = frozenset(("ESTABLISHED", "ESTABISHED"))
 # The forms /proc prints (%08X, uncompressed %pI6), which parse_addr surely accepts: checking a new
@@ -169,6 +173,356 @@ def _port_zero_match(dkey: DestKey, dests: frozenset[DestKey]) -> bool:
     return dkey in dests or _any_port(dkey) in dests
 
 
+class _Reading:
+    """What one summarize() has counted so far, and the two ways of counting a chunk of lines: line by
+    line (any input; the errors name their line), and by columns (numpy; well-formed chunks only)."""
+
+    def __init__(self, table: ConnTable, filters: ConnFilter | None, src: str) -> None:
+        self.table = table
+        self.filters = filters
+        self.src = src
+        # table key -> [passes the filter, entries, resolution], in order of first appearance
+        self.counts: dict[tuple[str, ...], list[Any]] = {}
+        self.tcounts: dict[tuple[str, ...], list[Any]] = {}
+        self.clients: dict[str, int] = {}  # in order of first appearance too: it breaks top-N ties
+        self.client_ok: dict[str, bool] = {}
+        self.prefix = filters.client_prefix if filters else None
+        self.kept: list[tuple[str, int]] = []
+        self.keep = table.max_entries
+        self.total = 0
+        # what chunks counted by columns have seen: keys (-> their entries) and clients (-> texts)
+        self.keys = _Registry(_KEY_WORDS)
+        self.client_reg = _Registry(_CLIENT_WORDS)
+
+    def lines(
+        self, chunk: list[str], first: int, widths: frozenset[int], key_of: Callable[[list[str]], Any]
+    ) -> None:
+        """Count `chunk` (its first line is line `first`) one line at a time."""
+        counts, tcounts, clients, client_ok = self.counts, self.tcounts, self.clients, self.client_ok
+        resolve, filters, prefix, src = self.table._resolve, self.filters, self.prefix, self.src
+        kept, usual, count_clients = self.kept, _USUAL_ADDR.fullmatch, self.table.detail
+        # Line numbers only matter on errors and for kept entries: chunk.index() finds them
+        # (an identical earlier line would have failed or been kept first).
+        for line in chunk:
+            f = line.split()
+            if len(f) not in widths:
+                if not f:
+                    self.total -= 1  # a blank line is no entry
+                    continue
+                raise ParseError(
+                    f"expected {' or '.join(map(str, sorted(widths)))} fields, got {len(f)}",
+                    source=src,
+                    line=first + chunk.index(line),
+                )
+            k = key_of(f)
+            template = f[2] == "0000"
+            table = tcounts if template else counts
+            e = table.get(k)
+            if e is None:
+                try:
+                    res = resolve(k, template, filters)
+                    e = table[k] = [res[2], 0, res]
+                except ValueError as err:
+                    raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
+            if not e[0]:
+                continue
+            c = f[1]
+            try:
+                if prefix is not None:
+                    ok = client_ok.get(c)
+                    if ok is None:
+                        ok = client_ok[c] = _client_ip(c) in prefix
+                    if not ok:
+                        continue
+                e[1] += 1
+                if count_clients and not template:
+                    n = clients.get(c)
+                    if n is None:
+                        if not usual(c):
+                            parse_addr(c)  # validated once per distinct client
+                        n = 0
+                    clients[c] = n + 1
+            except ValueError as err:
+                raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
+            if self.keep:
+                kept.append((line, first + chunk.index(line)))
+                self.keep -= 1
+        self.total += len(chunk)
+
+    def columns(
+        self,
+        chunk: list[str],
+        first: int,
+        widths: frozenset[int],
+        key_of: Callable[[list[str]], Any],
+        sync: bool,
+    ) -> bool:
+        """Count `chunk` as lines() would, by columns; False when the chunk is not of the well-formed
+        kind this handles (nothing counted: lines() counts it), or holds an error (lines() says where).
+        Counts gather in arrays until flush(); only keys and clients never seen before cost Python."""
+        cols = _columns(chunk, widths, sync)
+        if cols is None:
+            return False
+        table, filters, prefix = self.table, self.filters, self.prefix
+        keys = self.keys
+        try:
+            # 1. the chunk's keys: known ones by hash, new ones resolved in order of first appearance
+            kids = keys.find(cols.key_rows)
+            if kids is None:
+                return False
+            new = np.flatnonzero(kids < 0)
+            found: list[list[Any]] = []
+            for i, template in zip(
+                cols.key_first[new].tolist(), cols.key_template[new].tolist(), strict=True
+            ):
+                k = key_of(chunk[i].split())  # spelt as lines() spells it (spaces may differ)
+                counts = self.tcounts if template else self.counts
+                e = counts.get(k)
+                if e is None:
+                    res = table._resolve(k, template, filters)
+                    e = counts[k] = [res[2], 0, res]
+                found.append(e)
+            if found:
+                kids[new] = keys.add(cols.key_rows[new], found, [e[0] for e in found])
+            kid = kids[cols.key_of_line]
+            ok = keys.ok[kid]
+            # 2. the client prefix, once per distinct client
+            if prefix is not None:
+                texts, of_line = self._distinct_clients(cols, ok)
+                client_ok = self.client_ok
+                good = []
+                for c in texts:
+                    v = client_ok.get(c)
+                    if v is None:
+                        v = client_ok[c] = _client_ip(c) in prefix
+                    good.append(v)
+                ok &= np.array([*good, False], dtype=bool)[of_line]
+            # 3. the clients counted: new ones checked once
+            cid: np.ndarray | None = None
+            if table.detail:
+                cid = self._client_ids(cols.client[np.flatnonzero(ok & ~cols.template)])
+                if cid is None:
+                    return False
+        except ValueError:
+            return False  # lines() finds the line and says what is wrong with it
+        # 4. nothing can fail from here on: count
+        keys.count += np.bincount(kid[ok], minlength=len(keys.count))
+        if cid is not None:
+            self.client_reg.count += np.bincount(cid, minlength=len(self.client_reg.count))
+        if self.keep:
+            for i in cols.line[np.flatnonzero(ok)[: self.keep]].tolist():
+                self.kept.append((chunk[i], first + i))
+                self.keep -= 1
+        self.total += len(cols.line)
+        return True
+
+    def _client_ids(self, rows: np.ndarray) -> np.ndarray | None:
+        """Each row's number among the clients seen by columns; a new one is checked first (raises
+        ValueError as lines() would). None on a hash collision (then lines() counts the chunk)."""
+        reg = self.client_reg
+        if not len(rows):
+            return np.zeros(0, dtype=np.intp)
+        first, group = _groups(rows.view(np.uint64))
+        distinct = _fixed(rows[first], _CLIENT_WORDS)
+        ids = reg.find(distinct)
+        if ids is None:
+            return None
+        new = np.flatnonzero(ids < 0)
+        if len(new):
+            raws = rows[first[new]].view(f"S{rows.shape[1]}").ravel().tolist()
+            texts = [raw.decode("ascii") for raw in raws]
+            for c in texts:
+                if c not in self.clients and not _USUAL_ADDR.fullmatch(c):
+                    parse_addr(c)  # validated once per distinct client
+            ids[new] = reg.add(distinct[new], texts, [True] * len(texts))
+        out: np.ndarray = ids[group]
+        return out
+
+    def flush(self) -> None:
+        """Counts gathered by columns into the dicts lines() counts in (in order of first appearance)."""
+        for e, n in zip(self.keys.values, self.keys.count.tolist(), strict=True):
+            e[1] += n
+        self.keys.count[:] = 0
+        clients = self.clients
+        for c, n in zip(self.client_reg.values, self.client_reg.count.tolist(), strict=True):
+            if n:
+                clients[c] = clients.get(c, 0) + n
+        self.client_reg.count[:] = 0
+
+    def _distinct_clients(self, cols: _Cols, mask: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """The distinct clients of the entries in `mask`, in order of first appearance, and each
+        entry's number among them (len(texts) for entries outside `mask`)."""
+        idx = np.flatnonzero(mask)
+        of_line = np.zeros(len(mask), dtype=np.intp)
+        if not len(idx):
+            return [], of_line
+        rows = cols.client[idx]
+        first, group = _groups(rows.view(np.uint64))
+        texts = [raw.decode("ascii") for raw in rows[first].view(f"S{rows.shape[1]}").ravel().tolist()]
+        of_line[:] = len(texts)
+        of_line[idx] = group
+        return texts, of_line
+
+
+class _Registry:
+    """Distinct rows of a fixed number of u64 words, numbered in order of first appearance, each with
+    a value, a count and (for keys) whether it passes the filter. A chunk's rows find their numbers
+    by hash (a sorted array and searchsorted), checked word for word."""
+
+    def __init__(self, words: int) -> None:
+        self.rows = np.zeros((0, words), dtype=np.uint64)
+        self.hashes = np.zeros(0, dtype=np.uint64)  # by number
+        self.order = np.zeros(0, dtype=np.intp)  # numbers by hash
+        self.sorted = np.zeros(0, dtype=np.uint64)  # hashes[order]
+        self.values: list[Any] = []
+        self.count = np.zeros(0, dtype=np.int64)
+        self.ok = np.zeros(0, dtype=bool)
+
+    def find(self, rows: np.ndarray) -> np.ndarray | None:
+        """The number of each row, -1 for rows never seen; None if a hash matched another row."""
+        ids = np.full(len(rows), -1, dtype=np.intp)
+        if not len(self.sorted):
+            return ids
+        h = _hash(rows)
+        pos = np.minimum(np.searchsorted(self.sorted, h), len(self.sorted) - 1)
+        hit = self.sorted[pos] == h
+        ids[hit] = self.order[pos[hit]]
+        if not np.array_equal(self.rows[ids[hit]], rows[hit]):
+            return None
+        return ids
+
+    def add(self, rows: np.ndarray, values: list[Any], ok: list[bool]) -> np.ndarray:
+        """Number new distinct rows; returns their numbers."""
+        n = len(self.values)
+        self.rows = np.concatenate([self.rows, rows])
+        self.hashes = np.concatenate([self.hashes, _hash(rows)])
+        self.order = np.argsort(self.hashes, kind="stable")
+        self.sorted = self.hashes[self.order]
+        self.values += values
+        self.count = np.concatenate([self.count, np.zeros(len(values), dtype=np.int64)])
+        self.ok = np.concatenate([self.ok, np.array(ok, dtype=bool)])
+        return np.arange(n, n + len(values))
+
+
+# ASCII whitespace as str.split() sees it
+_WS = np.zeros(256, dtype=bool)
+_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_MAX_KEY = 200  # bytes from vaddr to state (or origin): IPv6 needs 3 x 39 + 27; longer goes line by line
+_MAX_CLIENT = 48
+_KEY_WORDS = (1 + 4 + _MAX_KEY + 7) // 8  # a key as the registry keeps it: flag, protocol, span
+_CLIENT_WORDS = _MAX_CLIENT // 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Cols:
+    """A chunk's entries (its non-blank lines) as columns."""
+
+    line: np.ndarray  # per entry: its index in the chunk
+    template: np.ndarray  # per entry: client port 0000
+    key_of_line: np.ndarray  # per entry: its key's number; keys numbered in order of first appearance
+    key_first: np.ndarray  # per key: the chunk index of its first entry
+    key_template: np.ndarray  # per key
+    key_rows: np.ndarray  # per key: its bytes (template flag, protocol, vaddr to state), _KEY_WORDS u64
+    client: np.ndarray  # per entry: the client's text, zero padded to whole u64 words (uint8 rows)
+
+
+def _rows(windows: np.ndarray, start: np.ndarray, length: np.ndarray, width: int) -> np.ndarray:
+    """(n, width) uint8: each row the `length` bytes from `start`, zero padded. `windows` is the text's
+    sliding_window_view: a row is one copy, not `width` lookups."""
+    out = windows[start, :width]
+    out[np.arange(width) >= length[:, None]] = 0
+    return out
+
+
+def _padded(parts: list[np.ndarray]) -> np.ndarray:
+    """Byte columns side by side, zero padded to whole u64 words: (n, 8k) uint8, contiguous."""
+    n = len(parts[0])
+    pad = -sum(p.shape[1] for p in parts) % 8
+    return np.ascontiguousarray(np.concatenate([*parts, np.zeros((n, pad), dtype=np.uint8)], axis=1))
+
+
+def _hash(words: np.ndarray) -> np.ndarray:
+    """One u64 per row of u64 words."""
+    h = words[:, 0].copy()
+    for c in range(1, words.shape[1]):
+        h ^= words[:, c]
+        h *= _MIX
+    return h
+
+
+def _fixed(rows: np.ndarray, words: int) -> np.ndarray:
+    """uint8 rows zero padded to `words` u64 words: (n, words) u64."""
+    out = np.zeros((len(rows), words * 8), dtype=np.uint8)
+    out[:, : rows.shape[1]] = rows
+    return out.view(np.uint64)
+
+
+def _groups(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Equal rows grouped: (first row of each group, group of each row), groups numbered in order of
+    first appearance. Grouped by a hash of the words, checked exactly (a collision sorts the rows)."""
+    h = _hash(words)
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    if not np.array_equal(words, words[first[inv]]):  # two different rows, one hash
+        rows = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 8))).ravel()
+        _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inv.ravel()]
+
+
+def _columns(chunk: list[str], widths: frozenset[int], sync: bool) -> _Cols | None:
+    """The chunk as columns; None unless every line is ASCII with a field count of `widths` (or blank)
+    and no field is longer than the kernel ever prints."""
+    text = "\n".join(chunk)
+    if not text.isascii():
+        return None
+    buf = text.encode("ascii") + b"\n"
+    a = np.frombuffer(buf + bytes(_MAX_KEY), dtype=np.uint8)  # zeros after: every window is whole
+    windows = np.lib.stride_tricks.sliding_window_view(a, _MAX_KEY)
+    n = len(chunk)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, chunk), dtype=np.int64, count=n)[:-1] + 1, out=starts[1:])
+    edge = np.diff(_WS[a[: len(buf)]].view(np.int8), prepend=np.int8(1))
+    tstart, tend = np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)  # fields: [start, end)
+    ntok = np.bincount(np.searchsorted(starts, tstart, side="right") - 1, minlength=n)
+    blank = ntok == 0
+    if not np.all(np.isin(ntok, list(widths)) | blank):
+        return None
+    line = np.flatnonzero(~blank)
+    if not len(line):
+        return None  # blank lines only
+    base = (np.cumsum(ntok) - ntok)[line]  # each entry's first field
+    p_start, p_len = tstart[base], tend[base] - tstart[base]
+    # from vaddr to state (origin): one span, as the kernel prints its fields one space apart
+    k_start = tstart[base + 3]
+    k_len = tend[base + (8 if sync else 7)] - k_start
+    c_start, c_len = tstart[base + 1], tend[base + 1] - tstart[base + 1]
+    k_width, c_width = int(k_len.max()), int(c_len.max())
+    if int(p_len.max()) > 4 or k_width > _MAX_KEY or c_width > _MAX_CLIENT:
+        return None
+    cport = windows[tstart[base + 2], :5]  # "0000" and a blank after it: a template
+    template = np.all(cport[:, :4] == 48, axis=1) & _WS[cport[:, 4]]
+    keys = _padded(
+        [
+            template[:, None].view(np.uint8),
+            _rows(windows, p_start, p_len, 4),
+            _rows(windows, k_start, k_len, k_width),
+        ]
+    )
+    first, key_of_line = _groups(keys.view(np.uint64))
+    return _Cols(
+        line=line,
+        template=template,
+        key_of_line=key_of_line,
+        key_first=line[first],
+        key_template=template[first],
+        key_rows=_fixed(keys[first], _KEY_WORDS),
+        client=_padded([_rows(windows, c_start, c_len, c_width)]),
+    )
+
+
 class ConnTable:
     """Aggregates ip_vs_conn(_sync) text against the known services (see the module doc)."""
 
@@ -251,6 +605,8 @@ class ConnTable:
         return skey, dkey, svc is not None
 
     def _resolve(self, k: tuple[str, ...], template: bool, filters: ConnFilter | None) -> _Resolved:
+        if len(k) == 7 and k[6] not in CONN_ORIGINS:  # refused as parse_conn_line (the TUI) does
+            raise ValueError(f"unknown origin {k[6]!r}")
         # Keys differ mostly by state (and origin): locate each 5-tuple once.
         located = self._tlocated if template else self._located
         where = k[:5]
@@ -293,19 +649,8 @@ class ConnTable:
         src: str,
         start: float,
     ) -> ConnSummary:
-        # table key -> [passes the filter, entries, resolution]: one dict lookup per line
-        counts: dict[tuple[str, ...], list[Any]] = {}
-        tcounts: dict[tuple[str, ...], list[Any]] = {}
-        clients: dict[str, int] = {}
-        client_ok: dict[str, bool] = {}
-        prefix = filters.client_prefix if filters else None
-        kept: list[tuple[str, int]] = []
-        keep = self.max_entries
-        total = 0
+        r = _Reading(self, filters, src)
         partial = False
-        usual = _USUAL_ADDR.fullmatch
-        count_clients = self.detail
-
         header = next(it, None)
         if header is not None:
             is_sync, widths = conn_layout(header, source=src)
@@ -317,63 +662,29 @@ class ConnTable:
                 )
             key_of = itemgetter(0, 3, 4, 5, 6, 7, 8) if sync else itemgetter(0, 3, 4, 5, 6, 7)
             first = 2  # line number of the chunk's first line
-            while chunk := list(islice(it, _CHUNK)):
-                # Line numbers only matter on errors and for kept entries: chunk.index() finds them
-                # (an identical earlier line would have failed or been kept first).
-                for line in chunk:
-                    f = line.split()
-                    if len(f) not in widths:
-                        if not f:
-                            total -= 1  # a blank line is no entry
-                            continue
-                        raise ParseError(
-                            f"expected {' or '.join(map(str, sorted(widths)))} fields, got {len(f)}",
-                            source=src,
-                            line=first + chunk.index(line),
-                        )
-                    k = key_of(f)
-                    template = f[2] == "0000"
-                    table = tcounts if template else counts
-                    e = table.get(k)
-                    if e is None:
-                        try:
-                            if sync and k[6] not in CONN_ORIGINS:  # refused as parse_conn_line (the TUI) does
-                                raise ValueError(f"unknown origin {k[6]!r}")
-                            r = self._resolve(k, template, filters)
-                            e = table[k] = [r[2], 0, r]
-                        except ValueError as err:
-                            raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
-                    if not e[0]:
-                        continue
-                    c = f[1]
-                    try:
-                        if prefix is not None:
-                            ok = client_ok.get(c)
-                            if ok is None:
-                                ok = client_ok[c] = _client_ip(c) in prefix
-                            if not ok:
-                                continue
-                        e[1] += 1
-                        if count_clients and not template:
-                            n = clients.get(c)
-                            if n is None:
-                                if not usual(c):
-                                    parse_addr(c)  # validated once per distinct client
-                                n = 0
-                            clients[c] = n + 1
-                    except ValueError as err:
-                        raise ParseError(str(err), source=src, line=first + chunk.index(line)) from None
-                    if keep:
-                        kept.append((line, first + chunk.index(line)))
-                        keep -= 1
-                total += len(chunk)
+            size = _CHUNK  # chunks grow to _BIG_CHUNK: the budget is checked early, big tables go in bulk
+            while chunk := list(islice(it, size)):
+                if not (len(chunk) >= _MIN_COLUMNAR and r.columns(chunk, first, widths, key_of, sync)):
+                    r.flush()  # lines() adds to the dicts: what columns counted goes in first
+                    r.lines(chunk, first, widths, key_of)
                 first += len(chunk)
+                size = min(size * 2, _BIG_CHUNK)
                 if budget_s is not None and clock() - start > budget_s:
                     partial = next(it, None) is not None
                     break
-
+        r.flush()
         return self._build(
-            counts, tcounts, clients, kept, total, partial, sync, filters, src, start, clock() - start
+            r.counts,
+            r.tcounts,
+            r.clients,
+            r.kept,
+            r.total,
+            partial,
+            sync,
+            filters,
+            src,
+            start,
+            clock() - start,
         )
 
     def _build(

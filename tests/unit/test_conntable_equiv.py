@@ -1,6 +1,7 @@
-"""ConnTable's cheap client checks (the usual-form regex instead of parse_addr, integers instead of
-text for the client-prefix test) give what the parse_addr line loop gave: the same summary, in the
-same order, or the same error on the same line, on the real 6.1 tables and on generated ones."""
+"""ConnTable's fast paths give what the parse_addr line loop gave: the same summary, in the same order,
+or the same error on the same line, on the real 6.1 tables and on generated ones. The fast paths:
+chunks counted by columns (numpy), and the cheap client checks (the usual-form regex instead of
+parse_addr, integers instead of text for the client-prefix test)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,20 @@ def line_loop() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def by_lines() -> Iterator[None]:
+    """Every chunk counted line by line."""
+    with mock.patch.object(conntable, "_MIN_COLUMNAR", 1 << 40):
+        yield
+
+
+@contextmanager
+def by_columns() -> Iterator[None]:
+    """Every chunk counted by columns, however small (the path falls back to lines on bad input)."""
+    with mock.patch.object(conntable, "_MIN_COLUMNAR", 1):
+        yield
+
+
 def counts(c: ConnCounts) -> tuple[Any, ...]:
     return list(c.states.items()), c.templates, list(c.origins.items())
 
@@ -90,10 +105,13 @@ def outcome(
 
 
 def same(services: tuple[Service, ...] | None, lines: list[str], **kw: Any) -> tuple[Any, ...]:
-    got = outcome(services, lines, **kw)
-    with line_loop():
+    with by_columns():
+        got = outcome(services, lines, **kw)
+    with by_lines():
+        lines_ = outcome(services, lines, **kw)
+    with by_lines(), line_loop():
         want = outcome(services, lines, **kw)
-    assert got == want
+    assert got == lines_ == want
     return got
 
 
@@ -242,3 +260,45 @@ def test_client_ip_is_that_of_parse_addr(text: str) -> None:
 def test_fwmark_services_are_compared_too() -> None:
     kind, summary = same(HANDMADE_SERVICES, lines_of(HANDMADE / "ip_vs_conn"))
     assert kind == "summary" and any(k.is_fwmark for k, _ in summary[1])
+
+
+def test_the_columns_path_is_taken() -> None:
+    """The comparisons mean something: a well-formed chunk is counted by columns, a bad one is not."""
+    calls: list[bool] = []
+    real = conntable._columns
+
+    def spy(chunk: list[str], widths: frozenset[int], sync: bool) -> Any:
+        out = real(chunk, widths, sync)
+        calls.append(out is not None)
+        return out
+
+    with by_columns(), mock.patch.object(conntable, "_columns", spy):
+        same(SAMPLE_SERVICES, lines_of(SAMPLE / "ip_vs_conn"))
+        assert calls == [True]
+        calls.clear()
+        same(SAMPLE_SERVICES, [*lines_of(SAMPLE / "ip_vs_conn"), "TCP C6336402 1F90\n"])
+        assert calls == [False]
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_generated_table_of_many_chunks(tmp_path: Path, sync: bool) -> None:
+    """bench/procgen.py's table (IPv4, IPv6, fwmark templates, PE data), 40,000 entries: chunks of
+    512 to 32,768 lines, counted by columns and line by line alike, with and without filters."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    try:
+        from procgen import write
+    finally:
+        sys.path.pop(0)
+    write(tmp_path, 60, 8, 40_000)
+    services = parse_ip_vs((tmp_path / "net" / "ip_vs").read_text(), hz=250)
+    lines = lines_of(tmp_path / "net" / "ip_vs_conn")
+    if sync:  # the same entries as ip_vs_conn_sync prints them, half of them synced
+        lines = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"] + [
+            " ".join([*f[:8], "SYNC" if i % 2 else "LOCAL", f[8]]) + "\n"
+            for i, f in enumerate(line.split() for line in lines[1:])
+        ]
+    for flt in (None, ConnFilter(state="established"), ConnFilter(client_prefix=ip_network("198.18.0.0/20"))):
+        kind, summary = same(services, lines, sync=sync, filters=flt, max_entries=700)
+        assert kind == "summary" and summary[5] == 40_000
