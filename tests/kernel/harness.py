@@ -327,6 +327,8 @@ def run_guest(
         qemu,
         "-accel",
         "tcg,thread=multi",
+        "-cpu",
+        "max",  # numpy's wheels need SSE4.2 and more; qemu's default CPU model lacks them (SIGILL)
         "-smp",
         str(cpus),
         "-m",
