@@ -45,7 +45,6 @@ from lvstop.model import (
     Service,
     ServiceKey,
     Snapshot,
-    TunType,
     fast_constructor,
 )
 
