@@ -24,20 +24,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from procgen import TCP_STATES
+
 from lvstop.conntable import ConnFilter, ConnTable
 from lvstop.model import AF_INET, AF_INET6, Dest, FwdMethod, Protocol, Service, ServiceKey
 from lvstop.sources.sim import SimSource
 
 HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"
-TCP_STATES = (
-    ["ESTABLISHED"] * 50
-    + ["TIME_WAIT"] * 30
-    + ["FIN_WAIT"] * 8
-    + ["SYN_RECV"] * 4
-    + ["CLOSE_WAIT"] * 4
-    + ["LAST_ACK"] * 2
-    + ["CLOSE"] * 2
-)
 
 
 def _v6(n: int) -> str:
