@@ -91,6 +91,12 @@ def _bench(ns: str, services: int, dests: int) -> None:
 
 
 def test_bench_s1_s2(bench_ns: str) -> None:
+    # where S2's fixed cost goes: the interpreter, then the imports `lvstop list` needs
+    start = {
+        what: _timed(lambda code=code: _in_ns((sys.executable, "-c", code)))
+        for what, code in (("python", "pass"), ("python + import lvstop.cli", "import lvstop.cli"))
+    }
+    print("[note] bench start-up: " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items()))
     for services, dests in TABLES:
         _bench(bench_ns, services, dests)
     run(["ipvsadm", "-C"], ns=bench_ns)
