@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE, Server
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
-from .support import WEB, Harness, basic, dest_json, dkey, key_json, start_exporter
+from .support import WEB, Harness, Reply, basic, dest_json, dkey, key_json, start_exporter
 
 DRAIN = {"service": key_json(), "dest": dest_json()}
 
@@ -243,7 +243,7 @@ def test_last_live_weight_needs_force_reason_and_admin(exporter: Harness) -> Non
     snap = exporter.poll()
     svc = next(s for s in snap.services if s.key.is_fwmark and len(s.dests) >= 1)
     body_base = {"service": {"family": "inet6" if svc.key.family == 10 else "inet", "fwmark": svc.key.fwmark}}
-    last = None
+    last: dict[str, Any] = {}
     for d in svc.dests:  # drain all but the last dest, then try the last
         body = {**body_base, "dest": {"address": d.address, "port": d.port}}
         res = exporter.post("/api/v1/drain", body)
@@ -588,7 +588,7 @@ def test_the_actor_comes_from_the_credential_never_a_header(secured: Harness) ->
 
 def test_audit_lines_equal_attempts(secured: Harness) -> None:
     bob = {"Authorization": basic("bob", "bob-pw")}
-    attempts = [
+    attempts: list[Callable[[], Reply]] = [
         lambda: secured.post("/api/v1/drain", DRAIN),
         lambda: secured.post("/api/v1/drain", DRAIN, headers=bob),
         lambda: secured.post("/api/v1/drain", DRAIN, headers=bob),

@@ -191,7 +191,12 @@ def test_the_fake_hash_costs_the_dearest_configured_cost() -> None:
 def test_guesses_share_a_budget_per_network_and_one_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
     checks: list[bytes] = []
     real = bcrypt.checkpw
-    monkeypatch.setattr(bcrypt, "checkpw", lambda pw, h: checks.append(h) or real(pw, h))
+
+    def spy(pw: bytes, hashed: bytes) -> bool:
+        checks.append(hashed)
+        return real(pw, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", spy)
     now = [0.0]
     auth = Authenticator(
         WebConfig(users={"alice": ALICE.encode()}),

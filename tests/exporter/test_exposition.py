@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def demo_inputs() -> Inputs:
     return golden_inputs(snap, conn_of(snap, lines))
 
 
-CASES = {
+CASES: dict[str, Callable[[], Inputs]] = {
     "demo": demo_inputs,
     "kernel-6.1": kernel_inputs,
     "kernel-6.1-service-labels-only": lambda: kernel_inputs(
@@ -355,7 +356,7 @@ def test_the_page_renders_once_for_concurrent_requests() -> None:
         calls.append(1)
         gate.wait(1)
 
-    cache = PageCache(slow_render)  # type: ignore[arg-type]
+    cache = PageCache(slow_render)
     key = object()
     threads = [threading.Thread(target=cache.get, args=(key,)) for _ in range(20)]
     for t in threads:
@@ -392,25 +393,26 @@ def test_the_snapshot_page_is_codec_dumps_written_in_pieces(services: int) -> No
 
 def test_requests_during_a_render_get_the_previous_page() -> None:
     gate = threading.Event()
-    bodies = iter([b"first", b"second"])
+    first, second = Body(b"1", 1, b"1"), Body(b"2", 1, b"2")
+    bodies = iter([first, second])
 
-    def render() -> object:
+    def render() -> Body:
         body = next(bodies)
-        if body == b"second":
+        if body is second:
             gate.wait(5)
         return body
 
-    cache = PageCache(render)  # type: ignore[arg-type]
+    cache = PageCache(render)
     one, two = object(), object()
-    assert cache.get(one) == b"first"
+    assert cache.get(one) is first
     t = threading.Thread(target=cache.get, args=(two,))
     t.start()
     while not cache._rendering:  # the thread is now inside the render
         time.sleep(0.001)
-    assert cache.get(two) == b"first"  # served at once, one poll old
+    assert cache.get(two) is first  # served at once, one poll old
     gate.set()
     t.join()
-    assert cache.get(two) == b"second" and cache.renders == 2
+    assert cache.get(two) is second and cache.renders == 2
 
 
 def test_conntable_aggregates_match_the_table() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -89,7 +90,7 @@ class TestTables:
             await pilot.press("S")  # reverse the order: the row moves, the cursor goes with it
             await settle(app, pilot)
             assert services.cursor_key == chosen
-            assert services.cursor_row == keys(services).index(chosen)
+            assert chosen is not None and services.cursor_row == keys(services).index(chosen)
 
     async def test_filter_narrows_and_escape_clears(self, stage: Stage) -> None:
         app = stage.app()
@@ -138,7 +139,7 @@ class TestDrain:
             assert "service live weight 300 → 200 on 2 of 3 dests (last poll)" in text
             assert "expire_quiescent_template=0" in text  # Control's warning for a persistent service
             await pilot.press("y")
-            await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 0)
+            await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 0)  # type: ignore[union-attr]
             await play(app, pilot, stage, 1)
             dests = table(app, "dests-table")
             assert column(dests, "weight")[keys(dests).index(str(HTTPS_13))] == "0 →100"
@@ -152,7 +153,7 @@ class TestDrain:
             await settle_screen(pilot, ConfirmScreen)
             assert "weight 0 → 100" in str(app.screen.query_one("#confirm-text").render())
             await pilot.press("y")
-            await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 100)
+            await wait_for(pilot, lambda: stage.source.get_dest(HTTPS, HTTPS_13).weight == 100)  # type: ignore[union-attr]
 
     async def test_a_corrupt_drain_state_is_reported_and_the_app_keeps_running(self, stage: Stage) -> None:
         app = stage.app()
@@ -166,7 +167,7 @@ class TestDrain:
                 pilot, lambda: any("unreadable drain state" in n.message for n in app._notifications)
             )
             assert app.is_running and not isinstance(app.screen, ConfirmScreen)
-            assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100
+            assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100  # type: ignore[union-attr]
 
     async def test_cancel_changes_nothing(self, stage: Stage) -> None:
         app = stage.app()
@@ -179,7 +180,7 @@ class TestDrain:
             await pilot.press("n")
             await pilot.pause()
             assert not isinstance(app.screen, ConfirmScreen)
-            assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100
+            assert stage.source.get_dest(HTTPS, HTTPS_13).weight == 100  # type: ignore[union-attr]
 
     async def test_last_live_weight_needs_force_and_a_reason(self, stage: Stage) -> None:
         app = stage.app()
@@ -203,7 +204,7 @@ class TestDrain:
             await pilot.press(*"maintenance window 42")
             assert not force.disabled
             await pilot.press("enter")
-            await wait_for(pilot, lambda: stage.source.get_dest(NTP, second).weight == 0)  # type: ignore[union-attr]
+            await wait_for(pilot, lambda: stage.source.get_dest(NTP, second).weight == 0)
 
     async def test_a_stale_weight_is_refused(self, stage: Stage) -> None:
         """Compare-and-set: the user saw weight 100; someone changed it before the confirmation."""
@@ -214,7 +215,7 @@ class TestDrain:
             await open_service(app, pilot, HTTPS)
             d = stage.source.get_dest(HTTPS, HTTPS_13)
             assert d is not None
-            stage.source.set_dest(HTTPS, d.__class__(**{**_fields(d), "weight": 40}))
+            stage.source.set_dest(HTTPS, dataclasses.replace(d, weight=40))
             await play(app, pilot, stage, 1)
             table(app, "dests-table").select_key(str(HTTPS_13))
             await pilot.press("d")
@@ -400,12 +401,6 @@ def _plain(renderable: object) -> str:
     console = Console(width=200, record=True)
     console.print(renderable)
     return console.export_text()
-
-
-def _fields(d: object) -> dict[str, object]:
-    import dataclasses
-
-    return {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}  # type: ignore[arg-type]
 
 
 class TestReplayKeys:

@@ -91,7 +91,7 @@ async def test_two_directors_in_tabs_and_side_by_side(remote: Running, tmp_path:
                 for p in pollers:
                     p.poll_once()
                 await settle(app, pilot)
-            assert [str(t.label) for t in app.query("Tab")][:2] == urls
+            assert [str(t.label) for t in app.query("Tab")][:2] == urls  # type: ignore[attr-defined]
             await pilot.press("greater_than_sign")
             assert app.director.id == "director-1"
             await pilot.press("greater_than_sign")

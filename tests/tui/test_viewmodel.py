@@ -46,8 +46,8 @@ def dest(
         inactive_conns=inactive,
         rates=r,
         instant=r,
-        **kw,
-    )  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 def snapshot(*services: Service, seq: int = 1, **kw: object) -> Snapshot:
@@ -56,8 +56,13 @@ def snapshot(*services: Service, seq: int = 1, **kw: object) -> Snapshot:
 
 def service(key: ServiceKey, *dests: Dest, cps: float = 0, **kw: object) -> Service:
     return Service(
-        key, "wlc", dests=dests, rates=Rates(cps=cps), counters=Counters(conns=int(cps) * 10), **kw
-    )  # type: ignore[arg-type]
+        key,
+        "wlc",
+        dests=dests,
+        rates=Rates(cps=cps),
+        counters=Counters(conns=int(cps) * 10),
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 class TestUnits:

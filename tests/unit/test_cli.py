@@ -408,7 +408,12 @@ def test_bad_command_lines_get_one_line_and_status_2(argv: list[str], message: s
 def test_no_command_starts_the_tui_with_resolved_source(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Any] = []
     app = types.ModuleType("lvstop.tui.app")
-    app.run = lambda args: seen.append(args) or 0  # type: ignore[attr-defined]
+
+    def fake_run(args: Any) -> int:
+        seen.append(args)
+        return 0
+
+    app.run = fake_run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "lvstop.tui.app", app)
     r = run("--demo", "--interval", "0.5")
     assert r.status == ExitStatus.OK
@@ -652,7 +657,8 @@ def test_no_writes_when_netlink_refuses_at_open(netlink: type[FakeNetlink], proc
 def test_read_only_kinds_have_no_write_target(proc_root: str) -> None:
     assert factory.write_target(factory.open_source("proc", proc_root=proc_root, warn=pytest.fail)) is None
     demo = factory.open_source("demo", warn=pytest.fail)
-    assert factory.write_target(demo) is demo
+    target: object = factory.write_target(demo)
+    assert target is demo
 
 
 def test_auto_falls_back_when_netlink_refuses_at_open(netlink: type[FakeNetlink], proc_root: str) -> None:
@@ -704,7 +710,13 @@ def test_other_netlink_errors_propagate(netlink: type[FakeNetlink], proc_root: s
 def test_factory_kinds_and_mistakes(proc_root: str) -> None:
     assert type(factory.open_source("proc", proc_root=proc_root, warn=pytest.fail)).__name__ == "ProcSource"
     assert factory.open_source("demo", warn=pytest.fail).name == "demo"
-    for kind, kw in (("floppy", {}), ("replay", {}), ("remote", {}), ("proc", {"netns": "blue"})):
+    cases: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("floppy", {}),
+        ("replay", {}),
+        ("remote", {}),
+        ("proc", {"netns": "blue"}),
+    )
+    for kind, kw in cases:
         with pytest.raises(ValueError):
             factory.open_source(kind, warn=pytest.fail, **kw)
 

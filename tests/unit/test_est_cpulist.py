@@ -10,8 +10,7 @@ import pytest
 
 from lvstop import codec
 from lvstop.errors import ParseError
-from lvstop.exporter.core import Health
-from lvstop.exporter.metrics import Inputs, render_inputs
+from lvstop.exporter.metrics import Health, Inputs, render_inputs
 from lvstop.model import Issue, IssueKind, Snapshot
 from lvstop.sources.procfs import (
     ESTIMATOR_STOPPED,

@@ -204,7 +204,7 @@ class TestSample:
 
     def test_daemon_reversed_input_still_master_first(self) -> None:
         snap = sample_snapshot()
-        snap = dataclasses.replace(snap, daemons=snap.daemons[::-1])
+        snap = dataclasses.replace(snap, daemons=(snap.daemons or ())[::-1])
         assert render(snap, ListOptions(daemon=True)) == captured("ipvsadm-daemon.txt")
 
     def test_no_daemon_prints_nothing(self) -> None:

@@ -82,7 +82,7 @@ def test_the_demo_director_has_every_kind_of_service() -> None:
     assert any(x.scheduler == "mh" and x.sched_flags() == ("mh-fallback", "mh-port") for x in s.services)
     assert len({x.scheduler for x in s.services}) >= 6
     assert any(d.u_threshold and d.l_threshold for d in dests)
-    assert s.daemons[0].state is DaemonState.MASTER
+    assert s.daemons and s.daemons[0].state is DaemonState.MASTER
     assert s.timeouts is not None and (s.timeouts.tcp, s.timeouts.tcpfin, s.timeouts.udp) == (900, 120, 300)
     assert set(EXPLAINING_SYSCTLS) <= set(s.sysctls)
     for x in s.services:

@@ -219,9 +219,9 @@ class TestRecordedReplies:
                 if d.fwd is not FwdMethod.TUNNEL:
                     info = "n/a"
                 elif d.tun_type is TunType.GUE:
-                    info = f"gue:{d.tun_port}:{flags[d.tun_flags]}"
+                    info = f"gue:{d.tun_port}:{flags[d.tun_flags or 0]}"
                 elif d.tun_type is TunType.GRE:
-                    info = f"gre:{flags[d.tun_flags]}"
+                    info = f"gre:{flags[d.tun_flags or 0]}"
                 else:
                     info = "ipip"
                 assert table[s.key][1][d.key][:3] == [d.fwd.label, info, str(d.weight)], (s.key, d.key)
