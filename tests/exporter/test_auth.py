@@ -108,8 +108,8 @@ def test_tls_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         )
 
 
-def test_unknown_users_cost_one_bcrypt_check_like_wrong_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    auth = Authenticator(WebConfig(users={"alice": ALICE.encode()}))
+def bcrypt_checks(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The hashes bcrypt.checkpw is asked to check from now on."""
     checked: list[bytes] = []
     real = bcrypt.checkpw
 
@@ -118,6 +118,12 @@ def test_unknown_users_cost_one_bcrypt_check_like_wrong_passwords(monkeypatch: p
         return real(pw, hashed)
 
     monkeypatch.setattr(bcrypt, "checkpw", spy)
+    return checked
+
+
+def test_unknown_users_cost_one_bcrypt_check_like_wrong_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = Authenticator(WebConfig(users={"alice": ALICE.encode()}))
+    checked = bcrypt_checks(monkeypatch)
     assert auth.check(basic("mallory", "alice-pw"), "c") is None
     assert auth.check(basic("alice", "wrong"), "c") is None
     assert len(checked) == 2
@@ -189,14 +195,7 @@ def test_the_fake_hash_costs_the_dearest_configured_cost() -> None:
 
 
 def test_guesses_share_a_budget_per_network_and_one_for_everyone(monkeypatch: pytest.MonkeyPatch) -> None:
-    checks: list[bytes] = []
-    real = bcrypt.checkpw
-
-    def spy(pw: bytes, hashed: bytes) -> bool:
-        checks.append(hashed)
-        return real(pw, hashed)
-
-    monkeypatch.setattr(bcrypt, "checkpw", spy)
+    checks = bcrypt_checks(monkeypatch)
     now = [0.0]
     auth = Authenticator(
         WebConfig(users={"alice": ALICE.encode()}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import re
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,17 +61,28 @@ def test_a_bad_setup_leaves_the_process_untuned(tmp_path: Path, capsys: pytest.C
         gcpolicy.PACER.managed = managed
 
 
-def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def exporter_process(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`lvstop-exporter --source demo` as a process: (the process, its first line on stderr); a test
+    that does not stop it has it killed."""
     code = "import sys; from lvstop.exporter.main import main; sys.exit(main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, "--source", "demo", "--web.listen-address", "127.0.0.1:0",
-         "--drain-state", str(tmp_path / "d.json")],
+         "--drain-state", str(tmp_path / "d.json"), *extra],
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        yield proc, proc.stderr.readline()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
+    with exporter_process(tmp_path) as (proc, line):
         m = re.search(r"serving reads on (http://\S+)", line)
         assert m, line
         deadline = time.monotonic() + 10
@@ -83,24 +96,12 @@ def test_runs_until_sigterm_and_stops_cleanly(tmp_path: Path) -> None:
                 time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_sighup_reopens_the_audit_log_instead_of_killing_the_exporter(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
-    code = "import sys; from lvstop.exporter.main import main; sys.exit(main())"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, "--source", "demo", "--web.listen-address", "127.0.0.1:0",
-         "--drain-state", str(tmp_path / "d.json"), "--audit-log", str(audit)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        assert "serving reads" in proc.stderr.readline()
+    with exporter_process(tmp_path, "--audit-log", str(audit)) as (proc, line):
+        assert "serving reads" in line and proc.stderr is not None
         audit.rename(tmp_path / "audit.jsonl.1")
         proc.send_signal(signal.SIGHUP)
         line = proc.stderr.readline()
@@ -108,10 +109,6 @@ def test_sighup_reopens_the_audit_log_instead_of_killing_the_exporter(tmp_path: 
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_after_auto_falls_back_to_proc_the_write_api_refuses_with_503(

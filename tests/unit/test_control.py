@@ -80,16 +80,26 @@ class FakeTarget:
         self.writes: list[tuple[ServiceKey, Dest]] = []
         self.log: list[str] = []
         self.fail_set: Exception | None = None
+        self.gets: list[DestKey] = []
+        self.reads: list[int] = []
         self.mangle: dict[str, object] = {}  # fields the "kernel" stores differently (pyroute2's fwd trap)
 
     def read(self) -> Snapshot:
+        self.reads.append(1)
         return Snapshot(
             "demo", "test", 0.0, 0.0, services=tuple(self.services.values()), sysctls=self.sysctls
         )
 
     def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
+        self.gets.append(dkey)
         svc = self.services.get(skey)
         return svc.dest(dkey) if svc else None
+
+    def counted(self) -> tuple[list[DestKey], list[int]]:
+        """The dests read and the whole reads made from now on (what a guard costs the kernel)."""
+        self.gets.clear()
+        self.reads.clear()
+        return self.gets, self.reads
 
     def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
         self.log.append("set_dest")
@@ -315,21 +325,8 @@ def test_the_floor_counts_the_siblings_current_weights(target: FakeTarget, tmp_p
 def test_the_guard_reads_the_heaviest_siblings_until_the_service_is_safe(
     target: FakeTarget, tmp_path: Path
 ) -> None:
-    gets: list[DestKey] = []
-    reads: list[int] = []
-    get_dest, read = target.get_dest, target.read
-
-    def counted_get(skey: ServiceKey, dkey: DestKey) -> Dest | None:
-        gets.append(dkey)
-        return get_dest(skey, dkey)
-
-    def counted_read() -> Snapshot:
-        reads.append(1)
-        return read()
-
-    target.get_dest = counted_get  # type: ignore[method-assign]
-    target.read = counted_read  # type: ignore[method-assign]
-    latest = read()
+    latest = target.read()
+    gets, reads = target.counted()
     ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
     ctl.set_weight(WEB, dk("192.0.2.11"), 6, actor="a")
     assert gets == [dk("192.0.2.11")] * 2 and reads == []  # raising: the edit and its read-back only
@@ -356,20 +353,7 @@ def test_a_big_service_is_rechecked_with_one_read_not_a_dump_per_sibling(tmp_pat
     ctl = Control(target, tmp_path / "d.json", latest=lambda: latest, proc_root=str(tmp_path))
     for addr in ("192.0.2.2", "192.0.2.3", "192.0.2.4"):
         _set(target, WEB, addr, 0)
-    gets: list[DestKey] = []
-    reads: list[int] = []
-    get_dest, read = target.get_dest, target.read
-
-    def counted_get(skey: ServiceKey, dkey: DestKey) -> Dest | None:
-        gets.append(dkey)
-        return get_dest(skey, dkey)
-
-    def counted_read() -> Snapshot:
-        reads.append(1)
-        return read()
-
-    target.get_dest = counted_get  # type: ignore[method-assign]
-    target.read = counted_read  # type: ignore[method-assign]
+    gets, reads = target.counted()
     with pytest.raises(EditError) as e:
         ctl.set_weight(WEB, dk("192.0.2.1"), 0, actor="a")
     assert e.value.status == 409 and "last live weight" in str(e.value)
