@@ -446,9 +446,10 @@ class Control:
         return after
 
     def _weight_now(self, skey: ServiceKey, dkey: DestKey) -> int | None:
+        """The weight in the kernel now; None when it cannot be read (also: a read-only target)."""
         try:
             after = self.target.get_dest(skey, dkey)
-        except (SourceError, OSError):
+        except (SourceError, OSError, ControlError):
             return None
         return after.weight if after is not None else None
 

@@ -80,6 +80,7 @@ class FakeTarget:
         self.writes: list[tuple[ServiceKey, Dest]] = []
         self.log: list[str] = []
         self.fail_set: Exception | None = None
+        self.fail_get: Exception | None = None
         self.gets: list[DestKey] = []
         self.reads: list[int] = []
         self.mangle: dict[str, object] = {}  # fields the "kernel" stores differently (pyroute2's fwd trap)
@@ -92,6 +93,8 @@ class FakeTarget:
 
     def get_dest(self, skey: ServiceKey, dkey: DestKey) -> Dest | None:
         self.gets.append(dkey)
+        if self.fail_get is not None:
+            raise self.fail_get
         svc = self.services.get(skey)
         return svc.dest(dkey) if svc else None
 
@@ -734,3 +737,14 @@ def test_reconcile_rereads_a_dest_the_poll_saw_before_its_drain_was_written(
     control.drain(WEB, dk("192.0.2.11"), actor="alice")
     assert control.reconcile(before) == []
     assert (WEB, dk("192.0.2.11")) in control.drains()
+
+
+def test_reconcile_without_a_readable_kernel_closes_nothing(control: Control, target: FakeTarget) -> None:
+    control.drain(WEB, dk("192.0.2.11"), actor="alice")
+    seen = target.read()
+    outside = target.get_dest(WEB, dk("192.0.2.11"))
+    assert outside is not None
+    target.set_dest(WEB, dataclasses.replace(outside, weight=4))
+    target.fail_get = ControlError("read-only: lvstop reads /proc", status=503)  # auto fell back to /proc
+    assert control.reconcile(target.read()) == [] and control.reconcile(seen) == []
+    assert (WEB, dk("192.0.2.11")) in control.drains()  # unverified: kept
