@@ -130,3 +130,6 @@ def assert_proc_marks_unseen(snap: Snapshot) -> None:
         assert s.counters is None and s.rates is None, f"{s.key}: /proc has no per-service counters"
         for d in s.dests:
             assert d.counters is None and d.rates is None and d.persist_conns is None, d
+            unseen = (d.u_threshold, d.l_threshold, d.tun_type, d.tun_port, d.tun_flags)
+            assert unseen == (None,) * 5, f"/proc has no thresholds or tunnel settings: {d}"
+    assert snap.daemons is None, "/proc cannot see the sync daemons: unknown, not none"

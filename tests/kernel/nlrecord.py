@@ -119,7 +119,7 @@ def record(out: Path) -> dict[str, object]:
         "daemons": r.ipvs(GET_DAEMON, NLM_F_REQUEST | NLM_F_DUMP),
         "services": r.ipvs(GET_SERVICE, NLM_F_REQUEST | NLM_F_DUMP),
     }
-    services = []
+    services: list[dict[str, object]] = []
     for t, _f, payload in messages(files["services"]):
         if t != r.family:
             continue

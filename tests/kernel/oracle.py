@@ -286,7 +286,9 @@ def snapshot_listing(snap: Any) -> Listing:
                 "u_threshold": d.u_threshold,
                 "l_threshold": d.l_threshold,
                 "persist": d.persist_conns,
-                "tun_info": _tun_info(fwd, int(d.tun_type), d.tun_port, d.tun_flags),
+                "tun_info": None
+                if d.tun_type is None
+                else _tun_info(fwd, int(d.tun_type), d.tun_port, d.tun_flags),
             }
             df.update(_numbers(d.counters, d.rates))
             dests[hostport(d.family, d.address, d.port)] = df

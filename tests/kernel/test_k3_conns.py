@@ -155,6 +155,7 @@ def test_daemons_and_timeouts(lab: Lab, sources: dict[str, NetlinkSource]) -> No
     timeouts = {}
     for ns in (MASTER, BACKUP):
         snap = sources[ns].read()
+        assert snap.daemons is not None, "netlink sees the sync daemons"
         want = parse_daemons(lab.ipvsadm("-L", "--daemon", ns=ns))
         got = [
             {

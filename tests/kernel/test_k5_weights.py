@@ -7,7 +7,9 @@ after an edit exactly one line may differ, and only in its `-w` value.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +41,7 @@ CASES = [
 _WEIGHT = re.compile(r" -w (\d+)")
 
 
-def _config(lab: Lab, ns: str) -> tuple[list[str], object]:
+def _config(lab: Lab, ns: str) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]]]:
     saved = lab.ipvsadm("-S", "-n", ns=ns).splitlines()
     listing = listing_of([lab.ipvsadm("-Ln", "--thresholds", ns=ns), lab.ipvsadm("-Ln", "--tun-info", ns=ns)])
     return saved, listing.dests
@@ -120,10 +122,11 @@ def test_editing_a_missing_dest_fails_and_adds_nothing(
     source = NetlinkSource(netns=MASTER)
     try:
         ctl = Control(source, tmp_path / "drains.json", EventLog())
-        for edit in (
+        edits: tuple[Callable[[], object], ...] = (
             lambda: ctl.set_weight(skey, dkey, 5, actor=ACTOR),
             lambda: ctl.drain(skey, dkey, actor=ACTOR),
-        ):
+        )
+        for edit in edits:
             with pytest.raises(ControlError) as exc:
                 edit()
             assert exc.value.status == 404, exc.value

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lvstop.exporter.core import Health
-from lvstop.exporter.metrics import Inputs, render_inputs
+from lvstop.exporter.metrics import Health, Inputs, render_inputs
 from lvstop.model import Snapshot
 from lvstop.sources.netlink import NetlinkSource
 from lvstop.sources.procfs import ESTIMATOR_STOPPED
