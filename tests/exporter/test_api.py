@@ -875,3 +875,26 @@ def test_slow_clients_in_every_slot_do_not_keep_a_scrape_out(exporter: Harness) 
         conn.close()
         for s in slow:
             s.close()
+
+
+def test_a_reload_serves_the_new_certificate(tmp_path: Path) -> None:
+    def make_cert(cn: str) -> bytes:
+        _openssl("req", "-x509", *_ec_key(), "-subj", f"/CN={cn}", "-days", "1",
+                 "-keyout", str(tmp_path / "srv.key"), "-out", str(tmp_path / "srv.pem"))  # fmt: skip
+        return ssl.PEM_cert_to_DER_cert((tmp_path / "srv.pem").read_text())
+
+    def served(port: int) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port), timeout=10))
+
+    first = make_cert("first")
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(json.dumps({"tls_server_config": {"cert_file": "srv.pem", "key_file": "srv.key"}}))
+    h = start_exporter(tmp_path, "--web.config.file", str(cfg), write=False)
+    try:
+        port = h.running.servers[0].server_address[1]
+        assert served(port) == first
+        second = make_cert("second")  # renewed in place
+        assert second != first and h.running.reload()
+        assert served(port) == second
+    finally:
+        h.running.stop()
