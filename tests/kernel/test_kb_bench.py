@@ -12,6 +12,7 @@ The only assertion: lvstop printed what ipvsadm printed (a figure for a wrong li
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -93,7 +94,7 @@ def _bench(ns: str, services: int, dests: int) -> None:
 def test_bench_s1_s2(bench_ns: str) -> None:
     # where S2's fixed cost goes: the interpreter, then the imports `lvstop list` needs
     start = {
-        what: _timed(lambda code=code: _in_ns((sys.executable, "-c", code)))
+        what: _timed(functools.partial(_in_ns, (sys.executable, "-c", code)))
         for what, code in (("python", "pass"), ("python + import lvstop.cli", "import lvstop.cli"))
     }
     print("[note] bench start-up: " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items()))

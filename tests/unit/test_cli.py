@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import re
+import socket
 import subprocess
 import sys
 import types
@@ -235,7 +236,7 @@ SERVICES_DB = {
 
 
 @pytest.fixture
-def services_db(monkeypatch: pytest.MonkeyPatch) -> None:
+def services_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from lvstop import listing
 
     def getservbyport(port: int, proto: str) -> str:
@@ -244,7 +245,7 @@ def services_db(monkeypatch: pytest.MonkeyPatch) -> None:
         except KeyError:
             raise OSError("port/proto not found") from None
 
-    monkeypatch.setattr(listing.socket, "getservbyport", getservbyport)
+    monkeypatch.setattr(socket, "getservbyport", getservbyport)  # the module lvstop.listing calls
     listing.port_name.cache_clear()
     yield
     listing.port_name.cache_clear()
