@@ -17,8 +17,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, TypeVar
 
-from lvstop.health import checks
-from lvstop.health.checks import Prober
+from lvstop.health.checks import Prober, Starter
 from lvstop.health.config import HealthConfig, HealthConfigError, load
 from lvstop.health.runner import HealthRunner, SimProber, Skipped, run_round
 from lvstop.health.state import ProbeResult, Transition
@@ -40,15 +39,17 @@ def run(args: argparse.Namespace, env: Environment, open_source: Callable[[], So
         return USAGE
     source = open_source()
     try:
-        prober = SimProber(env.clock) if source.name == "demo" else checks.probe
+        sim = SimProber(env.clock) if source.name == "demo" else None
         if args.once:
-            return _once(config, source, prober, args.netns, env)
-        return _watch(config, source, prober, args, env)
+            return _once(config, source, sim, args.netns, env)
+        return _watch(config, source, sim.start if sim else None, args, env)
     finally:
         source.close()
 
 
-def _once(config: HealthConfig, source: Source, prober: Prober, netns: str | None, env: Environment) -> int:
+def _once(
+    config: HealthConfig, source: Source, prober: Prober | None, netns: str | None, env: Environment
+) -> int:
     snap = source.read()
     results, skipped = _in_netns(netns, lambda: asyncio.run(run_round(config, snap, prober)))
     if not results and not skipped:
@@ -81,10 +82,10 @@ def format_latency(seconds: float) -> str:
 
 
 def _watch(
-    config: HealthConfig, source: Source, prober: Prober, args: argparse.Namespace, env: Environment
+    config: HealthConfig, source: Source, start: Starter | None, args: argparse.Namespace, env: Environment
 ) -> int:
     changes: SimpleQueue[Transition] = SimpleQueue()
-    runner = HealthRunner(config, prober=prober, netns=args.netns, on_transition=changes.put, clock=env.clock)
+    runner = HealthRunner(config, start=start, netns=args.netns, on_transition=changes.put, clock=env.clock)
     runner.start()
     polls = 0
     try:

@@ -10,7 +10,10 @@ every socket it opens and every command it starts is then in that namespace.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import heapq
+import itertools
 import random
 import threading
 import time
@@ -19,7 +22,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from lvstop.health import checks
-from lvstop.health.checks import Prober, Target
+from lvstop.health.checks import Prober, Starter, Target
 from lvstop.health.config import CheckSpec, HealthConfig
 from lvstop.health.state import (
     CheckHealth,
@@ -78,54 +81,93 @@ def next_delay(spec: CheckSpec, rng: random.Random) -> float:
 
 
 class Scheduler:
-    """The per-pair tasks and their hysteresis; runs inside one asyncio loop (its methods too)."""
+    """When each (check, dest) pair is probed next, and its hysteresis. Runs inside one asyncio loop.
+
+    One heap of due times and one loop timer for the earliest, rather than a task per pair: at 5,000
+    pairs every 2 s the tasks' sleeps and wake-ups cost more than the probes (bench/bench_health.py).
+    A pair is due again `interval +- jitter` after its last probe ended, so probes of one pair never
+    overlap; at most `concurrency` probes run at once, the others wait their turn in the heap.
+    """
 
     def __init__(
         self,
-        prober: Prober = checks.probe,
+        start: Starter | None = None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         on_transition: Callable[[Transition], None] | None = None,
     ) -> None:
-        self._prober = prober
-        self._sem = asyncio.Semaphore(concurrency)
+        self._probes: checks.Probes | None = None
+        if start is None:
+            self._probes = checks.Probes()
+            start = self._probes.start
+        self._start = start
+        self._limit = concurrency
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_transition = on_transition
-        self._tasks: dict[PairKey, asyncio.Task[None]] = {}
-        self._specs: dict[PairKey, tuple[CheckSpec, Target]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._heap: list[tuple[float, int, PairKey]] = []
+        self._due: dict[PairKey, float] = {}  # a heap entry whose time differs is stale
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = 0
+        self._specs: Pairs = {}
         self.health: dict[PairKey, CheckHealth] = {}
         self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
 
     def set_targets(self, pairs: Pairs) -> None:
-        """Start tasks for new pairs (their first probe spread over one interval), end vanished ones."""
-        for key in self._tasks.keys() - pairs.keys():
-            self._tasks.pop(key).cancel()
-            self._specs.pop(key, None)
+        """Schedule new pairs (their first probe spread over one interval), forget vanished ones."""
+        for key in self._specs.keys() - pairs.keys():
+            del self._specs[key]
+            self._due.pop(key, None)
             self.health.pop(key, None)
             self.version += 1
+        now = self._loop.time()
         for key, pair in pairs.items():
-            old = self._specs.get(key)
-            self._specs[key] = pair  # a weight or forwarding change reaches the next probe
-            if old is None:
+            if key not in self._specs:
                 self.health[key] = initial(pair[0].label)
-                delay = self._rng.uniform(0, pair[0].interval)
-                self._tasks[key] = asyncio.create_task(self._run(key, delay), name=f"health {key}")
+                self._push(key, now + self._rng.uniform(0, pair[0].interval))
+            self._specs[key] = pair  # a weight or forwarding change reaches the next probe
+        self._arm()
 
-    async def _run(self, key: PairKey, delay: float) -> None:
-        await asyncio.sleep(delay)
-        while True:
+    def _push(self, key: PairKey, due: float) -> None:
+        self._due[key] = due
+        heapq.heappush(self._heap, (due, next(self._seq), key))
+
+    def _arm(self) -> None:
+        if not self._heap or self._running >= self._limit:
+            return  # a probe that ends calls _fire
+        due = self._heap[0][0]
+        if self._timer is None or self._timer.when() > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        heap = self._heap
+        while heap and heap[0][0] <= now and self._running < self._limit:
+            due, _, key = heapq.heappop(heap)
+            if self._due.get(key) != due:
+                continue
+            del self._due[key]
             spec, target = self._specs[key]
-            await self.probe_once(key, spec, target)
-            await asyncio.sleep(next_delay(spec, self._rng))
+            self._running += 1
+            self._start(spec, target, functools.partial(self._done, key, spec))
+        self._arm()
 
-    async def probe_once(self, key: PairKey, spec: CheckSpec, target: Target) -> ProbeResult:
-        async with self._sem:
-            result = await self._prober(spec, target)
+    def _done(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
+        self._running -= 1
         self.record(key, spec, result)
-        return result
+        if key in self._specs:
+            self._push(key, self._loop.time() + next_delay(spec, self._rng))
+        if self._timer is None:
+            self._fire()
+        else:
+            self._arm()
 
     def record(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
         before = self.health.get(key)
@@ -141,9 +183,13 @@ class Scheduler:
             )
 
     def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._heap.clear()
+        self._due.clear()
+        self._specs.clear()
+        if self._probes is not None:
+            self._probes.close()
 
 
 def health_map(items: Iterable[tuple[PairKey, CheckHealth]]) -> HealthMap:
@@ -161,14 +207,14 @@ class HealthRunner:
         self,
         config: HealthConfig,
         *,
-        prober: Prober = checks.probe,
+        start: Starter | None = None,
         netns: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         on_transition: Callable[[Transition], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self._prober = prober
+        self._start = start
         self._netns = netns
         self._concurrency = concurrency
         self._on_transition = on_transition
@@ -194,22 +240,32 @@ class HealthRunner:
             started.set_exception(e)
             return
         self._loop = loop
-        self._scheduler = Scheduler(
-            self._prober, concurrency=self._concurrency, clock=self._clock, on_transition=self._on_transition
-        )
+        self._scheduler = loop.run_until_complete(self._make_scheduler())
         started.set_result(None)
         try:
             loop.run_forever()
         finally:
             self._scheduler.stop()
-            loop.run_until_complete(asyncio.sleep(0))  # let the cancelled tasks end
+            for task in asyncio.all_tasks(loop):  # probes under way (not tcp: those are callbacks)
+                task.cancel()
+            loop.run_until_complete(asyncio.sleep(0))  # let them end
             loop.close()
+
+    async def _make_scheduler(self) -> Scheduler:
+        return Scheduler(
+            self._start, concurrency=self._concurrency, clock=self._clock, on_transition=self._on_transition
+        )
 
     def update(self, snap: Snapshot) -> None:
         """The dests to check are those of `snap`; thread-safe, returns at once."""
         pairs, self.skipped = targets(self.config, snap)
         if self._loop is not None and self._scheduler is not None:
             self._loop.call_soon_threadsafe(self._scheduler.set_targets, pairs)
+
+    @property
+    def results(self) -> int:
+        """How many results (and target changes) arrived so far: moves whenever view() would change."""
+        return self._scheduler.version if self._scheduler is not None else 0
 
     def view(self) -> HealthMap:
         """Per (service, dest) health; rebuilt only when a result arrived since the last call."""
@@ -241,18 +297,23 @@ class HealthRunner:
 async def run_round(
     config: HealthConfig,
     snap: Snapshot,
-    prober: Prober = checks.probe,
+    prober: Prober | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> tuple[list[tuple[CheckSpec, Target, ProbeResult]], list[Skipped]]:
     """One probe of every (check, dest) pair at once (bounded), in the snapshot's order."""
     pairs, skipped = targets(config, snap)
     sem = asyncio.Semaphore(concurrency)
+    probes = checks.Probes()
+    run = prober or probes.run
 
     async def one(spec: CheckSpec, target: Target) -> ProbeResult:
         async with sem:
-            return await prober(spec, target)
+            return await run(spec, target)
 
-    results = await asyncio.gather(*(one(s, t) for s, t in pairs.values()))
+    try:
+        results = await asyncio.gather(*(one(s, t) for s, t in pairs.values()))
+    finally:
+        probes.close()
     return [(s, t, r) for (s, t), r in zip(pairs.values(), results, strict=True)], skipped
 
 
@@ -277,6 +338,12 @@ class SimProber:
         self._flapping = ("192.0.2.13", 8080)
 
     async def __call__(self, spec: CheckSpec, target: Target) -> ProbeResult:
+        return self.result(spec, target)
+
+    def start(self, spec: CheckSpec, target: Target, done: Callable[[ProbeResult], None]) -> None:
+        done(self.result(spec, target))
+
+    def result(self, spec: CheckSpec, target: Target) -> ProbeResult:
         key = (target.service.address, target.address, target.dest.port)
         if key in self._dead:
             return ProbeResult(False, spec.timeout, f"timed out after {spec.timeout:g} s")

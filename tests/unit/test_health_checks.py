@@ -94,6 +94,15 @@ async def test_tcp_up_against_a_listener_and_down_against_a_closed_port() -> Non
     assert not down.ok and down.reason == "connection refused"
 
 
+async def test_tcp_times_out_when_the_listener_drops_syns() -> None:
+    with socket.socket() as full:
+        full.bind((LOOPBACK, 0))
+        full.listen(0)  # never accepts: one connection fills its queue, then SYNs are dropped
+        with socket.create_connection(full.getsockname(), timeout=1):
+            result = await probe(spec("tcp", timeout=0.3), target(full.getsockname()[1]))
+    assert not result.ok and result.reason == "timed out after 0.3 s" and 0.3 <= result.latency < 1
+
+
 async def test_tcp_binds_the_source_address_and_probes_the_port_override() -> None:
     accepted: list[tuple[str, int]] = []
 

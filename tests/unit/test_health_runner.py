@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvstop.cli import Environment, main
-from lvstop.health.checks import Target
+from lvstop.health.checks import Starter, Target
 from lvstop.health.config import CheckSpec, DestMatch, HealthConfig, parse
 from lvstop.health.runner import (
     FLAP_DOWN,
@@ -127,6 +128,14 @@ def test_targets_match_service_dest_and_port() -> None:
     assert cfg.checks[2].dest == DestMatch(AF_INET, "192.0.2.81", 0)
 
 
+def from_prober(prober: Callable[[CheckSpec, Target], Awaitable[ProbeResult]]) -> Starter:
+    def start(spec: CheckSpec, target: Target, done: Callable[[ProbeResult], None]) -> None:
+        task = asyncio.get_running_loop().create_task(prober(spec, target))
+        task.add_done_callback(lambda t: done(t.result()))
+
+    return start
+
+
 def _pairs(n: int) -> dict[tuple[int, ServiceKey, DestKey], tuple[CheckSpec, Target]]:
     spec = CheckSpec("tcp", None, 1, interval=0.05, jitter=0.0, fall=2, rise=1)
     out = {}
@@ -149,7 +158,7 @@ async def test_scheduler_bounds_concurrency_and_reports_transitions() -> None:
         running -= 1
         return BAD if target.address in failing else OK
 
-    sched = Scheduler(prober, concurrency=3, on_transition=changes.append, rng=random.Random(1))
+    sched = Scheduler(from_prober(prober), concurrency=3, on_transition=changes.append, rng=random.Random(1))
     sched.set_targets(_pairs(8))
     await asyncio.sleep(0.4)
     assert peak == 3
@@ -173,7 +182,7 @@ async def test_the_next_probe_waits_for_the_last_one() -> None:
         await asyncio.sleep(0.15)  # three intervals
         return OK
 
-    sched = Scheduler(slow)
+    sched = Scheduler(from_prober(slow))
     sched.set_targets(_pairs(1))
     await asyncio.sleep(0.6)
     sched.stop()
