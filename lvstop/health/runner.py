@@ -1,9 +1,8 @@
 """Running the checks: which dests each check applies to, the scheduler, its thread, one round, the demo.
 
 The scheduler lives in its own thread with its own asyncio loop, so no probe ever waits on the poller
-or the UI and neither waits on a probe. Each (check, dest) pair has one long-lived task: probe, record,
-sleep interval +- jitter, again; the next probe starts only after the last one ended, and a semaphore
-bounds how many run at once. With `--netns` the thread enters the namespace before it makes its loop:
+or the UI and neither waits on a probe. Each (check, dest) pair is probed every interval +- jitter,
+never twice at once, with a bound on how many probes run together (Scheduler). With `--netns` the thread enters the namespace before it makes its loop:
 every socket it opens and every command it starts is then in that namespace.
 """
 
@@ -85,8 +84,9 @@ class Scheduler:
 
     One heap of due times and one loop timer for the earliest, rather than a task per pair: at 5,000
     pairs every 2 s the tasks' sleeps and wake-ups cost more than the probes (bench/bench_health.py).
-    A pair is due again `interval +- jitter` after its last probe ended, so probes of one pair never
-    overlap; at most `concurrency` probes run at once, the others wait their turn in the heap.
+    A pair is due again `interval +- jitter` after it was last due (as HAProxy's `inter`: slow answers
+    or a busy loop do not slow the rate down), but never before its last probe ended, so probes of one
+    pair never overlap; at most `concurrency` probes run at once, the others wait their turn.
     """
 
     def __init__(
@@ -156,14 +156,14 @@ class Scheduler:
             del self._due[key]
             spec, target = self._specs[key]
             self._running += 1
-            self._start(spec, target, functools.partial(self._done, key, spec))
+            self._start(spec, target, functools.partial(self._done, key, spec, due))
         self._arm()
 
-    def _done(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
+    def _done(self, key: PairKey, spec: CheckSpec, due: float, result: ProbeResult) -> None:
         self._running -= 1
         self.record(key, spec, result)
         if key in self._specs:
-            self._push(key, self._loop.time() + next_delay(spec, self._rng))
+            self._push(key, max(self._loop.time(), due + next_delay(spec, self._rng)))
         if self._timer is None:
             self._fire()
         else:

@@ -165,3 +165,11 @@ def test_an_unreadable_file_is_refused_in_one_line(tmp_path: Path) -> None:
     good = tmp_path / "h.yaml"
     good.write_text(GOOD)
     assert len(load(str(good)).checks) == 5
+
+
+def test_the_readme_example_parses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Health checks", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse(example, "README.md")
+    assert [c.type for c in cfg.checks] == ["https", "http", "dns", "agent", "exec"]
