@@ -134,28 +134,40 @@ def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
     done = [0, 0]
 
     def main() -> None:
-        pending: dict[int, socket.socket] = {}
+        pending: dict[int, tuple[socket.socket, float]] = {}
         due = [(time.monotonic() + 2.0 * i / len(ports), p) for i, p in enumerate(ports)]
         linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
         i = 0
+        swept = time.monotonic()
+
+        def close(fd: int, s: socket.socket) -> None:
+            ep.unregister(fd)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            s.close()
+
         while not stop.is_set():
             now = time.monotonic()
             while due[i][0] <= now:
                 t, p = due[i]
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
                 s.connect_ex(("127.0.0.1", p))
-                pending[s.fileno()] = s
+                pending[s.fileno()] = (s, now + 1.0)
                 ep.register(s.fileno(), select.EPOLLOUT)
                 due[i] = (t + 2.0, p)
                 i = (i + 1) % len(due)
             for fd, _ in ep.poll(0.01):
-                s = pending.pop(fd)
-                ep.unregister(fd)
+                s, _ = pending.pop(fd)
                 if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
                     done[1] += 1
                 done[0] += 1
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                s.close()
+                close(fd, s)
+            if now - swept >= 0.05:  # the same 1 s timeout as lvstop's, swept as often
+                swept = now
+                for fd, (s, deadline) in [x for x in pending.items() if x[1][1] <= now]:
+                    del pending[fd]
+                    done[0] += 1
+                    done[1] += 1
+                    close(fd, s)
 
     th = threading.Thread(target=main)
     th.start()

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from lvstop import __version__
 from lvstop.errors import LvstopError, ParseError, SourceError, UsageError
@@ -37,6 +37,9 @@ from lvstop.model import (
 )
 from lvstop.sources import Source
 from lvstop.sources.factory import KINDS, open_source
+
+if TYPE_CHECKING:
+    from lvstop.health.config import HealthConfig
 
 
 class ExitStatus(enum.IntEnum):
@@ -279,6 +282,12 @@ def build_parser() -> _Parser:
     more.add_argument("--all", action="store_true", help="connections, counters and rates in one wide table")
     more.add_argument("--json", action="store_true", help="the snapshot as JSON (lvstop's schema)")
     more.add_argument(
+        "--health.config",
+        dest="health_config",
+        metavar="FILE",
+        help="with --json: one round of these health checks, a `health` object in each dest",
+    )
+    more.add_argument(
         "--at",
         type=_snapshot_index,
         metavar="N|last",
@@ -422,6 +431,13 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
     opts = _list_options(args)
     if args.at is not None and args.source != "replay":
         raise UsageError("--at picks a snapshot of a recording: it needs --replay FILE")
+    health: HealthConfig | None = None
+    if args.health_config is not None:
+        if not opts.json:
+            raise UsageError("--health.config goes with --json (or try `lvstop health --once`)")
+        from lvstop.health.command import load_config  # lazily: only health checks need it
+
+        health = load_config(args.health_config)
     source = _open(args, env, conns_only=opts.connection)
     try:
         if opts.connection:
@@ -436,7 +452,11 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
             env.warn(issue.message)
         if _shows_rates(opts) and not measure and _lacks_rates(snap):
             env.warn(f"the {snap.source} source gave no rates for some entries: shown as -")
-        if opts.json:
+        if opts.json and health is not None:
+            from lvstop.health.command import list_json
+
+            env.stdout.write(list_json(render(snap, opts), snap, health, args.netns, env))
+        elif opts.json:
             env.stdout.write(render(snap, opts))
         else:
             _write_lines(env, iter_lines(snap, opts))
@@ -534,7 +554,8 @@ def _run_record(args: argparse.Namespace, env: Environment) -> int:
 def _run_health(args: argparse.Namespace, env: Environment) -> int:
     from lvstop.health import command  # lazily: only `lvstop health` pays for the checks
 
-    return command.run(args, env, lambda: _open(args, env))
+    config = command.load_config(args.health_config)
+    return command.run(args, env, config, _open(args, env))
 
 
 # --- entry point --------------------------------------------------------------------------------

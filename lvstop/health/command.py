@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -17,43 +18,53 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, TypeVar
 
-from lvstop.health.checks import Prober, Starter
-from lvstop.health.config import HealthConfig, HealthConfigError, load
-from lvstop.health.runner import HealthRunner, SimProber, Skipped, run_round
-from lvstop.health.state import ProbeResult, Transition
+from lvstop.health.checks import Prober, Starter, Target
+from lvstop.health.config import CheckSpec, HealthConfig, HealthConfigError, load
+from lvstop.health.runner import HealthRunner, SimProber, Skipped, health_map, run_round
+from lvstop.health.state import ProbeResult, Transition, advance, health_to_dict, initial
+from lvstop.model import Snapshot
 from lvstop.sources import Source
 from lvstop.sources.netns import enter_netns
 
 if TYPE_CHECKING:
     from lvstop.cli import Environment
 
-USAGE = 2
 _T = TypeVar("_T")
 
 
-def run(args: argparse.Namespace, env: Environment, open_source: Callable[[], Source]) -> int:
+def load_config(path: str) -> HealthConfig:
+    """`--health.config FILE`, or UsageError (one line naming file, line and key; exit status 2)."""
+    from lvstop.cli import UsageError
+
     try:
-        config = load(args.health_config)
+        return load(path)
     except HealthConfigError as e:
-        env.stderr.write(f"lvstop: {e}\n")
-        return USAGE
-    source = open_source()
+        raise UsageError(str(e)) from None
+
+
+def run(args: argparse.Namespace, env: Environment, config: HealthConfig, source: Source) -> int:
     try:
         sim = SimProber(env.clock) if source.name == "demo" else None
         if args.once:
-            return _once(config, source, sim, args.netns, env)
+            return _once(config, source.read(), sim, args.netns, env)
         return _watch(config, source, sim.start if sim else None, args, env)
     finally:
         source.close()
 
 
-def _once(
-    config: HealthConfig, source: Source, prober: Prober | None, netns: str | None, env: Environment
-) -> int:
-    snap = source.read()
+def _round(
+    config: HealthConfig, snap: Snapshot, prober: Prober | None, netns: str | None, env: Environment
+) -> tuple[list[tuple[CheckSpec, Target, ProbeResult]], list[Skipped]]:
     results, skipped = _in_netns(netns, lambda: asyncio.run(run_round(config, snap, prober)))
     if not results and not skipped:
         env.warn(f"no dest of this director matches a check of {config.file}")
+    return results, skipped
+
+
+def _once(
+    config: HealthConfig, snap: Snapshot, prober: Prober | None, netns: str | None, env: Environment
+) -> int:
+    results, skipped = _round(config, snap, prober, netns, env)
     rows: dict[str, list[str]] = {}
     for spec, target, result in results:
         rows.setdefault(str(target.service), []).append(
@@ -66,6 +77,27 @@ def _once(
         for line in lines:
             env.stdout.write(f"  {line}\n")
     return 0
+
+
+def list_json(text: str, snap: Snapshot, config: HealthConfig, netns: str | None, env: Environment) -> str:
+    """`lvstop list --json` output `text` with a `health` object in every dest the checks match (null in
+    the others): one round of checks, whose result decides each check's state at once (fall = rise = 1)."""
+    from lvstop.codec import dest_key_from_dict, service_key_from_dict
+
+    sim = SimProber(env.clock) if snap.source == "demo" else None
+    results, _ = _round(config, snap, sim, netns, env)
+    now = env.clock()
+    view = health_map(
+        ((i, t.service, t.dest), advance(initial(spec.label), r, now, 1, 1))
+        for i, (spec, t, r) in enumerate(results)
+    )
+    doc = json.loads(text)
+    for svc in doc["services"]:
+        skey = service_key_from_dict(svc["key"])
+        for d in svc["dests"]:
+            h = view.get((skey, dest_key_from_dict(d)))
+            d["health"] = None if h is None else health_to_dict(h)
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 def _line(dest: str, port: int, check: str, r: ProbeResult) -> str:

@@ -2,8 +2,9 @@
 
 The scheduler lives in its own thread with its own asyncio loop, so no probe ever waits on the poller
 or the UI and neither waits on a probe. Each (check, dest) pair is probed every interval +- jitter,
-never twice at once, with a bound on how many probes run together (Scheduler). With `--netns` the thread enters the namespace before it makes its loop:
-every socket it opens and every command it starts is then in that namespace.
+never twice at once, with a bound on how many probes run together (Scheduler). With `--netns` the
+thread enters the namespace before it makes its loop: every socket it opens and every command it
+starts is then in that namespace.
 """
 
 from __future__ import annotations

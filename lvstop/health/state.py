@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lvstop.model import DestKey, ServiceKey
 
@@ -113,3 +114,27 @@ def combine(checks: Iterable[CheckHealth]) -> DestHealth:
 
 
 HealthMap = Mapping[tuple[ServiceKey, DestKey], DestHealth]
+
+
+def health_to_dict(h: DestHealth) -> dict[str, Any]:
+    """A dest's `health` object in lvstop's JSON (`lvstop list --json`)."""
+    return {
+        "state": h.state.value,
+        "since": h.since,
+        "latency": h.latency,
+        "reason": h.reason,
+        "checks": [
+            {
+                "check": c.check,
+                "state": c.state.value,
+                "since": c.since,
+                "time": c.last_time,
+                "ok": None if c.last is None else c.last.ok,
+                "latency": None if c.last is None else c.last.latency,
+                "reason": None if c.last is None else c.last.reason,
+                "weight": None if c.last is None else c.last.weight,
+                "percent": None if c.last is None else c.last.percent,
+            }
+            for c in h.checks
+        ],
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
 import random
 import socket
 import threading
@@ -265,8 +266,9 @@ def test_health_config_errors_exit_2_in_one_line(tmp_path: Path) -> None:
     cfg.write_text("checks:\n  - service: '*'\n    type: tcp\n    intervall: 2s\n")
     status, out, err = run_cli("--demo", "health", "--health.config", str(cfg), "--once")
     assert status == 2 and out == ""
-    assert err == f"lvstop: health config {cfg}:4: key 'intervall': unknown key for a tcp check " + (
-        "(known: service, dest, type, name, interval, timeout, fall, rise, jitter, port, source)\n"
+    assert err == f"lvstop: error: health config {cfg}:4: key 'intervall': unknown key for a tcp check " + (
+        "(known: service, dest, type, name, interval, timeout, fall, rise, jitter, port, source) "
+        "(see lvstop --help)\n"
     )
     assert run_cli("--demo", "health", "--once")[0] == 2  # --health.config is required
 
@@ -296,6 +298,28 @@ def test_health_watch_prints_transitions(tmp_path: Path, monkeypatch: pytest.Mon
         listener.close()
     assert status == 0, err.getvalue()
     assert out.getvalue().endswith(f" TCP 203.0.113.10:80 127.0.0.1:{port} tcp unknown -> up: connected\n")
+
+
+def test_list_json_carries_a_health_object_per_checked_dest(tmp_path: Path) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("checks:\n  - {service: 'TCP 203.0.113.11:8080', type: tcp}\n")
+    status, out, err = run_cli("--demo", "list", "--json", "--health.config", str(cfg))
+    assert status == 0, err
+    doc = json.loads(out)
+    health = {(s["key"]["port"], d["address"]): d["health"] for s in doc["services"] for d in s["dests"]}
+    assert health[(80, "192.0.2.11")] is None  # no check matches the web service
+    up, down = health[(8080, "192.0.2.21")], health[(8080, "192.0.2.24")]
+    assert (up["state"], up["reason"], up["checks"][0]["check"], up["checks"][0]["ok"]) == (
+        "up",
+        "connected",
+        "tcp",
+        True,
+    )
+    assert (down["state"], down["reason"], down["latency"]) == ("down", "timed out after 2 s", 2.0)
+    assert down["since"] == 1_700_000_001.0
+    plain = run_cli("--demo", "list", "--json")[1]
+    assert "health" not in plain
+    assert run_cli("--demo", "list", "--health.config", str(cfg))[0] == 2  # --json only
 
 
 def test_health_config_is_read_before_the_source(tmp_path: Path) -> None:
