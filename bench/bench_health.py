@@ -163,7 +163,7 @@ def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
                 close(fd, s)
             if now - swept >= 0.05:  # the same 1 s timeout as lvstop's, swept as often
                 swept = now
-                for fd, (s, deadline) in [x for x in pending.items() if x[1][1] <= now]:
+                for fd, (s, _) in [x for x in pending.items() if x[1][1] <= now]:
                     del pending[fd]
                     done[0] += 1
                     done[1] += 1
