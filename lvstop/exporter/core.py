@@ -22,6 +22,7 @@ from lvstop.errors import LvstopError, SourceError
 from lvstop.events import WEIGHT_CHANGED, Event, EventLog
 from lvstop.exporter.metrics import (
     EDIT_OUTCOMES,
+    BackendHealth,
     Body,
     BodyWriter,
     ConnStats,
@@ -202,6 +203,7 @@ class Exporter:
         keep_limit: int = 32 << 20,
         managers: WeightManagers | None = None,
         runtime: Callable[[], str] | None = None,
+        backends: Callable[[], BackendHealth | None] = lambda: None,
     ) -> None:
         self.poller = poller
         self.source = source
@@ -212,6 +214,7 @@ class Exporter:
         ttl = max(5.0, self.options.tick)
         self._managers = managers if managers is not None else WeightManagers(proc_root, ttl=ttl)
         self._conn = conn
+        self._backends = backends
         self._keep_limit = keep_limit
         self._runtime = runtime
         self._lock = threading.Lock()
@@ -333,6 +336,7 @@ class Exporter:
             self._conn(),
             self.options,
             self._runtime,
+            backends=self._backends(),
         )
 
     def _keep(self, cache: PageCache) -> int:

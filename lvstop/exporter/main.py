@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from lvstop import __version__, gcpolicy
 from lvstop.conntable import ConnSummary, ConnTableReader
@@ -22,11 +22,14 @@ from lvstop.exporter.audit import AuditLog
 from lvstop.exporter.auth import Authenticator, RateLimiter, WebConfig, load_web_config, web_config_changes
 from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
-from lvstop.exporter.metrics import DEST_LABELS, ConnStats, Options, RuntimeMetrics
+from lvstop.exporter.metrics import DEST_LABELS, BackendHealth, ConnStats, Options, RuntimeMetrics
 from lvstop.exporter.ramp import Ramps
 from lvstop.poller import Poller
 from lvstop.sources import Source
 from lvstop.sources.factory import KINDS, open_source
+
+if TYPE_CHECKING:
+    from lvstop.health.runner import HealthRunner
 
 log = logging.getLogger("lvstop.exporter")
 
@@ -105,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--drain-state", default="/var/lib/lvstop/drains.json", help="where drains remember weights"
     )
     wr.add_argument("--audit-log", default="-", help="JSON lines, one per write attempt ('-': stderr)")
+    hc = p.add_argument_group("health checks")
+    hc.add_argument(
+        "--health.config",
+        dest="health_config",
+        metavar="FILE",
+        help="YAML health checks of the real servers (lvstop_ipvs_backend_health_up); the demo's: simulated",
+    )
     p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -174,6 +184,7 @@ class Running:
     app: App
     args: argparse.Namespace
     threads: list[threading.Thread] = field(default_factory=list)
+    health: HealthRunner | None = None
 
     def reload(self) -> bool:
         """SIGHUP: reopen the audit log (logrotate) and re-read --web.config.file, certificates included.
@@ -217,6 +228,8 @@ class Running:
         if self.conn is not None:
             self.conn.stop(timeout=5)
         self.poller.stop(timeout=5)
+        if self.health is not None:
+            self.health.stop()
         self.audit.close()
 
 
@@ -231,6 +244,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     web = load_web_config(args.web_config) if args.web_config else WebConfig()
     read_addr = parse_listen_address(args.listen)
     check_web(args, web)
+    health = _health_runner(args, source) if args.health_config else None
     events = WatchingEventLog()
     holder: list[Exporter] = []
     counting = CountingSource(source, on_failure=lambda: holder[0].changed() if holder else None)
@@ -261,6 +275,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         conn=lambda: conn_state[0],
         managers=managers,
         runtime=RuntimeMetrics(),
+        backends=(lambda: _backends(health)) if health is not None else lambda: None,
     )
     holder.append(exporter)
     reader = None
@@ -292,7 +307,10 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     servers = [Server(read_addr, app, writes=False, tls=web.tls)]
     if args.write:
         servers.append(Server(parse_listen_address(args.write_listen), app, writes=True, tls=web.tls))
-    running = Running(exporter, servers, poller, ramps, reader, audit, app, args)
+    running = Running(exporter, servers, poller, ramps, reader, audit, app, args, health=health)
+    if health is not None:
+        health.start()
+        poller.subscribe(health.update)
     poller.start()
     if reader is not None:
         reader.start()
@@ -303,6 +321,23 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         t.start()
         running.threads.append(t)
     return running
+
+
+def _health_runner(args: argparse.Namespace, source: Source) -> HealthRunner:
+    from lvstop.health.config import HealthConfigError, load
+    from lvstop.health.runner import HealthRunner, SimProber
+    from lvstop.sources.sim import SimSource
+
+    try:
+        config = load(args.health_config)
+    except HealthConfigError as e:
+        raise ValueError(str(e)) from None  # a bad flag's exit status: 2
+    start = SimProber().start if isinstance(source, SimSource) else None  # no probe leaves the demo
+    return HealthRunner(config, start=start, netns=args.netns)
+
+
+def _backends(health: HealthRunner) -> BackendHealth:
+    return BackendHealth({k: h.state.value for k, h in health.view().items()}, health.probe_counts())
 
 
 def tune_runtime() -> None:

@@ -124,6 +124,14 @@ class ControlView:
 
 
 @dataclass(frozen=True, slots=True)
+class BackendHealth:
+    """Health checks (lvstop.health) as the exporter shows them."""
+
+    states: Mapping[tuple[ServiceKey, DestKey], str]  # checked dests: "up", "down" or "unknown"
+    probes: Mapping[str, tuple[int, int, float]]  # by check type: probes, failed probes, seconds spent
+
+
+@dataclass(frozen=True, slots=True)
 class Inputs:
     snapshot: Snapshot | None
     health: Health
@@ -131,6 +139,7 @@ class Inputs:
     conn: ConnStats | None = None
     options: Options = Options()
     runtime: Callable[[], str] | None = None  # the process's own families, appended (RuntimeMetrics)
+    backends: BackendHealth | None = None  # None: no --health.config
 
 
 # --- labels ---
@@ -369,6 +378,23 @@ MANAGERS = _gauge(
     "lvstop_weight_managers",
     "Running processes that manage IPVS weights themselves (keepalived, ldirectord) and may undo "
     "lvstop's edits.",
+    False,
+)
+
+BACKEND_HEALTH_UP = _gauge(
+    "lvstop_ipvs_backend_health_up",
+    "1 when the real server's health checks say up, 0 when down (fall failures in a row); absent while "
+    "unknown and for real servers no check matches.",
+    False,
+)
+HEALTH_PROBES = Spec("lvstop_health_probes_total", "counter", "Health probes run, by check type.", False)
+HEALTH_PROBE_FAILURES = Spec(
+    "lvstop_health_probe_failures_total", "counter", "Health probes that failed, by check type.", False
+)
+HEALTH_PROBE_SECONDS = Spec(
+    "lvstop_health_probe_duration_seconds_total",
+    "counter",
+    "Time health probes took, summed, by check type (divide by lvstop_health_probes_total for the mean).",
     False,
 )
 
@@ -611,6 +637,27 @@ class HealthCollector:
             yield Family(RENDER_DURATION, [("", h.render_duration)])
 
 
+class BackendHealthCollector:
+    """Health checks: a checked dest's state (1 up, 0 down; absent while unknown, and for dests no check
+    matches), and what the probes cost, by check type."""
+
+    def collect(self, inp: Inputs) -> Iterator[Family]:
+        b = inp.backends
+        if b is None:
+            return
+        if inp.options.dest_metrics:
+            up: dict[str, int] = {}  # dests sharing the kept labels: down when any of them is
+            for (s, d), state in sorted(b.states.items()):
+                if state != "unknown":
+                    key = dest_labels(s, d, inp.options.dest_labels)
+                    up[key] = min(up.get(key, 1), int(state == "up"))
+            yield Family(BACKEND_HEALTH_UP, list(up.items()))
+        probes = sorted(b.probes.items())
+        yield Family(HEALTH_PROBES, [(labels(check=c), n) for c, (n, _, _) in probes])
+        yield Family(HEALTH_PROBE_FAILURES, [(labels(check=c), f) for c, (_, f, _) in probes])
+        yield Family(HEALTH_PROBE_SECONDS, [(labels(check=c), t) for c, (_, _, t) in probes])
+
+
 COLLECTORS = (
     HealthCollector(),
     DirectorCollector(),
@@ -618,6 +665,7 @@ COLLECTORS = (
     DestCollector(),
     ControlCollector(),
     ConnTableCollector(),
+    BackendHealthCollector(),
 )
 
 

@@ -117,6 +117,7 @@ class Scheduler:
         self._specs: Pairs = {}
         self.health: dict[PairKey, CheckHealth] = {}
         self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
+        self.probes: dict[str, tuple[int, int, float]] = {}  # by check type: probes, failures, seconds
 
     def set_targets(self, pairs: Pairs) -> None:
         """Schedule new pairs (their first probe spread over one interval), forget vanished ones."""
@@ -171,6 +172,8 @@ class Scheduler:
             self._arm()
 
     def record(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
+        n, failed, seconds = self.probes.get(spec.type, (0, 0, 0.0))
+        self.probes[spec.type] = (n + 1, failed + (not result.ok), seconds + result.latency)
         before = self.health.get(key)
         if before is None:  # the pair vanished while its probe ran
             return
@@ -267,6 +270,10 @@ class HealthRunner:
     def results(self) -> int:
         """How many results (and target changes) arrived so far: moves whenever view() would change."""
         return self._scheduler.version if self._scheduler is not None else 0
+
+    def probe_counts(self) -> dict[str, tuple[int, int, float]]:
+        """By check type: probes run, probes failed, seconds they took (counters, from the start)."""
+        return dict(self._scheduler.probes) if self._scheduler is not None else {}
 
     def view(self) -> HealthMap:
         """Per (service, dest) health; rebuilt only when a result arrived since the last call."""

@@ -14,7 +14,7 @@ from lvstop import codec
 from lvstop.conntable import ConnTable
 from lvstop.control import DrainRecord
 from lvstop.exporter.main import Running, build_parser, conn_stats, start
-from lvstop.exporter.metrics import ConnStats, ControlView, Health, Inputs, Options
+from lvstop.exporter.metrics import BackendHealth, ConnStats, ControlView, Health, Inputs, Options
 from lvstop.model import AF_INET, DestKey, ServiceKey, Snapshot
 from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
@@ -72,6 +72,10 @@ def golden_inputs(snap: Snapshot, conn: ConnStats | None, options: Options | Non
         ),
         conn,
         options or Options(),
+        backends=BackendHealth(  # health checks of the first service's first two dests, one up and one down
+            {(first.key, d.key): state for d, state in zip(first.dests, ("up", "down"), strict=False)},
+            {"tcp": (120, 7, 0.84)},
+        ),
     )
 
 

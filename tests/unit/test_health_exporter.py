@@ -1,0 +1,113 @@
+"""Health checks in the exporter: lvstop_ipvs_backend_health_up and the probe counters, on the demo
+director (simulated results, nothing leaves the machine), and the exposition checked by promtool."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lvstop.exporter.main import USAGE, build_parser, main, start
+from lvstop.exporter.metrics import BackendHealth, Health, Inputs, Options, render_inputs
+from lvstop.model import AF_INET, DestKey, ServiceKey
+from lvstop.sources.factory import open_source
+
+PROMTOOL = "/usr/bin/promtool"
+WEB = ServiceKey.tcp("203.0.113.10", 80)
+MARK = ServiceKey.mark(1)
+
+
+def page(backends: BackendHealth | None, options: Options | None = None) -> str:
+    inp = Inputs(None, Health("demo", True, 1.0, 0.01), options=options or Options(), backends=backends)
+    return b"".join(render_inputs(inp).identity_chunks()).decode()
+
+
+def test_health_up_is_absent_while_unknown_and_for_unchecked_dests() -> None:
+    states = {
+        (WEB, DestKey(AF_INET, "192.0.2.11", 8080)): "up",
+        (WEB, DestKey(AF_INET, "192.0.2.12", 8080)): "down",
+        (WEB, DestKey(AF_INET, "192.0.2.13", 8080)): "unknown",
+        (MARK, DestKey(AF_INET, "192.0.2.81", 0)): "up",
+    }
+    text = page(BackendHealth(states, {"tcp": (40, 3, 0.25), "http": (2, 0, 0.01)}))
+    up = [line for line in text.splitlines() if line.startswith("lvstop_ipvs_backend_health_up{")]
+    assert up == [  # in the model's service order: fwmark services first
+        'lvstop_ipvs_backend_health_up{family="inet",local_address="",local_mark="1",local_port="0",'
+        'proto="FWM",remote_address="192.0.2.81",remote_port="0"} 1',
+        'lvstop_ipvs_backend_health_up{family="inet",local_address="203.0.113.10",local_mark="",local_port="80",'
+        'proto="TCP",remote_address="192.0.2.11",remote_port="8080"} 1',
+        'lvstop_ipvs_backend_health_up{family="inet",local_address="203.0.113.10",local_mark="",local_port="80",'
+        'proto="TCP",remote_address="192.0.2.12",remote_port="8080"} 0',
+    ]
+    assert 'lvstop_health_probes_total{check="tcp"} 40' in text
+    assert 'lvstop_health_probe_failures_total{check="tcp"} 3' in text
+    assert 'lvstop_health_probe_duration_seconds_total{check="http"} 0.01' in text
+    assert "lvstop_ipvs_backend_health_up" not in page(None)
+    res = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_dests_sharing_the_kept_labels_are_down_when_one_is() -> None:
+    states = {
+        (WEB, DestKey(AF_INET, "192.0.2.11", 8080)): "up",
+        (WEB, DestKey(AF_INET, "192.0.2.12", 8080)): "down",
+    }
+    text = page(BackendHealth(states, {}), Options(dest_labels=("local_address", "local_port")))
+    up = [line for line in text.splitlines() if line.startswith("lvstop_ipvs_backend_health_up{")]
+    assert up == ['lvstop_ipvs_backend_health_up{local_address="203.0.113.10",local_port="80"} 0']
+    assert "lvstop_ipvs_backend_health_up" not in page(BackendHealth(states, {}), Options(dest_metrics=False))
+
+
+def test_the_exporter_on_the_demo_shows_health(tmp_path: Path) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text(
+        "checks:\n  - {service: 'TCP 203.0.113.11:8080', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n"
+    )
+    args = build_parser().parse_args(
+        ["--source", "demo", "--web.listen-address", "127.0.0.1:0", "--interval", "0.3",
+         "--drain-state", str(tmp_path / "d.json"), "--health.config", str(cfg)]
+    )  # fmt: skip
+    running = start(args, open_source("demo", warn=lambda _: None))
+    try:
+        url = running.servers[0].url + "/metrics"
+        deadline = time.monotonic() + 20
+        while True:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                text = r.read().decode()
+            lines = [line for line in text.splitlines() if line.startswith("lvstop_ipvs_backend_health_up{")]
+            if len(lines) == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        running.stop()
+    by_dest = {line.split('remote_address="')[1].split('"')[0]: line[-1] for line in lines}
+    assert by_dest == {"192.0.2.21": "1", "192.0.2.22": "1", "192.0.2.23": "1", "192.0.2.24": "0"}
+    probes = next(
+        line for line in text.splitlines() if line.startswith('lvstop_health_probes_total{check="tcp"}')
+    )
+    assert int(probes.split()[-1]) >= 4
+
+
+def test_a_bad_health_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text("checks:\n  - {service: '*', type: smtp}\n")
+    argv = [
+        "--source",
+        "demo",
+        "--web.listen-address",
+        "127.0.0.1:0",
+        "--drain-state",
+        str(tmp_path / "d.json"),
+    ]
+    assert main([*argv, "--health.config", str(cfg)]) == USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"lvstop-exporter: health config {cfg}:2: key 'type': unknown type 'smtp' " + (
+        "(one of tcp, http, https, dns, exec, agent)"
+    )
