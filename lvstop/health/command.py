@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, TypeVar
 
+from lvstop.errors import UsageError
 from lvstop.health.checks import Prober, Starter, Target
 from lvstop.health.config import CheckSpec, HealthConfig, HealthConfigError, load
 from lvstop.health.runner import HealthRunner, SimProber, Skipped, health_map, run_round
@@ -34,8 +35,6 @@ _T = TypeVar("_T")
 
 def load_config(path: str) -> HealthConfig:
     """`--health.config FILE`, or UsageError (one line naming file, line and key; exit status 2)."""
-    from lvstop.cli import UsageError
-
     try:
         return load(path)
     except HealthConfigError as e:
