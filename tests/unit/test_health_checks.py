@@ -299,18 +299,18 @@ def test_dns_messages_round_trip_and_malformed_answers_are_refused() -> None:
 # --- exec ---------------------------------------------------------------------------------------
 
 
+def sh(script: str) -> CheckSpec:
+    return spec("exec", timeout=10.0, command=("sh", "-c", script))  # a loaded machine starts sh slowly
+
+
 async def test_exec_exit_codes_weights_and_environment() -> None:
     t = target(8080)
-    up = await probe(
-        spec("exec", command=("sh", "-c", 'echo "fine $LVSTOP_DEST_ADDRESS:$LVSTOP_PROBE_PORT"')), t
-    )
-    down = await probe(spec("exec", command=("sh", "-c", "echo broken; exit 1")), t)
-    weighted = await probe(spec("exec", command=("sh", "-c", "exit 7")), t)
+    up = await probe(sh('echo "fine $LVSTOP_DEST_ADDRESS:$LVSTOP_PROBE_PORT"'), t)
+    down = await probe(sh("echo broken; exit 1"), t)
+    weighted = await probe(sh("exit 7"), t)
     env = await probe(
-        spec("exec", command=("sh", "-c", 'test "$LVSTOP_SERVICE/$LVSTOP_DEST_FWD/$LVSTOP_DEST_WEIGHT" = '
-                                          '"TCP 203.0.113.10:80/Route/5"')),
-        t,
-    )  # fmt: skip
+        sh('test "$LVSTOP_SERVICE/$LVSTOP_DEST_FWD/$LVSTOP_DEST_WEIGHT" = "TCP 203.0.113.10:80/Route/5"'), t
+    )
     missing = await probe(spec("exec", command=("/nonexistent/check",)), t)
     assert up.ok and up.reason == "exit 0: fine 127.0.0.1:8080" and up.weight is None
     assert not down.ok and down.reason == "exit 1: broken"
