@@ -472,6 +472,41 @@ def _groups(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first[order], rank[inv.ravel()]
 
 
+def _keys(
+    windows: np.ndarray,
+    template: np.ndarray,
+    p_start: np.ndarray,
+    p_len: np.ndarray,
+    k_start: np.ndarray,
+    k_len: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The entries' keys grouped: (first entry of each key, key of each entry, each key's bytes as
+    _KEY_WORDS u64), keys numbered in order of first appearance. IPv4 keys (short) and the others are
+    grouped apart, each in rows of its own width: equal keys have equal lengths."""
+    firsts, groups, rows = [], [], []
+    short = k_len <= 48  # an IPv4 key, sync origin included
+    for idx in (np.flatnonzero(short), np.flatnonzero(~short)):
+        if not len(idx):
+            continue
+        width = int(k_len[idx].max())
+        keys = np.zeros((len(idx), (5 + width + 7) // 8 * 8), dtype=np.uint8)
+        keys[:, 0] = template[idx]
+        keys[:, 1:5] = _rows(windows, p_start[idx], p_len[idx], 4)
+        keys[:, 5 : 5 + width] = _rows(windows, k_start[idx], k_len[idx], width)
+        first, group = _groups(keys.view(np.uint64))
+        firsts.append(idx[first])
+        groups.append((idx, group + sum(len(f) for f in firsts[:-1])))
+        rows.append(_fixed(keys[first], _KEY_WORDS))
+    first = np.concatenate(firsts)
+    order = np.argsort(first, kind="stable")  # both kinds together, in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    key_of_line = np.empty(len(k_len), dtype=np.intp)
+    for idx, group in groups:
+        key_of_line[idx] = rank[group]
+    return first[order], key_of_line, np.concatenate(rows)[order]
+
+
 def _columns(chunk: list[str], widths: frozenset[int], sync: bool) -> _Cols | None:
     """The chunk as columns; None unless every line is ASCII with a field count of `widths` (or blank)
     and no field is longer than the kernel ever prints."""
@@ -486,7 +521,7 @@ def _columns(chunk: list[str], widths: frozenset[int], sync: bool) -> _Cols | No
     np.cumsum(np.fromiter(map(len, chunk), dtype=np.int64, count=n)[:-1] + 1, out=starts[1:])
     edge = np.diff(_WS[a[: len(buf)]].view(np.int8), prepend=np.int8(1))
     tstart, tend = np.flatnonzero(edge == -1), np.flatnonzero(edge == 1)  # fields: [start, end)
-    ntok = np.bincount(np.searchsorted(starts, tstart, side="right") - 1, minlength=n)
+    ntok = np.diff(np.searchsorted(tstart, starts), append=len(tstart))  # fields per line
     blank = ntok == 0
     if not np.all(np.isin(ntok, list(widths)) | blank):
         return None
@@ -504,21 +539,14 @@ def _columns(chunk: list[str], widths: frozenset[int], sync: bool) -> _Cols | No
         return None
     cport = windows[tstart[base + 2], :5]  # "0000" and a blank after it: a template
     template = np.all(cport[:, :4] == 48, axis=1) & _WS[cport[:, 4]]
-    keys = _padded(
-        [
-            template[:, None].view(np.uint8),
-            _rows(windows, p_start, p_len, 4),
-            _rows(windows, k_start, k_len, k_width),
-        ]
-    )
-    first, key_of_line = _groups(keys.view(np.uint64))
+    first, key_of_line, key_rows = _keys(windows, template, p_start, p_len, k_start, k_len)
     return _Cols(
         line=line,
         template=template,
         key_of_line=key_of_line,
         key_first=line[first],
         key_template=template[first],
-        key_rows=_fixed(keys[first], _KEY_WORDS),
+        key_rows=key_rows,
         client=_padded([_rows(windows, c_start, c_len, c_width)]),
     )
 
