@@ -283,7 +283,7 @@ def test_the_columns_path_is_taken() -> None:
 @pytest.mark.parametrize("sync", [False, True])
 def test_a_generated_table_of_many_chunks(tmp_path: Path, sync: bool) -> None:
     """bench/procgen.py's table (IPv4, IPv6, fwmark templates, PE data), 40,000 entries: chunks of
-    512 to 32,768 lines, counted by columns and line by line alike, with and without filters."""
+    512 to 16,384 lines, counted by columns and line by line alike, with and without filters."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
