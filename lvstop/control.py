@@ -375,7 +375,8 @@ class Control:
                     continue
                 del drains[(skey, dkey)]
                 message = (
-                    f"{skey} -> {dkey}: weight {now} was set outside lvstop; its drain "
+                    f"{skey} -> {dkey}: drain undone outside lvstop, the dest serves again at weight {now} "
+                    "(set by another writer, or removed and added back as keepalived does); its drain "
                     f"(weight {rec.previous} remembered by {rec.actor}) is closed"
                 )
                 closed.append(Event(self._clock(), DRAIN_CLOSED, message, skey, dkey, 0, now))

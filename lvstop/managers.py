@@ -362,6 +362,14 @@ def managed_services(name: str, pid: int, proc_root: str = "/proc") -> list[Mana
     return parse_ldirectord(path, read)
 
 
+def _parent(pid: int, proc_root: str) -> int | None:
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat"), encoding="ascii", errors="replace") as f:
+            return int(f.read().rpartition(")")[2].split()[1])  # after "(comm)": state, ppid
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _netns_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -381,8 +389,11 @@ def edit_warnings(
     per running manager of that namespace that manages that service, and one per manager whose
     configuration cannot be read, since it may."""
     here = _netns_id(netns_path(netns) if netns else os.path.join(proc_root, "self", "ns", "net"))
+    pids = {pid for _, pid in running}
     out: list[str] = []
     for name, pid in running:
+        if _parent(pid, proc_root) in pids:
+            continue  # keepalived's checker child: its parent speaks for both
         theirs = _netns_id(os.path.join(proc_root, str(pid), "ns", "net"))
         if here is not None and theirs is not None and here != theirs:
             continue  # it manages another namespace's IPVS

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lvstop import codec, gcpolicy
 from lvstop.control import Control, WeightManagers
 from lvstop.errors import LvstopError, SourceError
-from lvstop.events import WEIGHT_CHANGED, Event, EventLog
+from lvstop.events import DRAIN_CLOSED, WEIGHT_CHANGED, Event, EventLog
 from lvstop.exporter.metrics import (
     EDIT_OUTCOMES,
     BackendHealth,
@@ -107,19 +107,44 @@ class CountingSource:
         self.source.close()
 
 
+COUNTED_KEPT = 16384
+
+
 class WatchingEventLog(EventLog):
-    """An EventLog that also counts weight changes made outside lvstop, per dest, for the metrics."""
+    """An EventLog that also counts weight changes made outside lvstop, per dest, for the metrics.
+
+    A drained dest can come back without any weight_changed: keepalived without inhibit_on_failure (or
+    restarted) removes it and adds it back at its configured weight, or the weight came back while the
+    exporter was down. The drain record Control then closes counts as that outside change, unless the
+    weight_changed that undid the drain was already counted."""
 
     def __init__(self, maxlen: int = 1000) -> None:
         super().__init__(maxlen)
         self.external: dict[tuple[ServiceKey, DestKey], int] = {}
+        # dests whose last weight change came from outside and was counted (the newest COUNTED_KEPT)
+        self._counted: dict[tuple[ServiceKey, DestKey], None] = {}
 
     def append(self, event: Event) -> Event:
         event = super().append(event)
-        if event.kind == WEIGHT_CHANGED and event.actor is None and event.service and event.dest:
-            key = (event.service, event.dest)
-            self.external[key] = self.external.get(key, 0) + 1
+        if event.service is None or event.dest is None:
+            return event
+        key = (event.service, event.dest)
+        if event.kind == WEIGHT_CHANGED and event.actor is not None:
+            self._counted.pop(key, None)  # lvstop's own edit: what comes next is a new story
+        elif event.kind == WEIGHT_CHANGED:
+            self._count(key)
+            self._counted[key] = None
+            if len(self._counted) > COUNTED_KEPT:
+                del self._counted[next(iter(self._counted))]
+        elif event.kind == DRAIN_CLOSED:
+            if key in self._counted:
+                del self._counted[key]  # the weight_changed that undid the drain was counted
+            else:
+                self._count(key)  # re-added by its manager, or changed while nobody watched
         return event
+
+    def _count(self, key: tuple[ServiceKey, DestKey]) -> None:
+        self.external[key] = self.external.get(key, 0) + 1
 
 
 class PageCache:

@@ -178,3 +178,15 @@ def test_edit_warnings_only_from_managers_of_the_edited_namespace(tmp_path: Path
     assert [w.split(" is running")[0] for w in edit_warnings(running, key, DK, str(proc), str(other_ns))] == [
         "keepalived (pid 20)"
     ]
+
+
+def test_a_checker_child_does_not_warn_twice(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    for pid, ppid in ((30, 1), (31, 30)):  # keepalived and the checker process it forked
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / f"{pid}/cmdline").write_bytes(b"keepalived\0")
+        (proc / f"{pid}/stat").write_text(f"{pid} (keepalived) S {ppid} {pid} {pid} 0 -1\n")
+    got = edit_warnings(
+        (("keepalived", 30), ("keepalived", 31)), ServiceKey.tcp("203.0.113.10", 80), DK, str(proc)
+    )
+    assert len(got) == 1 and got[0].startswith("keepalived (pid 30)")

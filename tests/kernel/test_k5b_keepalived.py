@@ -1,0 +1,154 @@
+"""Issue 14: keepalived from Debian (health checker only, no VRRP) manages one service in the master
+director's namespace; lvstop's edits of that service warn, naming keepalived's block and how it will undo
+the edit, and edits of any other service (or of another namespace's IPVS) do not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lvstop.control import Control, detect_weight_managers
+from lvstop.model import AF_INET, DestKey, ServiceKey
+from lvstop.sources.netlink import NetlinkSource
+
+from .lab import MASTER, MIXED, RS4, SERVERS, Lab
+
+pytestmark = pytest.mark.kernel
+
+VIP, PORT = "203.0.113.40", 8090
+SERVICE = ServiceKey.tcp(VIP, PORT)
+RS1, RS2 = RS4[SERVERS[0]], RS4[SERVERS[1]]
+CONF = f"""! lvstop kernel tier: checker only
+global_defs {{
+    router_id lvstop-lab
+}}
+
+virtual_server {VIP} {PORT} {{
+    delay_loop 1
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server {RS1} {PORT} {{
+        weight 3
+        TCP_CHECK {{
+            connect_timeout 1
+        }}
+    }}
+    real_server {RS2} {PORT} {{
+        weight 2
+        inhibit_on_failure
+        TCP_CHECK {{
+            connect_timeout 1
+        }}
+    }}
+}}
+"""
+
+
+def _listen(ns: str, addr: str) -> subprocess.Popen[bytes]:
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "timeout",
+        "600",
+        "python3",
+        "-m",
+        "http.server",
+        str(PORT),
+        "--bind",
+        addr,
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _weights(lab: Lab) -> dict[str, int]:
+    """{address:port: weight} of the managed service as `ipvsadm -Ln` lists it ({} while it is missing)."""
+    out = lab.in_ns(MASTER, ["ipvsadm", "-Ln", "-t", f"{VIP}:{PORT}"], check=False).stdout
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("->")]
+    return {r[1]: int(r[3]) for r in rows if r[1][0].isdigit()}
+
+
+@pytest.fixture(scope="module")
+def keepalived(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
+    if shutil.which("keepalived") is None:
+        pytest.fail("keepalived is not installed (apt-get install keepalived): the kernel tier needs it")
+    d = tmp_path_factory.mktemp("keepalived")
+    conf = d / "keepalived.conf"
+    conf.write_text(CONF)
+    servers = [_listen(SERVERS[0], RS1), _listen(SERVERS[1], RS2)]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        MASTER,
+        "keepalived",
+        "--check",
+        "--dont-fork",
+        "--log-console",
+        "-f",
+        str(conf),
+        "-p",
+        str(d / "k.pid"),
+        "-c",
+        str(d / "c.pid"),
+    ]
+    with open(d / "log", "wb") as log:
+        ka = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _weights(lab) != {f"{RS1}:{PORT}": 3, f"{RS2}:{PORT}": 2}:
+            assert ka.poll() is None, f"keepalived exited: {(d / 'log').read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"keepalived never set up {SERVICE}: {_weights(lab)}"
+            time.sleep(0.5)
+        pid = int((d / "k.pid").read_text())
+        yield pid, conf
+    finally:
+        ka.send_signal(signal.SIGTERM)
+        try:
+            ka.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ka.kill()
+            ka.wait()
+        for s in servers:
+            s.terminate()
+            s.wait(timeout=30)
+        lab.in_ns(MASTER, ["ipvsadm", "-D", "-t", f"{VIP}:{PORT}"], check=False)  # if keepalived left it
+
+
+def _warnings(ns: str, skey: ServiceKey, dkey: DestKey, tmp_path: Path) -> tuple[str, ...]:
+    source = NetlinkSource(netns=ns)
+    try:
+        ctl = Control(source, tmp_path / f"drains-{ns}.json")
+        return ctl.set_weight(skey, dkey, 1, dry_run=True, actor="kernel-tier").warnings
+    finally:
+        source.close()
+
+
+def test_only_the_managed_service_warns(keepalived: tuple[int, Path], tmp_path: Path) -> None:
+    pid, conf = keepalived
+    assert ("keepalived", pid) in detect_weight_managers()
+    (warning,) = [
+        w for w in _warnings(MASTER, SERVICE, DestKey(AF_INET, RS1, PORT), tmp_path) if "keepalived" in w
+    ]
+    assert warning.startswith(
+        f"keepalived (pid {pid}) manages {SERVICE} (virtual_server {VIP} {PORT}, {conf}:6)"
+    )
+    assert "weight 3 back on a reload or restart" in warning
+    assert "sets a failing server to weight 0" in warning  # inhibit_on_failure on one of its servers
+    other = _warnings(MASTER, ServiceKey.tcp("203.0.113.10", 80), DestKey(AF_INET, RS1, 8080), tmp_path)
+    assert not [w for w in other if "keepalived" in w], other
+    # the mixed director is another network namespace: keepalived there manages nothing of it
+    mixed = _warnings(
+        MIXED, ServiceKey.udp("203.0.113.13", 53), DestKey(10, "2001:db8:2::11", 5353), tmp_path
+    )
+    assert not [w for w in mixed if "keepalived" in w], mixed
+    assert os.path.exists(conf)
