@@ -4,18 +4,22 @@ the edit, and edits of any other service (or of another namespace's IPVS) do not
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from lvstop.control import Control, detect_weight_managers
+from lvstop.events import DRAIN_CLOSED
+from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.model import AF_INET, DestKey, ServiceKey
+from lvstop.poller import Poller
 from lvstop.sources.netlink import NetlinkSource
 
 from .lab import MASTER, MIXED, RS4, SERVERS, Lab
@@ -52,6 +56,9 @@ virtual_server {VIP} {PORT} {{
 """
 
 
+_LISTENERS: dict[str, subprocess.Popen[bytes]] = {}  # real server namespace -> its listener on PORT
+
+
 def _listen(ns: str, addr: str) -> subprocess.Popen[bytes]:
     argv = [
         "ip",
@@ -84,7 +91,7 @@ def keepalived(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     d = tmp_path_factory.mktemp("keepalived")
     conf = d / "keepalived.conf"
     conf.write_text(CONF)
-    servers = [_listen(SERVERS[0], RS1), _listen(SERVERS[1], RS2)]
+    _LISTENERS.update({SERVERS[0]: _listen(SERVERS[0], RS1), SERVERS[1]: _listen(SERVERS[1], RS2)})
     argv = [
         "ip",
         "netns",
@@ -118,9 +125,10 @@ def keepalived(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         except subprocess.TimeoutExpired:
             ka.kill()
             ka.wait()
-        for s in servers:
+        for s in _LISTENERS.values():
             s.terminate()
             s.wait(timeout=30)
+        _LISTENERS.clear()
         lab.in_ns(MASTER, ["ipvsadm", "-D", "-t", f"{VIP}:{PORT}"], check=False)  # if keepalived left it
 
 
@@ -147,8 +155,59 @@ def test_only_the_managed_service_warns(keepalived: tuple[int, Path], tmp_path: 
     other = _warnings(MASTER, ServiceKey.tcp("203.0.113.10", 80), DestKey(AF_INET, RS1, 8080), tmp_path)
     assert not [w for w in other if "keepalived" in w], other
     # the mixed director is another network namespace: keepalived there manages nothing of it
-    mixed = _warnings(
-        MIXED, ServiceKey.udp("203.0.113.13", 53), DestKey(10, "2001:db8:2::11", 5353), tmp_path
-    )
+    mixed = _warnings(MIXED, ServiceKey.tcp("2001:db8:113::13", 8080), DestKey(AF_INET, RS2, 8080), tmp_path)
     assert not [w for w in mixed if "keepalived" in w], mixed
     assert os.path.exists(conf)
+
+
+def _wait(what: str, cond: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def test_keepalived_undoing_a_drain_is_seen_whatever_the_path(
+    lab: Lab, keepalived: tuple[int, Path], tmp_path: Path
+) -> None:
+    """rs1 (no inhibit_on_failure): keepalived removes it when its check fails and adds it back at weight 3;
+    rs2 (inhibit_on_failure): weight 0 on failure and 2 again. Both undo an lvstop drain: a drain_closed
+    event, one count each in the external-change metric, no drain record left; only weights changed."""
+    saved = lab.ipvsadm("-S", "-n")
+    events = WatchingEventLog()
+    source = NetlinkSource(netns=MASTER)
+    poller = Poller(source, interval=1.0, events=events)
+    control = Control(source, tmp_path / "drains.json", events, latest=lambda: poller.latest)
+    exporter = Exporter(poller, CountingSource(source, lambda: None), events, control=control)
+    poller.start()
+    try:
+        for dest_addr, server in ((RS1, SERVERS[0]), (RS2, SERVERS[1])):
+            dkey = DestKey(AF_INET, dest_addr, PORT)
+            res = control.drain(SERVICE, dkey, actor="kernel-tier", reason="issue 14")
+            assert res.outcome == "applied" and (SERVICE, dkey) in control.drains()
+            listener = _LISTENERS.pop(server)
+            listener.terminate()
+            listener.wait(timeout=30)
+
+            def gone(d: str = dest_addr) -> bool:
+                return f"{d}:{PORT}" not in _weights(lab)
+
+            def closed_and_counted(k: DestKey = dkey) -> bool:
+                return (SERVICE, k) not in control.drains() and events.external.get((SERVICE, k)) == 1
+
+            if dest_addr == RS1:  # keepalived's default undo: the failing server is removed ...
+                _wait(f"keepalived to remove {dkey}", gone)
+            _LISTENERS[server] = _listen(server, dest_addr)  # ... and comes back at its configured weight
+            _wait(f"the drain of {dkey} to be closed and counted", closed_and_counted)
+            closed = [e for e in events.recent() if e.kind == DRAIN_CLOSED and e.dest == dkey]
+            assert len(closed) == 1 and "undone outside lvstop" in closed[0].message
+        page = gzip.decompress(exporter.metrics_page().gzip).decode()
+        undone = [
+            x for x in page.splitlines() if x.startswith("lvstop_ipvs_backend_external_weight_changes_total{")
+        ]
+        assert len(undone) == 2 and all(x.endswith(" 1") for x in undone), undone
+    finally:
+        poller.stop()
+        source.close()
+    assert _weights(lab) == {f"{RS1}:{PORT}": 3, f"{RS2}:{PORT}": 2}
+    assert lab.ipvsadm("-S", "-n") == saved  # keepalived put back exactly what it had
