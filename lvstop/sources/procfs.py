@@ -464,6 +464,12 @@ def parse_config_hz(config: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def is_live_proc(root: str) -> bool:
+    """Whether `root` is the running kernel's /proc or a /proc/PID in it (whose /boot is the host's)."""
+    path = os.path.realpath(root)
+    return path == "/proc" or (os.path.dirname(path) == "/proc" and os.path.basename(path).isdigit())
+
+
 def detect_hz(proc_root: str, sys_root: str, boot_dir: str | None) -> int | None:
     """The running kernel's CONFIG_HZ from {proc}/config.gz or {boot}/config-<release>, else None."""
     try:
@@ -518,8 +524,9 @@ class ProcSource:
     """Reads {root}/net/ip_vs*, and the sysctls under {sys_root}/net/ipv4/vs (sys_root: {root}/sys).
 
     `hz` overrides the CONFIG_HZ detection (needed to turn the persistence timeout from jiffies
-    into seconds); `boot_dir` is where config-<release> is looked for: by default /boot for the real
-    /proc only, since another root's kernel is not the one whose /boot this is (nothing outside it is read).
+    into seconds); `boot_dir` is where config-<release> is looked for: by default /boot and
+    /proc/config.gz for the running kernel's /proc (or a /proc/PID in it, another namespace's view) only:
+    a copied or fake root describes another kernel, so nothing outside it is read.
     """
 
     name = "proc"
@@ -534,8 +541,9 @@ class ProcSource:
     ) -> None:
         self.root = root
         self.sys_root = sys_root if sys_root is not None else os.path.join(root, "sys")
-        boot = boot_dir if boot_dir is not None else ("/boot" if os.path.abspath(root) == "/proc" else None)
-        self._hz = hz if hz is not None else detect_hz(root, self.sys_root, boot)
+        live = is_live_proc(root)
+        boot = boot_dir if boot_dir is not None else ("/boot" if live else None)
+        self._hz = hz if hz is not None else detect_hz("/proc" if live else root, self.sys_root, boot)
         # the last ip_vs text and its services, and its dests by line: unchanged bytes are not parsed again
         self._text = ""
         self._services: tuple[Service, ...] = ()

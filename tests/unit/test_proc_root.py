@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from lvstop.sources.procfs import ProcSource
+from lvstop.sources.procfs import ProcSource, is_live_proc
 
 SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "proc" / "sample-6.1"
 _OPENED: list[str] | None = None  # recording while a list
@@ -40,3 +40,8 @@ def test_a_proc_root_is_all_that_is_read(tmp_path: Path) -> None:
     assert outside == []
     # CONFIG_HZ is not in the root: the persistence timeout is unknown, and the snapshot says so.
     assert any("persistence timeouts unknown" in i.message for i in snap.issues)
+
+
+def test_the_running_kernels_proc_and_its_pids_are_live_a_copy_is_not(tmp_path: Path) -> None:
+    assert is_live_proc("/proc") and is_live_proc("/proc/1") and is_live_proc("/proc/self")
+    assert not is_live_proc(str(SAMPLE)) and not is_live_proc("/proc/sys") and not is_live_proc(str(tmp_path))
