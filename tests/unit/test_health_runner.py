@@ -131,7 +131,7 @@ def test_targets_match_service_dest_and_port() -> None:
 
 def from_prober(prober: Callable[[CheckSpec, Target], Awaitable[ProbeResult]]) -> Starter:
     def start(spec: CheckSpec, target: Target, done: Callable[[ProbeResult], None]) -> None:
-        task = asyncio.get_running_loop().create_task(prober(spec, target))
+        task = asyncio.ensure_future(prober(spec, target))  # an awaitable, not only a coroutine
         task.add_done_callback(lambda t: done(t.result()))
 
     return start
