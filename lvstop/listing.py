@@ -174,7 +174,7 @@ def _c_int(x: int) -> int:
     return x - (1 << 32) if x & 0x80000000 else x
 
 
-@functools.lru_cache(maxsize=1 << 16)  # real servers serve many services: their addresses repeat
+@functools.lru_cache(maxsize=4096)  # real servers serve many services: their addresses repeat
 def _words(family: int, address: str) -> Words:
     """The 16-byte `union nf_inet_addr` as four host-order words (IPv4 fills the first)."""
     if not address:
