@@ -293,7 +293,7 @@ def test_health_watch_prints_transitions(tmp_path: Path, monkeypatch: pytest.Mon
     out, err = io.StringIO(), io.StringIO()
     env = Environment(stdin=io.StringIO(), stdout=out, stderr=err)
     try:
-        status = main(["health", "--health.config", str(cfg), "--count", "3", "--interval", "0.2"], env)
+        status = main(["health", "--health.config", str(cfg), "--count", "20", "--interval", "0.2"], env)
     finally:
         listener.close()
     assert status == 0, err.getvalue()
