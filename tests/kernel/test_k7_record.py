@@ -78,7 +78,9 @@ def test_recorded_replies_decode_like_the_live_read(lab: Lab, target: Path, ns: 
         assert list(map(_no_rates, decoded)) == list(map(_no_rates, svc.dests)), entry["service"]
     recheck = wire.decode_services((rec / "services-recheck.bin").read_bytes(), family)
     assert [s.key for s in recheck] == [s.key for s in live.services]
-    assert wire.decode_daemons((rec / "daemons.bin").read_bytes(), family) == list(live.daemons or ["unseen"])
+    assert wire.decode_daemons((rec / "daemons.bin").read_bytes(), family) == (
+        ["unseen"] if live.daemons is None else list(live.daemons)
+    )
     assert wire.decode_config((rec / "config.bin").read_bytes(), family) == live.timeouts
     assert wire.decode_info((rec / "info.bin").read_bytes(), family) == (live.version, live.conn_tab_size)
     # the listing captured beside the replies is the one the recorded bytes decode to
