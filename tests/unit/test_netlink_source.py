@@ -25,6 +25,7 @@ from lvstop.sources.procfs import parse_ip_vs_stats
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "netlink"
 MAIN = FIXTURES / "main"
+MAIN_612 = FIXTURES.parent / "netlink-6.12" / "main"  # the same scenario recorded on 6.12
 ERRORS = FIXTURES / "errors"
 
 
@@ -167,15 +168,16 @@ def proc_root(tmp: Path, folder: Path = MAIN) -> str:
 
 
 class Harness:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, folder: Path = MAIN) -> None:
+        self.folder = folder
         self.sockets: list[FakeKernel] = []
-        self.next = FakeKernel()
-        self.root = proc_root(tmp)
+        self.next = FakeKernel(folder)
+        self.root = proc_root(tmp, folder)
 
     def factory(self) -> FakeKernel:
         sock = self.next
         self.sockets.append(sock)
-        self.next = FakeKernel()
+        self.next = FakeKernel(self.folder)
         self.next.replies = dict(sock.replies)
         self.next.stale = dict(sock.stale)
         return sock
@@ -212,16 +214,18 @@ def without(service: str) -> list[bytes]:
 # --------------------------------------------------------------------------- full reads
 
 
-def test_full_read_equals_the_recorded_kernel_state(h: Harness) -> None:
-    snap = h.source().read()
+@pytest.mark.parametrize("folder", [MAIN, MAIN_612], ids=["6.1", "6.12"])
+def test_full_read_equals_the_recorded_kernel_state(tmp_path: Path, folder: Path) -> None:
+    snap = Harness(tmp_path, folder).source().read()
     assert snap.source == "netlink" and not snap.issues and snap.ok
-    assert list(snap.services) == expected_services()
-    fam = family_of(MAIN)
-    assert (snap.version, snap.conn_tab_size) == wire.decode_info((MAIN / "info.bin").read_bytes(), fam)
-    assert snap.timeouts == wire.decode_config((MAIN / "config.bin").read_bytes(), fam)
-    assert list(snap.daemons or ["unseen"]) == wire.decode_daemons((MAIN / "daemons.bin").read_bytes(), fam)
-    assert (snap.totals, snap.total_rates) == parse_ip_vs_stats((MAIN / "proc-ip_vs_stats.txt").read_text())
+    assert list(snap.services) == expected_services(folder)
+    fam = family_of(folder)
+    assert (snap.version, snap.conn_tab_size) == wire.decode_info((folder / "info.bin").read_bytes(), fam)
+    assert snap.timeouts == wire.decode_config((folder / "config.bin").read_bytes(), fam)
+    assert list(snap.daemons or ["unseen"]) == wire.decode_daemons((folder / "daemons.bin").read_bytes(), fam)
+    assert (snap.totals, snap.total_rates) == parse_ip_vs_stats((folder / "proc-ip_vs_stats.txt").read_text())
     assert snap.sysctls["expire_nodest_conn"] == 0 and "sync_threshold.1" in snap.sysctls
+    assert snap.est_cpulist == (None if folder == MAIN else "0-1")  # est_cpulist exists from 6.2 on
     assert snap.poll_duration is not None and snap.seq == 0
 
 
