@@ -222,7 +222,9 @@ def test_full_read_equals_the_recorded_kernel_state(tmp_path: Path, folder: Path
     fam = family_of(folder)
     assert (snap.version, snap.conn_tab_size) == wire.decode_info((folder / "info.bin").read_bytes(), fam)
     assert snap.timeouts == wire.decode_config((folder / "config.bin").read_bytes(), fam)
-    assert list(snap.daemons or ["unseen"]) == wire.decode_daemons((folder / "daemons.bin").read_bytes(), fam)
+    assert (list(snap.daemons) if snap.daemons is not None else ["unseen"]) == wire.decode_daemons(
+        (folder / "daemons.bin").read_bytes(), fam
+    )
     assert (snap.totals, snap.total_rates) == parse_ip_vs_stats((folder / "proc-ip_vs_stats.txt").read_text())
     assert snap.sysctls["expire_nodest_conn"] == 0 and "sync_threshold.1" in snap.sysctls
     assert snap.est_cpulist == (None if folder == MAIN else "0-1")  # est_cpulist exists from 6.2 on
