@@ -193,7 +193,10 @@ def test_keepalived_undoing_a_drain_is_seen_whatever_the_path(
                 return f"{d}:{PORT}" not in _weights(lab)
 
             def closed_and_counted(k: DestKey = dkey) -> bool:
-                return (SERVICE, k) not in control.drains() and events.external.get((SERVICE, k)) == 1
+                # reconcile saves the record's removal before it appends the event: wait for all three
+                closed = any(e.kind == DRAIN_CLOSED and e.dest == k for e in events.recent())
+                gone = (SERVICE, k) not in control.drains()
+                return closed and gone and events.external.get((SERVICE, k)) == 1
 
             if dest_addr == RS1:  # keepalived's default undo: the failing server is removed ...
                 _wait(f"keepalived to remove {dkey}", gone)
