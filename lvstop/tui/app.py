@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from typing import Any, ClassVar
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
 from textual.events import Resize
+from textual.markup import escape
 from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
@@ -55,6 +57,11 @@ NARROW_WIDTH = 100  # below this the header and dialogs compact (the tables drop
 SHORT_HEIGHT = 20
 
 
+EXIT_GRACE = 3.0  # seconds an exit through Textual may take after SIGTERM/SIGHUP before the process just ends
+# Mouse reporting off, back to the main screen, cursor shown: what Textual's driver undoes on a clean exit.
+RESTORE_TERMINAL = b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1049l\x1b[?25h"
+
+
 class LvstopApp(App[int]):
     CSS_PATH = "lvstop.tcss"
     TITLE = "lvstop"
@@ -69,6 +76,7 @@ class LvstopApp(App[int]):
             feed.wants_brief = len(self.feeds) > 1
         self.autostart = autostart
         self.startup_warnings: list[str] = []  # e.g. "netlink refused: reading /proc instead"
+        self.event_loop: asyncio.AbstractEventLoop | None = None
         self.register_theme(THEME)
         self.theme = THEME.name
 
@@ -86,22 +94,13 @@ class LvstopApp(App[int]):
 
     def on_mount(self) -> None:
         gcpolicy.manage()  # polls and view builds freeze what they leave alive (lvstop.gcpolicy)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            # Not possible off the main thread (some test runners): Textual's own exit paths remain.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self._signalled, sig)
-
+        self.event_loop = asyncio.get_running_loop()
         self.director.focus_view()
         for w in self.startup_warnings:
-            self.notify(w, severity="warning", timeout=10)
+            self.notify(w, severity="warning", timeout=10, markup=False)
 
     def on_unmount(self) -> None:
         gcpolicy.release()  # hand frozen objects back: the process may go on without the app
-
-    def _signalled(self, sig: int) -> None:
-        # Exit through Textual so the driver restores the terminal (alternate screen, mouse, cursor).
-        self.exit(128 + sig)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "tab-side":
@@ -151,8 +150,11 @@ class LvstopApp(App[int]):
         """The palette: the same keys as the help screen, titled "area: verb"."""
         for k in KEYS:
             if k.palette:
+                # The palette reads title and help as markup: a key shown as "[/]" would be a closing tag.
                 yield SystemCommand(
-                    palette_title(k), f"{k.help}  [{k.display}]", self._runner(k.action, k.scope)
+                    escape(palette_title(k)),
+                    escape(f"{k.help}  [{k.display}]"),
+                    self._runner(k.action, k.scope),
                 )
 
     def _runner(self, action: str, scope: str) -> Callable[[], object]:
@@ -161,6 +163,36 @@ class LvstopApp(App[int]):
             return self.run_action(action, target)
 
         return run
+
+
+def end_on_signals(app: LvstopApp) -> None:
+    """SIGTERM and SIGHUP end the process whatever state the app is in (main thread only).
+
+    While the app runs, it exits through Textual, whose driver restores the terminal; if that has not
+    ended the process within EXIT_GRACE (a thread stuck on a lock, a dead terminal), or the app is not
+    running any more (it crashed, the interpreter waits for threads), the process ends at once.
+    A plain `signal.signal` handler, not the event loop's: it runs even when no loop does.
+    """
+
+    def handle(sig: int, _frame: object) -> None:
+        loop = app.event_loop
+        if app.is_running and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(app.exit, 128 + sig)
+            timer = threading.Timer(EXIT_GRACE, _end_now, (128 + sig,))
+            timer.daemon = True
+            timer.start()
+        else:
+            _end_now(128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handle)
+
+
+def _end_now(status: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if os.isatty(2):
+            os.write(2, RESTORE_TERMINAL)  # Textual writes to stderr; harmless if already restored
+    os._exit(status)
 
 
 def make_app(
@@ -255,7 +287,10 @@ def run(args: argparse.Namespace) -> int:
         playbacks = [_playback(s, p, args.interval) for s, p in zip(sources, pollers, strict=True)]
         app = make_app(pollers, writers=writers, labels=labels, playbacks=playbacks)
         app.startup_warnings = warnings
+        end_on_signals(app)
         status = app.run()
+        if app.return_code:  # a crash: Textual printed the traceback and returns no value
+            return app.return_code
         return 0 if status is None else status
     finally:
         for s in sources:

@@ -24,6 +24,7 @@ class Key:
     scope: str = "director"
     footer: bool = False
     palette: bool = True
+    priority: bool = False  # before any widget's own binding (the filter input's ctrl+c copies)
 
 
 KEYS: tuple[Key, ...] = (
@@ -31,6 +32,18 @@ KEYS: tuple[Key, ...] = (
         "help", "question_mark,f1", "help", "app", "help", "Show every key and what it does", "?", "app", True
     ),
     Key("quit", "q", "quit", "app", "quit", "Quit lvstop (the terminal is restored)", "q", "app", True),
+    Key(
+        "interrupt",
+        "ctrl+c",
+        "quit",
+        "app",
+        "quit",
+        "Quit, as in htop or ipvsadm (q works too)",
+        "ctrl+c",
+        "app",
+        palette=False,
+        priority=True,
+    ),
     Key(
         "next-director",
         "greater_than_sign",
@@ -93,7 +106,7 @@ KEYS: tuple[Key, ...] = (
         "back",
         "view",
         "back",
-        "Back to the services; closes the filter",
+        "Clears the kept filter if there is one, else back one level (connections, dests, services)",
         "esc",
         footer=False,
         palette=False,
@@ -107,6 +120,7 @@ KEYS: tuple[Key, ...] = (
         "Filter the rows of this table (Enter keeps it)",
         "/",
         footer=True,
+        priority=True,  # handled as it arrives, so the keys typed right after it reach the filter
     ),
     Key(
         "sort-next",
@@ -194,7 +208,16 @@ KEYS: tuple[Key, ...] = (
 
 def bindings(scope: str) -> list[BindingType]:
     return [
-        Binding(k.key, k.action, k.verb, show=k.footer, key_display=k.display, id=k.id, tooltip=k.help)
+        Binding(
+            k.key,
+            k.action,
+            k.verb,
+            show=k.footer,
+            key_display=k.display,
+            priority=k.priority,
+            id=k.id,
+            tooltip=k.help,
+        )
         for k in KEYS
         if k.scope == scope
     ]

@@ -933,6 +933,15 @@ def _spark(series: Sequence[float], width: int = 16) -> str:
     return units.sparkline(series, min(width, len(series)))
 
 
+def filter_line(text: str, counts: tuple[int, int] | None, noun: str) -> tuple[Span, ...]:
+    """The line that says a kept filter hides rows: what it is, how many rows pass, how to undo it."""
+    spans: list[Span] = [(" filter ", DIM), (text, ACCENT)]
+    if counts is not None:
+        spans.append((f"  {counts[0]} of {counts[1]} {noun}", WARN if counts[0] < counts[1] else ""))
+    spans.append(("  / edits, esc clears", DIM))
+    return tuple(spans)
+
+
 def fit_chunks(chunks: Sequence[Chunk], width: int) -> list[Chunk]:
     """Drop the most droppable chunks until the line fits; keep the order of the rest."""
     kept = list(chunks)

@@ -85,3 +85,59 @@ def test_replay_from_the_command_line_and_quit(tmp_path: Path) -> None:
             proc.kill()
         os.close(master)
     assert status == 0 and LEAVE_ALT_SCREEN in tail
+
+
+# The app crashes on space and a non-daemon thread never ends, as a worker stuck on a lock would:
+# the interpreter then waits for that thread at exit.
+CRASHING = """
+import sys, threading
+from lvstop.tui.widgets.director_view import DirectorView
+DirectorView.action_pause = lambda self: 1 / 0
+if sys.argv[1] == "stuck":
+    lock = threading.Lock()
+    lock.acquire()
+    threading.Thread(target=lock.acquire, name="stuck").start()
+from lvstop.cli import main
+sys.exit(main(["--demo"]))
+"""
+
+
+def _crash(mode: str) -> tuple[subprocess.Popen[bytes], int]:
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASHING, mode],
+        stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    shown = read_until(master, b"demo-director", 30)
+    assert b"demo-director" in shown, shown[-500:]
+    os.write(master, b" ")
+    assert b"ZeroDivisionError" in read_until(master, b"ZeroDivisionError", 10)
+    return proc, master
+
+
+def test_a_crash_exits_non_zero() -> None:
+    proc, master = _crash("plain")
+    try:
+        status = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert status == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_ends_it_after_a_crash_with_a_stuck_thread(sig: signal.Signals) -> None:
+    proc, master = _crash("stuck")
+    try:
+        time.sleep(1)  # the app is gone; the interpreter waits for the stuck thread
+        assert proc.poll() is None
+        proc.send_signal(sig)
+        status = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert status == 128 + sig

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.table import Table
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -31,12 +32,12 @@ def help_table() -> Table:
     for k in KEYS:
         areas.setdefault(k.area, []).append(k)
     for area, keys in areas.items():
-        table.add_row(f"[reverse] {area} [/]", "")
+        table.add_row(Text(f" {area} ", style="reverse"), "")
         for k in keys:
-            table.add_row(k.display, k.help)
-    table.add_row("[reverse] legend [/]", "")
+            table.add_row(Text(k.display), Text(k.help))  # Text, not markup: keys such as "[" are literal
+    table.add_row(Text(" legend ", style="reverse"), "")
     for term, meaning in LEGEND:
-        table.add_row(term, meaning)
+        table.add_row(Text(term), Text(meaning))
     return table
 
 

@@ -25,7 +25,7 @@ class WeightScreen(ModalScreen[int | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="weight-box", classes="dialog"):
-            yield Static(f"New weight for {self.dest} (now {self.current}), 0..{MAX_WEIGHT}:")
+            yield Static(f"New weight for {self.dest} (now {self.current}), 0..{MAX_WEIGHT}:", markup=False)
             yield Input(
                 str(self.current),
                 type="integer",

@@ -39,6 +39,7 @@ TABLE_OF_VIEW = {
 }
 SORT_SETTING = {"services": "services_sort", "dests": "dests_sort", "events": "events_sort"}
 FILTER_SETTING = {"services": "services_filter", "dests": "dests_filter", "events": "events_filter"}
+ROWS_NOUN = {"services": "services", "dests": "real servers", "events": "events"}
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 60.0
 
 
@@ -68,12 +69,14 @@ class DirectorView(Vertical):
         self.feed = feed
         self.autostart = autostart
         self.view = "services"
+        self.back_to = "services"  # where Escape goes back to: one level up, not always the services
         self.views: Views | None = None
         self._newest_event: Event | None = None
 
     def compose(self) -> ComposeResult:
         yield ChunkLines(id="header")
         yield SpanLines(id="banner")
+        yield SpanLines(id="filter-line")  # a kept filter, so a short table never passes for all of it
         with ContentSwitcher(initial="services-view", id="views"):
             with Vertical(id="services-view"):
                 yield LiveTable(id="services-table")
@@ -144,6 +147,7 @@ class DirectorView(Vertical):
             ):
                 self.query_one(f"#conns-{name}", LiveTable).set_model(model)
         self.refresh_status()
+        self._show_filter_line()
         if old is not None and old is not views:
             self.feed.retire(old)
         self.post_message(self.Applied())
@@ -186,31 +190,58 @@ class DirectorView(Vertical):
 
     # --- views and navigation --------------------------------------------------------------------
 
-    def action_show(self, view: str) -> None:
-        if view == "conns" and self.view != "conns":
-            # Scope: the service drilled into, or the whole table from the services list.
+    def action_show(self, view: str, query: vm.ConnQuery | None = None) -> None:
+        if view == "conns" and (self.view != "conns" or query is not None):
+            # Scope: the dest chosen, the service drilled into, or the whole table from elsewhere.
             service = self.feed.settings.service if self.view == "dests" else None
-            self.feed.set_conn_query(vm.ConnQuery(service=service))
+            self.feed.set_conn_query(query or vm.ConnQuery(service=service))
+        if view != self.view:
+            self.back_to = "dests" if (view, self.view) == ("conns", "dests") else "services"
         self.feed.watch_conns(view == "conns")
         self.view = view
         self.query_one("#views", ContentSwitcher).current = f"{view}-view"
         self._close_filter()
         self.focus_view()
         self.refresh_bindings()
+        self._show_filter_line()
 
     def action_back(self) -> None:
+        """Escape: closes and clears the filter if one is kept here, else goes back one level."""
         filt = self.query_one("#filter", Input)
-        if filt.has_class("-open"):
-            if filt.has_focus and filt.value:  # escape in the filter clears it
-                filt.value = ""
-                if self.view in FILTER_SETTING:
-                    self.feed.update(**{FILTER_SETTING[self.view]: ""})
-                elif self.view == "conns":
-                    self.feed.set_conn_query(vm.parse_conn_filter("", self.feed.conn_query))
+        opened = filt.has_class("-open")
+        if opened or self._filter_text():
+            filt.value = ""
+            self._set_filter("")
             self._close_filter()
             return
         if self.view != "services":
-            self.action_show("services")
+            self.action_show(self.back_to)
+
+    def _filter_text(self) -> str:
+        if self.view in FILTER_SETTING:
+            return str(getattr(self.feed.settings, FILTER_SETTING[self.view]))
+        if self.view == "conns":
+            q = self.feed.conn_query
+            return " ".join(x for x in (q.client, q.state, q.protocol) if x)
+        return ""
+
+    def _set_filter(self, text: str) -> None:
+        if self.view in FILTER_SETTING:
+            self.feed.update(**{FILTER_SETTING[self.view]: text})
+        elif self.view == "conns":
+            self.feed.set_conn_query(vm.parse_conn_filter(text, self.feed.conn_query))
+        self._show_filter_line()
+
+    def _show_filter_line(self) -> None:
+        """The kept filter of the view in sight, with how many rows it lets through."""
+        line = self.query_one("#filter-line", SpanLines)
+        text = self._filter_text() if not self.query_one("#filter", Input).has_class("-open") else ""
+        table = self._table()
+        counts = (len(table.model.rows), table.model.total) if table and self.view in ROWS_NOUN else None
+        spans = vm.filter_line(text, counts, ROWS_NOUN.get(self.view, "")) if text else ()
+        line.set_lines([spans] if spans else [])
+        if line.display != bool(spans):
+            line.display = bool(spans)
 
     @on(LiveTable.RowChosen, "#services-table")
     def _drill(self, event: LiveTable.RowChosen) -> None:
@@ -220,6 +251,13 @@ class DirectorView(Vertical):
         if key is not None:
             self.feed.update(service=key, dests_filter="")
             self.action_show("dests")
+
+    @on(LiveTable.RowChosen, "#dests-table")
+    def _dest_conns(self, event: LiveTable.RowChosen) -> None:
+        skey = self.feed.settings.service
+        dkey = self.views.dest_keys.get(event.key) if self.views is not None else None
+        if skey is not None and dkey is not None:
+            self.action_show("conns", vm.ConnQuery(service=skey, dest=dkey))
 
     @on(LiveTable.RowChosen, "#conns-dests")
     def _narrow_to_dest(self, event: LiveTable.RowChosen) -> None:
@@ -282,12 +320,16 @@ class DirectorView(Vertical):
         else:
             filt.value = getattr(self.feed.settings, FILTER_SETTING[self.view])
         filt.add_class("-open")
-        filt.focus()
+        # At once, not on the next turn of the loop as focus() does: the app forwards the keys typed
+        # right after `/` to whatever has the focus as each arrives (`/993` or `/d` in one burst).
+        self.screen.set_focus(filt)
+        self._show_filter_line()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         if self.view in FILTER_SETTING and event.input.has_class("-open"):
             self.feed.update(**{FILTER_SETTING[self.view]: event.value})
+        self._show_filter_line()
 
     @on(Input.Submitted, "#filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
@@ -295,7 +337,11 @@ class DirectorView(Vertical):
             try:
                 self.feed.set_conn_query(vm.parse_conn_filter(event.value, self.feed.conn_query))
             except ValueError as e:
-                self.notify(f"{e}: give an address or prefix, a protocol, or a state", severity="warning")
+                self.notify(
+                    f"{e}: give an address or prefix, a protocol, or a state",
+                    severity="warning",
+                    markup=False,
+                )
                 return
         self._close_filter()
 
@@ -305,7 +351,8 @@ class DirectorView(Vertical):
             filt.remove_class("-open")
             table = self._table()
             if table is not None:
-                table.focus()
+                self.screen.set_focus(table)  # at once too: the next key is the table's
+            self._show_filter_line()
 
     # --- toggles ---------------------------------------------------------------------------------
 
@@ -333,7 +380,7 @@ class DirectorView(Vertical):
         if self.feed.playback is not None:
             error = self.feed.playback.step()
             if error is not None:
-                self.app.call_from_thread(self.notify, error, severity="error")
+                self.app.call_from_thread(self.notify, error, severity="error", markup=False)
 
     def action_flip(self, setting: str) -> None:
         self.feed.update(**{setting: not getattr(self.feed.settings, setting)})
@@ -352,8 +399,9 @@ class DirectorView(Vertical):
             return self.view == "dests" and self.feed.writer is not None
         if action in ("sort", "sort_reverse"):
             return self.view in SORT_SETTING
-        if action == "filter":
-            return self.view in FILTER_SETTING or self.view == "conns"
+        if action == "filter":  # a priority key: once the filter has the focus, `/` is text in it
+            has_filter = self.view in FILTER_SETTING or self.view == "conns"
+            return has_filter and not self.query_one("#filter", Input).has_focus
         if action in ("step", "speed"):
             return self.feed.playback is not None
         return True
@@ -437,9 +485,9 @@ class DirectorView(Vertical):
     def on_director_view_write_finished(self, msg: WriteFinished) -> None:
         op = msg.op
         if msg.error is not None:
-            self.notify(f"{op.verb} {op.dest}: {msg.error}", severity="error", timeout=8)
+            self.notify(f"{op.verb} {op.dest}: {msg.error}", severity="error", timeout=8, markup=False)
         else:
-            self.notify(f"{op.verb} {op.dest}: {msg.outcome}", timeout=4)
+            self.notify(f"{op.verb} {op.dest}: {msg.outcome}", timeout=4, markup=False)
         self.feed.refresh_drains()
 
 

@@ -1,0 +1,167 @@
+"""What an on-call engineer tripped on (issue 11): keys typed in one burst, kept filters, navigation."""
+
+from __future__ import annotations
+
+from textual import events
+from textual.command import CommandPalette
+from textual.widgets import Input
+
+from lvstop.model import ServiceKey
+from lvstop.tui.app import LvstopApp
+from lvstop.tui.screens.confirm import ConfirmScreen
+from lvstop.tui.stage import Stage, play, settle
+from lvstop.tui.widgets.director_view import DirectorView
+from lvstop.tui.widgets.spans import SpanLines
+
+from .test_pilot import HTTPS, HTTPS_13, keys, open_service, table, wait_for
+
+IMAPS = ServiceKey.tcp("203.0.113.12", 993)
+_NAMES = {"/": "slash", "\r": "enter", "\x1b": "escape"}
+
+
+async def burst(app: LvstopApp, pilot: object, typed: str) -> None:
+    """Keys as a terminal delivers them when typed in one motion: all queued before any is handled."""
+    assert app._driver is not None
+    for ch in typed:
+        key = _NAMES.get(ch, ch)
+        char = ch if ch not in ("\x1b",) else None
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+    await pilot.pause()  # type: ignore[attr-defined]
+    await settle(app, pilot)  # type: ignore[arg-type]
+
+
+def view(app: LvstopApp) -> DirectorView:
+    return app.query_one(DirectorView)
+
+
+def filter_line(app: LvstopApp) -> SpanLines:
+    return app.query_one("#filter-line", SpanLines)
+
+
+class TestPalette:
+    async def test_ctrl_p_opens_the_palette_from_every_view(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            for key in ("1", "4", "3"):
+                await pilot.press(key, "ctrl+p")
+                await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+                await pilot.press(*"filter")
+                await pilot.pause(0.3)
+                assert app.is_running
+                await pilot.press("escape")
+                await wait_for(pilot, lambda: not isinstance(app.screen, CommandPalette))
+            assert app.return_code is None
+
+
+class TestBurst:
+    async def test_digits_after_slash_go_to_the_filter(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await burst(app, pilot, "/993")
+            assert view(app).view == "services"  # `3` did not switch to the director view
+            assert app.query_one("#filter", Input).value == "993"
+            assert keys(table(app, "services-table")) == [str(IMAPS)]
+
+    async def test_letters_after_slash_are_not_lost(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await burst(app, pilot, "/udp")
+            assert app.query_one("#filter", Input).value == "udp"
+            rows = table(app, "services-table").model.rows
+            assert rows and all(r.cells[0] == "UDP" for r in rows)
+
+    async def test_enter_after_a_burst_keeps_the_filter_and_does_not_drill(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await burst(app, pilot, "/443\r")
+            assert view(app).view == "services"
+            assert app.focused is table(app, "services-table")
+            assert str(HTTPS) in keys(table(app, "services-table"))
+            assert stage.poller.latest is not None
+            assert len(table(app, "services-table").model.rows) < len(stage.poller.latest.services)
+
+    async def test_a_filter_keystroke_never_starts_a_write(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await open_service(app, pilot, HTTPS)
+            await burst(app, pilot, "/d")
+            await pilot.pause(0.3)
+            assert not isinstance(app.screen, ConfirmScreen)
+            assert app.query_one("#filter", Input).value == "d"
+
+
+class TestKeptFilter:
+    async def test_a_kept_filter_is_shown_with_n_of_m_and_escape_clears_it(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            services = table(app, "services-table")
+            total = len(services.model.rows)
+            assert not filter_line(app).display
+            await burst(app, pilot, "/udp\r")
+            shown = len(services.model.rows)
+            assert 0 < shown < total
+            line = filter_line(app)
+            assert line.display and f"udp  {shown} of {total} services" in line.plain
+            await pilot.press("4", "1")  # away and back: the filter is still said
+            await settle(app, pilot)
+            assert filter_line(app).display and "udp" in filter_line(app).plain
+            await pilot.press("escape")  # the filter is closed but kept: Escape clears it
+            await settle(app, pilot)
+            assert len(services.model.rows) == total and not filter_line(app).display
+            assert view(app).view == "services"
+
+    async def test_a_dests_filter_shows_on_the_dests_view(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await open_service(app, pilot, HTTPS)
+            await burst(app, pilot, "/13\r")
+            assert "1 of 3 real servers" in filter_line(app).plain
+            await pilot.press("escape")
+            await settle(app, pilot)
+            assert len(table(app, "dests-table").model.rows) == 3 and view(app).view == "dests"
+
+
+class TestQuit:
+    async def test_ctrl_c_quits(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("ctrl+c")
+            await pilot.pause()
+            assert not app.is_running
+
+    async def test_ctrl_c_quits_from_the_filter(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await burst(app, pilot, "/ab")
+            await pilot.press("ctrl+c")
+            await pilot.pause()
+            assert not app.is_running
+
+
+class TestDestToConnections:
+    async def test_enter_on_a_dest_opens_its_connections_and_escape_goes_back_one_level(
+        self, stage: Stage
+    ) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            await open_service(app, pilot, HTTPS)
+            assert table(app, "dests-table").select_key(str(HTTPS_13))
+            await pilot.press("enter")
+            await settle(app, pilot)
+            v = view(app)
+            assert v.view == "conns"
+            assert (v.feed.conn_query.service, v.feed.conn_query.dest) == (HTTPS, HTTPS_13)
+            await pilot.press("escape")
+            assert v.view == "dests" and app.focused is table(app, "dests-table")
+            await pilot.press("escape")
+            assert v.view == "services"
