@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
+from lvstop import explain
+
 # Keys as JSON (the API, the drain state) are codec's; re-exported for the write path's users.
 from lvstop.codec import dest_key_from_dict as dest_key_from_dict
 from lvstop.codec import dest_key_to_dict as dest_key_to_dict
@@ -561,11 +563,8 @@ class Control:
                     f"{skey} is persistent ({svc.timeout} s) and expire_quiescent_template=0: clients with a "
                     "persistence template keep coming to this dest until their template expires"
                 )
-            if sysctls.get("expire_nodest_conn", 0) == 0:
-                out.append(
-                    "expire_nodest_conn=0: established connections stay on this dest until they close; "
-                    "removing the dest would not cut them either"
-                )
+            if sysctls.get("expire_nodest_conn", 0) == 0:  # the same words as the director view's
+                out.append(f"expire_nodest_conn=0: {explain.sysctl('expire_nodest_conn', 0)}")
         netns = getattr(self.target, "netns", None)  # NetlinkSource's; the demo has none
         out.extend(edit_warnings(self.managers(), skey, dkey, self.managers.proc_root, netns))
         return tuple(out)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from lvstop import explain
 from lvstop.conntable import ConnSummary
 from lvstop.model import (
     EXPLAINING_SYSCTLS,
@@ -30,7 +31,7 @@ from lvstop.model import (
     TunType,
     format_hostport,
 )
-from lvstop.tui import explain, units
+from lvstop.tui import units
 
 if TYPE_CHECKING:
     from lvstop.events import Event

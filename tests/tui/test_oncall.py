@@ -165,3 +165,21 @@ class TestDestToConnections:
             assert v.view == "dests" and app.focused is table(app, "dests-table")
             await pilot.press("escape")
             assert v.view == "services"
+
+
+class TestSysctlWords:
+    async def test_the_drain_dialog_and_the_director_view_say_the_same(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(160, 60)) as pilot:
+            await play(app, pilot, stage, 2)
+            await open_service(app, pilot, HTTPS)
+            table(app, "dests-table").select_key(str(HTTPS_13))
+            await pilot.press("d")
+            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            dialog = " ".join(str(app.screen.query_one("#confirm-text").render()).split())
+            await pilot.press("escape")
+            assert view(app).views is not None
+            meaning = {s.name: s.meaning for s in view(app).views.director}  # type: ignore[union-attr]
+            nodest = meaning["expire_nodest_conn"]
+            assert f"expire_nodest_conn=0: {nodest}" in dialog
+            assert "dropped" in nodest and "would not cut" not in dialog

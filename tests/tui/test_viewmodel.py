@@ -288,7 +288,7 @@ class TestEventsDirectorConns:
         names = [(s.section, s.name) for s in rows]
         assert ("Sync daemons", "none") in names and ("Timeouts", "tcpfin") in names
         meaning = {s.name: s.meaning for s in rows}
-        assert "weight-0 dest is not affected" in meaning["expire_nodest_conn"]
+        assert "a weight-0 dest keeps its connections" in meaning["expire_nodest_conn"]
         assert meaning["am_droprate"]
 
     def test_conn_filter_words_and_views(self) -> None:
@@ -330,7 +330,7 @@ def test_headless_modules_do_not_import_textual() -> None:
     """The view model, feed and friends run on worker threads and in benches: no Textual there."""
     mods = (
         "lvstop.tui.viewmodel, lvstop.tui.feed, lvstop.tui.units, lvstop.tui.names, lvstop.tui.playback, "
-        "lvstop.tui.writes, lvstop.tui.explain"
+        "lvstop.tui.writes, lvstop.explain"
     )
     code = f"import sys, {mods}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
