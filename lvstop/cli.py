@@ -320,6 +320,7 @@ def build_parser() -> _Parser:
     rec.add_argument(
         "--count", type=_positive_int, metavar="N", help="stop after N snapshots (default: Ctrl-C)"
     )
+    rec.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     _add_source_options(rec, sub=True)
 
     hc = commands.add_parser(
@@ -460,9 +461,21 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
             env.stdout.write(render(snap, opts))
         else:
             _write_lines(env, iter_lines(snap, opts))
+        if _damaged(source, env):
+            return ExitStatus.BAD_FILE
     finally:
         source.close()
     return ExitStatus.OK
+
+
+def _damaged(source: Source, env: Environment) -> bool:
+    """A recording with bad or missing lines: say where (what could be read was printed)."""
+    from lvstop.sources.replay import ReplaySource
+
+    damage = source.check() if isinstance(source, ReplaySource) else []
+    for d in damage:
+        env.warn(d)
+    return bool(damage)
 
 
 def _seek(source: Source, at: int) -> None:
@@ -526,7 +539,10 @@ def _run_record(args: argparse.Namespace, env: Environment) -> int:
     written = 0
     try:
         poller = Poller(source, interval=interval, clock=env.monotonic)
-        recorder = Recorder(args.file)
+        try:
+            recorder = Recorder(args.file, overwrite=args.force)
+        except FileExistsError:
+            raise UsageError(f"{args.file} exists: give --force to overwrite it") from None
         try:
             while args.count is None or written < args.count:
                 started = env.monotonic()

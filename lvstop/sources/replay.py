@@ -3,7 +3,8 @@
 Recorder flushes the gzip stream after every snapshot, so a recording cut short by a crash still
 replays up to its last complete line. ReplaySource keeps the decompressed lines in memory and
 decodes a snapshot when it is read, so opening a long recording is quick; a line that does not
-decode raises ParseError naming the file and its line number.
+decode raises ParseError naming the file and its line number, once: the next read plays on after it.
+`damage` says what was found wrong so far; `check()` decodes every line to find all of it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ from lvstop.model import IssueKind, Snapshot
 
 
 class Recorder:
-    """Appends snapshots to a new recording at `path` (an existing file is replaced). Raises OSError
-    when the file cannot be created or written."""
+    """Appends snapshots to a new recording at `path`. An existing file is replaced only with
+    `overwrite` (else FileExistsError). Raises OSError when the file cannot be created or written."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> None:
         self.path = os.fspath(path)
         # OSError (with the file name) is left to the caller: the CLI reports it as a bad file.
-        self._f: IO[str] | None = gzip.open(self.path, "wt", encoding="utf-8")  # noqa: SIM115 (kept open)
+        # x: refused atomically if the file exists
+        opened = gzip.open(self.path, "wt" if overwrite else "xt", encoding="utf-8")  # noqa: SIM115 (kept open)
+        self._f: IO[str] | None = opened
         self.count = 0
 
     def write(self, snapshot: Snapshot) -> None:
@@ -86,9 +89,11 @@ class ReplaySource:
         self._lines, self.truncated = _read_lines(self.path)
         if not self._lines:
             raise ParseError("no snapshots in the recording", source=self.path)
-        self._decode(0)  # fail now, not on the first read, if this is no recording at all
+        first = self._decode(0)  # fail now, not on the first read, if this is no recording at all
+        self.cadence = self._cadence(first)
         self._next = 0
         self._last: Snapshot | None = None
+        self._bad: dict[int, str] = {}  # line number -> why it does not decode
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -114,10 +119,47 @@ class ReplaySource:
             raise ParseError(e.reason, source=self.path, line=index + 1) from None
         return dataclasses.replace(snap, source=self.name)
 
+    def _cadence(self, first: Snapshot) -> float | None:
+        """Seconds between the first two recorded snapshots: the pace to play at. None if unknown."""
+        if len(self._lines) < 2:
+            return None
+        try:
+            second = self._decode(1)
+        except ParseError:
+            return None
+        step = second.mono_time - first.mono_time
+        return step if step > 0 else None
+
+    @property
+    def damage(self) -> list[str]:
+        """What is wrong with the recording, as far as it has been read (or checked)."""
+        out = [f"{self.path}:{line}: {why}: skipped" for line, why in sorted(self._bad.items())]
+        if self.truncated:
+            out.append(
+                f"{self.path}: cut short after line {len(self._lines)} (the recording was interrupted): "
+                "what followed is lost"
+            )
+        return out
+
+    def check(self) -> list[str]:
+        """Decode every line (slow on long recordings) and return all the damage."""
+        for i in range(len(self._lines)):
+            if i + 1 not in self._bad:
+                try:
+                    self._decode(i)
+                except ParseError as e:
+                    self._bad[i + 1] = e.reason
+        return self.damage
+
     def read(self) -> Snapshot:
         if self._next < len(self._lines):
-            self._last = self._decode(self._next)
-            self._next += 1
+            index = self._next
+            self._next += 1  # past a bad line too: the next read plays on after it
+            try:
+                self._last = self._decode(index)
+            except ParseError as e:
+                self._bad[index + 1] = e.reason
+                raise
         if self._last is None:
             raise SourceError(IssueKind.UNAVAILABLE, f"replay of {self.path} is closed")
         return self._last

@@ -244,7 +244,7 @@ def writer_for(
 def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None:
     if not isinstance(source, ReplaySource):
         return None
-    playback = Playback(poller, source, cadence)
+    playback = Playback(poller, source, source.cadence or cadence)  # the pace it was recorded at
     poller.subscribe(playback.on_snapshot)
     return playback
 
@@ -272,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
             except ValueError as e:  # the factory's word for a combination it cannot serve
                 raise UsageError(str(e)) from None
             sources.append(source)
+            if isinstance(source, ReplaySource):
+                warnings.extend(source.damage)  # cut short: known at open
         if args.source == "demo":
             demo_dir = tempfile.TemporaryDirectory(prefix="lvstop-demo-")  # demo drains end with the demo
         drain_state = (

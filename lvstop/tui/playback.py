@@ -32,6 +32,7 @@ class Playback:
         self.poller = poller
         self.source = source
         self.cadence = cadence  # seconds between recorded snapshots
+        poller.interval = cadence
         self.speed = 1.0
         self.playing = True
         self._lock = threading.Lock()
@@ -77,4 +78,9 @@ class Playback:
     @property
     def label(self) -> str:
         state = "end" if self.source.finished else ("playing" if self.playing else "paused")
-        return f"replay {self.source.position}/{len(self.source)} at {self.speed:g}x, {state}"
+        bad = len(self.source.damage) - self.source.truncated
+        notes = [f"{bad} bad line{'s' if bad > 1 else ''} skipped"] if bad else []
+        notes += ["cut short"] if self.source.truncated else []
+        return ", ".join(
+            [f"replay {self.source.position}/{len(self.source)} at {self.speed:g}x", state, *notes]
+        )

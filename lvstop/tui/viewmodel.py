@@ -823,13 +823,16 @@ def director_settings(snap: Snapshot | None) -> list[Setting]:
 
 
 def status_chunks(
-    health: PollHealth, settings: ViewSettings, *, paused: bool, mode: str = ""
+    health: PollHealth, settings: ViewSettings, *, paused: bool, mode: str = "", live: bool = True
 ) -> tuple[Chunk, ...]:
-    """The live end of the first header line, rebuilt every second on the UI thread (cheap)."""
+    """The live end of the first header line, rebuilt every second on the UI thread (cheap).
+
+    `live` is False for a replay that is paused or at its end: its data is old on purpose, not stale.
+    """
     out: list[Chunk] = []
     if health.last_error is not None:
         out.append(Chunk((("  POLL FAILING", BAD),)))
-    elif health.stale:
+    elif health.stale and live:
         out.append(Chunk(((f"  STALE {units.duration(health.age)}", WARN),)))
     else:
         age = (f" {units.duration(health.age)} ago", DIM)

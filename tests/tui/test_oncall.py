@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
+from pathlib import Path
+
 from textual import events
 from textual.command import CommandPalette
 from textual.widgets import Input
 
 from lvstop.model import ServiceKey
-from lvstop.tui.app import LvstopApp
+from lvstop.poller import Poller
+from lvstop.sources.replay import Recorder, ReplaySource
+from lvstop.tui.app import LvstopApp, make_app
+from lvstop.tui.playback import Playback
 from lvstop.tui.screens.confirm import ConfirmScreen
-from lvstop.tui.stage import Stage, play, settle
+from lvstop.tui.stage import ManualClock, Stage, play, settle
 from lvstop.tui.widgets.director_view import DirectorView
-from lvstop.tui.widgets.spans import SpanLines
+from lvstop.tui.widgets.spans import ChunkLines, SpanLines
 
 from .test_pilot import HTTPS, HTTPS_13, keys, open_service, table, wait_for
 
@@ -183,3 +189,39 @@ class TestSysctlWords:
             nodest = meaning["expire_nodest_conn"]
             assert f"expire_nodest_conn=0: {nodest}" in dialog
             assert "dropped" in nodest and "would not cut" not in dialog
+
+
+class TestDamagedReplay:
+    async def test_a_bad_line_is_named_and_the_replay_plays_past_it(
+        self, tmp_path: Path, stage: Stage
+    ) -> None:
+        path = tmp_path / "rec.jsonl.gz"
+        with Recorder(path) as rec:
+            for _ in range(5):
+                stage.advance()
+                rec.write(stage.poller.latest)  # type: ignore[arg-type]
+        lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+        lines[2] = lines[2][: len(lines[2]) // 2]  # line 3 cut in the middle
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+        clock = ManualClock()
+        source = ReplaySource(path)
+        poller = Poller(source, interval=3600, clock=clock, wall_clock=clock)
+        playback = Playback(poller, source, 3600)
+        poller.subscribe(playback.on_snapshot)
+        app = make_app([poller], playbacks=[playback], resolver=lambda _a: None, clock=clock)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: source.position == 1)
+            await pilot.press("space")
+            await wait_for(pilot, lambda: not playback.playing and not poller.running)
+            for n in range(2, 6):
+                await pilot.press("full_stop")
+                await wait_for(pilot, lambda n=n: source.position == n)  # type: ignore[misc]
+            assert source.finished
+            await settle(app, pilot)
+            view(app).refresh_status()
+            header = app.query_one("#header", ChunkLines).plain
+            assert "replay 5/5" in header and "1 bad line skipped" in header
+            assert any(f"{path}:3:" in n.message for n in app._notifications)
+            clock.now += 3600 * 10  # an hour after the end: a finished replay is not "STALE"
+            view(app).refresh_status()
+            assert "STALE" not in app.query_one("#header", ChunkLines).plain

@@ -144,3 +144,69 @@ def test_replaying_a_recorded_demo_through_a_poller_gives_the_recorded_numbers(t
         got = replay.poll_once()
         assert got.services == want.services  # rates kept, instant recomputed to the same values
         assert got.total_rates == want.total_rates and got.total_instant == want.total_instant
+
+
+# --- damage and the commands around recordings (issue 11: items 6, 7 and the replay pace of 17) --------
+
+
+def test_a_bad_line_is_skipped_once_and_the_replay_plays_on(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl.gz"
+    lines = [codec.dumps(snap(i)) for i in range(4)]
+    lines[1] = "{not json"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    src = ReplaySource(path)
+    assert src.read().seq == 0
+    with pytest.raises(ParseError) as e:
+        src.read()
+    assert e.value.line == 2
+    assert [src.read().seq, src.read().seq] == [2, 3] and src.finished
+    assert src.damage == [f"{path}:2: {e.value.reason}: skipped"]
+
+
+def test_check_finds_all_damage_and_a_cut_short_recording_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "crash.jsonl.gz"
+    record(path, 3)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 12])
+    src = ReplaySource(path)
+    damage = src.check()
+    assert len(damage) == 1 and f"cut short after line {len(src)}" in damage[0]
+    assert ReplaySource(tmp_path.joinpath("crash.jsonl.gz")).damage == damage  # known at open
+
+
+def test_the_pace_is_the_recordings(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl.gz"
+    record(path, 3)  # snap(i) is 2 s apart
+    assert ReplaySource(path).cadence == 2.0
+    one = tmp_path / "one.jsonl.gz"
+    record(one, 1)
+    assert ReplaySource(one).cadence is None
+
+
+def test_list_replay_of_a_damaged_file_prints_what_it_can_and_exits_5(tmp_path: Path) -> None:
+    from test_cli import run
+
+    path = tmp_path / "bad.jsonl.gz"
+    lines = [codec.dumps(snap(i)) for i in range(3)]
+    lines[2] = "{not json"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    r = run("list", "--replay", str(path))
+    assert r.status == 5
+    assert "203.0.113.10:80" in r.out
+    assert f"{path}:3:" in r.err and "skipped" in r.err
+    good = tmp_path / "good.jsonl.gz"
+    record(good, 2)
+    assert run("list", "--replay", str(good)).status == 0
+
+
+def test_record_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    from test_cli import one_error_line, run
+
+    path = tmp_path / "rec.jsonl.gz"
+    record(path, 1)
+    before = path.read_bytes()
+    r = run("record", "--demo", "--count", "1", str(path))
+    assert r.status == 2 and "exists: give --force" in one_error_line(r)
+    assert path.read_bytes() == before
+    r = run("record", "--demo", "--count", "2", "--force", str(path))
+    assert r.status == 0 and len(ReplaySource(path)) == 2

@@ -166,7 +166,8 @@ class DirectorView(Vertical):
             if self.views is not None
             else vm.header_lines(None, feed.history, feed.settings)
         )
-        status = vm.status_chunks(health, feed.settings, paused=feed.paused, mode=self.mode)
+        live = feed.playback is None or feed.playback.playing
+        status = vm.status_chunks(health, feed.settings, paused=feed.paused, mode=self.mode, live=live)
         lines = [header[0] + status, *header[1:]]
         self.query_one("#header", ChunkLines).set_chunks(lines)
         banner: list[tuple[vm.Span, ...]] = []
