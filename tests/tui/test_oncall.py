@@ -225,3 +225,16 @@ class TestDamagedReplay:
             clock.now += 3600 * 10  # an hour after the end: a finished replay is not "STALE"
             view(app).refresh_status()
             assert "STALE" not in app.query_one("#header", ChunkLines).plain
+
+    def test_a_replay_plays_at_the_pace_it_was_recorded(self, tmp_path: Path, stage: Stage) -> None:
+        from lvstop.tui.app import _playback
+
+        path = tmp_path / "rec.jsonl.gz"
+        with Recorder(path) as rec:
+            for _ in range(3):
+                stage.clock.now += 1.0  # recorded every second, not every 2 s
+                rec.write(stage.poller.poll_once())
+        source = ReplaySource(path)
+        poller = Poller(source, interval=2.0)
+        playback = _playback(source, poller, 2.0)
+        assert playback is not None and playback.cadence == 1.0 and poller.interval == 1.0

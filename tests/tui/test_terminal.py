@@ -61,10 +61,11 @@ def test_signal_restores_the_terminal(sig: signal.Signals) -> None:
 
 
 def test_replay_from_the_command_line_and_quit(tmp_path: Path) -> None:
-    """`lvstop record` then `lvstop --replay FILE`: the playback shows in the header; q quits cleanly."""
+    """`lvstop record` then `lvstop --replay FILE`: the playback shows in the header, at the recorded
+    pace (1 s, not the default 2 s); q quits cleanly."""
     rec = tmp_path / "demo.jsonl.gz"
     subprocess.run(
-        [sys.executable, "-m", "lvstop", "record", "--demo", "--interval", "0.01", "--count", "3", str(rec)],
+        [sys.executable, "-m", "lvstop", "record", "--demo", "--interval", "1", "--count", "3", str(rec)],
         cwd=ROOT, check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     master, slave = pty.openpty()
@@ -77,6 +78,8 @@ def test_replay_from_the_command_line_and_quit(tmp_path: Path) -> None:
     try:
         shown = read_until(master, b"replay 1/3", 30)
         assert b"replay 1/3" in shown, shown[-800:]
+        shown = read_until(master, b"replay 3/3", 10)
+        assert b"replay 3/3" in shown and b"end" in shown, shown[-800:]
         os.write(master, b"q")
         tail = read_until(master, LEAVE_ALT_SCREEN, 10)
         status = proc.wait(10)
