@@ -421,7 +421,9 @@ class Control:
         wanted = dataclasses.replace(cur, weight=weight)
         if self.events is not None:
             # Before the write: the next poll may run before we return, and must credit lvstop.
-            self.events.expect_weight(skey, dkey, weight, actor)
+            self.events.expect_weight(
+                skey, dkey, weight, actor, f"forced {action}" if force else action, reason
+            )
         try:
             after = self._write(skey, wanted, cur.weight)
         except ControlError:

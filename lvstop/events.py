@@ -53,6 +53,8 @@ class Event:
     old: int | None = None  # weight_changed: the weights
     new: int | None = None
     actor: str | None = None  # who made a weight change through lvstop; None = outside lvstop
+    action: str | None = None  # what lvstop was asked for: drain, restore, set_weight ("forced drain"...)
+    reason: str | None = None  # the reason given with it (a forced edit needs one)
 
 
 def _went_down(cur: Counters | None, prev: Counters | None) -> bool:
@@ -156,6 +158,8 @@ class _Expectation:
     weight: int
     actor: str
     until: float  # wall time after which the expectation is stale
+    action: str | None
+    reason: str | None
 
 
 class EventLog:
@@ -173,10 +177,20 @@ class EventLog:
     def __len__(self) -> int:
         return len(self._events)
 
-    def expect_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
-        """lvstop is about to set this weight: credit `actor` when the change shows up."""
+    def expect_weight(
+        self,
+        skey: ServiceKey,
+        dkey: DestKey,
+        weight: int,
+        actor: str,
+        action: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """lvstop is about to set this weight: credit `actor` (and its action, reason) when it shows up."""
         with self._lock:
-            self._expected[(skey, dkey)] = _Expectation(weight, actor, self._clock() + self._ttl)
+            self._expected[(skey, dkey)] = _Expectation(
+                weight, actor, self._clock() + self._ttl, action, reason
+            )
 
     def withdraw_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
         """The write announced by expect_weight did not happen: credit nobody for that weight."""
@@ -191,7 +205,15 @@ class EventLog:
             if event.kind == WEIGHT_CHANGED and event.service is not None and event.dest is not None:
                 exp = self._expected.pop((event.service, event.dest), None)
                 if exp is not None and exp.weight == event.new and event.time <= exp.until:
-                    event = replace(event, actor=exp.actor, message=f"{event.message} by {exp.actor}")
+                    what = f"{exp.action} by {exp.actor}" if exp.action else f"by {exp.actor}"
+                    what += f" ({exp.reason})" if exp.reason else ""
+                    event = replace(
+                        event,
+                        actor=exp.actor,
+                        action=exp.action,
+                        reason=exp.reason,
+                        message=f"{event.message}: {what}",
+                    )
                 else:
                     event = replace(event, actor=None, message=f"{event.message} outside lvstop")
             self._events.append(event)

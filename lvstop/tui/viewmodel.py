@@ -685,14 +685,19 @@ def _event_cells(ev: Event) -> tuple[tuple[str, ...], str]:
     change = f"{ev.old} → {ev.new}" if ev.old is not None or ev.new is not None else ""
     tone = _EVENT_TONES.get(ev.kind, "")
     by = ""
+    kind = ev.kind.replace("_", " ")
+    details = "" if ev.kind in _SELF_EXPLAINED or ev.service is None else ev.message
     if ev.kind == "weight_changed":
         by = ev.actor or "outside lvstop"
+        if ev.action:  # lvstop's own edit: what was asked for, and why if a reason was given
+            kind = ev.action.replace("_", " ")
+            details = f"reason: {ev.reason}" if ev.reason else ""
         if ev.actor is None:
             tone = WARN  # keepalived or a human with ipvsadm: they may put their weight back
-    details = "" if ev.kind in _SELF_EXPLAINED or ev.service is None else ev.message
+            details = "not through lvstop: keepalived, ldirectord or ipvsadm may set it back"
     cells = (
         time.strftime("%H:%M:%S", time.localtime(ev.time)),
-        ev.kind.replace("_", " "),
+        kind,
         what,
         change,
         by,

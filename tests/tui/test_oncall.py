@@ -15,11 +15,11 @@ from lvstop.sources.replay import Recorder, ReplaySource
 from lvstop.tui.app import LvstopApp, make_app
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.confirm import ConfirmScreen
-from lvstop.tui.stage import ManualClock, Stage, play, settle
+from lvstop.tui.stage import ACTOR, ManualClock, Stage, play, settle
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
 
-from .test_pilot import HTTPS, HTTPS_13, keys, open_service, table, wait_for
+from .test_pilot import HTTPS, HTTPS_13, NTP, keys, open_service, table, wait_for
 
 IMAPS = ServiceKey.tcp("203.0.113.12", 993)
 _NAMES = {"/": "slash", "\r": "enter", "\x1b": "escape"}
@@ -238,3 +238,34 @@ class TestDamagedReplay:
         poller = Poller(source, interval=2.0)
         playback = _playback(source, poller, 2.0)
         assert playback is not None and playback.cadence == 1.0 and poller.interval == 1.0
+
+
+class TestEventsSayWhatHappened:
+    async def test_drain_restore_set_weight_and_forced_drain_read_as_such(self, stage: Stage) -> None:
+        app = stage.app()
+        assert stage.writer is not None
+        w = stage.writer
+        async with app.run_test(size=(160, 40)) as pilot:
+            await play(app, pilot, stage, 1)
+            w.drain(HTTPS, HTTPS_13, expect=100, dry_run=False)
+            await play(app, pilot, stage, 1)
+            w.restore(HTTPS, HTTPS_13, expect=0, dry_run=False)
+            await play(app, pilot, stage, 1)
+            w.set_weight(HTTPS, HTTPS_13, 50, expect=100, dry_run=False)
+            await play(app, pilot, stage, 1)
+            first, second = (d.key for d in stage.source.read().service(NTP).dests)  # type: ignore[union-attr]
+            w.drain(NTP, first, dry_run=False)
+            await play(app, pilot, stage, 1)
+            w.drain(NTP, second, force=True, reason="maintenance window 42", dry_run=False)
+            await play(app, pilot, stage, 1)
+            await pilot.press("4")
+            await settle(app, pilot)
+            rows = [r.cells for r in table(app, "events-table").model.rows if r.cells[4] == ACTOR]
+            got = [(kind, change, details) for _t, kind, _w, change, _by, details in reversed(rows)]
+            assert got == [
+                ("drain", "100 → 0", ""),
+                ("restore", "0 → 100", ""),
+                ("set weight", "100 → 50", ""),
+                ("drain", "1 → 0", ""),
+                ("forced drain", "1 → 0", "reason: maintenance window 42"),
+            ]

@@ -127,7 +127,15 @@ class FakeEvents:
         self.expected: list[tuple[ServiceKey, DestKey, int, str]] = []
         self.target = target
 
-    def expect_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, actor: str) -> None:
+    def expect_weight(
+        self,
+        skey: ServiceKey,
+        dkey: DestKey,
+        weight: int,
+        actor: str,
+        action: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.target.log.append("expect_weight")
         self.expected.append((skey, dkey, weight, actor))
 
