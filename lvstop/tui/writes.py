@@ -51,6 +51,11 @@ class WriteOp:
     def verb(self) -> str:
         return {"drain": "Drain", "restore": "Restore", "set_weight": "Set weight of"}[self.kind]
 
+    @property
+    def button(self) -> str:
+        """What the confirming button says: the verb, with the new weight for a set."""
+        return f"Set weight {self.weight}" if self.kind == "set_weight" else self.verb
+
     def call(
         self, writer: Writer, *, dry_run: bool, force: bool = False, reason: str | None = None
     ) -> ControlResult:

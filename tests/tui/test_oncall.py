@@ -18,6 +18,7 @@ from lvstop.tui.screens.confirm import ConfirmScreen
 from lvstop.tui.stage import ACTOR, ManualClock, Stage, play, settle
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
+from lvstop.tui.writes import WriteOp
 
 from .test_pilot import HTTPS, HTTPS_13, NTP, keys, open_service, table, wait_for
 
@@ -269,3 +270,42 @@ class TestEventsSayWhatHappened:
                 ("drain", "1 → 0", ""),
                 ("forced drain", "1 → 0", "reason: maintenance window 42"),
             ]
+
+
+class TestSmallTerminal:
+    async def test_every_part_of_the_drain_dialog_is_on_screen_at_40x12(self, stage: Stage) -> None:
+        app = stage.app()
+        assert stage.writer is not None
+        first, second = (d.key for d in stage.source.read().service(NTP).dests)  # type: ignore[union-attr]
+        stage.writer.drain(NTP, first, dry_run=False)
+        async with app.run_test(size=(40, 12)) as pilot:
+            await play(app, pilot, stage, 2)
+            for skey, dkey, parts in (
+                (HTTPS, HTTPS_13, ("#confirm-yes", "#confirm-no")),
+                (NTP, second, ("#confirm-reason", "#confirm-yes", "#confirm-no")),  # the guard: a reason
+            ):
+                await pilot.press("1")
+                await open_service(app, pilot, skey)
+                assert table(app, "dests-table").select_key(str(dkey))
+                await pilot.press("d")
+                await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                await pilot.pause()
+                screen = app.screen.region
+                for part in parts:
+                    region = app.screen.query_one(part).region
+                    assert screen.contains_region(region), (part, region)
+                await pilot.press("escape")
+                await wait_for(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+
+
+class TestWords:
+    async def test_the_recent_events_title_says_which_key_shows_all(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            assert "recent events  (press 4 for all)" in app.query_one("#recent-events", SpanLines).plain
+
+    def test_the_set_weight_button_says_the_weight(self) -> None:
+        op = WriteOp("set_weight", HTTPS, HTTPS_13, 100, 50)
+        assert (op.verb, op.button) == ("Set weight of", "Set weight 50")
+        assert WriteOp("drain", HTTPS, HTTPS_13, 100).button == "Drain"

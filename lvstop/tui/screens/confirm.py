@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
@@ -60,20 +60,23 @@ class ConfirmScreen(ModalScreen[Answer | None]):
 
     def compose(self) -> ComposeResult:
         p = self.preview
-        with Vertical(id="confirm-box", classes="dialog"):
+        # The text scrolls; the reason and the buttons are docked under it, so they stay on screen
+        # however small the terminal (40x12) and however many warnings Control gives.
+        with VerticalScroll(id="confirm-box", classes="dialog"):
             yield Static(describe(p), id="confirm-text")
-            if p.refused:
-                yield Input(placeholder="reason (required to force)", id="confirm-reason")
-            with Horizontal(classes="buttons"):
-                if p.error is None:
-                    label = f"Force {p.op.verb.lower()}" if p.refused else p.op.verb
-                    yield Button(
-                        label,
-                        variant="error" if p.refused else "primary",
-                        id="confirm-yes",
-                        disabled=bool(p.refused),
-                    )
-                yield Button("Cancel", id="confirm-no")
+            with Vertical(id="confirm-actions"):
+                if p.refused:
+                    yield Input(placeholder="reason (required to force)", id="confirm-reason")
+                with Horizontal(classes="buttons"):
+                    if p.error is None:
+                        label = f"Force {p.op.button.lower()}" if p.refused else p.op.button
+                        yield Button(
+                            label,
+                            variant="error" if p.refused else "primary",
+                            id="confirm-yes",
+                            disabled=bool(p.refused),
+                        )
+                    yield Button("Cancel", id="confirm-no")
 
     def on_mount(self) -> None:
         target = "#confirm-reason" if self.preview.refused else "#confirm-no"

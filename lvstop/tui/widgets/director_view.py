@@ -131,7 +131,7 @@ class DirectorView(Vertical):
         notes.set_lines(views.dest_notes)
         if notes.display != bool(views.dest_notes):  # setting it relayouts the screen, even unchanged
             notes.display = bool(views.dest_notes)
-        title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (4: all of them)", vm.DIM))
+        title: tuple[vm.Span, ...] = (("recent events", vm.ACCENT), ("  (press 4 for all)", vm.DIM))
         recent = views.recent or ((("none yet: services, dests and weights that change show here", vm.DIM),),)
         self.query_one("#recent-events", SpanLines).set_lines([title, *recent])
         if old is None or old.director != views.director:  # Static.update relayouts: only on change
