@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -353,9 +354,33 @@ def parse_args(argv: Sequence[str] | None, env: Environment) -> argparse.Namespa
     """Parses and resolves `source` to one kind; raises UsageError or _HelpShown."""
     parser = build_parser()
     with contextlib.redirect_stdout(env.stdout), contextlib.redirect_stderr(env.stderr):
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_glue_negative_values(sys.argv[1:] if argv is None else argv))
     args.source = _source_kind(args)
+    _check_source_options(args)
     return args
+
+
+_VALUED = ("--interval", "--count", "--at", "--seed")
+
+
+def _glue_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--interval -1` as `--interval=-1`: argparse takes "-1" for an option where `list` has -6, and
+    would say "expected one argument" instead of what is wrong with the value."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in _VALUED and re.fullmatch(r"-[0-9.]+", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _check_source_options(args: argparse.Namespace) -> None:
+    """Options that the chosen source would silently ignore, or a --proc-root that is not there."""
+    if args.netns is not None and args.source in ("demo", "replay", "remote"):
+        raise UsageError(f"--netns is for the netlink source; the {args.source} source has no namespace")
+    if args.source in ("auto", "netlink", "proc") and not os.path.isdir(args.proc_root):
+        raise UsageError(f"--proc-root {args.proc_root}: no such directory")
 
 
 def _source_kind(args: argparse.Namespace) -> str:

@@ -72,6 +72,7 @@ def open_source(
                 "the proc source reads the namespace of its --proc-root (use /proc/PID of a process "
                 "inside it), not --netns"
             )
+        _require_ip_vs(proc_root)  # as netlink and auto do: the TUI and `list` fail alike (exit 3)
         from lvstop.sources.procfs import ProcSource
 
         source = ProcSource(root=proc_root)
