@@ -425,7 +425,7 @@ def services_table(
             else (key.family, b"", key.fwmark),
             svc.scheduler,
             flags,
-            live,
+            _degraded(live, len(svc.dests)),
             active,
             inactive,
             -1 if persist is None else persist,
@@ -437,6 +437,13 @@ def services_table(
         entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
     empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
     return _finish(SERVICE_COLUMNS, entries, settings.services_sort, len(snap.services), empty)
+
+
+def _degraded(live: int, dests: int) -> tuple[bool, float, int]:
+    """How the Live column sorts, hottest first: no live dest at all, then the largest share and number
+    of dests at weight 0 (a 2/3 service before a 9/10 one, both before 3/3)."""
+    down = dests - live
+    return (dests > 0 and live == 0, down / dests if dests else 0.0, down)
 
 
 # --- dests of a service -----------------------------------------------------------------------------

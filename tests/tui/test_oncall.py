@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
 from textual import events
 from textual.command import CommandPalette
 from textual.widgets import Input
@@ -20,7 +21,7 @@ from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
 from lvstop.tui.writes import WriteOp
 
-from .test_pilot import HTTPS, HTTPS_13, NTP, keys, open_service, table, wait_for
+from .test_pilot import HTTPS, HTTPS_13, NTP, column, header_x, keys, open_service, table, wait_for
 
 IMAPS = ServiceKey.tcp("203.0.113.12", 993)
 _NAMES = {"/": "slash", "\r": "enter", "\x1b": "escape"}
@@ -309,3 +310,44 @@ class TestWords:
         op = WriteOp("set_weight", HTTPS, HTTPS_13, 100, 50)
         assert (op.verb, op.button) == ("Set weight of", "Set weight 50")
         assert WriteOp("drain", HTTPS, HTTPS_13, 100).button == "Drain"
+
+
+class TestToggleFeedback:
+    async def test_each_toggle_says_what_it_did(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            for key, said in (("n", "names: resolving"), ("n", "numeric addresses"), ("e", "exact numbers")):
+                await pilot.press(key)
+                await wait_for(pilot, lambda said=said: any(said in n.message for n in app._notifications))  # type: ignore[misc]
+
+
+class TestStableColumns:
+    @pytest.mark.parametrize("width", [100, 120, 140])
+    async def test_a_filter_does_not_make_columns_come_and_go(self, stage: Stage, width: int) -> None:
+        app = stage.app()
+        async with app.run_test(size=(width, 30)) as pilot:
+            await play(app, pilot, stage, 2)
+            services = table(app, "services-table")
+            before = services.shown_columns
+            for text in ("udp\r", "mark\r"):
+                await burst(app, pilot, "/" + text)
+                assert services.shown_columns == before, text
+                await pilot.press("escape")
+                await settle(app, pilot)
+
+
+class TestLiveSort:
+    async def test_sorting_by_live_puts_degraded_services_first(self, stage: Stage) -> None:
+        app = stage.app()
+        assert stage.writer is not None
+        stage.writer.drain(HTTPS, HTTPS_13, expect=100, dry_run=False)  # 2/3
+        async with app.run_test(size=(160, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            services = table(app, "services-table")
+            await pilot.click("#services-table", offset=(header_x(services, "dests"), 0))
+            await settle(app, pilot)
+            live = [tuple(map(int, c.rstrip("?").split("/"))) for c in column(services, "dests")]
+            down = [(n - up) / n for up, n in live]
+            assert down == sorted(down, reverse=True) and down[0] > 0 and down[-1] == 0
+            assert keys(services).index(str(HTTPS)) < len([d for d in down if d > 0])

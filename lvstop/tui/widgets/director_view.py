@@ -41,6 +41,11 @@ SORT_SETTING = {"services": "services_sort", "dests": "dests_sort", "events": "e
 FILTER_SETTING = {"services": "services_filter", "dests": "dests_filter", "events": "events_filter"}
 ROWS_NOUN = {"services": "services", "dests": "real servers", "events": "events"}
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 60.0
+FLIPPED = {  # setting -> (what off means, what on means), said when a key flips it
+    "names": ("numeric addresses", "names: resolving addresses in the background"),
+    "human": ("exact numbers", "human units (1.2k, 34 MB)"),
+    "instant": ("smoothed rates: the kernel's 2 s average", "instant rates: over the last poll"),
+}
 
 
 class DirectorView(Vertical):
@@ -384,7 +389,9 @@ class DirectorView(Vertical):
                 self.app.call_from_thread(self.notify, error, severity="error", markup=False)
 
     def action_flip(self, setting: str) -> None:
-        self.feed.update(**{setting: not getattr(self.feed.settings, setting)})
+        on = not getattr(self.feed.settings, setting)
+        self.feed.update(**{setting: on})
+        self.notify(FLIPPED[setting][on], timeout=3)  # the tables change on the next build: say it now
         self.refresh_status()
 
     def action_interval(self, factor: float) -> None:

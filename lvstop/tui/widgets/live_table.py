@@ -108,6 +108,9 @@ class LiveTable(ScrollView, can_focus=True):
         self._pinned = False  # the user moved the cursor: from then on it follows its row, not its index
         self._columns: list[tuple[int, int, int]] = []  # (column index, x, width) of the shown columns
         self._line_cache: LRUCache[tuple[object, ...], Strip] = LRUCache(1024)
+        # The widest each column has been: columns must not come and go as a filter or a tick
+        # changes the rows shown (a 4-digit number that became 3 digits).
+        self._widest: dict[str, int] = {}
         self._styles: dict[str, Style] | None = None
 
     # --- data --------------------------------------------------------------------------------------
@@ -136,6 +139,8 @@ class LiveTable(ScrollView, can_focus=True):
             self._model.widths,
             self._model.sort,
         )
+        if model.columns != self._model.columns:
+            self._widest = {}
         self._model = model
         rows = model.rows
         if self._pinned and old_key is not None and old_key in model.index:
@@ -177,11 +182,13 @@ class LiveTable(ScrollView, can_focus=True):
     def _column_widths(self) -> tuple[int, ...]:
         model = self._model
         widths = model.widths or tuple(len(c.title) for c in model.columns)
-        # Room for the sort arrow, so the header does not shift when the sort moves.
-        cols = model.columns
-        return tuple(
-            w if not c.sortable else max(w, len(c.title) + 1) for c, w in zip(cols, widths, strict=True)
-        )
+        widest = self._widest
+        out = []
+        for c, w in zip(model.columns, widths, strict=True):
+            w = widest[c.id] = max(w, widest.get(c.id, 0))
+            # Room for the sort arrow, so the header does not shift when the sort moves.
+            out.append(max(w, len(c.title) + 1) if c.sortable else w)
+        return tuple(out)
 
     def _set_virtual_size(self) -> None:
         width = self._columns[-1][1] + self._columns[-1][2] if self._columns else 0
