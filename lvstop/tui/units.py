@@ -7,7 +7,7 @@ numbers, never by these strings.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 _SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
 _BARS = "▁▂▃▄▅▆▇█"
@@ -83,21 +83,24 @@ def duration(seconds: float | None) -> str:
 FLAT = 0.05  # swings smaller than this share of the peak draw a flat line: noise is not a trend
 
 
-def sparkline(values: Sequence[float], width: int) -> str:
-    """The last `width` values as bars from their minimum to their maximum; blanks pad on the left.
+def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
+    """The last `width` values as bars from zero to `top` (their own maximum if None); blanks pad on
+    the left.
 
-    Scaled to the window's own range, so a busy but steady service still shows its ups and downs;
-    all zeros stay at the floor and a nearly steady series draws a flat line one step above it.
+    From zero, so a 9 -> 10 wobble stays a wobble and a fall to nothing reaches the floor; rows given
+    one `top` are drawn to one scale. Zero is the floor; anything above it shows at least one step.
     """
     if width <= 0:
         return ""
     tail = list(values)[-width:]
-    lo, hi = min(tail, default=0.0), max(tail, default=0.0)
+    hi = max(tail, default=0.0) if top is None else top
     last = len(_BARS) - 1
     if hi <= 0:
-        bars = _BARS[0] * len(tail)
-    elif hi - lo <= FLAT * hi:
-        bars = _BARS[1] * len(tail)  # steady: a low line, one step above the zero floor
-    else:
-        bars = "".join(_BARS[min(last, max(0, round((v - lo) / (hi - lo) * last)))] for v in tail)
+        return (_BARS[0] * len(tail)).rjust(width)
+    bars = "".join(_BARS[0] if v <= 0 else _BARS[min(last, max(1, round(v / hi * last)))] for v in tail)
     return bars.rjust(width)
+
+
+def trend_top(series: Iterable[Sequence[float]]) -> float:
+    """The largest value of all the series (each holds one trend window): one scale for a table."""
+    return max((max(s) for s in series if len(s)), default=0.0)

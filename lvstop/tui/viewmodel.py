@@ -6,6 +6,7 @@ Cells carry display strings; sorting uses the raw numbers, never the strings.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import time
 from collections import deque
@@ -368,6 +369,7 @@ def services_table(
     if snap is None:
         return TableModel(SERVICE_COLUMNS, empty="waiting for the first poll…")
     human, needle = settings.human, settings.services_filter.strip().lower()
+    top = units.trend_top(history.service(s.key) for s in snap.services)
     entries: list[tuple[Sequence[object], Row]] = []
     for svc in snap.services:
         key = svc.key
@@ -416,7 +418,7 @@ def services_table(
             units.nbytes(r.inbps if r else None, human=human),
             units.nbytes(r.outbps if r else None, human=human),
             units.count(conns, human=human),
-            units.sparkline(history.service(key), TREND_WIDTH),
+            units.sparkline(history.service(key), TREND_WIDTH, top),
         )
         raw = (
             key.protocol.label,
@@ -436,7 +438,14 @@ def services_table(
         cell_tones = ("", "", "", "", dests_tone) + ("",) * 10 if dests_tone else ()
         entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
     empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
-    return _finish(SERVICE_COLUMNS, entries, settings.services_sort, len(snap.services), empty)
+    columns = _with_trend_scale(SERVICE_COLUMNS, top, human)
+    return _finish(columns, entries, settings.services_sort, len(snap.services), empty)
+
+
+def _with_trend_scale(columns: tuple[Column, ...], top: float, human: bool) -> tuple[Column, ...]:
+    """The Trend column's title says the top of its one scale (conn/s): bars are comparable row to row."""
+    title = f"Trend 0-{units.count(top, human=human)}/s" if top > 0 else "Trend"
+    return tuple(dataclasses.replace(c, title=title) if c.id == "trend" else c for c in columns)
 
 
 def _degraded(live: int, dests: int) -> tuple[bool, float, int]:
@@ -453,7 +462,7 @@ DEST_COLUMNS: tuple[Column, ...] = (
     Column("fwd", "Fwd", numeric=False, priority=7),
     Column("weight", "Weight", priority=0),
     Column("wshare", "W%", priority=2),
-    Column("tshare", "T%", priority=2),
+    Column("tshare", "New%", priority=2),  # share of the service's new connections per second
     Column("active", "Active", priority=1),
     Column("inactive", "InAct", priority=4),
     Column("persist", "Persist", priority=6),
@@ -484,7 +493,7 @@ def dests_table(
     live_weight = svc.live_weight
     rates = {d.key: _rates(d, settings.instant) for d in svc.dests}
     total_cps = sum(r.cps for r in rates.values() if r is not None)
-    total_active = sum(d.active_conns for d in svc.dests)
+    top = units.trend_top(history.dest(svc.key, d.key) for d in svc.dests)
     entries: list[tuple[Sequence[object], Row]] = []
     for d in svc.dests:
         label = _host(d.family, d.address, d.port, names)
@@ -495,11 +504,14 @@ def dests_table(
         back = drains.get((svc.key, d.key))
         weight = str(d.weight) if d.weight or back is None else f"0 →{back}"
         wshare = d.weight / live_weight if live_weight else 0.0
-        # Share of new connections shows how the scheduler splits work; with none, share of active ones.
-        if total_cps > 0:
-            tshare = (r.cps if r else 0.0) / total_cps
+        # Share of new connections: how the scheduler splits the work now. With none at all there is
+        # no share to show (the active ones would make a drained dest look busy).
+        new = r.cps if r else 0.0
+        tshare = new / total_cps if total_cps > 0 else 0.0
+        if d.weight == 0 and new == 0:
+            new_share = "no new"  # drained and it shows: say so, not a percentage
         else:
-            tshare = d.active_conns / total_active if total_active else 0.0
+            new_share = units.percent(tshare, 1.0) if total_cps > 0 else "-"
         tone, weight_tone, share_tone = "", "", ""
         if d.weight == 0:
             tone = weight_tone = DRAINED
@@ -514,7 +526,7 @@ def dests_table(
             d.fwd.label,
             weight,
             units.percent(d.weight, live_weight),
-            units.percent(tshare, 1.0) if (total_cps > 0 or total_active) else "-",
+            new_share,
             units.count(d.active_conns, human=human),
             units.count(d.inactive_conns, human=human),
             units.count(d.persist_conns, human=human),
@@ -525,7 +537,7 @@ def dests_table(
             units.nbytes(r.outbps if r else None, human=human),
             thresh,
             tunnel,
-            units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH),
+            units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH, top),
         )
         raw = (
             _addr_order(d.family, d.address, d.port),
@@ -544,7 +556,8 @@ def dests_table(
         cell_tones = ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 10
         entries.append((raw, Row(dest_id(d.key), cells, tone, cell_tones)))
     empty = "this service has no real servers" if not svc.dests else "no real server matches the filter"
-    return _finish(DEST_COLUMNS, entries, settings.dests_sort, len(svc.dests), empty)
+    columns = _with_trend_scale(DEST_COLUMNS, top, human)
+    return _finish(columns, entries, settings.dests_sort, len(svc.dests), empty)
 
 
 def service_summary(svc: Service, settings: ViewSettings, names: Names = no_names) -> tuple[Span, ...]:

@@ -102,11 +102,13 @@ class TestUnits:
     def test_duration(self, seconds: float, text: str) -> None:
         assert units.duration(seconds) == text
 
-    def test_sparkline_scales_to_its_window(self) -> None:
+    def test_sparkline_scales_from_zero(self) -> None:
         assert units.sparkline([0, 0, 0], 5) == "  ▁▁▁"
-        assert units.sparkline([1, 2, 3, 4, 5, 6, 7, 8], 8) == "▁▂▃▄▅▆▇█"
-        assert units.sparkline([100, 101, 100], 3) == "▂▂▂"  # a 1% wiggle is no trend
-        assert units.sparkline([5, 1, 9], 2) == "▁█"  # only the newest `width` values
+        assert units.sparkline([0, 1, 2, 3, 4, 5, 6, 7], 8) == "▁▂▃▄▅▆▇█"
+        assert units.sparkline([9, 10, 9, 10], 4) == "▇█▇█"  # a wobble, not a cliff
+        assert units.sparkline([10, 5, 0], 3) == "█▅▁"  # a fall to nothing reaches the floor
+        assert units.sparkline([5, 1, 9], 2) == "▂█"  # only the newest `width` values
+        assert units.sparkline([1, 2], 2, top=100) == "▂▂"  # a shared scale; above zero shows a step
         assert units.sparkline([1], 0) == ""
 
 
@@ -335,3 +337,27 @@ def test_headless_modules_do_not_import_textual() -> None:
     code = f"import sys, {mods}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'textual'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_trends_share_one_scale_shown_in_the_title() -> None:
+    """Item 9: a 9 -> 10 wobble next to a draining dest's fall: one scale, from zero, named."""
+    history = vm.History()
+    for seq, (steady, falling) in enumerate([(9, 40), (10, 30), (9, 20), (10, 10), (9, 0)], start=1):
+        history.record(snapshot(service(WEB, dest(1, cps=steady), dest(2, cps=falling)), seq=seq))
+    snap = snapshot(service(WEB, dest(1, cps=9), dest(2, weight=0, cps=0)), seq=6)
+    model = vm.dests_table(snap, vm.ViewSettings(service=WEB), history, {})
+    trend = {r.key: r.cells[-1].strip() for r in model.rows}
+    assert trend["192.0.2.1:80"] == "▃▃▃▃▃" and trend["192.0.2.2:80"] == "█▆▅▃▁"
+    assert model.columns[-1].title == "Trend 0-40/s"
+
+
+def test_new_share_of_a_drained_dest_says_no_new_connections() -> None:
+    """Item 11: no fallback to active connections; a drained dest that gets none says so."""
+    busy = snapshot(service(WEB, dest(1, active=58, cps=10), dest(2, weight=0, active=42, cps=0)))
+    model = vm.dests_table(busy, vm.ViewSettings(service=WEB), vm.History(), {})
+    i = [c.id for c in model.columns].index("tshare")
+    assert model.columns[i].title == "New%"
+    assert {r.key: r.cells[i] for r in model.rows} == {"192.0.2.1:80": "100%", "192.0.2.2:80": "no new"}
+    idle = snapshot(service(WEB, dest(1, active=58), dest(2, active=42)))
+    model = vm.dests_table(idle, vm.ViewSettings(service=WEB), vm.History(), {})
+    assert [r.cells[i] for r in model.rows] == ["-", "-"]  # no new connections: no share, not 58%/42%

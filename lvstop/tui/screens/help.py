@@ -16,9 +16,9 @@ from lvstop.tui.bindings import KEYS, Key
 
 LEGEND = (
     ("Weight 0 →5", "drained: weight 0 now, restore gives 5 back"),
-    ("W% / T%", "share of the service's live weight / of its new connections (active ones when idle)"),
+    ("W% / New%", "share of the service's live weight / of its new conns per second ('no new': none)"),
     ("Live 2/3", "dests with weight > 0 / all dests; sorted, services with none or the most at 0 first"),
-    ("Trend", "new connections per second over the last polls"),
+    ("Trend 0-40/s", "new connections per second over the last polls, from 0 to the top in the title"),
     ("Enter", "services: open the dests; connections: on a state, dest or client, narrow the list to it"),
     ("/ in 2", "connections: an address or prefix, a protocol (tcp) or a state (established)"),
 )

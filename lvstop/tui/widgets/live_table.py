@@ -139,8 +139,8 @@ class LiveTable(ScrollView, can_focus=True):
             self._model.widths,
             self._model.sort,
         )
-        if model.columns != self._model.columns:
-            self._widest = {}
+        if [c.id for c in model.columns] != [c.id for c in self._model.columns]:
+            self._widest = {}  # another table's columns; a title that changes (the Trend scale) is not
         self._model = model
         rows = model.rows
         if self._pinned and old_key is not None and old_key in model.index:
