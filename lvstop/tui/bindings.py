@@ -123,6 +123,16 @@ KEYS: tuple[Key, ...] = (
         priority=True,  # handled as it arrives, so the keys typed right after it reach the filter
     ),
     Key(
+        "sort-menu",
+        "f6,o",
+        "sort_menu",
+        "table",
+        "sort by…",
+        "Pick the sort column from a list (F6 as in htop, or o)",
+        "F6/o",
+        footer=True,
+    ),
+    Key(
         "sort-next",
         "s",
         "sort(1)",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from textual import events
 from textual.command import CommandPalette
-from textual.widgets import Input
+from textual.widgets import Input, OptionList
 
 from lvstop.model import ServiceKey
 from lvstop.poller import Poller
@@ -16,7 +16,9 @@ from lvstop.sources.replay import Recorder, ReplaySource
 from lvstop.tui.app import LvstopApp, make_app
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.confirm import ConfirmScreen
+from lvstop.tui.screens.sort import SortScreen
 from lvstop.tui.stage import ACTOR, ManualClock, Stage, play, settle
+from lvstop.tui.viewmodel import SortSpec
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
 from lvstop.tui.writes import WriteOp
@@ -351,3 +353,25 @@ class TestLiveSort:
             down = [(n - up) / n for up, n in live]
             assert down == sorted(down, reverse=True) and down[0] > 0 and down[-1] == 0
             assert keys(services).index(str(HTTPS)) < len([d for d in down if d > 0])
+
+
+class TestSortMenu:
+    async def test_f6_picks_the_sort_column_from_a_list(self, stage: Stage) -> None:
+        app = stage.app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await play(app, pilot, stage, 2)
+            shown = {k: b.binding for k, b in app.screen.active_bindings.items() if b.binding.show}
+            assert shown["f6"].key_display == "F6/o"  # in the footer
+            await pilot.press("f6")
+            await wait_for(pilot, lambda: isinstance(app.screen, SortScreen))
+            options = app.screen.query_one(OptionList)
+            ids = [options.get_option_at_index(i).id for i in range(options.option_count)]
+            assert "trend" not in ids and ids[options.highlighted or 0] == "cps"  # where the sort is now
+            options.highlighted = ids.index("active")
+            await pilot.press("enter")
+            await settle(app, pilot)
+            assert table(app, "services-table").model.sort == SortSpec("active", True)
+            await pilot.press("4", "o")  # the events table too, by its other key
+            await wait_for(pilot, lambda: isinstance(app.screen, SortScreen))
+            await pilot.press("escape")
+            assert view(app).feed.settings.events_sort == SortSpec("time", True)

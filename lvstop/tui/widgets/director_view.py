@@ -25,6 +25,7 @@ from lvstop.tui import viewmodel as vm
 from lvstop.tui.bindings import bindings
 from lvstop.tui.feed import DirectorFeed, Views
 from lvstop.tui.screens.confirm import Answer, ConfirmScreen
+from lvstop.tui.screens.sort import SortScreen
 from lvstop.tui.screens.weight import WeightScreen
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
@@ -304,6 +305,20 @@ class DirectorView(Vertical):
         nxt = cols[(ids.index(current.column) + step) % len(cols)] if current.column in ids else cols[0]
         self.feed.update(**{setting: vm.SortSpec(nxt.id, nxt.numeric)})
 
+    def action_sort_menu(self) -> None:
+        table = self._table()
+        if table is None or self.view not in SORT_SETTING:
+            return
+        setting = SORT_SETTING[self.view]
+        current: vm.SortSpec = getattr(self.feed.settings, setting)
+
+        def chosen(column_id: str | None) -> None:
+            col = table.model.column(column_id) if column_id is not None else None
+            if col is not None:
+                self.feed.update(**{setting: getattr(self.feed.settings, setting).toggled(col)})
+
+        self.app.push_screen(SortScreen(table.model.columns, current), chosen)
+
     def action_sort_reverse(self) -> None:
         if self.view in SORT_SETTING:
             setting = SORT_SETTING[self.view]
@@ -405,7 +420,7 @@ class DirectorView(Vertical):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("drain", "restore", "set_weight"):
             return self.view == "dests" and self.feed.writer is not None
-        if action in ("sort", "sort_reverse"):
+        if action in ("sort", "sort_reverse", "sort_menu"):
             return self.view in SORT_SETTING
         if action == "filter":  # a priority key: once the filter has the focus, `/` is text in it
             has_filter = self.view in FILTER_SETTING or self.view == "conns"
