@@ -376,11 +376,9 @@ def _glue_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def _check_source_options(args: argparse.Namespace) -> None:
-    """Options that the chosen source would silently ignore, or a --proc-root that is not there."""
+    """Options that the chosen source would silently ignore."""
     if args.netns is not None and args.source in ("demo", "replay", "remote"):
         raise UsageError(f"--netns is for the netlink source; the {args.source} source has no namespace")
-    if args.source in ("auto", "netlink", "proc") and not os.path.isdir(args.proc_root):
-        raise UsageError(f"--proc-root {args.proc_root}: no such directory")
 
 
 def _source_kind(args: argparse.Namespace) -> str:

@@ -54,6 +54,8 @@ def open_source(
     namespace still needs netlink's thread there)."""
     if netns is not None and kind in ("auto", "netlink"):
         _require_netns(netns)  # the user's mistake first, before what the kernel lacks
+    if kind in ("auto", "netlink", "proc") and not os.path.isdir(proc_root):
+        raise ValueError(f"--proc-root {proc_root}: no such directory")  # not "ip_vs is not loaded"
     if conns_only and kind in ("auto", "netlink") and netns is None:
         kind = "proc"
     if kind == "auto":
@@ -72,7 +74,6 @@ def open_source(
                 "the proc source reads the namespace of its --proc-root (use /proc/PID of a process "
                 "inside it), not --netns"
             )
-        _require_ip_vs(proc_root)  # as netlink and auto do: the TUI and `list` fail alike (exit 3)
         from lvstop.sources.procfs import ProcSource
 
         source = ProcSource(root=proc_root)

@@ -26,7 +26,8 @@ from textual.theme import Theme
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from lvstop import gcpolicy
-from lvstop.errors import UsageError
+from lvstop.errors import SourceError, UsageError
+from lvstop.model import IssueKind
 from lvstop.poller import Poller
 from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource
@@ -249,6 +250,16 @@ def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None
     return playback
 
 
+def _require_ip_vs(source: Source) -> None:
+    """No ip_vs: end here with the words and exit status `lvstop list` gives (3), rather than open a
+    screen that can only say so (netlink and auto find out when they open)."""
+    try:
+        source.read()
+    except SourceError as e:
+        if e.kind is IssueKind.NO_IPVS:
+            raise
+
+
 def run(args: argparse.Namespace) -> int:
     """`lvstop` without a command: open the sources the arguments name and run until quit."""
     from lvstop.sources.factory import open_source
@@ -274,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
             sources.append(source)
             if isinstance(source, ReplaySource):
                 warnings.extend(source.damage)  # cut short: known at open
+            elif args.source == "proc":
+                _require_ip_vs(source)
         if args.source == "demo":
             demo_dir = tempfile.TemporaryDirectory(prefix="lvstop-demo-")  # demo drains end with the demo
         drain_state = (
