@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Regenerates the screenshots: every screen of `lvstop --demo`, as SVG and PNG.
+"""Regenerates the screenshots: every screen of `lvstop --demo` as it runs, as SVG and PNG.
 
     .venv/bin/python screenshots/make_screenshots.py            # all sizes
     .venv/bin/python screenshots/make_screenshots.py --only 120x40
 
-The demo director is seeded and runs on a manual clock (lvstop.tui.stage), so the pictures only
-change when lvstop does. The story: a minute and a half of traffic near the daily peak; 40 s in, the
-on-call drained 192.0.2.13 from the persistent HTTPS service; 50 s in, someone else lowered a
-weight; 60 s in, two polls failed. Last, the source fails for good (the banner) and the guard
+The app is the one `lvstop --demo` runs: the seeded demo director on the real clock, polled every
+2 s, drained through its keys. The pictures are taken as it runs, so they differ from run to run as
+the demo's traffic does. The story: half a minute of traffic; the on-call drains 192.0.2.13 from the
+persistent HTTPS service (d, then y) and watches it for twenty seconds; a filter; last, the guard
 refuses to drain NTP's last live dest. PNGs come from rsvg-convert (librsvg2-bin).
 """
 
@@ -15,24 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
+import html
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ["TZ"] = "UTC"  # the events' clock times
 time.tzset()
 
-from lvstop.errors import SourceError  # noqa: E402
-from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot  # noqa: E402
+from textual.pilot import Pilot  # noqa: E402
+
+from lvstop.model import DestKey, ServiceKey  # noqa: E402
+from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources.sim import SimSource  # noqa: E402
-from lvstop.tui.app import LvstopApp  # noqa: E402
-from lvstop.tui.stage import ACTOR, Stage, play, settle  # noqa: E402
+from lvstop.tui.app import LvstopApp, make_app, writer_for  # noqa: E402
+from lvstop.tui.screens.confirm import ConfirmScreen  # noqa: E402
 from lvstop.tui.widgets.director_view import DirectorView  # noqa: E402
 from lvstop.tui.widgets.live_table import LiveTable  # noqa: E402
 
@@ -41,8 +44,45 @@ SIZES = {"120x40": (120, 40), "80x24": (80, 24), "40x12": (40, 12)}
 HTTPS = ServiceKey.tcp("203.0.113.10", 443)
 DRAINED = DestKey(2, "192.0.2.13", 8443)
 NTP = ServiceKey.udp("203.0.113.15", 123)
-SMTP = ServiceKey.tcp("203.0.113.14", 25)
-SMTP_DEST = DestKey(2, "192.0.2.52", 25)
+INTERVAL = 2.0  # as `lvstop --demo`
+
+# Textual's SVG cell: 12.2 px wide, 24.4 px high, the text baseline 18.5 px below the cell's top.
+CELL_W, CELL_H, BASELINE = 12.2, 24.4, 18.5
+BLOCKS = "▁▂▃▄▅▆▇█"  # U+2581..U+2588: the sparklines' bars, k/8 of a cell high
+_TEXT = re.compile(r'<text class="([^"]+)" x="([\d.]+)" y="([\d.]+)"([^>]*)>([^<]*)</text>')
+
+
+def bars_as_rects(svg: str) -> str:
+    """Sparkline bars drawn as rectangles of exact height in their cells.
+
+    rsvg-convert has no Fira Code: in DejaVu Sans Mono the block glyphs sit on the font's own ascent
+    and descent, not on Textual's 24.4 px cell, so the bars of neighbouring rows ran into each other
+    and read as white blocks. A rectangle of k/8 of the cell, in the text's own colour (its class's
+    fill), is what a terminal draws.
+    """
+
+    def one(m: re.Match[str]) -> str:
+        cls, x, y, rest, body = m.group(1), float(m.group(2)), float(m.group(3)), m.group(4), m.group(5)
+        chars = html.unescape(body)
+        if not any(c in BLOCKS for c in chars):
+            return m.group(0)
+        top = y - BASELINE
+        rects = []
+        for i, c in enumerate(chars):
+            level = BLOCKS.find(c) + 1
+            if level:
+                h = CELL_H * level / len(BLOCKS)
+                rects.append(
+                    f'<rect class="{cls}" x="{x + i * CELL_W:.1f}" y="{top + CELL_H - h:.2f}" '
+                    f'width="{CELL_W}" height="{h:.2f}" shape-rendering="crispEdges"/>'
+                )
+        text = "".join("\xa0" if c in BLOCKS else c for c in chars)
+        escaped = html.escape(text, quote=False).replace("\xa0", "&#160;")
+        return f'<text class="{cls}" x="{m.group(2)}" y="{m.group(3)}"{rest}>{escaped}</text>' + "".join(
+            rects
+        )
+
+    return _TEXT.sub(one, svg)
 
 
 def save(app: LvstopApp, name: str, size: str) -> Path:
@@ -55,116 +95,114 @@ def save(app: LvstopApp, name: str, size: str) -> Path:
     svg = svg.replace("<svg ", '<svg xml:space="preserve" ', 1)
     svg = re.sub(r"font-family: *\"?Fira Code\"?", 'font-family: "DejaVu Sans Mono"', svg)
     svg = svg.replace("font-size: 20px;", "font-size: 20.264px;")
-    path.write_text(svg)
+    path.write_text(bars_as_rects(svg))
     subprocess.run(["rsvg-convert", str(path), "-o", str(path.with_suffix(".png"))], check=True)
     return path
 
 
-async def until(pilot: object, check: object, timeout: float = 10.0) -> None:
+async def until(pilot: Pilot[int], check: Callable[[], object], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise TimeoutError("the screen did not show what was expected")
-        await pilot.pause(0.02)  # type: ignore[attr-defined]
+        await pilot.pause(0.05)
 
 
-class Hiccup(SimSource):
-    """The demo director, whose reads fail while `failing` is set (netlink refused, say)."""
-
-    failing: str | None = None
-
-    def read(self) -> Snapshot:
-        if self.failing:
-            raise SourceError(IssueKind.NO_PERMISSION, self.failing)
-        return super().read()
+async def polls(pilot: Pilot[int], poller: Poller, n: int) -> None:
+    """Wait, on the real clock, for `n` more polls of the running demo."""
+    start = poller.latest.seq if poller.latest is not None else 0
+    await until(
+        pilot, lambda: poller.latest is not None and poller.latest.seq >= start + n, 10 + n * INTERVAL * 2
+    )
+    await pilot.pause(0.3)  # the views of that poll built and shown
 
 
-async def fail(app: LvstopApp, pilot: object, stage: Stage, polls: int) -> None:
-    for _ in range(polls):
-        with contextlib.suppress(SourceError):
-            stage.advance()
-        await pilot.pause()  # type: ignore[attr-defined]
+async def confirm(pilot: Pilot[int], app: LvstopApp) -> None:
+    await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+    await pilot.pause(0.2)
 
 
-async def shoot(size: str) -> list[Path]:
-    width, height = SIZES[size]
-    stage = Stage(source_class=Hiccup)
-    source = stage.source
-    assert isinstance(source, Hiccup)
-    app = stage.app()
+async def shoot(sizes: list[str]) -> list[Path]:
+    """One demo, as `lvstop --demo` runs it; every screen at every size."""
+    source = SimSource(seed=1)
+    poller = Poller(source, interval=INTERVAL)
     out: list[Path] = []
-    async with app.run_test(size=(width, height)) as pilot:
-        await play(app, pilot, stage, 20)
-        assert stage.writer is not None
-        stage.writer.drain(HTTPS, DRAINED, expect=100, force=False, reason=None, dry_run=False)
-        await play(app, pilot, stage, 25)
-        # Someone else (keepalived, a colleague with ipvsadm) lowers a weight: flagged as outside lvstop.
-        smtp = stage.source.get_dest(SMTP, SMTP_DEST)
-        assert smtp is not None
-        stage.source.set_dest(SMTP, dataclasses.replace(smtp, weight=2))
-        await play(app, pilot, stage, 5)
-        source.failing = "netlink: Operation not permitted (lvstop needs CAP_NET_ADMIN)"  # a short outage
-        await fail(app, pilot, stage, 2)
-        source.failing = None
-        await play(app, pilot, stage, 8)
-        view = app.query_one(DirectorView)
-        stage.clock.now += 1.2  # the header's "last poll ... ago", as it reads between two polls
-        view.refresh_status()
-        out.append(save(app, "services", size))
-        if size == "40x12":
-            return out
+    with tempfile.TemporaryDirectory(prefix="lvstop-shots-") as tmp:
+        writer = writer_for(source, poller, os.path.join(tmp, "drains.json"), actor="tui:oncall")
+        app = make_app([poller], writers=[writer])
+        width, height = SIZES[sizes[0]]
+        async with app.run_test(size=(width, height)) as pilot:
+            view = app.query_one(DirectorView)
+            services = view.query_one("#services-table", LiveTable)
+            dests = view.query_one("#dests-table", LiveTable)
+            await polls(pilot, poller, 12)  # the trends fill
 
-        view.query_one("#services-table", LiveTable).select_key(str(HTTPS))
-        await pilot.press("enter")
-        await settle(app, pilot)
-        view.query_one("#dests-table", LiveTable).select_key(str(DRAINED))
-        await settle(app, pilot)
-        out.append(save(app, "dests", size))
+            async def open_service(skey: ServiceKey) -> None:
+                await pilot.press("1")
+                services.select_key(str(skey))
+                await pilot.press("enter")
+                await until(pilot, lambda: view.view == "dests" and dests.model.rows)
 
-        await pilot.press("2")
-        await until(
-            pilot,
-            lambda: (
-                view.views is not None
-                and view.views.conns is not None
-                and "reading" not in "".join(t for t, _ in view.views.conns.line)
-            ),
-        )
-        await settle(app, pilot)
-        out.append(save(app, "connections", size))
+            # The on-call drains 192.0.2.13 and watches its connections fall.
+            await open_service(HTTPS)
+            dests.select_key(str(DRAINED))
+            await pilot.press("d")
+            await confirm(pilot, app)
+            await pilot.press("y")
+            await polls(pilot, poller, 10)
+            await pilot.press("1")
+            await pilot.pause(0.3)
+            for size in sizes:
+                await pilot.resize_terminal(*SIZES[size])
+                await pilot.pause(0.3)
+                out.append(save(app, "services", size))
+                if size == "40x12":
+                    continue
+                await open_service(HTTPS)
+                dests.select_key(str(DRAINED))
+                await pilot.pause(0.2)
+                out.append(save(app, "dests", size))
+                await pilot.press("enter")  # its connections
+                await until(
+                    pilot,
+                    lambda: (
+                        view.views is not None
+                        and view.views.conns is not None
+                        and "reading" not in "".join(t for t, _ in view.views.conns.line)
+                    ),
+                )
+                await pilot.pause(0.3)
+                out.append(save(app, "connections", size))
+                for key, name in (("3", "director"), ("4", "events")):
+                    await pilot.press(key)
+                    await pilot.pause(0.3)
+                    out.append(save(app, name, size))
+                await pilot.press("question_mark")
+                await pilot.pause(0.3)
+                out.append(save(app, "help", size))
+                await pilot.press("escape", "1", "slash", *"udp", "enter")
+                await pilot.pause(0.5)
+                out.append(save(app, "filter", size))
+                await pilot.press("escape")
 
-        for key, name in (("3", "director"), ("4", "events")):
-            await pilot.press(key)
-            await settle(app, pilot)
-            out.append(save(app, name, size))
-
-        await pilot.press("question_mark")
-        await pilot.pause()
-        out.append(save(app, "help", size))
-        await pilot.press("escape", "1")
-
-        source.failing = "netlink: Operation not permitted (lvstop needs CAP_NET_ADMIN)"
-        await fail(app, pilot, stage, 3)
-        stage.clock.now += 1.2
-        view.refresh_status()
-        await pilot.pause()
-        out.append(save(app, "failing", size))
-        source.failing = None
-
-        # The guard: NTP has two dests; drain one, then ask to drain the other.
-        ntp = stage.source.read().service(NTP)
-        assert ntp is not None
-        stage.writer.drain(NTP, ntp.dests[0].key, expect=ntp.dests[0].weight, dry_run=False)
-        await play(app, pilot, stage, 1)
-        view.query_one("#services-table", LiveTable).select_key(str(NTP))
-        await pilot.press("enter")
-        await settle(app, pilot)
-        view.query_one("#dests-table", LiveTable).select_key(str(ntp.dests[1].key))
-        await pilot.press("d")
-        await until(pilot, lambda: app.screen.id == "confirm" or type(app.screen).__name__ == "ConfirmScreen")
-        await pilot.pause()
-        out.append(save(app, "drain-guard", size))
-    stage.close()
+            # The guard: NTP has two dests; drain one, then ask to drain the other.
+            await pilot.resize_terminal(*SIZES[sizes[0]])
+            await open_service(NTP)
+            first, second = (r.key for r in dests.model.rows)
+            dests.select_key(first)
+            await pilot.press("d")
+            await confirm(pilot, app)
+            await pilot.press("y")
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            await polls(pilot, poller, 1)
+            for size in sizes:
+                await pilot.resize_terminal(*SIZES[size])
+                dests.select_key(second)
+                await pilot.press("d")
+                await confirm(pilot, app)
+                out.append(save(app, "drain-guard", size))
+                await pilot.press("escape")
+                await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
     return out
 
 
@@ -177,10 +215,8 @@ def main() -> int:
     if shutil.which("rsvg-convert") is None:
         print("make_screenshots: rsvg-convert not found (apt-get install librsvg2-bin)", file=sys.stderr)
         return 1
-    for size in [args.only] if args.only else list(SIZES):
-        for path in asyncio.run(shoot(size)):
-            print(path.relative_to(HERE.parent), "and .png")
-    print(f"(drains by {ACTOR}; demo clock starts 2026-01-14 15:30 UTC)")
+    for path in asyncio.run(shoot([args.only] if args.only else list(SIZES))):
+        print(path.relative_to(HERE.parent), "and .png")
     return 0
 
 

@@ -435,7 +435,8 @@ def services_table(
             -1 if conns is None else conns,
             0,
         )
-        cell_tones = ("", "", "", "", dests_tone) + ("",) * 10 if dests_tone else ()
+        # The trend in the accent colour, as the header's: bars in the text colour read as blocks.
+        cell_tones = ("", "", "", "", dests_tone) + ("",) * 9 + (ACCENT,)
         entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
     empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
     columns = _with_trend_scale(SERVICE_COLUMNS, top, human)
@@ -553,7 +554,7 @@ def dests_table(
             tunnel,
             0,
         )
-        cell_tones = ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 10
+        cell_tones = ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 9 + (ACCENT,)
         entries.append((raw, Row(dest_id(d.key), cells, tone, cell_tones)))
     empty = "this service has no real servers" if not svc.dests else "no real server matches the filter"
     columns = _with_trend_scale(DEST_COLUMNS, top, human)
