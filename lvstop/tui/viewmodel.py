@@ -626,7 +626,8 @@ def dest_notes(
                 if abs(change) <= units.FLAT * max(active)
                 else ("falling" if change < 0 else "rising")
             )
-            head.append((f" {trend} {units.sparkline(active, min(len(active), TREND_WIDTH))}", DIM))
+            head.append((f" {trend} ", DIM))
+            head.append((units.sparkline(active, min(len(active), TREND_WIDTH)), ACCENT))  # as the trends
         head.append((f", {units.count(d.inactive_conns, human=human)} inactive", ""))
         if d.persist_conns:
             head.append((f", {units.count(d.persist_conns, human=human)} templates", ""))
