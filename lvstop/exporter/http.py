@@ -801,7 +801,12 @@ class Server(ThreadingHTTPServer):
         if self.address_family == socket.AF_INET6:
             with contextlib.suppress(OSError):
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # `:port` takes IPv4 too
-        super().server_bind()
+        try:
+            super().server_bind()
+        except OSError as e:  # "[Errno 98] Address already in use" alone does not say which address
+            host, port = str(self.server_address[0]), self.server_address[1]
+            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from None
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, addr = super().get_request()

@@ -42,3 +42,18 @@ def test_proc_without_ip_vs_exits_3_in_the_tui_as_in_list(tmp_path: Path) -> Non
         cwd=ROOT, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert tui.returncode == 3 and "ip_vs is not loaded" in tui.stderr
+
+
+def test_a_busy_port_is_named(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import socket
+
+    from lvstop.exporter.main import main as exporter
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = ["--source", "demo", "--web.listen-address", f"127.0.0.1:{port}"]
+        status = exporter([*argv, "--drain-state", str(tmp_path / "d.json")])
+    err = capsys.readouterr().err
+    assert status == 1 and f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
