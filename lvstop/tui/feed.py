@@ -328,13 +328,14 @@ class DirectorFeed:
             shown = self._frozen if self._paused else live
             self._builds += 1
             build = self._builds
-        if live is not None:
-            self.history.record(live)
-        # Paused: the tables show the state (trends and events included) of the moment of the pause.
+        # Paused: the tables show the state (trends and events included) of the moment of the pause,
+        # so the trends are copied before a snapshot that came after the pause is recorded.
         if self._paused and self._frozen_past is None:
             self._frozen_past = (self.history.copy(), self.recent_events())
         elif not self._paused:
             self._frozen_past = None
+        if live is not None:
+            self.history.record(live)
         history, events = self._frozen_past or (self.history, self.recent_events())
         drains = self._current_drains(live)
         names = self.names.lookup if settings.names else vm.no_names

@@ -190,7 +190,7 @@ def test_list_replay_of_a_damaged_file_prints_what_it_can_and_exits_5(tmp_path: 
     lines = [codec.dumps(snap(i)) for i in range(3)]
     lines[2] = "{not json"
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    r = run("list", "--replay", str(path))
+    r = run("list", "-n", "--replay", str(path))
     assert r.status == 5
     assert "203.0.113.10:80" in r.out
     assert f"{path}:3:" in r.err and "skipped" in r.err
