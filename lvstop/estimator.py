@@ -13,7 +13,9 @@ and `ip_vs_read_estimator` reports `(avg + 0x1FF) >> 10` (cps, pps) or `(avg + 0
 all in u64. `ip_vs_zero_estimator` (service creation, `ipvsadm -Z`) sets last = the counters and avg = 0.
 `KernelEstimator` is that struct, bit for bit, including u64 wrap-around.
 
-`Estimator` keeps one KernelEstimator per key and feeds it timed samples. It returns two rates:
+`Estimator` keeps that struct for every entry of a table (the dests of a snapshot, its services, the
+totals) as columns, and steps them all at once from one timed sample of the whole table. It gives two
+rates:
 
 - ewma: the kernel's number. Exact when samples arrive at the kernel's 2 s ticks and the entry was
   first seen with zero counters (just created or zeroed). An entry first seen with history is
@@ -25,7 +27,8 @@ all in u64. `ip_vs_zero_estimator` (service creation, `ipvsadm -Z`) sets last = 
 The EWMA is meant for 2 s ticks. At another poll interval it advances one kernel step per elapsed
 2 s (rounded: 1 s polls step every other poll, 5 s polls 2 or 3 steps), spreading the delta evenly
 over the steps; that approximates the kernel, and the instant rate is the exact figure. Long gaps
-(suspend) catch up at most MAX_CATCHUP_STEPS steps.
+(suspend) catch up at most MAX_CATCHUP_STEPS steps. One step (the usual poll) runs on whole columns
+in numpy's u64/s64 arithmetic, which wraps as C does; more steps run per entry in KernelEstimator.
 
 First sample, counter reset (`ipvsadm -Z`, service re-created: any counter going down) and u64
 wrap give no rate (None), never a negative number or a spike. After a reset the EWMA restarts from
@@ -34,20 +37,17 @@ the kernel's own starting point, avg 0 and counters 0, so it is exact again from
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from dataclasses import dataclass
 
-from lvstop.model import Counters, Rates, fast_constructor
+import numpy as np
+
+from lvstop.model import U64, Array, Counters, Rates, align
 
 TICK = 2.0  # seconds between the kernel's estimator runs for one entry
 MAX_CATCHUP_STEPS = 32  # (3/4)^32 < 1e-4: older history no longer shows in the average
 _U64 = (1 << 64) - 1
 _NONE = Rates(0, 0, 0, 0, 0)  # the kernel's read-out of an idle entry
-_IDLE = Rates(0.0, 0.0, 0.0, 0.0, 0.0)  # no counter moved over the interval
 _S64_SIGN = 1 << 63
-# Below 2^54 a delta's `delta << 9` stays under 2^63, so C's u64/s64 casts are identities (fast path).
-_FAST_BITS = 54
-_new_rates = fast_constructor(Rates)
 
 
 def _s64(x: int) -> int:
@@ -121,7 +121,7 @@ class KernelEstimator:
         """ip_vs_read_estimator: rounded per-second rates, bytes per second for the byte rates."""
         if not (self.cps | self.inpps | self.outpps | self.inbps | self.outbps):
             return _NONE  # an idle entry: one shared object
-        return _new_rates(
+        return Rates(
             ((self.cps + 0x1FF) & _U64) >> 10,
             ((self.inpps + 0x1FF) & _U64) >> 10,
             ((self.outpps + 0x1FF) & _U64) >> 10,
@@ -151,190 +151,199 @@ def _per_step(a: Counters, b: Counters, steps: int) -> Counters:
     )
 
 
-_ZERO = Counters()
-_NO_AVG = (0, 0, 0, 0, 0)
+# conns and packets are scaled by 2^9 per tick (2^10 per second), bytes by 2^4 (2^5 per second)
+_SHIFT = np.array([9, 9, 9, 4, 4], U64)
+_ROUND = np.array([0x1FF, 0x1FF, 0x1FF, 0xF, 0xF], U64)
+_OUT = np.array([10, 10, 10, 5, 5], U64)
+
+
+def read_out(avg: Array) -> Array:
+    """ip_vs_read_estimator over (n, 5) u64 averages: the rounded integer rates."""
+    return (avg + _ROUND) >> _OUT  # type: ignore[no-any-return]
+
+
+def kernel_step(avg: Array, delta: Array) -> Array:
+    """One `avg += ((s64)rate - (s64)avg) >> 2` per value, rate = delta scaled, in C's u64/s64 wrap."""
+    rate = (delta << _SHIFT).view(np.int64)
+    return (avg.view(np.int64) + ((rate - avg.view(np.int64)) >> 2)).view(U64)  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Estimate:
+    """What one update gives each row: the EWMA read-out and the instant rates, each with a flag
+    (False = None: first sample, reset, or the source gave the kernel's own rates)."""
+
+    ewma: Array  # (n, 5) u64
+    has_ewma: Array  # bool
+    instant: Array  # (n, 5) float64
+    has_instant: Array  # bool
 
 
 @dataclass(slots=True)
-class _Entry:
-    """One key's kernel estimator (its last counters are `base`, its averages `avg`) and what
-    sampling it needs besides. One tuple for the averages: the hot path reads and writes it once."""
+class _State:
+    """Every entry's estimator, one row per key (see Estimator)."""
 
-    base: Counters  # counters at the last EWMA step (or at the start): the kernel's last_*
-    prev: Counters  # counters at the last sample
-    prev_time: float
-    step_time: float  # when the last EWMA step was due
-    warm: bool  # first step still to come, and it warm-starts the average
-    gen: int  # the sweep generation that last saw this key
-    avg: tuple[int, int, int, int, int] = _NO_AVG  # cps, inpps, outpps, inbps, outbps, scaled
-    ewma: Rates | None = None  # the last read-out
+    keys: Array  # voids, unique
+    prev: Array  # (n, 5) u64: counters at the last sample
+    prev_time: Array  # float64
+    base: Array  # (n, 5) u64: counters at the last EWMA step (the kernel's last_*)
+    step_time: Array  # float64: when the last EWMA step was due
+    warm: Array  # bool: first step still to come, and it warm-starts the average
+    avg: Array  # (n, 5) u64: cps, inpps, outpps, inbps, outbps, scaled
+    ewma: Array  # (n, 5) u64: the last read-out
+    has_ewma: Array  # bool
 
-    def kernel(self) -> KernelEstimator:
-        """This entry as the kernel's struct, for the exact arithmetic of the rare paths."""
-        b = self.base
-        return KernelEstimator(
-            b.conns & _U64, b.inpkts & _U64, b.outpkts & _U64, b.inbytes & _U64, b.outbytes & _U64, *self.avg
-        )
+    @classmethod
+    def empty(cls, keys: Array) -> _State:
+        n = len(keys)
+        def z() -> Array:
+            return np.zeros((n, 5), U64)
 
-    def load(self, k: KernelEstimator, counters: Counters) -> None:
-        """Take the averages of `k`, which has just stepped to `counters`."""
-        self.avg = (k.cps, k.inpps, k.outpps, k.inbps, k.outbps)
-        self.ewma = k.read()
-        self.base = counters
+        return cls(keys, z(), np.zeros(n), z(), np.zeros(n), np.zeros(n, bool), z(), z(), np.zeros(n, bool))
+
+    def take(self, rows: Array) -> _State:
+        return _State(*(getattr(self, name)[rows] for name in _STATE_FIELDS))
+
+    @staticmethod
+    def concat(a: _State, b: _State) -> _State:
+        return _State(*(np.concatenate([getattr(a, n), getattr(b, n)]) for n in _STATE_FIELDS))
+
+
+_STATE_FIELDS = tuple(_State.__dataclass_fields__)
 
 
 class Estimator:
-    """Per-key EWMA and instant rates from timed counter samples. Pure: time is an argument.
+    """EWMA and instant rates for the entries of one table, from timed samples of the whole table.
+    Pure: time is an argument.
 
-    Keys are whatever identifies an entry (the poller's are tuples of the service's and the dest's
-    key fields, see lvstop.poller.service_key and dest_key, and "totals"). sweep() forgets the keys
-    not seen since the last sweep.
+    Each update names its entries by keys (voids: equal bytes, same entry) and replaces the set of
+    entries: those not in it are forgotten unless `keep` holds them (a read that was incomplete).
     """
 
     def __init__(self, tick: float = TICK) -> None:
         self.tick = tick
-        # One step is due 1.5..3.5 ticks -> 1 step (see _advance); the usual case tested inline.
-        self._step_lo = tick * 0.75
-        self._step_hi = tick * 1.75
         self._half = tick / 2
-        self._entries: dict[Hashable, _Entry] = {}
-        self._gen = 0
+        self._state = _State.empty(np.zeros(0, "V1"))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._state.keys)
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._entries
+    @property
+    def keys(self) -> Array:
+        return self._state.keys
 
     def update(
-        self, key: Hashable, counters: Counters, mono_time: float, kernel_rates: bool = False
-    ) -> tuple[Rates | None, Rates | None]:
-        """Feed one sample; returns (ewma, instant), both None on a first sample or a reset.
+        self,
+        keys: Array,
+        counters: Array,
+        mono_time: float,
+        kernel_rates: Array | bool = False,
+        keep: Array | None = None,
+    ) -> Estimate:
+        """Feed one sample of every entry: keys (n,), counters (n, 5) u64 at mono_time.
 
-        kernel_rates: the source gave the kernel's own rates with these counters (netlink), so no
-        EWMA is computed (ewma None); should they stop coming, the EWMA warm-starts from here.
+        kernel_rates (per row or for all): the source gave the kernel's own rates with these counters
+        (netlink), so no EWMA is computed; should they stop coming, the EWMA warm-starts from there.
+        keep: a mask over `keys` of the previous update: entries to keep without a sample.
         """
-        e = self._entries.get(key)
-        if e is None:
-            # Fresh (all zero) or not, the counters are the baseline (ip_vs_zero_estimator); an
-            # entry with history warm-starts at its first measured tick.
-            self._entries[key] = _Entry(
-                counters, counters, mono_time, mono_time, kernel_rates or counters != _ZERO, self._gen
-            )
-            return None, None
-        dt = mono_time - e.prev_time
-        if dt < 0:  # time went back (a replay rewound, another exporter answered): a new baseline
-            del self._entries[key]
-            return self.update(key, counters, mono_time, kernel_rates)
-        e.gen = self._gen
-        if dt == 0:  # the same sample again: nothing measurable
-            return e.ewma, None
-        p = e.prev
-        e.prev = counters
-        e.prev_time = mono_time
-        if counters is p:  # the very object of the last sample (a source handing out what did not change)
-            d_conns = d_inpkts = d_outpkts = d_inbytes = d_outbytes = 0
-            instant = _IDLE
-        else:
-            d_conns = counters.conns - p.conns
-            d_inpkts = counters.inpkts - p.inpkts
-            d_outpkts = counters.outpkts - p.outpkts
-            d_inbytes = counters.inbytes - p.inbytes
-            d_outbytes = counters.outbytes - p.outbytes
-            moved = d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes  # < 0 iff one is, 0 iff all are
-            if moved < 0:
-                # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
-                e.avg, e.base, e.warm, e.ewma = _NO_AVG, _ZERO, False, None
-                self._advance(e, counters, mono_time)
-                return None, None
-            # Most entries of a big director moved nothing: they share one object instead of allocating.
-            instant = (
-                _new_rates(d_conns / dt, d_inpkts / dt, d_outpkts / dt, d_inbytes / dt, d_outbytes / dt)
-                if moved
-                else _IDLE
-            )
-        if kernel_rates:
-            # Only a baseline to keep, for a warm start should the kernel's rates stop coming.
-            e.base, e.step_time, e.warm, e.ewma = counters, mono_time, True, None
-            return None, instant
-        if e.warm or not self._step_lo <= mono_time - e.step_time < self._step_hi:
-            self._advance(e, counters, mono_time)
-            return e.ewma, instant
-        # One kernel step due: the usual case, inlined (see _advance for the rest).
-        step_time = e.step_time + self.tick
-        e.step_time = mono_time if abs(mono_time - step_time) > self._half else step_time
-        b = e.base
-        if b is not p:  # polls faster than ticks: the kernel's deltas run from the last step
-            d_conns = counters.conns - b.conns
-            d_inpkts = counters.inpkts - b.inpkts
-            d_outpkts = counters.outpkts - b.outpkts
-            d_inbytes = counters.inbytes - b.inbytes
-            d_outbytes = counters.outbytes - b.outbytes
-        elif counters is p and e.ewma is _NONE:  # idle and all averages 0: they stay 0
-            return _NONE, instant
-        cps, inpps, outpps, inbps, outbps = e.avg
-        if (d_conns | d_inpkts | d_outpkts | d_inbytes | d_outbytes) >> _FAST_BITS or (
-            cps | inpps | outpps | inbps | outbps
-        ) >> 63:
-            k = e.kernel()
-            k.tick(counters)
-            e.load(k, counters)
-            return e.ewma, instant
-        # Deltas in [0, 2^54) and averages in [0, 2^63): C's casts in KernelEstimator.tick change
-        # nothing, Python's >> floors like the arithmetic shift of a negative s64, and the new
-        # averages (between the old ones and the rates) stay below 2^63, so the read-out's u64 sums
-        # cannot wrap either: the same numbers without the masks.
-        cps += ((d_conns << 9) - cps) >> 2
-        inpps += ((d_inpkts << 9) - inpps) >> 2
-        outpps += ((d_outpkts << 9) - outpps) >> 2
-        inbps += ((d_inbytes << 4) - inbps) >> 2
-        outbps += ((d_outbytes << 4) - outbps) >> 2
-        e.avg = (cps, inpps, outpps, inbps, outbps)
-        e.base = counters
-        e.ewma = (
-            _new_rates(
-                (cps + 0x1FF) >> 10,
-                (inpps + 0x1FF) >> 10,
-                (outpps + 0x1FF) >> 10,
-                (inbps + 0xF) >> 5,
-                (outbps + 0xF) >> 5,
-            )
-            if cps | inpps | outpps | inbps | outbps
-            else _NONE
+        old = self._state
+        n = len(keys)
+        t = mono_time
+        kern = np.broadcast_to(np.asarray(kernel_rates, bool), (n,))
+        counters = np.ascontiguousarray(counters, U64)
+        match = _match(old.keys, keys)
+        s = old.take(np.maximum(match, 0)) if len(old.keys) else _State.empty(keys)
+        s.keys = keys
+        dt = t - s.prev_time
+        # A new entry, or time went back (a replay rewound, another exporter answered): a new baseline.
+        new = (match < 0) | (dt < 0)
+        if new.any():
+            s.prev[new] = s.base[new] = counters[new]
+            s.prev_time[new] = s.step_time[new] = t
+            s.warm[new] = kern[new] | counters[new].any(axis=1)
+            s.avg[new] = s.ewma[new] = 0
+            s.has_ewma[new] = False
+        sampled = ~new & (dt > 0)  # dt == 0: the same sample again, nothing measurable
+        delta = counters - s.prev
+        down = sampled & (counters < s.prev).any(axis=1)
+        instant = delta.astype(np.float64) / np.where(sampled, dt, 1.0)[:, None]
+        has_instant = sampled & ~down
+        s.prev[sampled] = counters[sampled]
+        s.prev_time[sampled] = t
+        if down.any():
+            # Reset or wrap: restart where the kernel does, at avg 0 and counters 0.
+            s.avg[down] = s.base[down] = 0
+            s.warm[down] = s.has_ewma[down] = False
+        by_kernel = has_instant & kern
+        # Only a baseline to keep, for a warm start should the kernel's rates stop coming.
+        s.base[by_kernel] = counters[by_kernel]
+        s.step_time[by_kernel] = t
+        s.warm[by_kernel] = True
+        s.has_ewma[by_kernel] = False
+        self._advance(s, counters, t, (has_instant & ~kern) | down)
+        if keep is not None and keep.any():
+            kept = np.flatnonzero(keep)
+            kept = kept[~np.isin(kept, match)]
+            s = _State.concat(s, old.take(kept))
+        self._state = s
+        return Estimate(
+            s.ewma[:n],
+            s.has_ewma[:n] & ~down & ~new,
+            np.where(has_instant[:, None], instant, 0.0),
+            has_instant,
         )
-        return e.ewma, instant
 
-    def _advance(self, e: _Entry, counters: Counters, now: float) -> None:
-        """Run the kernel steps due since the last one, splitting the counter delta evenly."""
+    def _advance(self, s: _State, counters: Array, t: float, due: Array) -> None:
+        """Run the kernel steps due since the last one for the `due` rows."""
         tick = self.tick
-        steps = int((now - e.step_time) / tick + 0.25)  # 1.5..3.5 ticks -> 1 step, and so on
-        if steps <= 0:
+        steps = np.trunc((t - s.step_time) / tick + 0.25)  # 1.5..3.5 ticks -> 1 step, and so on
+        due = due & (steps > 0)
+        if not due.any():
             return
-        e.step_time += steps * tick
-        if abs(now - e.step_time) > self._half:  # the poll cadence drifted from ours: resync
-            e.step_time = now
-        if e.warm:
-            k = KernelEstimator.steady(counters, _per_step(e.base, counters, steps))
-            e.warm = False
+        step_time = s.step_time + steps * tick
+        drift = np.abs(t - step_time) > self._half  # the poll cadence drifted from ours: resync
+        s.step_time[due] = np.where(drift, t, step_time)[due]
+        one = np.flatnonzero(due & (steps == 1))
+        if len(one):
+            c = counters[one]
+            delta = c - s.base[one]
+            warm = s.warm[one]
+            # a warm start sits at the average of a steady stream of `delta` per tick
+            avg = np.where(warm[:, None], delta << _SHIFT, kernel_step(s.avg[one], delta))
+            s.avg[one] = avg
+            s.ewma[one] = read_out(avg)
+            s.has_ewma[one] = True
+            s.warm[one] = False
+            s.base[one] = c
+        for i in np.flatnonzero(due & (steps > 1)).tolist():
+            self._catch_up(s, i, Counters(*counters[i].tolist()), int(steps[i]))
+
+    @staticmethod
+    def _catch_up(s: _State, i: int, counters: Counters, steps: int) -> None:
+        """Several steps for entry i (a slow cadence or a gap), the delta split evenly between them."""
+        base = Counters(*s.base[i].tolist())
+        if s.warm[i]:
+            k = KernelEstimator.steady(counters, _per_step(base, counters, steps))
         else:
-            k = e.kernel()
+            k = KernelEstimator(*s.base[i].tolist(), *s.avg[i].tolist())
             skipped = max(0, steps - MAX_CATCHUP_STEPS)
             if skipped:
-                k.rebase(_between(e.base, counters, skipped, steps))
-            for i in range(skipped + 1, steps):
-                k.tick(_between(e.base, counters, i, steps))
+                k.rebase(_between(base, counters, skipped, steps))
+            for j in range(skipped + 1, steps):
+                k.tick(_between(base, counters, j, steps))
             k.tick(counters)
-        e.load(k, counters)
+        s.avg[i] = (k.cps, k.inpps, k.outpps, k.inbps, k.outbps)
+        s.ewma[i] = read_out(s.avg[i : i + 1])[0]
+        s.has_ewma[i] = True
+        s.warm[i] = False
+        s.base[i] = counters_row(counters)
 
-    def touch(self, key: Hashable) -> None:
-        """Keep `key` through the next sweep without a sample (its read was incomplete)."""
-        e = self._entries.get(key)
-        if e is not None:
-            e.gen = self._gen
 
-    def sweep(self) -> None:
-        """Forget the keys neither updated nor touched since the last sweep (vanished entries)."""
-        gen = self._gen
-        for k in [k for k, e in self._entries.items() if e.gen != gen]:
-            del self._entries[k]
-        self._gen = gen + 1
+def counters_row(c: Counters) -> tuple[int, int, int, int, int]:
+    return (c.conns, c.inpkts, c.outpkts, c.inbytes, c.outbytes)
+
+
+def _match(prev: Array, cur: Array) -> Array:
+    if len(prev) == 0 or prev.dtype != cur.dtype:
+        return np.full(len(cur), -1, np.intp)
+    return align(prev, cur)

@@ -14,7 +14,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from lvstop.model import Counters, Dest, DestKey, IssueKind, Service, ServiceKey, Snapshot
+import numpy as np
+
+from lvstop.model import Array, Counters, DestKey, DestTable, IssueKind, ServiceKey, Snapshot, Table, address_text, align
 
 SERVICE_ADDED = "service_added"
 SERVICE_REMOVED = "service_removed"
@@ -69,58 +71,52 @@ def _went_down(cur: Counters | None, prev: Counters | None) -> bool:
     )
 
 
-def _diff_dest(t: float, skey: ServiceKey, old: Dest, new: Dest, out: list[Event]) -> None:
-    if old.weight != new.weight:
-        out.append(
-            Event(
-                t,
-                WEIGHT_CHANGED,
-                f"{skey} -> {new.key}: weight {old.weight} -> {new.weight}",
-                skey,
-                new.key,
-                old.weight,
-                new.weight,
-            )
-        )
-    if new.weight == 0 and old.active_conns > 0 and new.active_conns == 0:
-        out.append(
-            Event(
-                t, DRAIN_FINISHED, f"{skey} -> {new.key}: drained, no active connections left", skey, new.key
-            )
-        )
-    if _went_down(new.counters, old.counters):
-        out.append(
-            Event(t, COUNTERS_RESET, f"{skey} -> {new.key}: counters went down (zeroed)", skey, new.key)
-        )
+def _dest_events(t: float, pt: Table, ct: Table, pairs: Array) -> dict[int, list[Event]]:
+    """Dest events of each service of `ct` (by index) that `pairs` pairs with one of `pt`, on whole
+    columns: weight changes, finished drains, counter resets, dests added and removed."""
+    pd, cd = pt.dests, ct.dests
+    match = align(pt.dest_keys(), ct.dest_keys())  # a dest key holds its service's key
+    comparable = pairs[cd.service] >= 0
+    m = np.flatnonzero(comparable & (match >= 0))
+    old = match[m]
+    weight_changed = pd.weight[old] != cd.weight[m]
+    drained = (cd.weight[m] == 0) & (pd.active[old] > 0) & (cd.active[m] == 0)
+    reset = pd.has_counters[old] & cd.has_counters[m] & (cd.counters[m] < pd.counters[old]).any(axis=1)
+    flagged = np.zeros(len(cd), bool)
+    flagged[m] = weight_changed | drained | reset
+    added = comparable & (match < 0)
+    kept = np.zeros(len(pd), bool)
+    kept[match[match >= 0]] = True
+    back = np.full(len(pt.services), -1)
+    back[pairs[pairs >= 0]] = np.flatnonzero(pairs >= 0)
+    removed = np.flatnonzero((back[pd.service] >= 0) & ~kept)
+    out: dict[int, list[Event]] = {}
+    for r in np.flatnonzero(flagged | added).tolist():
+        i = int(cd.service[r])
+        skey, dkey = ct.services[i].key, _dest_key(cd, r)
+        events = out.setdefault(i, [])
+        if added[r]:
+            events.append(Event(t, DEST_ADDED, f"{skey}: dest {dkey} added (weight {cd.weight[r]})", skey, dkey))
+            continue
+        o = int(match[r])
+        w0, w1 = int(pd.weight[o]), int(cd.weight[r])
+        if w0 != w1:
+            events.append(Event(t, WEIGHT_CHANGED, f"{skey} -> {dkey}: weight {w0} -> {w1}", skey, dkey, w0, w1))
+        if w1 == 0 and pd.active[o] > 0 and cd.active[r] == 0:
+            msg = f"{skey} -> {dkey}: drained, no active connections left"
+            events.append(Event(t, DRAIN_FINISHED, msg, skey, dkey))
+        if pd.has_counters[o] and cd.has_counters[r] and (cd.counters[r] < pd.counters[o]).any():
+            events.append(Event(t, COUNTERS_RESET, f"{skey} -> {dkey}: counters went down (zeroed)", skey, dkey))
+    for r in removed.tolist():
+        i = int(back[pd.service[r]])
+        skey = ct.services[i].key
+        out.setdefault(i, []).append(Event(t, DEST_REMOVED, f"{skey}: dest {_dest_key(pd, r)} removed", skey, _dest_key(pd, r)))
+    return out
 
 
-def _diff_service(t: float, old: Service, new: Service, out: list[Event]) -> None:
-    skey = new.key
-    if _went_down(new.counters, old.counters):
-        out.append(Event(t, COUNTERS_RESET, f"{skey}: counters went down (zeroed or re-created)", skey))
-    if old.error is not None or new.error is not None:
-        return  # an incomplete dest list says nothing about dests coming or going
-    if len(old.dests) == len(new.dests):
-        # Dumps come in a stable order: pair the dests by position while their keys agree. Most
-        # pairs show nothing to report: same weight, not 0, the same counters object.
-        mark = len(out)
-        for a, b in zip(old.dests, new.dests, strict=True):
-            if a.address != b.address or a.port != b.port or a.family != b.family:
-                del out[mark:]  # another order or other dests: match them by key below
-                break
-            if a.counters is not b.counters or a.weight != b.weight or b.weight == 0:
-                _diff_dest(t, skey, a, b, out)
-        else:
-            return
-    before = {d.key: d for d in old.dests}
-    for d in new.dests:
-        prev = before.pop(d.key, None)
-        if prev is None:
-            out.append(Event(t, DEST_ADDED, f"{skey}: dest {d.key} added (weight {d.weight})", skey, d.key))
-        elif prev is not d:
-            _diff_dest(t, skey, prev, d, out)
-    for k in before:
-        out.append(Event(t, DEST_REMOVED, f"{skey}: dest {k} removed", skey, k))
+def _dest_key(d: DestTable, row: int) -> DestKey:
+    family = int(d.family[row])
+    return DestKey(family, address_text(family, d.addr[row].tobytes()), int(d.port[row]))
 
 
 def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
@@ -131,23 +127,32 @@ def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
     """
     t = cur.wall_time
     out: list[Event] = []
-    before = {s.key: s for s in prev.services}
-    for s in cur.services:
-        old = before.pop(s.key, None)
-        if old is None:
-            out.append(Event(t, SERVICE_ADDED, f"service {s.key} added ({len(s.dests)} dests)", s.key))
-        elif old is not s:
-            _diff_service(t, old, s, out)
+    pt, ct = prev.table, cur.table
+    before = {s.key: j for j, s in enumerate(pt.services)}
+    pairs = np.full(len(ct.services), -1)  # the prev service whose dests each service's are compared with
+    for i, s in enumerate(ct.services):
+        j = before.get(s.key)
+        if j is not None and s.error is None and pt.services[j].error is None:
+            pairs[i] = j
+    dest_events = _dest_events(t, pt, ct, pairs)
+    for i, s in enumerate(ct.services):
+        j = before.pop(s.key, None)
+        if j is None:
+            out.append(Event(t, SERVICE_ADDED, f"service {s.key} added ({ct.dest_count(i)} dests)", s.key))
+            continue
+        if _went_down(s.counters, pt.services[j].counters):
+            out.append(Event(t, COUNTERS_RESET, f"{s.key}: counters went down (zeroed or re-created)", s.key))
+        out += dest_events.get(i, ())
     for k in before:
         out.append(Event(t, SERVICE_REMOVED, f"service {k} removed", k))
     if _went_down(cur.totals, prev.totals):
         out.append(Event(t, COUNTERS_RESET, "total counters went down (ipvsadm -Z?)"))
     seen = {(i.kind, i.service, i.message) for i in prev.issues}
-    seen.update((IssueKind.INCONSISTENT, s.key, s.error) for s in prev.services if s.error is not None)
+    seen.update((IssueKind.INCONSISTENT, s.key, s.error) for s in pt.services if s.error is not None)
     for i in cur.issues:
         if i.kind is IssueKind.INCONSISTENT and (i.kind, i.service, i.message) not in seen:
             out.append(Event(t, INCONSISTENT_READ, i.message, i.service))
-    for s in cur.services:
+    for s in ct.services:
         if s.error is not None and (IssueKind.INCONSISTENT, s.key, s.error) not in seen:
             out.append(Event(t, INCONSISTENT_READ, f"{s.key}: {s.error}", s.key))
     return out

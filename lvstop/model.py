@@ -9,10 +9,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import ipaddress
-from collections.abc import Callable, Mapping
+import socket
+import struct
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
 
 AF_INET = 2
 AF_INET6 = 10
@@ -275,13 +280,17 @@ def _frozen_map(m: Mapping[str, int] | None = None) -> Mapping[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """Everything one poll saw. Immutable: the TUI, exporter and listing share one instance."""
+    """Everything one poll saw. Immutable: the TUI, exporter and listing share one instance.
+
+    `services` is a tuple of rows, or (from the columnar poll path) a ServiceRows that makes the rows
+    from `table` when they are first asked for. `table` is the columnar form either way.
+    """
 
     source: str  # netlink | proc | demo | replay | remote
     director: str  # host name (or the remote's)
     wall_time: float  # time.time() when the poll started
     mono_time: float  # time.monotonic() when the poll started
-    services: tuple[Service, ...] = ()
+    services: Sequence[Service] = ()
     version: str | None = None  # e.g. "1.2.1"
     conn_tab_size: int | None = None
     totals: Counters | None = None  # /proc/net/ip_vs_stats
@@ -296,9 +305,26 @@ class Snapshot:
     # net.ipv4.vs.est_cpulist (6.2+): CPUs the estimator kthreads may run on, as the kernel prints it;
     # "" means estimation is stopped; None where the kernel has no such sysctl or it could not be read
     est_cpulist: str | None = None
+    _table: Table | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def table(self) -> Table:
+        """The services and their dests as columns (made from the rows, once, if the source gave rows)."""
+        services = self.services
+        if isinstance(services, ServiceRows):
+            return services.table
+        table = self._table
+        if table is None:
+            table = Table.from_rows(services)
+            object.__setattr__(self, "_table", table)
+        return table
 
     def service(self, key: ServiceKey) -> Service | None:
-        for s in self.services:
+        services = self.services
+        if isinstance(services, ServiceRows):
+            i = services.table.index(key)
+            return None if i is None else services[i]
+        for s in services:
             if s.key == key:
                 return s
         return None
@@ -343,6 +369,340 @@ class ConnEntry:
     def is_template(self) -> bool:
         """Persistence templates have client port 0 (state NONE for UDP, ASSURED-ish for TCP)."""
         return self.client_port == 0
+
+
+# ------------------------------------------------------------------------------------ columns
+
+U64 = np.uint64
+Array = npt.NDArray[Any]
+SERVICE_KEY_BYTES = 28  # family u16, protocol u16, address 16, port u16, pad 2, fwmark u32
+DEST_KEY_BYTES = SERVICE_KEY_BYTES + 20  # + family u16, port u16, address 16
+_SERVICE_KEY = struct.Struct("=HH16sH2xI")
+_DEST_KEY = np.dtype(
+    {
+        "names": ["service", "family", "port", "addr"],
+        "formats": [f"V{SERVICE_KEY_BYTES}", "<u2", "<u2", "V16"],
+        "offsets": [0, SERVICE_KEY_BYTES, SERVICE_KEY_BYTES + 2, SERVICE_KEY_BYTES + 4],
+        "itemsize": DEST_KEY_BYTES,
+    }
+)
+
+
+def service_key_bytes(key: ServiceKey) -> bytes:
+    """A service key as fixed-size bytes: the start of its dests' keys (see DestTable.keys)."""
+    addr = socket.inet_pton(key.family, key.address) if key.address else b""
+    return _SERVICE_KEY.pack(key.family, key.protocol, addr, key.port, key.fwmark)
+
+
+def dest_key_bytes(skey: ServiceKey, family: int, address: str, port: int) -> bytes:
+    """A dest's key as DestTable.keys makes it."""
+    return service_key_bytes(skey) + struct.pack("<HH", family, port) + address_bytes(family, address)
+
+
+def address_bytes(family: int, address: str) -> bytes:
+    """A union nf_inet_addr: the address in the first 4 (IPv4) or 16 bytes, zero padded."""
+    return socket.inet_pton(family, address).ljust(16, b"\0")
+
+
+_TEXT: dict[int, dict[bytes, str]] = {AF_INET: {}, AF_INET6: {}}
+_TEXT_MAX = 1 << 16
+
+
+def address_text(family: int, raw: bytes) -> str:
+    """Text of a union nf_inet_addr, as normalize_address writes it (cached: real servers repeat).
+    Raises ValueError for an unknown family."""
+    cache = _TEXT.get(family)
+    if cache is None:
+        raise ValueError(f"unknown address family {family}")
+    name = cache.get(raw)
+    if name is None:
+        name = str(ipaddress.IPv4Address(raw[:4]) if family == AF_INET else ipaddress.IPv6Address(raw[:16]))
+        if len(cache) >= _TEXT_MAX:
+            cache.clear()
+        cache[raw] = name
+    return name
+
+
+def _zeros5(n: int, dtype: Any = U64) -> Array:
+    return np.zeros((n, 5), dtype)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DestTable:
+    """The dests of a snapshot as columns, one row per dest, grouped by service in snapshot order.
+
+    Integers that a source cannot see are flagged: persist -1 is None; has_counters, has_rates and
+    has_instant say whether the (n, 5) counters (u64), rates (u64, the kernel's integers) and instant
+    (float64) rows hold values or None.
+    """
+
+    service: Array  # intp: index of the dest's service in the snapshot
+    family: Array  # u16
+    addr: Array  # V16, a union nf_inet_addr
+    port: Array  # u16, host order
+    fwd: Array  # u8
+    weight: Array  # i64
+    u_threshold: Array  # i64
+    l_threshold: Array  # i64
+    active: Array  # i64
+    inactive: Array  # i64
+    persist: Array  # i64, -1 = None
+    tun_type: Array  # u8
+    tun_port: Array  # u16, host order
+    tun_flags: Array  # u16
+    counters: Array  # (n, 5) u64
+    has_counters: Array  # bool
+    rates: Array  # (n, 5) u64
+    has_rates: Array  # bool
+    instant: Array  # (n, 5) float64
+    has_instant: Array  # bool
+
+    def __len__(self) -> int:
+        return len(self.service)
+
+    @classmethod
+    def empty(cls, n: int = 0) -> DestTable:
+        i64 = np.zeros(n, np.int64)
+        return cls(
+            np.zeros(n, np.intp),
+            np.zeros(n, np.uint16),
+            np.zeros(n, "V16"),
+            np.zeros(n, np.uint16),
+            np.zeros(n, np.uint8),
+            i64,
+            i64.copy(),
+            i64.copy(),
+            i64.copy(),
+            i64.copy(),
+            i64.copy(),
+            np.zeros(n, np.uint8),
+            np.zeros(n, np.uint16),
+            np.zeros(n, np.uint16),
+            _zeros5(n),
+            np.zeros(n, bool),
+            _zeros5(n),
+            np.zeros(n, bool),
+            _zeros5(n, np.float64),
+            np.zeros(n, bool),
+        )
+
+    @classmethod
+    def from_rows(cls, services: Sequence[Service]) -> DestTable:
+        dests = [(i, d) for i, s in enumerate(services) for d in s.dests]
+        t = cls.empty(len(dests))
+        if not dests:
+            return t
+        t.service[:] = [i for i, _ in dests]
+        rows = [d for _, d in dests]
+        t.family[:] = [d.family for d in rows]
+        t.addr[:] = [address_bytes(d.family, d.address) for d in rows]
+        t.port[:] = [d.port for d in rows]
+        t.fwd[:] = [d.fwd for d in rows]
+        t.weight[:] = [d.weight for d in rows]
+        t.u_threshold[:] = [d.u_threshold for d in rows]
+        t.l_threshold[:] = [d.l_threshold for d in rows]
+        t.active[:] = [d.active_conns for d in rows]
+        t.inactive[:] = [d.inactive_conns for d in rows]
+        t.persist[:] = [-1 if d.persist_conns is None else d.persist_conns for d in rows]
+        t.tun_type[:] = [d.tun_type for d in rows]
+        t.tun_port[:] = [d.tun_port for d in rows]
+        t.tun_flags[:] = [d.tun_flags for d in rows]
+        for values, flags, attr, names in (
+            (t.counters, t.has_counters, "counters", COUNTER_FIELDS),
+            (t.rates, t.has_rates, "rates", RATE_FIELDS),
+            (t.instant, t.has_instant, "instant", RATE_FIELDS),
+        ):
+            for k, d in enumerate(rows):
+                x = getattr(d, attr)
+                if x is not None:
+                    flags[k] = True
+                    values[k] = [getattr(x, f) for f in names]
+        return t
+
+    @staticmethod
+    def concat(parts: Sequence[DestTable]) -> DestTable:
+        if len(parts) == 1:
+            return parts[0]
+        return DestTable(*(np.concatenate([getattr(p, f) for p in parts]) for f in _DEST_COLUMNS))
+
+    def take(self, rows: Array) -> DestTable:
+        return DestTable(*(getattr(self, f)[rows] for f in _DEST_COLUMNS))
+
+    def rows(self, start: int = 0, stop: int | None = None) -> list[Dest]:
+        """Dest rows start..stop, made from the columns."""
+        sl = slice(start, len(self) if stop is None else stop)
+        family = self.family[sl].tolist()
+        raw = self.addr[sl].tolist()
+        fwd = self.fwd[sl].tolist()
+        tun = self.tun_type[sl].tolist()
+        persist = self.persist[sl].tolist()
+        counters = _rows_of(Counters, self.counters[sl], self.has_counters[sl])
+        rates = _rows_of(Rates, self.rates[sl], self.has_rates[sl])
+        instant = _rows_of(Rates, self.instant[sl], self.has_instant[sl])
+        return [
+            Dest(f, address_text(f, a), p, _FWD[m], w, u, lt, ac, ic, None if ps < 0 else ps, _TUN[tt], tp, tf, c, r, i)
+            for f, a, p, m, w, u, lt, ac, ic, ps, tt, tp, tf, c, r, i in zip(
+                family,
+                raw,
+                self.port[sl].tolist(),
+                fwd,
+                self.weight[sl].tolist(),
+                self.u_threshold[sl].tolist(),
+                self.l_threshold[sl].tolist(),
+                self.active[sl].tolist(),
+                self.inactive[sl].tolist(),
+                persist,
+                tun,
+                self.tun_port[sl].tolist(),
+                self.tun_flags[sl].tolist(),
+                counters,
+                rates,
+                instant,
+                strict=True,
+            )
+        ]
+
+    def keys(self, service_keys: Array) -> Array:
+        """One DEST_KEY_BYTES void per dest: its service's key bytes (`service_keys`, V28 per service),
+        family, port and address. Equal keys, equal dests, across snapshots."""
+        k = np.empty(len(self), _DEST_KEY)
+        k["service"] = service_keys[self.service]
+        k["family"] = self.family
+        k["port"] = self.port
+        k["addr"] = self.addr
+        return k.view(f"V{DEST_KEY_BYTES}")
+
+
+_DEST_COLUMNS = tuple(f.name for f in dataclasses.fields(DestTable))
+COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))
+RATE_FIELDS = tuple(f.name for f in dataclasses.fields(Rates))
+_FWD = tuple(FwdMethod)
+_TUN = tuple(TunType)
+
+
+def _rows_of(cls: Callable[..., _F], values: Array, present: Array) -> list[_F | None]:
+    if present.all():
+        return [cls(*v) for v in values.tolist()]
+    return [cls(*v) if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Table:
+    """A snapshot's services (rows without their dests: services are few) and all dests as columns."""
+
+    services: tuple[Service, ...]
+    dests: DestTable
+    starts: Array  # intp, len(services) + 1: the dests of service i are rows starts[i]:starts[i + 1]
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, services: Sequence[Service], dests: DestTable) -> Table:
+        """`services` (their dests are ignored) and their dests, whose `service` column is sorted."""
+        starts = np.searchsorted(dests.service, np.arange(len(services) + 1), "left")
+        bare = tuple(s if not s.dests else dataclasses.replace(s, dests=()) for s in services)
+        return cls(bare, dests, starts)
+
+    @classmethod
+    def from_rows(cls, services: Sequence[Service]) -> Table:
+        return cls.build(services, DestTable.from_rows(services))
+
+    def index(self, key: ServiceKey) -> int | None:
+        where = self._cache.get("index")
+        if where is None:
+            where = self._cache["index"] = {s.key: i for i, s in enumerate(self.services)}
+        return where.get(key)  # type: ignore[no-any-return]
+
+    def service_keys(self) -> Array:
+        """service_key_bytes of each service, as V28 voids."""
+        k = self._cache.get("service_keys")
+        if k is None:
+            raw = b"".join(service_key_bytes(s.key) for s in self.services)
+            k = self._cache["service_keys"] = np.frombuffer(raw, f"V{SERVICE_KEY_BYTES}").copy()
+        return k  # type: ignore[no-any-return]
+
+    def dest_keys(self) -> Array:
+        k = self._cache.get("dest_keys")
+        if k is None:
+            k = self._cache["dest_keys"] = self.dests.keys(self.service_keys())
+        return k  # type: ignore[no-any-return]
+
+    def dest_count(self, i: int) -> int:
+        return int(self.starts[i + 1] - self.starts[i])
+
+
+class ServiceRows(Sequence[Service]):
+    """Snapshot.services made from a Table: a service's row (with its dests) is built when first read."""
+
+    __slots__ = ("_rows", "table")
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._rows: list[Service | None] = [None] * len(table.services)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, i: int) -> Service: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Service, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Service | tuple[Service, ...]:
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(len(self._rows))[i])
+        row = self._rows[i]
+        if row is None:
+            t = self.table
+            n = len(self._rows)
+            j = i + n if i < 0 else i
+            row = self._row(j, t.dests.rows(int(t.starts[j]), int(t.starts[j + 1])))
+            self._rows[j] = row
+        return row
+
+    def _row(self, i: int, dests: list[Dest]) -> Service:
+        s = self.table.services[i]
+        return dataclasses.replace(s, dests=tuple(dests)) if dests else s
+
+    def __iter__(self) -> Iterator[Service]:
+        if None in self._rows:  # all at once: one pass over the columns
+            t = self.table
+            dests = t.dests.rows()
+            starts = t.starts.tolist()
+            for i, row in enumerate(self._rows):
+                if row is None:
+                    self._rows[i] = self._row(i, dests[starts[i] : starts[i + 1]])
+        return iter(self._rows)  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ServiceRows | tuple | list):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"ServiceRows({tuple(self)!r})"
+
+
+def align(prev: Array, cur: Array) -> Array:
+    """For each key of `cur`, the index of the equal key in `prev`, or -1 (keys: voids, unique)."""
+    n = len(cur)
+    if len(prev) == n:
+        if prev.tobytes() == cur.tobytes():  # the usual poll: the same rows in the same order
+            return np.arange(n)
+        width = prev.dtype.itemsize
+        if width % 8 == 0:
+            eq = (prev.view(np.uint64).reshape(n, -1) == cur.view(np.uint64).reshape(n, -1)).all(axis=1)
+            if eq.sum() * 2 > n:  # mostly in place: look up only the rest
+                out = np.where(eq, np.arange(n), -1)
+                where = {k: i for i, k in enumerate(prev.tolist())}
+                rest = np.flatnonzero(~eq)
+                out[rest] = [where.get(k, -1) for k in cur[rest].tolist()]
+                return out
+    where = {k: i for i, k in enumerate(prev.tolist())}
+    return np.fromiter((where.get(k, -1) for k in cur.tolist()), np.intp, n)
 
 
 # ------------------------------------------------------------------------------------ fast builders

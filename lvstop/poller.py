@@ -20,32 +20,19 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from lvstop import gcpolicy
 from lvstop.errors import LvstopError
-from lvstop.estimator import Estimator
+from lvstop.estimator import Estimate, Estimator, counters_row
 from lvstop.events import POLL_FAILED, POLL_RECOVERED, Event, EventLog, diff_snapshots
-from lvstop.model import Dest, Service, ServiceKey, Snapshot, fast_replacer
+from lvstop.model import SERVICE_KEY_BYTES, U64, Array, Rates, Service, ServiceRows, Snapshot, Table
 from lvstop.sources import Source
 
 log = logging.getLogger(__name__)
 
-TOTALS = "totals"  # the estimator's key for the director-wide counters
-
 Subscriber = Callable[[Snapshot], None]
-# A fast dataclasses.replace: at 5,000 dests a poll rebuilds every Dest whose rates moved.
-_dest_with = fast_replacer(Dest, "rates", "instant")
-_service_with = fast_replacer(Service, "rates", "instant", "dests")
-
-
-def service_key(skey: ServiceKey) -> tuple[object, ...]:
-    """The estimator's key for a service: its key's fields, a tuple that hashes in C (a ServiceKey's
-    dataclass __hash__ is Python code, which would run for each of thousands of dests per poll)."""
-    return (skey.family, skey.protocol, skey.address, skey.port, skey.fwmark)
-
-
-def dest_key(skey: ServiceKey, family: int, address: str, port: int) -> tuple[object, ...]:
-    """The estimator's key for a dest of service `skey` (built inline in the poll's loop)."""
-    return (service_key(skey), family, address, port)
+_TOTALS = np.array([b"totals"], "V8")  # the totals' estimator key
 
 
 def _describe(e: BaseException) -> str:
@@ -67,7 +54,8 @@ class Poller:
         self.source = source
         self.interval = interval
         self.events = events if events is not None else EventLog()
-        self.estimator = Estimator()
+        # one estimator per table: the dests, the services, the totals
+        self.estimators = (Estimator(), Estimator(), Estimator())
         self.latest: Snapshot | None = None  # the last good snapshot
         self.last_error: str | None = None  # None once a poll succeeded again
         self.last_duration: float | None = None  # seconds the last poll took, read and processing
@@ -117,59 +105,72 @@ class Poller:
             return snap
 
     def _enrich(self, raw: Snapshot, read_s: float) -> Snapshot:
-        update = self.estimator.update
         t = raw.mono_time
-        services: list[Service] = []
-        for s in raw.services:
-            skey = s.key
-            prefix = service_key(skey)  # also the start of its dests' keys (see dest_key)
-            if s.error is not None:
-                self._keep_dest_state(skey)  # its dest list is incomplete, not shrunk
-            dests: list[Dest] = []
-            append = dests.append
-            changed = False
-            for d in s.dests:
-                c = d.counters
-                if c is None:
-                    append(d)
-                    continue
-                kernel = d.rates  # netlink gives the kernel's own: no EWMA to compute
-                ewma, inst = update((prefix, d.family, d.address, d.port), c, t, kernel is not None)
-                rates = ewma if kernel is None else kernel
-                if rates is kernel and inst is d.instant:
-                    append(d)
-                else:
-                    append(_dest_with(d, rates, inst))
-                    changed = True
-            rates, inst = s.rates, s.instant
-            if s.counters is not None:
-                ewma, inst = update(prefix, s.counters, t, rates is not None)
-                if rates is None:
-                    rates = ewma
-            if changed or rates is not s.rates or inst is not s.instant:
-                s = _service_with(s, rates, inst, tuple(dests) if changed else s.dests)
-            services.append(s)
+        table = raw.table
+        dests_est, services_est, totals_est = self.estimators
+        d = table.dests
+        # Dests: estimated on whole columns; those without counters (/proc) keep what the source said.
+        rows = np.flatnonzero(d.has_counters)
+        every = len(rows) == len(d)
+        keys = table.dest_keys() if every else table.dest_keys()[rows]
+        e = dests_est.update(
+            keys,
+            d.counters if every else d.counters[rows],
+            t,
+            d.has_rates if every else d.has_rates[rows],
+            self._kept_dests(table, dests_est.keys),
+        )
+        rates, has_rates = d.rates.copy(), d.has_rates.copy()
+        instant, has_instant = d.instant.copy(), d.has_instant.copy()
+        computed = rows[~has_rates[rows]]  # the kernel's own rates where the source gave them
+        rates[computed] = e.ewma[~d.has_rates[rows]]
+        has_rates[computed] = e.has_ewma[~d.has_rates[rows]]
+        instant[rows] = e.instant
+        has_instant[rows] = e.has_instant
+        dests = dataclasses.replace(d, rates=rates, has_rates=has_rates, instant=instant, has_instant=has_instant)
+        # Services: few, rows kept; their counters estimated as one table too.
+        counted = [i for i, s in enumerate(table.services) if s.counters is not None]
+        services = list(table.services)
+        if counted:
+            se = services_est.update(
+                table.service_keys()[counted],
+                np.array([counters_row(services[i].counters) for i in counted], U64),  # type: ignore[arg-type]
+                t,
+                np.array([services[i].rates is not None for i in counted]),
+            )
+            for j, i in enumerate(counted):
+                s = services[i]
+                ewma, inst = _rates_at(se, j)
+                services[i] = dataclasses.replace(s, rates=ewma if s.rates is None else s.rates, instant=inst)
+        else:
+            services_est.update(np.zeros(0, f"V{SERVICE_KEY_BYTES}"), np.zeros((0, 5), U64), t)
         total_rates, total_instant = raw.total_rates, None
         if raw.totals is not None:
-            ewma, total_instant = update(TOTALS, raw.totals, t, total_rates is not None)
+            te = totals_est.update(_TOTALS, np.array([counters_row(raw.totals)], U64), t, total_rates is not None)
+            ewma, total_instant = _rates_at(te, 0)
             if total_rates is None:
                 total_rates = ewma
-        self.estimator.sweep()
+        new = Table(tuple(services), dests, table.starts)
+        new._cache.update(service_keys=table.service_keys(), dest_keys=table.dest_keys())
         self._seq += 1
         return dataclasses.replace(
             raw,
-            services=tuple(services),
+            services=ServiceRows(new),
             total_rates=total_rates,
             total_instant=total_instant,
             poll_duration=read_s if raw.poll_duration is None else raw.poll_duration,
             seq=self._seq,
         )
 
-    def _keep_dest_state(self, skey: ServiceKey) -> None:
-        prev = self.latest.service(skey) if self.latest is not None else None
-        if prev is not None:
-            for d in prev.dests:
-                self.estimator.touch(dest_key(skey, d.family, d.address, d.port))
+    @staticmethod
+    def _kept_dests(table: Table, old: Array) -> Array | None:
+        """Entries of the last poll's dests to keep: those of services whose dests were not all read
+        this time (their dest list is incomplete, not shrunk)."""
+        errored = {table.service_keys()[i].tobytes() for i, s in enumerate(table.services) if s.error}
+        if not errored or not len(old):
+            return None
+        prefix = old.view(np.uint8).reshape(len(old), -1)[:, :SERVICE_KEY_BYTES]
+        return np.array([p.tobytes() in errored for p in prefix], bool)
 
     def _publish(self, snap: Snapshot) -> None:
         prev = self.latest
@@ -227,3 +228,10 @@ class Poller:
                 self.poll_once()
             if stop.wait(max(0.0, start + self.interval - self._clock())):
                 break
+
+
+def _rates_at(e: Estimate, i: int) -> tuple[Rates | None, Rates | None]:
+    """Row i of an estimate as (ewma, instant) rows."""
+    ewma = Rates(*e.ewma[i].tolist()) if e.has_ewma[i] else None
+    instant = Rates(*e.instant[i].tolist()) if e.has_instant[i] else None
+    return ewma, instant

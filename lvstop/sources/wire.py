@@ -24,14 +24,19 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Final, TypeVar
 
+import numpy as np
+
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import (
     AF_INET,
     AF_INET6,
+    U64,
+    Array,
     Counters,
     Daemon,
     DaemonState,
     Dest,
+    DestTable,
     FwdMethod,
     IssueKind,
     Protocol,
@@ -705,6 +710,154 @@ def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
 
 _DEST_LAYOUTS: dict[int, list[_Layout]] = {}
 _SERVICE_LAYOUTS: dict[int, list[_Layout]] = {}
+
+
+# --------------------------------------------------------------------------- dest dumps as columns
+
+# the dest fields of _dest_walk, in its order, as numpy types (ports are be16 on the wire)
+_DEST_NP: Final = ("V16", ">u2", "=u4", "=u4", "u1", ">u2", "=u2", "=u4", "=u4", "=u4", "=u4", "=u4", "=u2")
+_DEST_NAMES: Final = (
+    "addr", "port", "fwd", "weight", "tun_type", "tun_port", "tun_flags",
+    "u_threshold", "l_threshold", "active", "inactive", "persist", "family",
+)  # fmt: skip
+_STATS_NP: Final = {"I": "=u4", "Q": "=u8"}
+_DONE_LEN: Final = _NLH.size + 4
+
+
+class _DestColumns:
+    """A compiled dest message layout for whole dumps at once: a numpy dtype reads every value of a
+    run of same-layout messages, and a masked comparison checks every header of every message (the
+    nlmsghdr length and type, the genl header, each nlattr header) against the first one's."""
+
+    __slots__ = ("dtype", "expected", "mask", "size", "words")
+
+    def __init__(self, buf: bytes, off: int, mlen: int, headers: list[int], fields: list[_Field]) -> None:
+        if mlen % 4 or fields[0].code != "16s":
+            raise ValueError("unaligned message or an odd address")
+        self.size = mlen
+        mask = bytearray(mlen)
+        mask[0:6] = b"\xff" * 6  # nlmsghdr length and type; flags, seq and pid may differ
+        for h in headers:
+            mask[h - off : h - off + 4] = b"\xff" * 4
+        m = np.frombuffer(bytes(mask), "<u4")
+        self.words = np.flatnonzero(m)
+        self.mask = m[self.words]
+        self.expected = np.frombuffer(buf[off : off + mlen], "<u4")[self.words] & self.mask
+        names, formats, offsets = [], [], []
+        codes = [*_DEST_NP, *(_STATS_NP.get(f.code, "") for f in fields[len(_DEST_NP) :])]
+        for i, (f, code) in enumerate(zip(fields, codes, strict=True)):
+            if f.offset >= 0:
+                names.append(_DEST_NAMES[i] if i < len(_DEST_NAMES) else f"s{i - len(_DEST_NAMES)}")
+                formats.append(code)
+                offsets.append(f.offset - off)
+        self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": mlen})
+
+    def bad_rows(self, body: bytes) -> Array:
+        """Rows of `body` (whole messages of this size) whose headers differ from the layout's."""
+        words = np.frombuffer(body, "<u4").reshape(-1, self.size // 4)[:, self.words]
+        return np.flatnonzero(((words & self.mask) != self.expected).any(axis=1))
+
+    def table(self, body: bytes, service: Array, svc_family: Array) -> tuple[DestTable, Array]:
+        """The dests of `body` and the rows with values the model has no name for (the reference
+        path says which)."""
+        a = np.frombuffer(body, self.dtype)
+        n = len(a)
+        names = self.dtype.names or ()
+        t = DestTable.empty(n)
+        t.service[:] = service
+        t.family[:] = a["family"] if "family" in names else svc_family  # not sent before 4.3
+        for name in _DEST_NAMES:
+            if name in names and name != "family":
+                getattr(t, name)[:] = a[name]
+        if "persist" not in names:
+            t.persist[:] = -1
+        if "s0" in names:
+            stats = np.stack([a[f"s{k}"].astype(U64) for k in range(10)], axis=1)
+            t.counters[:] = stats[:, :5]
+            t.rates[:] = stats[:, 5:]
+            t.has_counters[:] = t.has_rates[:] = True
+        known = (t.family == AF_INET) | (t.family == AF_INET6)
+        odd = (a["fwd"] > max(_FWD)) | ((a["tun_type"] > max(_TUN)) if "tun_type" in names else False)
+        return t, np.flatnonzero(~known | odd)
+
+
+_DEST_COLUMNS: dict[int, _DestColumns] = {}
+
+
+def _dest_columns(data: bytes, family_id: int) -> _DestColumns | None:
+    """The compiled layout of the reply's dest messages if the reply is nothing but dest messages of
+    one size and an NLMSG_DONE without error (the kernel's usual answer); None otherwise."""
+    n = len(data)
+    if n < _DONE_LEN or _NLH.unpack_from(data, n - _DONE_LEN)[:2] != (_DONE_LEN, NLMSG_DONE):
+        return None
+    if _I32.unpack_from(data, n - 4)[0] or n == _DONE_LEN:
+        return None
+    mlen, mtype = _LEN_TYPE_FLAGS.unpack_from(data, 0)[:2]
+    if mtype != family_id or mlen < _HDR_LEN or (n - _DONE_LEN) % mlen:
+        return None
+    layout = _DEST_COLUMNS.get(mlen)
+    if layout is None:
+        what = "netlink GET_DEST reply"
+        try:
+            _check_genl(data, 0, mlen, CMD_NEW_DEST, what)
+            headers, fields = _dest_walk(data, 0, mlen, what)
+            layout = _DestColumns(data, 0, mlen, [_NLH.size, *headers], fields)
+        except (ParseError, ValueError):
+            return None  # the reference path says what is wrong
+        _DEST_COLUMNS[mlen] = layout
+    return layout
+
+
+def decode_dest_table(
+    replies: list[bytes], family_id: int, svc_families: list[int]
+) -> tuple[DestTable, dict[int, Exception]]:
+    """GET_DEST dumps (one per service, reply i of service i) -> one DestTable of all their dests,
+    and the error of each reply that could not be decoded (its dests are left out).
+
+    Replies of the kernel's usual shape are decoded together on columns; any other (an error, an
+    odd layout, a value the model cannot name) goes through decode_dests, which says what is wrong.
+    """
+    fast: dict[int, list[int]] = {}  # layout size -> replies
+    slow: list[int] = []
+    for i, data in enumerate(replies):
+        layout = _dest_columns(data, family_id)
+        if layout is not None:
+            fast.setdefault(layout.size, []).append(i)
+        elif not (len(data) == _DONE_LEN and _is_clean_done(data)):  # not an empty dump
+            slow.append(i)
+    parts: list[DestTable] = []
+    for size, which in fast.items():
+        layout = _DEST_COLUMNS[size]
+        body = b"".join([memoryview(replies[i])[: len(replies[i]) - _DONE_LEN] for i in which])
+        counts = np.array([(len(replies[i]) - _DONE_LEN) // size for i in which])
+        service = np.repeat(np.array(which, np.intp), counts)
+        t, invalid = layout.table(body, service, np.array(svc_families, np.uint16)[service])
+        bad = np.union1d(layout.bad_rows(body), invalid)
+        if len(bad):
+            odd = np.unique(service[bad])
+            slow += odd.tolist()
+            t = t.take(np.flatnonzero(~np.isin(service, odd)))
+        parts.append(t)
+    errors: dict[int, Exception] = {}
+    for i in slow:
+        try:
+            rows = decode_dests(replies[i], family_id, svc_families[i])
+        except (ParseError, SourceError) as e:
+            # kept without its traceback: the decoder's frames hold memoryviews with live exports, and
+            # a reference cycle through them (errors -> traceback -> this frame) crashes the collector
+            errors[i] = e.with_traceback(None)
+            continue
+        t = DestTable.from_rows([Service(ServiceKey(0, Protocol.NONE, "", 0), "", dests=tuple(rows))])
+        t.service[:] = i
+        parts.append(t)
+    table = DestTable.concat(parts) if parts else DestTable.empty()
+    if len(parts) > 1:
+        table = table.take(np.argsort(table.service, kind="stable"))
+    return table, errors
+
+
+def _is_clean_done(data: bytes) -> bool:
+    return _NLH.unpack_from(data, 0)[1] == NLMSG_DONE and not _I32.unpack_from(data, _NLH.size)[0]
 
 
 # --------------------------------------------------------------------------- public decoders

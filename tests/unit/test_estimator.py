@@ -8,10 +8,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvstop.estimator import MAX_CATCHUP_STEPS, Estimator, KernelEstimator
+import numpy as np
+
+from lvstop.estimator import MAX_CATCHUP_STEPS, Estimator, KernelEstimator, counters_row
 from lvstop.model import Counters, Rates
 
 U64 = (1 << 64) - 1
+
+
+def keys(*names: str) -> np.ndarray:
+    return np.array([n.encode() for n in names], "V8")
+
+
+def upd(est: Estimator, counters: Counters, t: float, kernel_rates: bool = False) -> tuple[Rates | None, Rates | None]:
+    """One sample of a table of one entry; (ewma, instant) as rows, None where there is no rate."""
+    e = est.update(keys("k"), np.array([counters_row(counters)], np.uint64), t, kernel_rates)
+    ewma = Rates(*e.ewma[0].tolist()) if e.has_ewma[0] else None
+    instant = Rates(*e.instant[0].tolist()) if e.has_instant[0] else None
+    return ewma, instant
 
 
 def c(conns: int = 0, inpkts: int = 0, outpkts: int = 0, inbytes: int = 0, outbytes: int = 0) -> Counters:
@@ -131,20 +145,20 @@ def test_zeroed_takes_counters_as_baseline() -> None:
 
 
 def test_first_sample_gives_no_rate() -> None:
-    assert Estimator().update("k", c(5), 10.0) == (None, None)
+    assert upd(Estimator(), c(5), 10.0) == (None, None)
 
 
 @given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**9)), min_size=1, max_size=40))
 def test_fresh_entry_at_two_second_ticks_is_bit_exact(deltas: list[tuple[int, int]]) -> None:
     est = Estimator()
     kernel = KernelEstimator()
-    assert est.update("svc", c(), 100.0) == (None, None)
+    assert upd(est, c(), 100.0) == (None, None)
     conns = inbytes = 0
     for i, (dc, db) in enumerate(deltas, start=1):
         conns, inbytes = conns + dc, inbytes + db
         sample = c(conns, conns, conns, inbytes, inbytes)
         kernel.tick(sample)
-        ewma, instant = est.update("svc", sample, 100.0 + 2.0 * i)
+        ewma, instant = upd(est, sample, 100.0 + 2.0 * i)
         assert ewma == kernel.read()
         assert instant == Rates(dc / 2, dc / 2, dc / 2, db / 2, db / 2)
 
@@ -160,44 +174,44 @@ def test_huge_deltas_take_the_exact_u64_path_and_stay_bit_exact(deltas: list[tup
     # Deltas from 2^54 up, and averages from 2^63 up, leave the fast path: u64/s64 arithmetic.
     est = Estimator()
     kernel = KernelEstimator()
-    est.update("svc", c(), 0.0)
+    upd(est, c(), 0.0)
     conns = inbytes = 0
     for i, (dc, db) in enumerate(deltas, start=1):
         conns, inbytes = conns + dc, inbytes + db
         sample = c(conns, conns, 0, inbytes, inbytes)
         want = kernel.tick(sample)
         assert want == kernel.read()
-        assert est.update("svc", sample, 2.0 * i)[0] == want
+        assert upd(est, sample, 2.0 * i)[0] == want
 
 
 def test_instant_is_the_plain_delta_over_the_measured_interval() -> None:
     est = Estimator()
-    est.update("k", c(10, 20, 30, 1000, 2000), 0.0)
-    _, instant = est.update("k", c(15, 30, 30, 2000, 2500), 2.5)
+    upd(est, c(10, 20, 30, 1000, 2000), 0.0)
+    _, instant = upd(est, c(15, 30, 30, 2000, 2500), 2.5)
     assert instant == Rates(2.0, 4.0, 0.0, 400.0, 200.0)
 
 
 def test_an_entry_with_history_warm_starts_at_its_first_measured_rate() -> None:
     est = Estimator()
-    est.update("k", c(1000, inbytes=50_000), 0.0)
-    ewma, instant = est.update("k", c(1020, inbytes=52_000), 2.0)
+    upd(est, c(1000, inbytes=50_000), 0.0)
+    ewma, instant = upd(est, c(1020, inbytes=52_000), 2.0)
     assert instant is not None and instant.cps == 10.0
     # As if 20 conns per tick had been seen for ever: avg = 20 << 9, read (10240 + 511) >> 10 = 10.
     assert ewma is not None and (ewma.cps, ewma.inbps) == (10, 1000)
-    ewma, _ = est.update("k", c(1020, inbytes=52_000), 4.0)  # then the kernel arithmetic runs
+    ewma, _ = upd(est, c(1020, inbytes=52_000), 4.0)  # then the kernel arithmetic runs
     assert ewma is not None and ewma.cps == (10240 - 2560 + 511) >> 10
 
 
 def test_with_the_kernels_rates_only_the_instant_rate_is_computed() -> None:
     est = Estimator()
-    assert est.update("k", c(1000, inbytes=50_000), 0.0, kernel_rates=True) == (None, None)
-    assert est.update("k", c(1020, inbytes=52_000), 2.0, kernel_rates=True) == (
+    assert upd(est, c(1000, inbytes=50_000), 0.0, kernel_rates=True) == (None, None)
+    assert upd(est, c(1020, inbytes=52_000), 2.0, kernel_rates=True) == (
         None,
         Rates(10.0, 0.0, 0.0, 1000.0, 0.0),
     )
     # Should the kernel's rates stop coming, the EWMA warm-starts at the next measured tick:
     # 40 conns per tick read (40 << 9 + 511) >> 10 = 20 cps, 4000 bytes (4000 << 4 + 15) >> 5 = 2000 B/s.
-    assert est.update("k", c(1060, inbytes=56_000), 4.0) == (
+    assert upd(est, c(1060, inbytes=56_000), 4.0) == (
         Rates(20, 0, 0, 2000, 0),
         Rates(20.0, 0.0, 0.0, 2000.0, 0.0),
     )
@@ -206,18 +220,18 @@ def test_with_the_kernels_rates_only_the_instant_rate_is_computed() -> None:
 @pytest.mark.parametrize("after", [c(3), c(50, 0, 0, 0, 0), c(1 << 40, 0, 9, 0, 0)])
 def test_counter_going_down_gives_no_rate(after: Counters) -> None:
     est = Estimator()
-    est.update("k", c(100, 100, 100, 100, 100), 0.0)
-    est.update("k", c(120, 130, 140, 150, 160), 2.0)
-    assert est.update("k", after, 4.0) == (None, None)
+    upd(est, c(100, 100, 100, 100, 100), 0.0)
+    upd(est, c(120, 130, 140, 150, 160), 2.0)
+    assert upd(est, after, 4.0) == (None, None)
 
 
 def test_after_a_reset_the_ewma_restarts_exactly_like_the_kernel() -> None:
     est = Estimator()
-    est.update("k", c(5000), 0.0)
-    est.update("k", c(5100), 2.0)
+    upd(est, c(5000), 0.0)
+    upd(est, c(5100), 2.0)
     # ipvsadm -Z, then one kernel tick counted 20 conns before our next poll
-    assert est.update("k", c(20), 4.0) == (None, None)
-    ewma, instant = est.update("k", c(40), 6.0)
+    assert upd(est, c(20), 4.0) == (None, None)
+    ewma, instant = upd(est, c(40), 6.0)
     kernel = KernelEstimator()  # the kernel's own starting point: avg 0, counters 0
     kernel.tick(c(20))
     kernel.tick(c(40))
@@ -228,28 +242,28 @@ def test_after_a_reset_the_ewma_restarts_exactly_like_the_kernel() -> None:
 
 def test_u64_wrap_gives_no_rate_and_never_a_negative_or_a_spike() -> None:
     est = Estimator()
-    est.update("k", c(U64 - 100, inbytes=U64 - 5), 0.0)
-    est.update("k", c(U64 - 50, inbytes=U64 - 3), 2.0)
-    assert est.update("k", c(7, inbytes=10), 4.0) == (None, None)
-    ewma, instant = est.update("k", c(27, inbytes=30), 6.0)
+    upd(est, c(U64 - 100, inbytes=U64 - 5), 0.0)
+    upd(est, c(U64 - 50, inbytes=U64 - 3), 2.0)
+    assert upd(est, c(7, inbytes=10), 4.0) == (None, None)
+    ewma, instant = upd(est, c(27, inbytes=30), 6.0)
     assert ewma is not None and instant is not None
     assert 0 <= ewma.cps <= 10 and instant.cps == 10.0
 
 
 def test_same_timestamp_twice_measures_nothing() -> None:
     est = Estimator()
-    est.update("k", c(0), 0.0)
-    ewma, _ = est.update("k", c(10), 2.0)
-    assert est.update("k", c(30), 2.0) == (ewma, None)
+    upd(est, c(0), 0.0)
+    ewma, _ = upd(est, c(10), 2.0)
+    assert upd(est, c(30), 2.0) == (ewma, None)
 
 
 def test_time_going_back_starts_a_new_baseline_and_rates_resume() -> None:
     # A replay rewound to its start: the old clock must not freeze the rates until it is passed again.
     est = Estimator()
-    est.update("k", c(0), 100.0)
-    est.update("k", c(10), 102.0)
-    assert est.update("k", c(0), 0.0) == (None, None)
-    _, instant = est.update("k", c(20), 2.0)
+    upd(est, c(0), 100.0)
+    upd(est, c(10), 102.0)
+    assert upd(est, c(0), 0.0) == (None, None)
+    _, instant = upd(est, c(20), 2.0)
     assert instant is not None and instant.cps == 10
 
 
@@ -263,10 +277,10 @@ def test_one_second_polls_step_the_ewma_every_other_poll() -> None:
     results1 = {}
     for i in range(0, 41):
         t = 0.5 + i * 1.0
-        results1[t] = every1.update("k", _kernel_like(30, t), t)[0]
+        results1[t] = upd(every1, _kernel_like(30, t), t)[0]
     for i in range(0, 21):
         t = 0.5 + i * 2.0
-        ewma = every2.update("k", _kernel_like(30, t), t)[0]
+        ewma = upd(every2, _kernel_like(30, t), t)[0]
         assert results1[t] == ewma
     assert ewma is not None and ewma.cps == 15  # steady 30 per 2 s
 
@@ -274,14 +288,14 @@ def test_one_second_polls_step_the_ewma_every_other_poll() -> None:
 def test_four_second_polls_run_two_kernel_steps_with_the_delta_split() -> None:
     est = Estimator()
     kernel = KernelEstimator()
-    est.update("k", c(0), 0.0)
+    upd(est, c(0), 0.0)
     total = 0
     for i in range(1, 8):
         delta = 40 * i
         kernel.tick(c(total + delta // 2))
         total += delta
         kernel.tick(c(total))
-        ewma, _ = est.update("k", c(total), 4.0 * i)
+        ewma, _ = upd(est, c(total), 4.0 * i)
         assert ewma == kernel.read()
 
 
@@ -289,18 +303,18 @@ def test_a_drifting_cadence_never_doubles_a_step() -> None:
     # The poller arms each poll after the previous one; a 2.02 s period must still be one step per poll.
     est = Estimator()
     t, total = 0.0, 0
-    est.update("k", c(0), t)
+    upd(est, c(0), t)
     for _ in range(400):
         t += 2.02
         total += 100
-        ewma, _ = est.update("k", c(total), t)
+        ewma, _ = upd(est, c(total), t)
     assert ewma is not None and ewma.cps == 50  # a doubled step would halve a tick's delta
 
 
 def test_a_long_gap_catches_up_a_bounded_number_of_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     est = Estimator()
-    est.update("k", c(0), 0.0)
-    est.update("k", c(100), 2.0)
+    upd(est, c(0), 0.0)
+    upd(est, c(100), 2.0)
     ticks = 0
     real_tick = KernelEstimator.tick
 
@@ -310,29 +324,37 @@ def test_a_long_gap_catches_up_a_bounded_number_of_steps(monkeypatch: pytest.Mon
         return real_tick(self, counters)
 
     monkeypatch.setattr(KernelEstimator, "tick", counting)
-    ewma, instant = est.update("k", c(100 + 50 * 1800), 3602.0)  # an hour later, 50 per tick
+    ewma, instant = upd(est, c(100 + 50 * 1800), 3602.0)  # an hour later, 50 per tick
     assert ticks == MAX_CATCHUP_STEPS
     assert instant is not None and instant.cps == 25.0
     assert ewma is not None and ewma.cps == 25
 
 
-def test_sweep_forgets_what_was_not_seen_and_touch_keeps_it() -> None:
+def test_an_update_forgets_entries_it_does_not_name_unless_kept() -> None:
     est = Estimator()
-    for k in ("a", "b", "c"):
-        est.update(k, c(1), 0.0)
-    est.sweep()
-    est.update("a", c(2), 2.0)
-    est.touch("b")
-    est.sweep()
-    assert "a" in est and "b" in est and "c" not in est
-    assert len(est) == 2
+    three = np.array([counters_row(c(1))] * 3, np.uint64)
+    est.update(keys("a", "b", "c"), three, 0.0)
+    keep = np.array([False, True, False])  # b's read was incomplete: its state stays
+    est.update(keys("a"), np.array([counters_row(c(2))], np.uint64), 2.0, keep=keep)
+    assert est.keys.tolist() == keys("a", "b").tolist()
+    e = est.update(keys("a", "b", "c"), np.array([counters_row(c(4)), counters_row(c(3)), counters_row(c(1))], np.uint64), 4.0)
+    assert e.has_instant.tolist() == [True, True, False]  # c was forgotten: a first sample again
+    assert e.instant[:, 0].tolist() == [1.0, 0.5, 0.0]  # b over the 4 s since its last sample
+
+
+def test_rows_move_and_churn_without_mixing_entries() -> None:
+    est = Estimator()
+    est.update(keys("a", "b"), np.array([counters_row(c(10)), counters_row(c(100))], np.uint64), 0.0)
+    e = est.update(keys("x", "b", "a"), np.array([counters_row(c(5)), counters_row(c(120)), counters_row(c(14))], np.uint64), 2.0)
+    assert e.has_instant.tolist() == [False, True, True]
+    assert e.instant[:, 0].tolist() == [0.0, 10.0, 2.0]
 
 
 def test_an_idle_entry_reads_zero() -> None:
     est = Estimator()
-    est.update("k", c(5, 6, 7, 8, 9), 0.0)
-    assert est.update("k", c(5, 6, 7, 8, 9), 2.0) == (Rates(0, 0, 0, 0, 0), Rates(0.0, 0.0, 0.0, 0.0, 0.0))
-    ewma, instant = est.update("k", c(6, 6, 7, 8, 9), 4.0)
+    upd(est, c(5, 6, 7, 8, 9), 0.0)
+    assert upd(est, c(5, 6, 7, 8, 9), 2.0) == (Rates(0, 0, 0, 0, 0), Rates(0.0, 0.0, 0.0, 0.0, 0.0))
+    ewma, instant = upd(est, c(6, 6, 7, 8, 9), 4.0)
     assert instant == Rates(0.5, 0.0, 0.0, 0.0, 0.0) and ewma == Rates(0, 0, 0, 0, 0)  # 128 + 511 < 1024
 
 
@@ -340,15 +362,15 @@ def test_the_same_counters_object_again_decays_like_the_kernel_and_settles_at_ze
     # Sources hand out the previous Counters object when nothing moved; the EWMA still decays.
     est = Estimator()
     kernel = KernelEstimator()
-    est.update("k", c(), 0.0)
+    upd(est, c(), 0.0)
     busy = c(40, 400, 300, 40_000, 900_000)
     kernel.tick(busy)
-    assert est.update("k", busy, 2.0)[0] == kernel.read()
+    assert upd(est, busy, 2.0)[0] == kernel.read()
     seen = []
     for i in range(2, 60):
-        ewma, instant = est.update("k", busy, 2.0 * i)
+        ewma, instant = upd(est, busy, 2.0 * i)
         kernel.tick(busy)
         assert ewma == kernel.read() and instant == Rates(0.0, 0.0, 0.0, 0.0, 0.0)
         seen.append(ewma)
     assert seen[0] is not None and seen[0].outbps > 0
-    assert seen[-1] is seen[-2] and seen[-1] == Rates(0, 0, 0, 0, 0)  # settled: one shared object
+    assert seen[-1] == Rates(0, 0, 0, 0, 0)  # settled

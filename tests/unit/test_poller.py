@@ -7,7 +7,9 @@ import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 
 from lvstop.errors import SourceError
@@ -28,10 +30,11 @@ from lvstop.model import (
     ServiceKey,
     Snapshot,
     Timeouts,
+    dest_key_bytes,
     fast_constructor,
     fast_replacer,
 )
-from lvstop.poller import TOTALS, Poller, dest_key, service_key
+from lvstop.poller import Poller
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 DNS = ServiceKey.udp("203.0.113.10", 53)
@@ -117,7 +120,7 @@ def test_poll_once_fills_seq_instant_and_the_kernel_ewma() -> None:
     assert d.rates == warm.read() and d.rates is not None and d.rates.cps == 5
     assert d.instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
     assert snap.seq == 5 and poller.latest is snap
-    assert service_key(WEB) in poller.estimator and len(poller.estimator) == 4  # 2 dests, service, totals
+    assert [len(e) for e in poller.estimators] == [2, 1, 1]  # 2 dests, the service, the totals
     assert snap.total_rates is not None and snap.total_rates.cps == 7
     assert snap.total_instant == Rates(7.0, 14.0, 0.0, 0.0, 0.0)
     assert snap.poll_duration is not None and poller.last_duration is not None
@@ -136,7 +139,7 @@ def test_rates_given_by_the_source_are_kept() -> None:
     poller = Poller(FakeSource(make))
     poller.poll_once()
     d = poller.poll_once().services[0].dests[0]
-    assert d.rates is kernel_rates
+    assert d.rates == kernel_rates
     assert d.instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
 
 
@@ -154,19 +157,19 @@ def test_with_the_kernels_rates_the_estimator_computes_only_instant_rates(
 
     poller = Poller(FakeSource(make))
     flags: list[bool] = []
-    update = poller.estimator.update
+    for est in poller.estimators:
 
-    def spy(key: object, counters: Counters, t: float, kernel_rates: bool = False) -> object:
-        flags.append(kernel_rates)
-        return update(key, counters, t, kernel_rates)
+        def spy(keys: Any, counters: Any, t: float, kernel_rates: Any = False, keep: Any = None, *, update: Any = est.update) -> Any:
+            flags.extend(np.broadcast_to(kernel_rates, (len(keys),)).tolist())
+            return update(keys, counters, t, kernel_rates, keep)
 
-    monkeypatch.setattr(poller.estimator, "update", spy)
+        monkeypatch.setattr(est, "update", spy)
     for _ in range(3):
         snap = poller.poll_once()
     assert flags == [True] * 12  # 2 dests, the service and the totals, per poll
     svc = snap.services[0]
     assert svc.rates is kernel_rates and snap.total_rates is kernel_rates
-    assert all(d.rates is kernel_rates for d in svc.dests)
+    assert all(d.rates == kernel_rates for d in svc.dests)
     assert svc.dests[0].instant == Rates(5.0, 10.0, 0.0, 0.0, 0.0)
     assert svc.instant == snap.total_instant == Rates(7.0, 14.0, 0.0, 0.0, 0.0)
 
@@ -231,15 +234,16 @@ def test_estimator_forgets_vanished_entries_but_not_those_of_an_incomplete_read(
         return Snapshot("fake", "t", float(2 * n), float(2 * n), services=(svc,), totals=Counters(n))
 
     poller = Poller(FakeSource(make))
-    key12 = dest_key(WEB, AF_INET, "192.0.2.12", 8080)
+    key12 = dest_key_bytes(WEB, AF_INET, "192.0.2.12", 8080)
+    dests = poller.estimators[0]
     poller.poll_once()
-    assert key12 in poller.estimator and TOTALS in poller.estimator
+    assert key12 in dests.keys.tolist() and len(poller.estimators[2]) == 1
     poller.poll_once()  # .12 missing from an incomplete read: keep its state
-    assert key12 in poller.estimator
+    assert key12 in dests.keys.tolist()
     d12 = poller.poll_once().services[0].dests[1]
     assert d12.instant is not None  # continuity: a rate right away
     poller.poll_once()  # .12 really gone
-    assert key12 not in poller.estimator
+    assert key12 not in dests.keys.tolist()
 
 
 def test_subscribers_get_each_snapshot_and_their_errors_are_contained(
@@ -374,7 +378,7 @@ def test_in_a_managed_process_each_poll_freezes_the_snapshot_it_publishes() -> N
 
 # ------------------------------------------------------------------ model.fast_constructor / fast_replacer
 
-MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, Snapshot, ConnEntry]
+MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, ConnEntry]
 
 
 @pytest.mark.parametrize("cls", MODEL, ids=lambda c: c.__name__)

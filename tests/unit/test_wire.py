@@ -380,6 +380,15 @@ def dests(draw: st.DrawFn) -> Dest:
     )
 
 
+def via_table(data: bytes, svc_family: int) -> list[Dest]:
+    """A GET_DEST dump through the columnar decoder, back as rows (its error raised)."""
+    table, errors = wire.decode_dest_table([data], FAM, [svc_family])
+    if errors:
+        raise errors[0]
+    assert table.service.tolist() == [0] * len(table)
+    return table.rows()
+
+
 def service_dump(svcs: list[Service], *, stats64: bool = True, seq: int = 1) -> bytes:
     payloads = [wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(s, stats64=stats64)) for s in svcs]
     msgs = [wire.message(FAM, wire.CMD_NEW_SERVICE, p, flags=wire.NLM_F_MULTI, seq=seq) for p in payloads]
@@ -408,6 +417,22 @@ def test_dests_round_trip(ds: list[Dest], svc_family: int) -> None:
     assert wire.decode_dests(data, FAM, svc_family, fast=False) == ds
     assert wire.decode_dests(data, FAM, svc_family) == ds
     assert wire.decode_dests(data, FAM, svc_family) == ds
+    assert via_table(data, svc_family) == ds
+    assert via_table(data, svc_family) == ds
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(dests(), max_size=6), max_size=6), st.data())
+def test_many_dumps_decode_into_one_table_with_their_errors(dumps: list[list[Dest]], data: st.DataObject) -> None:
+    replies = [dest_dump(ds, stats64=data.draw(st.booleans())) for ds in dumps]
+    broken = data.draw(st.sets(st.integers(0, len(replies) - 1))) if replies else set()
+    for i in broken:
+        replies[i] = replies[i][:-4] + struct.pack("=i", -errno.ESRCH)  # the service vanished midway
+    table, errors = wire.decode_dest_table(replies, FAM, [AF_INET] * len(replies))
+    assert sorted(errors) == sorted(broken)
+    assert all(isinstance(e, wire.NetlinkError) and e.kind is IssueKind.INCONSISTENT for e in errors.values())
+    want = [(i, d) for i, r in enumerate(replies) if i not in broken for d in wire.decode_dests(r, FAM, AF_INET)]
+    assert list(zip(table.service.tolist(), table.rows(), strict=True)) == want
 
 
 def test_many_equal_layout_dests_use_compiled_runs() -> None:
@@ -418,6 +443,7 @@ def test_many_equal_layout_dests_use_compiled_runs() -> None:
     data = dest_dump(ds)
     for _ in range(2):
         assert wire.decode_dests(data, FAM, AF_INET) == ds
+        assert via_table(data, AF_INET) == ds
 
 
 def test_old_kernel_32bit_stats_and_missing_attributes() -> None:
@@ -433,6 +459,7 @@ def test_old_kernel_32bit_stats_and_missing_attributes() -> None:
         rates=Rates(1, 2, 3, 4, 5),
     )
     assert wire.decode_dests(dest_dump([d] * 3, stats64=False), FAM, AF_INET6) == [d] * 3
+    assert via_table(dest_dump([d] * 3, stats64=False), AF_INET6) == [d] * 3
     attrs = (
         wire.nla(wire.DEST_ATTR_ADDR, bytes.fromhex("20010db8" + "00" * 11 + "05"))
         + wire.nla(wire.DEST_ATTR_PORT, (8080).to_bytes(2, "big"))
@@ -443,6 +470,7 @@ def test_old_kernel_32bit_stats_and_missing_attributes() -> None:
     old = dataclasses.replace(d, active_conns=0, persist_conns=None, counters=None, rates=None)
     for _ in range(2):
         assert wire.decode_dests(msg * 2 + wire.done(1), FAM, AF_INET6) == [old, old]
+        assert via_table(msg * 2 + wire.done(1), AF_INET6) == [old, old]
     s = Service(ServiceKey.tcp("203.0.113.1", 80), "wlc", counters=Counters(1, 2, 3, 4, 5), rates=Rates())
     assert wire.decode_services(service_dump([s], stats64=False), FAM) == [s]
 
@@ -484,6 +512,8 @@ def test_every_truncation_is_a_parse_error() -> None:
             wire.decode_dests(data[:cut], FAM, AF_INET)
         with pytest.raises(ParseError):
             wire.decode_dests(data[:cut], FAM, AF_INET, fast=False)
+        with pytest.raises(ParseError):
+            via_table(data[:cut], AF_INET)
 
 
 @settings(max_examples=300, deadline=None)
@@ -495,6 +525,7 @@ def test_corrupted_bytes_never_leak_other_exceptions(data: st.DataObject) -> Non
     for decode in (
         lambda b: wire.decode_dests(b, FAM, AF_INET),
         lambda b: wire.decode_dests(b, FAM, AF_INET, fast=False),
+        lambda b: via_table(b, AF_INET),
         lambda b: wire.decode_services(b, FAM),
         lambda b: wire.decode_daemons(b, FAM),
         lambda b: wire.decode_info(b, FAM),
@@ -519,6 +550,8 @@ def test_corrupted_bytes_never_leak_other_exceptions(data: st.DataObject) -> Non
 def test_malformed_replies_say_what_is_wrong(mutate: object, message: str) -> None:
     with pytest.raises(ParseError, match=message):
         wire.decode_dests(mutate(sample_dump()), FAM, AF_INET)  # type: ignore[operator]
+    with pytest.raises(ParseError, match=message):
+        via_table(mutate(sample_dump()), AF_INET)  # type: ignore[operator]
 
 
 def test_unknown_enum_values_are_parse_errors() -> None:
@@ -529,6 +562,9 @@ def test_unknown_enum_values_are_parse_errors() -> None:
     )
     with pytest.raises(ParseError, match="forwarding method 6"):
         wire.decode_dests(bad_fwd, FAM, AF_INET)
+    assert via_table(dest_dump([d]), AF_INET) == [d]  # compiles the layout bad_fwd has too
+    with pytest.raises(ParseError, match="forwarding method 6"):
+        via_table(bad_fwd, AF_INET)
     svc = Service(ServiceKey.tcp("203.0.113.1", 80), "rr", counters=Counters(), rates=Rates())
     bad_af = service_dump([svc]).replace(
         wire.nla(wire.SVC_ATTR_AF, struct.pack("=H", 2)), wire.nla(wire.SVC_ATTR_AF, struct.pack("=H", 7))
@@ -563,6 +599,10 @@ def test_error_replies_map_to_issue_kinds(code: int, kind: IssueKind) -> None:
     with pytest.raises(wire.NetlinkError) as e:
         wire.decode_dests(failed_done, FAM, AF_INET)
     assert e.value.kind is kind
+    for bad in (reply, failed_done):
+        with pytest.raises(wire.NetlinkError) as e:
+            via_table(bad, AF_INET)
+        assert (e.value.kind, e.value.errno) == (kind, code)
 
 
 def test_ack_and_scan_chunk() -> None:
