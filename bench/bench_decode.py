@@ -19,9 +19,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lvstop.model import AF_INET, Counters, Dest, FwdMethod, Protocol, Rates, Service, ServiceKey
 from lvstop.sources import wire
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import netlink_replies as replies
 
 FAMILY_ID = 0x24  # whatever id the kernel gave the IPVS family
 TARGET_MS = 150
@@ -62,24 +66,24 @@ def synthetic(n_services: int, n_dests: int, seed: int = 7) -> tuple[bytes, list
             wire.message(
                 FAMILY_ID,
                 wire.CMD_NEW_DEST,
-                wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(d)),
+                wire.nla(wire.CMD_ATTR_DEST, replies.encode_dest(d)),
                 flags=wire.NLM_F_MULTI,
                 seq=seq,
             )
             for d in dests
         ]
-        dumps.append((key, b"".join(msgs) + wire.done(seq)))
+        dumps.append((key, b"".join(msgs) + replies.done(seq)))
     svc_msgs = [
         wire.message(
             FAMILY_ID,
             wire.CMD_NEW_SERVICE,
-            wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(s)),
+            wire.nla(wire.CMD_ATTR_SERVICE, replies.encode_service(s)),
             flags=wire.NLM_F_MULTI,
             seq=1,
         )
         for s in services
     ]
-    return b"".join(svc_msgs) + wire.done(1), dumps
+    return b"".join(svc_msgs) + replies.done(1), dumps
 
 
 def counters(rnd: random.Random) -> Counters:

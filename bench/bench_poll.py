@@ -26,6 +26,7 @@ import datetime
 import gc
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -207,13 +208,133 @@ def netlink_path(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     return cpu, reads
 
 
+def s3_one(services: int, dests: int, polls: int) -> dict[str, float]:
+    """Whole polls of a Poller over NetlinkSource against bench/fake_kernel.py, in this process's code:
+    the thread CPU of each poll (read and all processing), p50 and min, and per dest."""
+    from fake_kernel import connect
+
+    from lvstop.sources.netlink import NetlinkSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(HERE / "fake_kernel.py"), tmp, "--services", str(services)]
+        kernel = subprocess.Popen([*cmd, "--dests", str(dests)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert kernel.stdout is not None and kernel.stdout.readline().strip() == "ready"
+            # the stand-in kernel's first tick at 100k dests takes longer than a real kernel's reply
+            source = NetlinkSource(
+                proc_root=os.path.join(tmp, "proc"), socket_factory=connect(tmp), timeout=120.0
+            )
+            poller = Poller(source)
+            cpu: list[float] = []
+            user: list[float] = []
+            for i in range(polls + 3):
+                start = time.monotonic()
+                c0 = time.thread_time()
+                u0 = resource.getrusage(resource.RUSAGE_THREAD).ru_utime
+                poller.poll_once()
+                if i >= 3:  # first sample, warm start, the kernel's first rates
+                    cpu.append(time.thread_time() - c0)
+                    user.append(resource.getrusage(resource.RUSAGE_THREAD).ru_utime - u0)
+                time.sleep(max(0.0, start + 2.05 - time.monotonic()))  # one kernel tick per poll
+            source.close()
+        finally:
+            kernel.terminate()
+            kernel.wait()
+    n = services * dests
+    p50 = statistics.median(cpu)
+    user_p50 = statistics.median(user)
+    return {
+        "dests": n,
+        "p50_ms": p50 * 1e3,
+        "min_ms": min(cpu) * 1e3,
+        "us_per_dest": p50 / n * 1e6,
+        "user_p50_ms": user_p50 * 1e3,
+        "user_us_per_dest": user_p50 / n * 1e6,
+    }
+
+
+def demo_one(services: int, dests: int, polls: int) -> dict[str, float]:
+    """Whole polls of a Poller over the demo director (SimSource) in this process's code, as run()."""
+    cpu, _wall, _per_poll, _poller = run(argparse.Namespace(services=services, dests=dests, polls=polls), T0)
+    n = services * dests
+    p50 = statistics.median(cpu)
+    return {"dests": n, "p50_ms": p50 * 1e3, "min_ms": min(cpu) * 1e3, "us_per_dest": p50 / n * 1e6}
+
+
+def interleaved(args: argparse.Namespace) -> int:
+    """--s3 or --demo: one measuring process per size and code (this checkout's lvstop, and --peer's),
+    alternating, so that both see the same machine load."""
+    import json
+
+    mode, spec = ("s3", args.s3) if args.s3 else ("demo", args.demo)
+    sizes = [tuple(int(x) for x in size.split("x")) for size in spec.split(",")]
+    code = {"this": None, "peer": args.peer} if args.peer else {"this": None}
+    load_start = os.getloadavg()
+    rows: list[tuple[str, str, dict[str, float]]] = []
+    for services, dests in sizes:
+        for _ in range(args.rounds):
+            for label, path in code.items():
+                env = dict(os.environ)
+                if path:
+                    env["PYTHONPATH"] = path
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        f"--{mode}-one",
+                        f"{services}x{dests}",
+                        "--polls",
+                        str(args.polls),
+                    ],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                rows.append((f"{services}x{dests}", label, json.loads(out.splitlines()[-1])))
+    print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
+    print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
+    print(f"machine: nproc={os.cpu_count()} python={platform.python_version()}")
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in load_start)}")
+    print(f"load average at end  : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    runs = f"{args.polls} polls per run, {args.rounds} interleaved runs per size and code"
+    print(f"peer: {args.peer or '-'}; {runs}")
+    if mode == "s3":
+        print("netlink path over bench/fake_kernel.py, one kernel tick (2 s) between polls")
+        print("thread CPU of a whole poll (read + processing), p50; 'user' is its user-mode part (rusage)")
+    else:
+        print("demo director (SimSource): thread CPU of a whole poll (sim tick, read, processing), p50")
+    print("size        code   dests  cpu p50 ms   min ms  us/dest | user p50 ms  us/dest")
+    for size, label, r in rows:
+        cpu = f"{r['p50_ms']:11.1f} {r['min_ms']:8.1f} {r['us_per_dest']:8.2f}"
+        user = f"{r['user_p50_ms']:11.1f} {r['user_us_per_dest']:8.2f}" if "user_p50_ms" in r else ""
+        print(f"{size:11s} {label:5s} {r['dests']:6.0f} {cpu} | {user}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--s3", help="S3: sizes SxD,SxD,... over the netlink path (fake_kernel), then exit")
+    ap.add_argument("--s3-one", help=argparse.SUPPRESS)
+    ap.add_argument("--demo", help="the demo poll at sizes SxD,SxD,..., interleaved with --peer, then exit")
+    ap.add_argument("--demo-one", help=argparse.SUPPRESS)
+    ap.add_argument("--peer", help="with --s3/--demo: a directory whose lvstop package is the peer")
+    ap.add_argument("--rounds", type=int, default=2, help="with --s3/--demo: runs per size and code")
     ap.add_argument("--polls", type=int, default=40)
     ap.add_argument("--services", type=int, default=500)
     ap.add_argument("--dests", type=int, default=10)
     ap.add_argument("--netlink", type=int, default=15, help="polls over the netlink path (0: skip)")
     args = ap.parse_args()
+    if args.s3_one or args.demo_one:
+        import json
+
+        services, dests = (int(x) for x in (args.s3_one or args.demo_one).split("x"))
+        one = s3_one if args.s3_one else demo_one
+        gcpolicy.manage()  # as the TUI and the exporter do (lvstop.gcpolicy)
+        print(json.dumps(one(services, dests, args.polls)))
+        return 0
+    if args.s3 or args.demo:
+        return interleaved(args)
 
     gcpolicy.manage()  # as the TUI and the exporter do (lvstop.gcpolicy)
     load_start = os.getloadavg()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import os
 import socket
 import struct
@@ -29,12 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lvstop.model import Dest, Rates, Service, Snapshot  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources import wire  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests"))
+import netlink_replies as replies  # noqa: E402
+
 from lvstop.sources.sim import SimSource  # noqa: E402
 
 RECORDED = ROOT / "tests" / "fixtures" / "netlink" / "main"
@@ -75,7 +82,7 @@ def _datagrams(messages: list[bytes], seq: int) -> list[bytes]:
         size += len(m)
     if part:
         grams.append(b"".join(part))
-    return [*grams, wire.done(seq)]
+    return [*grams, replies.done(seq)]
 
 
 def recorded_family() -> int:
@@ -100,6 +107,7 @@ class Kernel:
         self._snap: Snapshot = self.poller.poll_once()
         self._at = time.monotonic()
         self._keys: dict[bytes, int] = {}
+        self._dests: list[bytes] = []  # per service: its dest messages (seq 0), made from the columns
         self.recorded = {
             name: [m for _t, _c, m in _split((RECORDED / f"{name}.bin").read_bytes())]
             for name in ("ctrl_families", "info", "config", "daemons")
@@ -111,6 +119,7 @@ class Kernel:
                 self._snap = self.poller.poll_once()
                 self._at = time.monotonic()
                 self._keys = {}
+                self._dests = []
             return self._snap
 
     def answer(self, request: bytes) -> list[bytes]:
@@ -119,7 +128,7 @@ class Kernel:
         if mtype == GENL_ID_CTRL:
             return [b"".join(_with_seq(self.recorded["ctrl_families"], seq))]
         if mtype != self.family:
-            return [wire.error(-errno.EINVAL, request)]
+            return [replies.error(-errno.EINVAL, request)]
         if cmd in (wire.CMD_GET_INFO, wire.CMD_GET_CONFIG):
             name = "info" if cmd == wire.CMD_GET_INFO else "config"
             return [b"".join(_with_seq(self.recorded[name], seq))]
@@ -127,27 +136,71 @@ class Kernel:
             return [b"".join(_with_seq(self.recorded["daemons"], seq))]
         if cmd == wire.CMD_GET_SERVICE:
             snap = self.snapshot(fresh=True)
-            return _datagrams([self._service(s, seq) for s in snap.services], seq)
+            return _datagrams([self._service(s, seq) for s in snap.table.services], seq)
         if cmd == wire.CMD_GET_DEST:
             snap = self.snapshot(fresh=False)
             if not self._keys:
                 self._keys = {
                     wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service_key(s.key)): i
-                    for i, s in enumerate(snap.services)
+                    for i, s in enumerate(snap.table.services)
                 }
             i = self._keys.get(request[20:])
             if i is None:
-                return [wire.error(-errno.ESRCH, request)]
-            return _datagrams([self._dest(d, seq) for d in snap.services[i].dests], seq)
-        return [wire.error(-errno.EPERM, request)]
+                return [replies.error(-errno.ESRCH, request)]
+            if not self._dests:
+                self._dests = self._dest_messages(snap)
+            return _dest_datagrams(self._dests[i], seq)
+        return [replies.error(-errno.EPERM, request)]
 
     def _service(self, svc: Service, seq: int) -> bytes:
-        payload = wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(svc))
+        payload = wire.nla(wire.CMD_ATTR_SERVICE, replies.encode_service(svc))
         return wire.message(self.family, wire.CMD_NEW_SERVICE, payload, flags=wire.NLM_F_MULTI, seq=seq)
 
     def _dest(self, dest: Dest, seq: int) -> bytes:
-        payload = wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(dest))
+        payload = wire.nla(wire.CMD_ATTR_DEST, replies.encode_dest(dest))
         return wire.message(self.family, wire.CMD_NEW_DEST, payload, flags=wire.NLM_F_MULTI, seq=seq)
+
+    def _dest_messages(self, snap: Snapshot) -> list[bytes]:
+        """Every dest message of the snapshot at once: one encoded message as the template, every
+        dest's values written into copies of it through the decoder's own numpy layout."""
+        table = snap.table
+        d = table.dests
+        if not len(d):
+            return [b""] * len(table.services)
+        first = table.dests.rows(0, 1)[0]
+        template = self._dest(first, 0)
+        size = len(template)
+        columns = wire.dest_columns(template + replies.done(0), self.family)
+        assert columns is not None and columns.size == size
+        buf = bytearray(template * len(d))
+        out = np.frombuffer(buf, columns.dtype)  # a view: the headers between the values stay
+        for name in ("addr", "port", "fwd", "weight", "tun_type", "tun_port", "tun_flags", "u_threshold"):
+            out[name] = getattr(d, name)
+        out["l_threshold"], out["active"], out["inactive"], out["family"] = (
+            d.l_threshold,
+            d.active,
+            d.inactive,
+            d.family,
+        )
+        out["persist"] = np.maximum(d.persist, 0)
+        for k in range(5):  # the 64-bit stats, which lvstop reads; the 32-bit ones keep the template's
+            out[f"s{k}"] = d.counters[:, k]
+            out[f"s{k + 5}"] = d.rates[:, k]
+        raw = bytes(buf)
+        starts = (table.starts * size).tolist()
+        return [raw[a:b] for a, b in itertools.pairwise(starts)]
+
+
+def _dest_datagrams(messages: bytes, seq: int) -> list[bytes]:
+    """A dest dump of `messages` (all of one size) in datagrams of at most DATAGRAM bytes, with `seq`."""
+    if not messages:
+        return [replies.done(seq)]
+    size = struct.unpack_from("=I", messages)[0]
+    words = np.frombuffer(messages, "<u4").reshape(-1, size // 4).copy()
+    words[:, 2] = seq
+    raw = words.tobytes()
+    step = DATAGRAM // size * size
+    return [*(raw[i : i + step] for i in range(0, len(raw), step)), replies.done(seq)]
 
 
 def serve(kernel: Kernel, listener: socket.socket) -> None:

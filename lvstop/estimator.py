@@ -159,13 +159,13 @@ _OUT = np.array([10, 10, 10, 5, 5], U64)
 
 def read_out(avg: Array) -> Array:
     """ip_vs_read_estimator over (n, 5) u64 averages: the rounded integer rates."""
-    return (avg + _ROUND) >> _OUT  # type: ignore[no-any-return]
+    return (avg + _ROUND) >> _OUT
 
 
 def kernel_step(avg: Array, delta: Array) -> Array:
     """One `avg += ((s64)rate - (s64)avg) >> 2` per value, rate = delta scaled, in C's u64/s64 wrap."""
     rate = (delta << _SHIFT).view(np.int64)
-    return (avg.view(np.int64) + ((rate - avg.view(np.int64)) >> 2)).view(U64)  # type: ignore[no-any-return]
+    return (avg.view(np.int64) + ((rate - avg.view(np.int64)) >> 2)).view(U64)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -196,6 +196,7 @@ class _State:
     @classmethod
     def empty(cls, keys: Array) -> _State:
         n = len(keys)
+
         def z() -> Array:
             return np.zeros((n, 5), U64)
 

@@ -16,7 +16,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from lvstop.model import Array, Counters, DestKey, DestTable, IssueKind, ServiceKey, Snapshot, Table, address_text, align
+from lvstop.model import (
+    Array,
+    Counters,
+    DestKey,
+    DestTable,
+    IssueKind,
+    ServiceKey,
+    Snapshot,
+    Table,
+    address_text,
+    align,
+)
 
 SERVICE_ADDED = "service_added"
 SERVICE_REMOVED = "service_removed"
@@ -96,21 +107,29 @@ def _dest_events(t: float, pt: Table, ct: Table, pairs: Array) -> dict[int, list
         skey, dkey = ct.services[i].key, _dest_key(cd, r)
         events = out.setdefault(i, [])
         if added[r]:
-            events.append(Event(t, DEST_ADDED, f"{skey}: dest {dkey} added (weight {cd.weight[r]})", skey, dkey))
+            events.append(
+                Event(t, DEST_ADDED, f"{skey}: dest {dkey} added (weight {cd.weight[r]})", skey, dkey)
+            )
             continue
         o = int(match[r])
         w0, w1 = int(pd.weight[o]), int(cd.weight[r])
         if w0 != w1:
-            events.append(Event(t, WEIGHT_CHANGED, f"{skey} -> {dkey}: weight {w0} -> {w1}", skey, dkey, w0, w1))
+            events.append(
+                Event(t, WEIGHT_CHANGED, f"{skey} -> {dkey}: weight {w0} -> {w1}", skey, dkey, w0, w1)
+            )
         if w1 == 0 and pd.active[o] > 0 and cd.active[r] == 0:
             msg = f"{skey} -> {dkey}: drained, no active connections left"
             events.append(Event(t, DRAIN_FINISHED, msg, skey, dkey))
         if pd.has_counters[o] and cd.has_counters[r] and (cd.counters[r] < pd.counters[o]).any():
-            events.append(Event(t, COUNTERS_RESET, f"{skey} -> {dkey}: counters went down (zeroed)", skey, dkey))
+            events.append(
+                Event(t, COUNTERS_RESET, f"{skey} -> {dkey}: counters went down (zeroed)", skey, dkey)
+            )
     for r in removed.tolist():
         i = int(back[pd.service[r]])
         skey = ct.services[i].key
-        out.setdefault(i, []).append(Event(t, DEST_REMOVED, f"{skey}: dest {_dest_key(pd, r)} removed", skey, _dest_key(pd, r)))
+        out.setdefault(i, []).append(
+            Event(t, DEST_REMOVED, f"{skey}: dest {_dest_key(pd, r)} removed", skey, _dest_key(pd, r))
+        )
     return out
 
 
@@ -149,9 +168,9 @@ def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
         out.append(Event(t, COUNTERS_RESET, "total counters went down (ipvsadm -Z?)"))
     seen = {(i.kind, i.service, i.message) for i in prev.issues}
     seen.update((IssueKind.INCONSISTENT, s.key, s.error) for s in pt.services if s.error is not None)
-    for i in cur.issues:
-        if i.kind is IssueKind.INCONSISTENT and (i.kind, i.service, i.message) not in seen:
-            out.append(Event(t, INCONSISTENT_READ, i.message, i.service))
+    for issue in cur.issues:
+        if issue.kind is IssueKind.INCONSISTENT and (issue.kind, issue.service, issue.message) not in seen:
+            out.append(Event(t, INCONSISTENT_READ, issue.message, issue.service))
     for s in ct.services:
         if s.error is not None and (IssueKind.INCONSISTENT, s.key, s.error) not in seen:
             out.append(Event(t, INCONSISTENT_READ, f"{s.key}: {s.error}", s.key))

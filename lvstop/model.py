@@ -19,6 +19,8 @@ from typing import Any, TypeVar, overload
 import numpy as np
 import numpy.typing as npt
 
+from lvstop import gcpolicy
+
 AF_INET = 2
 AF_INET6 = 10
 
@@ -533,14 +535,33 @@ class DestTable:
         sl = slice(start, len(self) if stop is None else stop)
         family = self.family[sl].tolist()
         raw = self.addr[sl].tolist()
+        pairs = list(zip(family, raw, strict=True))
+        names = {fa: address_text(*fa) for fa in set(pairs)}  # real servers repeat across services
         fwd = self.fwd[sl].tolist()
         tun = self.tun_type[sl].tolist()
         persist = self.persist[sl].tolist()
-        counters = _rows_of(Counters, self.counters[sl], self.has_counters[sl])
-        rates = _rows_of(Rates, self.rates[sl], self.has_rates[sl])
-        instant = _rows_of(Rates, self.instant[sl], self.has_instant[sl])
+        counters = _rows_of(_new_counters, self.counters[sl], self.has_counters[sl])
+        rates = _rows_of(_new_rates, self.rates[sl], self.has_rates[sl])
+        instant = _rows_of(_new_rates, self.instant[sl], self.has_instant[sl])
         return [
-            Dest(f, address_text(f, a), p, _FWD[m], w, u, lt, ac, ic, None if ps < 0 else ps, _TUN[tt], tp, tf, c, r, i)
+            _new_dest(
+                f,
+                names[f, a],
+                p,
+                _FWD[m],
+                w,
+                u,
+                lt,
+                ac,
+                ic,
+                None if ps < 0 else ps,
+                _TUN[tt],
+                tp,
+                tf,
+                c,
+                r,
+                i,
+            )
             for f, a, p, m, w, u, lt, ac, ic, ps, tt, tp, tf, c, r, i in zip(
                 family,
                 raw,
@@ -610,7 +631,7 @@ class Table:
         where = self._cache.get("index")
         if where is None:
             where = self._cache["index"] = {s.key: i for i, s in enumerate(self.services)}
-        return where.get(key)  # type: ignore[no-any-return]
+        return where.get(key)
 
     def service_keys(self) -> Array:
         """service_key_bytes of each service, as V28 voids."""
@@ -618,13 +639,13 @@ class Table:
         if k is None:
             raw = b"".join(service_key_bytes(s.key) for s in self.services)
             k = self._cache["service_keys"] = np.frombuffer(raw, f"V{SERVICE_KEY_BYTES}").copy()
-        return k  # type: ignore[no-any-return]
+        return k
 
     def dest_keys(self) -> Array:
         k = self._cache.get("dest_keys")
         if k is None:
             k = self._cache["dest_keys"] = self.dests.keys(self.service_keys())
-        return k  # type: ignore[no-any-return]
+        return k
 
     def dest_count(self, i: int) -> int:
         return int(self.starts[i + 1] - self.starts[i])
@@ -656,7 +677,8 @@ class ServiceRows(Sequence[Service]):
             t = self.table
             n = len(self._rows)
             j = i + n if i < 0 else i
-            row = self._row(j, t.dests.rows(int(t.starts[j]), int(t.starts[j + 1])))
+            with gcpolicy.paused():
+                row = self._row(j, t.dests.rows(int(t.starts[j]), int(t.starts[j + 1])))
             self._rows[j] = row
         return row
 
@@ -667,11 +689,12 @@ class ServiceRows(Sequence[Service]):
     def __iter__(self) -> Iterator[Service]:
         if None in self._rows:  # all at once: one pass over the columns
             t = self.table
-            dests = t.dests.rows()
-            starts = t.starts.tolist()
-            for i, row in enumerate(self._rows):
-                if row is None:
-                    self._rows[i] = self._row(i, dests[starts[i] : starts[i + 1]])
+            with gcpolicy.paused():  # several objects per dest, no cycles (lvstop.gcpolicy)
+                dests = t.dests.rows()
+                starts = t.starts.tolist()
+                for i, row in enumerate(self._rows):
+                    if row is None:
+                        self._rows[i] = self._row(i, dests[starts[i] : starts[i + 1]])
         return iter(self._rows)  # type: ignore[arg-type]
 
     def __eq__(self, other: object) -> bool:
@@ -706,6 +729,8 @@ def align(prev: Array, cur: Array) -> Array:
 
 
 # ------------------------------------------------------------------------------------ fast builders
+# Rows made from columns (DestTable.rows) are built with these: measured at 100k dests with the
+# collector paused, 0.23-0.26 s with them against 0.50-0.73 s with the dataclass __init__s.
 
 _F = TypeVar("_F")
 _TWINS: dict[type, type] = {}
@@ -738,10 +763,6 @@ def fast_constructor(cls: type[_F]) -> Callable[..., _F]:
     return _build(cls, f"new_{cls.__name__.lower()}", names, {n: n for n in names})
 
 
-def fast_replacer(cls: type[_F], *changed: str) -> Callable[..., _F]:
-    """`lambda obj, *values: dataclasses.replace(obj, **dict(zip(changed, values)))`, 5x faster."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    if not set(changed) <= names or "obj" in changed:
-        raise ValueError(f"{cls.__name__} has no field among {changed!r}")
-    values = {n: n if n in changed else f"obj.{n}" for n in names}
-    return _build(cls, f"replace_{cls.__name__.lower()}", ("obj", *changed), values)
+_new_dest = fast_constructor(Dest)
+_new_counters = fast_constructor(Counters)
+_new_rates = fast_constructor(Rates)

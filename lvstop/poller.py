@@ -26,7 +26,7 @@ from lvstop import gcpolicy
 from lvstop.errors import LvstopError
 from lvstop.estimator import Estimate, Estimator, counters_row
 from lvstop.events import POLL_FAILED, POLL_RECOVERED, Event, EventLog, diff_snapshots
-from lvstop.model import SERVICE_KEY_BYTES, U64, Array, Rates, Service, ServiceRows, Snapshot, Table
+from lvstop.model import SERVICE_KEY_BYTES, U64, Array, Rates, ServiceRows, Snapshot, Table
 from lvstop.sources import Source
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ class Poller:
         has_rates[computed] = e.has_ewma[~d.has_rates[rows]]
         instant[rows] = e.instant
         has_instant[rows] = e.has_instant
-        dests = dataclasses.replace(d, rates=rates, has_rates=has_rates, instant=instant, has_instant=has_instant)
+        dests = dataclasses.replace(
+            d, rates=rates, has_rates=has_rates, instant=instant, has_instant=has_instant
+        )
         # Services: few, rows kept; their counters estimated as one table too.
         counted = [i for i, s in enumerate(table.services) if s.counters is not None]
         services = list(table.services)
@@ -146,7 +148,9 @@ class Poller:
             services_est.update(np.zeros(0, f"V{SERVICE_KEY_BYTES}"), np.zeros((0, 5), U64), t)
         total_rates, total_instant = raw.total_rates, None
         if raw.totals is not None:
-            te = totals_est.update(_TOTALS, np.array([counters_row(raw.totals)], U64), t, total_rates is not None)
+            te = totals_est.update(
+                _TOTALS, np.array([counters_row(raw.totals)], U64), t, total_rates is not None
+            )
             ewma, total_instant = _rates_at(te, 0)
             if total_rates is None:
                 total_rates = ewma

@@ -34,6 +34,8 @@ from queue import SimpleQueue
 from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
+
 from lvstop import gcpolicy
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import (
@@ -41,14 +43,16 @@ from lvstop.model import (
     Daemon,
     Dest,
     DestKey,
+    DestTable,
     Issue,
     IssueKind,
     Rates,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
+    Table,
     Timeouts,
-    fast_replacer,
 )
 from lvstop.sources import genl, wire
 from lvstop.sources.netns import enter_netns, netns_path
@@ -66,7 +70,6 @@ VANISHED = "vanished during the read"
 CHANGED = "changed during the read"
 _RECV_SIZE = 1 << 16  # dump replies come in datagrams of at most ~32 KiB
 _T = TypeVar("_T")
-_replace_dests = fast_replacer(Service, "dests")  # dataclasses.replace costs ~10 us a service
 
 
 class NetlinkSocket(Protocol):
@@ -242,7 +245,7 @@ class NetlinkSource:
             version, tab_size = self._info()
             timeouts = self._partial(issues, self._timeouts)
             daemons = self._partial(issues, self._daemons) or ()
-            services = [self._with_dests(s, issues) for s in self._unique_services(issues)]
+            services, dests = self._with_dests(self._unique_services(issues), issues)
             services = self._recheck(services, issues)
         totals, total_rates = self._totals(issues)
         sysctls = self._sysctls(issues)
@@ -254,7 +257,7 @@ class NetlinkSource:
             director=socket.gethostname(),
             wall_time=wall,
             mono_time=mono,
-            services=tuple(services),
+            services=ServiceRows(Table.build(services, dests)),
             version=version,
             conn_tab_size=tab_size,
             totals=totals,
@@ -320,31 +323,67 @@ class NetlinkSource:
             )
         return services
 
-    def _with_dests(self, svc: Service, issues: list[Issue]) -> Service:
-        what = f"netlink GET_DEST of {svc.key}"
-        try:
-            data, _ = self._request(lambda fam, seq: wire.get_dests_request(fam, seq, svc.key), what)
-            dests = wire.decode_dests(data, self._family, svc.key.family)
-        except wire.NetlinkError as e:
-            if e.kind is IssueKind.INCONSISTENT:
-                return self._vanished(svc, issues)
-            issues.append(Issue(e.kind, str(e), svc.key))
-            return dataclasses.replace(svc, error=str(e))
-        except ParseError as e:
-            issues.append(Issue(IssueKind.MALFORMED, str(e), svc.key))
-            return dataclasses.replace(svc, error=f"malformed reply: {e.reason}")
-        except SourceError as e:
-            if e.kind is not IssueKind.MALFORMED:
-                raise  # no reply at all: the whole read fails
-            issues.append(Issue(e.kind, str(e), svc.key))  # garbled datagram; the next request reconnects
-            return dataclasses.replace(svc, error=f"malformed reply: {e}")
-        dests, dropped = _unique(dests, [(d.family, d.address, d.port) for d in dests])  # tuples hash in C
-        if dropped:
-            # A dump spanning datagrams resumes by position: a service re-created meanwhile repeats dests.
-            msg = f"{svc.key} {CHANGED}: {dropped} duplicate dests dropped"
-            issues.append(Issue(IssueKind.INCONSISTENT, msg, svc.key))
-            return dataclasses.replace(svc, dests=tuple(dests), error=CHANGED)
-        return _replace_dests(svc, tuple(dests))
+    def _with_dests(self, services: list[Service], issues: list[Issue]) -> tuple[list[Service], DestTable]:
+        """One GET_DEST dump per service (IPVS has no dump of all dests), decoded together into one
+        table. A service whose dests could not be read whole gets its error and an issue."""
+        services = list(services)
+        replies: list[bytes] = []
+        read: list[int] = []  # the service of each reply
+        spanning: list[int] = []  # replies of more than one datagram
+        problems: dict[int, list[Issue]] = {}
+        for i, svc in enumerate(services):
+            what = f"netlink GET_DEST of {svc.key}"
+            try:
+                data, chunks = self._request(self._dests_request(svc.key), what)
+            except SourceError as e:
+                if e.kind is not IssueKind.MALFORMED:
+                    raise  # no reply at all: the whole read fails
+                problems[i] = [
+                    Issue(e.kind, str(e), svc.key)
+                ]  # garbled datagram; the next request reconnects
+                services[i] = dataclasses.replace(svc, error=f"malformed reply: {e}")
+                continue
+            if chunks > 1:
+                spanning.append(len(replies))
+            read.append(i)
+            replies.append(data)
+        table, errors = wire.decode_dest_table(replies, self._family, [services[i].key.family for i in read])
+        table.service[:] = np.array(read, np.intp)[table.service]
+        for r, err in errors.items():
+            i = read[r]
+            svc, out = services[i], problems.setdefault(i, [])
+            if isinstance(err, wire.NetlinkError) and err.kind is IssueKind.INCONSISTENT:
+                services[i] = self._vanished(svc, out)
+            elif isinstance(err, SourceError):
+                out.append(Issue(err.kind, str(err), svc.key))
+                services[i] = dataclasses.replace(svc, error=str(err))
+            else:
+                out.append(Issue(IssueKind.MALFORMED, str(err), svc.key))
+                reason = err.reason if isinstance(err, ParseError) else str(err)
+                services[i] = dataclasses.replace(svc, error=f"malformed reply: {reason}")
+        # A dump spanning datagrams resumes by position: a service re-created meanwhile repeats dests.
+        # Within one datagram the kernel holds its lock, so only those dumps are checked.
+        repeated = np.zeros(len(table), bool)
+        for r in spanning:
+            i = read[r]
+            rows = np.flatnonzero(table.service == i)
+            seen: set[tuple[int, bytes, int]] = set()
+            for row, k in zip(rows.tolist(), _dest_ids(table, rows), strict=True):
+                repeated[row] = k in seen
+                seen.add(k)
+            dropped = int(repeated[rows].sum())
+            if dropped:
+                svc = services[i]
+                msg = f"{svc.key} {CHANGED}: {dropped} duplicate dests dropped"
+                problems.setdefault(i, []).append(Issue(IssueKind.INCONSISTENT, msg, svc.key))
+                services[i] = dataclasses.replace(svc, error=CHANGED)
+        if repeated.any():
+            table = table.take(np.flatnonzero(~repeated))
+        issues += [x for i in sorted(problems) for x in problems[i]]
+        return services, table
+
+    def _dests_request(self, key: ServiceKey) -> Callable[[int, int], bytes]:
+        return lambda family, seq: wire.get_dests_request(family, seq, key)
 
     def _recheck(self, services: list[Service], issues: list[Issue]) -> list[Service]:
         """Mark the services that are gone by the end of the read.
@@ -430,6 +469,12 @@ class NetlinkSource:
 def _read_text(path: str) -> str:
     with open(path, encoding="ascii") as f:
         return f.read()
+
+
+def _dest_ids(table: DestTable, rows: np.ndarray) -> list[tuple[int, bytes, int]]:
+    return list(
+        zip(table.family[rows].tolist(), table.addr[rows].tolist(), table.port[rows].tolist(), strict=True)
+    )
 
 
 def _unique(items: list[_T], keys: list[Hashable]) -> tuple[list[_T], int]:

@@ -24,6 +24,7 @@ no new connections; what is established decays), so the demo can be drained like
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import math
@@ -33,6 +34,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
+
+import numpy as np
 
 from lvstop.errors import ControlError
 from lvstop.model import (
@@ -48,14 +51,17 @@ from lvstop.model import (
     DaemonState,
     Dest,
     DestKey,
+    DestTable,
     FwdMethod,
     Protocol,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
+    Table,
     Timeouts,
     TunType,
-    fast_constructor,
+    address_bytes,
 )
 
 TICK = 2.0  # the kernel's estimator period: counters move this often
@@ -107,9 +113,7 @@ _HASHING = frozenset({"sh", "mh", "dh", "lblc", "lblcr"})
 _NAT = frozenset({FwdMethod.MASQ, FwdMethod.LOCAL})  # replies pass the director only with NAT
 _CONN_HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData\n"
 _CONN_SYNC_HEADER = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Origin Expires\n"
-_new_counters = fast_constructor(Counters)
-_new_dest = fast_constructor(Dest)
-_new_service = fast_constructor(Service)
+_DEST_COLUMNS = tuple(f.name for f in dataclasses.fields(DestTable))
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,31 +372,14 @@ class _DestState:
     active: float = 0.0
     inactive: float = 0.0
     persist: float = 0.0
-    # What the last read showed, handed out again while it still holds: most dests of a big
-    # director see no new connection in a given tick. None when the counters or config changed.
-    counters: Counters | None = None
-    shown: Dest | None = None
 
     @property
     def key(self) -> DestKey:
         return DestKey(self.family, self.spec.address, self.spec.port)
 
     def dest(self) -> Dest:
-        active, inactive, persist = int(self.active + 0.5), int(self.inactive + 0.5), int(self.persist + 0.5)
-        d = self.shown
-        c = self.counters
-        if c is None:
-            c = _new_counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
-            self.counters = c
-        elif (  # `shown` was built with these counters
-            d is not None
-            and d.active_conns == active
-            and d.inactive_conns == inactive
-            and d.persist_conns == persist
-        ):
-            return d
         spec = self.spec
-        d = self.shown = _new_dest(
+        return Dest(
             self.family,
             spec.address,
             spec.port,
@@ -400,17 +387,14 @@ class _DestState:
             self.weight,
             self.u_threshold,
             self.l_threshold,
-            active,
-            inactive,
-            persist,
+            int(self.active + 0.5),
+            int(self.inactive + 0.5),
+            int(self.persist + 0.5),
             self.tun_type,
             self.tun_port,
             self.tun_flags,
-            c,
-            None,
-            None,
+            Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes),
         )
-        return d
 
 
 @dataclass(slots=True)
@@ -427,25 +411,12 @@ class _ServiceState:
     outpkts: int = 0
     inbytes: int = 0
     outbytes: int = 0
-    cache: Service | None = None
 
     def service(self) -> Service:
-        if self.cache is None:
-            s = self.spec
-            self.cache = _new_service(
-                s.key,
-                s.scheduler,
-                s.flags,
-                s.timeout,
-                s.netmask,
-                s.pe_name,
-                _new_counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes),
-                None,
-                None,
-                tuple([d.dest() for d in self.dests]),
-                None,
-            )
-        return self.cache
+        """The service's row without its dests (they are columns, see SimSource._dest_table)."""
+        s = self.spec
+        counters = Counters(self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
+        return Service(s.key, s.scheduler, s.flags, s.timeout, s.netmask, s.pe_name, counters)
 
 
 def _daily(t: float, shift_h: float) -> float:
@@ -507,6 +478,7 @@ class SimSource:
         rng = random.Random(f"build:{seed}")
         self._services = [self._state(s, rng) for s in specs]
         self._totals: Counters | None = None
+        self._fixed: DestTable | None = None  # the dest columns only set_dest changes
         now = clock()
         self._k = math.floor(now / TICK)
         recent = round(RECENT / TICK)
@@ -562,7 +534,6 @@ class SimSource:
         t = k * TICK
         self._totals = None
         for sv in self._services:
-            sv.cache = None
             spec = sv.spec
             tr = spec.traffic
             noise = max(0.2, 1.0 + 0.08 * rng.gauss(0.0, 1.0))
@@ -620,7 +591,6 @@ class SimSource:
                 d.outpkts += outp
                 d.inbytes += inb
                 d.outbytes += outb
-                d.counters = None
                 d_conns += n
                 d_inpkts += inp
                 d_outpkts += outp
@@ -663,7 +633,7 @@ class SimSource:
         with self._lock:
             wall = self._clock()
             self._advance()
-            services = tuple(sv.service() for sv in self._services)
+            services = ServiceRows(Table.build([sv.service() for sv in self._services], self._dest_table()))
             if self._totals is None:
                 self._totals = Counters(
                     sum(sv.conns for sv in self._services),
@@ -685,6 +655,38 @@ class SimSource:
                 timeouts=TIMEOUTS,
                 sysctls=SYSCTLS,
             )
+
+    def _dest_table(self) -> DestTable:
+        """Every dest as columns: what set_dest changes is kept between reads, the rest made anew."""
+        dests = [d for sv in self._services for d in sv.dests]
+        fixed = self._fixed
+        if fixed is None:
+            fixed = DestTable.empty(len(dests))
+            fixed.service[:] = [i for i, sv in enumerate(self._services) for _ in sv.dests]
+            fixed.family[:] = [d.family for d in dests]
+            fixed.addr[:] = [address_bytes(d.family, d.spec.address) for d in dests]
+            fixed.port[:] = [d.spec.port for d in dests]
+            fixed.fwd[:] = [d.fwd for d in dests]
+            fixed.weight[:] = [d.weight for d in dests]
+            fixed.u_threshold[:] = [d.u_threshold for d in dests]
+            fixed.l_threshold[:] = [d.l_threshold for d in dests]
+            fixed.tun_type[:] = [d.tun_type for d in dests]
+            fixed.tun_port[:] = [d.tun_port for d in dests]
+            fixed.tun_flags[:] = [d.tun_flags for d in dests]
+            fixed.has_counters[:] = True
+            for name in _DEST_COLUMNS:
+                getattr(fixed, name).flags.writeable = False  # shared by every read's table
+            self._fixed = fixed
+        # int(x + 0.5) as the rows show them (x >= 0)
+        return dataclasses.replace(
+            fixed,
+            active=np.floor(np.array([d.active for d in dests]) + 0.5).astype(np.int64),
+            inactive=np.floor(np.array([d.inactive for d in dests]) + 0.5).astype(np.int64),
+            persist=np.floor(np.array([d.persist for d in dests]) + 0.5).astype(np.int64),
+            counters=np.array(
+                [(d.conns, d.inpkts, d.outpkts, d.inbytes, d.outbytes) for d in dests], np.uint64
+            ).reshape(len(dests), 5),
+        )
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:
         """The connection table as /proc/net/ip_vs_conn(_sync) prints it, consistent with the
@@ -731,11 +733,11 @@ class SimSource:
                 raise ControlError(
                     f"{dest.key} in {skey}: weight or thresholds out of range (ERANGE)", status=400
                 )
-            sv, d = found
+            _sv, d = found
             d.weight, d.fwd = dest.weight, dest.fwd
             d.u_threshold, d.l_threshold = ut, lt
             d.tun_type, d.tun_port, d.tun_flags = tt, tp, tf
-            d.shown = sv.cache = None
+            self._fixed = None
 
 
 # ------------------------------------------------------------------------------------------ conn table
@@ -766,9 +768,6 @@ class _TablePart:
     template_state: str  # padded
     timeout: int
     pe_name: str
-
-
-_new_table_part = fast_constructor(_TablePart)
 
 
 def _state(name: str, timeout: int) -> _State:
@@ -802,7 +801,7 @@ def _table_part(sv: _ServiceState, index: int, d: _DestState) -> _TablePart:
     daddr = _hex_addr(d.family, d.spec.address)
     vfamily = AF_INET6 if v6 else AF_INET
     nets = _client_nets(spec.netmask) if persist else 1
-    return _new_table_part(
+    return _TablePart(
         f"{'TCP' if key.is_fwmark else key.protocol.name:<3}",
         tuple([f"{_hex_addr(vfamily, a)} {p:04X} {daddr} {d.spec.port or p:04X} " for a, p in vips]),
         v6,

@@ -45,7 +45,6 @@ from lvstop.model import (
     ServiceKey,
     Timeouts,
     TunType,
-    fast_constructor,
 )
 
 # --- netlink (include/uapi/linux/netlink.h) ---
@@ -549,17 +548,11 @@ def _nested(
 
 # --------------------------------------------------------------------------- model construction
 
-# The model's generated builders are four times faster than a frozen dataclass __init__ and take every
-# field positionally: a field added to the model fails these calls instead of leaving an unset slot.
-_new_dest = fast_constructor(Dest)
-_new_counters = fast_constructor(Counters)
-_new_rates = fast_constructor(Rates)
-
 
 def _stats(t: tuple[Any, ...], start: int) -> tuple[Counters | None, Rates | None]:
     if t[start] is None:
         return None, None
-    return _new_counters(*t[start : start + 5]), _new_rates(*t[start + 5 : start + 10])
+    return Counters(*t[start : start + 5]), Rates(*t[start + 5 : start + 10])
 
 
 _NAMES: Final[dict[int, dict[bytes, str]]] = {AF_INET: {}, AF_INET6: {}}
@@ -635,9 +628,9 @@ def _build_dest(t: tuple[Any, ...], svc_family: int) -> Dest:
     if conns is None:
         counters = rates = None
     else:
-        counters = _new_counters(conns, inpkts, outpkts, inbytes, outbytes)
-        rates = _new_rates(cps, inpps, outpps, inbps, outbps)
-    return _new_dest(
+        counters = Counters(conns, inpkts, outpkts, inbytes, outbytes)
+        rates = Rates(cps, inpps, outpps, inbps, outbps)
+    return Dest(
         family,
         address,
         _ntohs(port),
@@ -724,7 +717,7 @@ _STATS_NP: Final = {"I": "=u4", "Q": "=u8"}
 _DONE_LEN: Final = _NLH.size + 4
 
 
-class _DestColumns:
+class DestColumns:
     """A compiled dest message layout for whole dumps at once: a numpy dtype reads every value of a
     run of same-layout messages, and a masked comparison checks every header of every message (the
     nlmsghdr length and type, the genl header, each nlattr header) against the first one's."""
@@ -781,10 +774,10 @@ class _DestColumns:
         return t, np.flatnonzero(~known | odd)
 
 
-_DEST_COLUMNS: dict[int, _DestColumns] = {}
+_DEST_COLUMNS: dict[int, DestColumns] = {}
 
 
-def _dest_columns(data: bytes, family_id: int) -> _DestColumns | None:
+def dest_columns(data: bytes, family_id: int) -> DestColumns | None:
     """The compiled layout of the reply's dest messages if the reply is nothing but dest messages of
     one size and an NLMSG_DONE without error (the kernel's usual answer); None otherwise."""
     n = len(data)
@@ -801,7 +794,7 @@ def _dest_columns(data: bytes, family_id: int) -> _DestColumns | None:
         try:
             _check_genl(data, 0, mlen, CMD_NEW_DEST, what)
             headers, fields = _dest_walk(data, 0, mlen, what)
-            layout = _DestColumns(data, 0, mlen, [_NLH.size, *headers], fields)
+            layout = DestColumns(data, 0, mlen, [_NLH.size, *headers], fields)
         except (ParseError, ValueError):
             return None  # the reference path says what is wrong
         _DEST_COLUMNS[mlen] = layout
@@ -820,7 +813,7 @@ def decode_dest_table(
     fast: dict[int, list[int]] = {}  # layout size -> replies
     slow: list[int] = []
     for i, data in enumerate(replies):
-        layout = _dest_columns(data, family_id)
+        layout = dest_columns(data, family_id)
         if layout is not None:
             fast.setdefault(layout.size, []).append(i)
         elif not (len(data) == _DONE_LEN and _is_clean_done(data)):  # not an empty dump
@@ -1001,48 +994,6 @@ def encode_service_key(key: ServiceKey) -> bytes:
     )
 
 
-def encode_stats(counters: Counters | None, rates: Rates | None, *, wide: bool) -> bytes:
-    """The nested stats attributes as ip_vs_genl_fill_stats(64) writes them."""
-    c = counters or Counters()
-    r = rates or Rates()
-    values = (
-        c.conns,
-        c.inpkts,
-        c.outpkts,
-        c.inbytes,
-        c.outbytes,
-        r.cps,
-        r.inpps,
-        r.outpps,
-        r.inbps,
-        r.outbps,
-    )
-    codes = _STATS64_CODES if wide else _STATS32_CODES
-    # the 32-bit attribute carries (u32) casts of the counters, as the kernel's fill_stats does
-    return b"".join(
-        nla(i + 1, struct.pack("=" + code, int(v) & (0xFFFFFFFF if code == "I" else (1 << 64) - 1)))
-        for i, (code, v) in enumerate(zip(codes, values, strict=True))
-    )
-
-
-def encode_service(svc: Service, *, stats64: bool = True) -> bytes:
-    """The IPVS_CMD_ATTR_SERVICE payload as the kernel fills it in a GET_SERVICE reply."""
-    k = svc.key
-    netmask = struct.pack(">I" if k.family == AF_INET else "=I", svc.netmask)
-    out = [
-        encode_service_key(k),
-        nla(SVC_ATTR_SCHED_NAME, svc.scheduler.encode() + b"\0"),
-        nla(SVC_ATTR_PE_NAME, svc.pe_name.encode() + b"\0") if svc.pe_name else b"",
-        nla(SVC_ATTR_FLAGS, struct.pack("=II", svc.flags, 0xFFFFFFFF)),
-        nla(SVC_ATTR_TIMEOUT, _u32(svc.timeout)),
-        nla(SVC_ATTR_NETMASK, netmask),
-        nla(SVC_ATTR_STATS, encode_stats(svc.counters, svc.rates, wide=False)),
-    ]
-    if stats64:
-        out.append(nla(SVC_ATTR_STATS64, encode_stats(svc.counters, svc.rates, wide=True)))
-    return b"".join(out)
-
-
 def _dest_settings(dest: Dest) -> bytes:
     """What SET_DEST must carry besides the family: everything a weight edit must preserve."""
     tt, tp, tf, ut, lt = dest.tun_type, dest.tun_port, dest.tun_flags, dest.u_threshold, dest.l_threshold
@@ -1061,35 +1012,9 @@ def _dest_settings(dest: Dest) -> bytes:
     )
 
 
-def encode_dest(dest: Dest, *, stats64: bool = True) -> bytes:
-    """The IPVS_CMD_ATTR_DEST payload as ip_vs_genl_fill_dest writes it in a GET_DEST reply."""
-    out = [
-        _dest_settings(dest),
-        nla(DEST_ATTR_ACTIVE_CONNS, _u32(dest.active_conns)),
-        nla(DEST_ATTR_INACT_CONNS, _u32(dest.inactive_conns)),
-        nla(DEST_ATTR_PERSIST_CONNS, _u32(dest.persist_conns or 0)),
-        nla(DEST_ATTR_ADDR_FAMILY, _u16(dest.family)),
-        nla(DEST_ATTR_STATS, encode_stats(dest.counters, dest.rates, wide=False)),
-    ]
-    if stats64:
-        out.append(nla(DEST_ATTR_STATS64, encode_stats(dest.counters, dest.rates, wide=True)))
-    return b"".join(out)
-
-
 def message(family_id: int, cmd: int, payload: bytes, *, flags: int, seq: int, pid: int = 0) -> bytes:
     body = _GENL.pack(cmd, IPVS_GENL_VERSION, 0) + payload
     return _NLH.pack(_NLH.size + len(body), family_id, flags, seq, pid) + body
-
-
-def done(seq: int, pid: int = 0) -> bytes:
-    return _NLH.pack(_NLH.size + 4, NLMSG_DONE, NLM_F_MULTI, seq, pid) + _I32.pack(0)
-
-
-def error(code: int, request: bytes, pid: int = 0) -> bytes:
-    """NLMSG_ERROR answering `request` (code 0 = ack), as the kernel sends it with NETLINK_CAP_ACK off."""
-    _len, _type, _flags, seq, _pid = _NLH.unpack_from(request)
-    body = _I32.pack(-code) + request[: _NLH.size] if code == 0 else _I32.pack(-code) + request
-    return _NLH.pack(_NLH.size + len(body), NLMSG_ERROR, 0, seq, pid) + body
 
 
 def get_services_request(family_id: int, seq: int) -> bytes:

@@ -12,7 +12,7 @@ import dataclasses
 import ipaddress
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -271,7 +271,7 @@ class DirectorFeed:
         except LvstopError:  # kept in reader.last_error, which the view shows
             return
 
-    def _known_services(self) -> tuple[Service, ...] | None:
+    def _known_services(self) -> Sequence[Service] | None:
         latest = self._latest_snapshot()
         return latest.services if latest is not None else None
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ctypes
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import numpy as np
 
 from lvstop.estimator import MAX_CATCHUP_STEPS, Estimator, KernelEstimator, counters_row
 from lvstop.model import Counters, Rates
@@ -20,7 +19,9 @@ def keys(*names: str) -> np.ndarray:
     return np.array([n.encode() for n in names], "V8")
 
 
-def upd(est: Estimator, counters: Counters, t: float, kernel_rates: bool = False) -> tuple[Rates | None, Rates | None]:
+def upd(
+    est: Estimator, counters: Counters, t: float, kernel_rates: bool = False
+) -> tuple[Rates | None, Rates | None]:
     """One sample of a table of one entry; (ewma, instant) as rows, None where there is no rate."""
     e = est.update(keys("k"), np.array([counters_row(counters)], np.uint64), t, kernel_rates)
     ewma = Rates(*e.ewma[0].tolist()) if e.has_ewma[0] else None
@@ -337,7 +338,11 @@ def test_an_update_forgets_entries_it_does_not_name_unless_kept() -> None:
     keep = np.array([False, True, False])  # b's read was incomplete: its state stays
     est.update(keys("a"), np.array([counters_row(c(2))], np.uint64), 2.0, keep=keep)
     assert est.keys.tolist() == keys("a", "b").tolist()
-    e = est.update(keys("a", "b", "c"), np.array([counters_row(c(4)), counters_row(c(3)), counters_row(c(1))], np.uint64), 4.0)
+    e = est.update(
+        keys("a", "b", "c"),
+        np.array([counters_row(c(4)), counters_row(c(3)), counters_row(c(1))], np.uint64),
+        4.0,
+    )
     assert e.has_instant.tolist() == [True, True, False]  # c was forgotten: a first sample again
     assert e.instant[:, 0].tolist() == [1.0, 0.5, 0.0]  # b over the 4 s since its last sample
 
@@ -345,7 +350,11 @@ def test_an_update_forgets_entries_it_does_not_name_unless_kept() -> None:
 def test_rows_move_and_churn_without_mixing_entries() -> None:
     est = Estimator()
     est.update(keys("a", "b"), np.array([counters_row(c(10)), counters_row(c(100))], np.uint64), 0.0)
-    e = est.update(keys("x", "b", "a"), np.array([counters_row(c(5)), counters_row(c(120)), counters_row(c(14))], np.uint64), 2.0)
+    e = est.update(
+        keys("x", "b", "a"),
+        np.array([counters_row(c(5)), counters_row(c(120)), counters_row(c(14))], np.uint64),
+        2.0,
+    )
     assert e.has_instant.tolist() == [False, True, True]
     assert e.instant[:, 0].tolist() == [0.0, 10.0, 2.0]
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import netlink_replies as replies
 import pytest
 from test_wire import GENL_ID_CTRL, family_of
 
@@ -109,7 +110,7 @@ class FakeKernel:
         if label.startswith("dests:"):
             name = self.dest_files[label[6:]]
         if label == "set_dest":
-            return [wire.error(0, request)]
+            return [replies.error(0, request)]
         assert name is not None, label
         return datagrams((self.folder / name).read_bytes())
 
@@ -206,7 +207,7 @@ def without(service: str) -> list[bytes]:
         m
         for m in messages((MAIN / "services.bin").read_bytes())
         if struct.unpack_from("=H", m, 4)[0] != fam
-        or str(wire.decode_services(m + wire.done(0), fam)[0].key) != service
+        or str(wire.decode_services(m + replies.done(0), fam)[0].key) != service
     ]
     return datagrams(b"".join(kept))
 
@@ -356,7 +357,7 @@ def test_the_family_is_found_in_the_list_never_looked_up_by_name(h: Harness) -> 
 def test_ip_vs_unloaded_between_reads(h: Harness) -> None:
     src = h.source()
     src.read()
-    h.kernel.replies["info"] = lambda request: [wire.error(errno.ENOENT, request)]
+    h.kernel.replies["info"] = lambda request: [replies.error(errno.ENOENT, request)]
     with pytest.raises(SourceError) as e:
         src.read()
     assert e.value.kind is IssueKind.NO_IPVS and h.kernel.closed
@@ -407,7 +408,7 @@ def test_parts_that_fail_alone_become_issues(h: Harness) -> None:
     daemons = bytearray((MAIN / "daemons.bin").read_bytes())
     struct.pack_into("=H", daemons, 26, 99)  # the first daemon's STATE attribute becomes an unknown one
     h.next.replies = {
-        "config": lambda request: [wire.error(errno.EINVAL, request)],
+        "config": lambda request: [replies.error(errno.EINVAL, request)],
         "daemons": datagrams(bytes(daemons)),
     }
     snap = h.source().read()
@@ -467,7 +468,7 @@ def test_set_dest_sends_the_whole_dest_and_checks_the_ack(h: Harness) -> None:
         src.set_dest(GUE, dest)
     assert e.value.kind is IssueKind.INCONSISTENT
     assert "ENOENT" in str(e.value) and "192.0.2.12:8080" in str(e.value) and str(GUE) in str(e.value)
-    h.kernel.replies["set_dest"] = lambda request: [wire.error(errno.EINVAL, request)]
+    h.kernel.replies["set_dest"] = lambda request: [replies.error(errno.EINVAL, request)]
     with pytest.raises(SourceError, match="Invalid argument"):
         src.set_dest(GUE, dest)
 

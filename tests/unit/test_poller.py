@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import copy
 import dataclasses
 import gc
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,22 +15,15 @@ from lvstop.estimator import KernelEstimator
 from lvstop.events import POLL_FAILED, POLL_RECOVERED, WEIGHT_CHANGED, EventLog
 from lvstop.model import (
     AF_INET,
-    ConnEntry,
     Counters,
-    Daemon,
     Dest,
-    DestKey,
     FwdMethod,
-    Issue,
     IssueKind,
     Rates,
     Service,
     ServiceKey,
     Snapshot,
-    Timeouts,
     dest_key_bytes,
-    fast_constructor,
-    fast_replacer,
 )
 from lvstop.poller import Poller
 
@@ -159,7 +150,15 @@ def test_with_the_kernels_rates_the_estimator_computes_only_instant_rates(
     flags: list[bool] = []
     for est in poller.estimators:
 
-        def spy(keys: Any, counters: Any, t: float, kernel_rates: Any = False, keep: Any = None, *, update: Any = est.update) -> Any:
+        def spy(
+            keys: Any,
+            counters: Any,
+            t: float,
+            kernel_rates: Any = False,
+            keep: Any = None,
+            *,
+            update: Any = est.update,
+        ) -> Any:
             flags.extend(np.broadcast_to(kernel_rates, (len(keys),)).tolist())
             return update(keys, counters, t, kernel_rates, keep)
 
@@ -374,34 +373,3 @@ def test_in_a_managed_process_each_poll_freezes_the_snapshot_it_publishes() -> N
     finally:
         gcpolicy.release()
     assert gc.get_freeze_count() == 0
-
-
-# ------------------------------------------------------------------ model.fast_constructor / fast_replacer
-
-MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, ConnEntry]
-
-
-@pytest.mark.parametrize("cls", MODEL, ids=lambda c: c.__name__)
-def test_fast_constructor_builds_exactly_what_the_dataclass_builds(cls: type) -> None:
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = [f"value of {n}" for n in names]
-    fast: object = fast_constructor(cls)(*values)
-    slow = cls(*values)
-    assert type(fast) is cls
-    assert [getattr(fast, n) for n in names] == values
-    assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
-    assert pickle.loads(pickle.dumps(fast)) == slow and copy.deepcopy(fast) == slow
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        setattr(fast, names[0], "changed")
-
-
-def test_fast_replacer_is_dataclasses_replace() -> None:
-    d = dest(11, 5)
-    rates, instant = Rates(1, 2, 3, 4, 5), Rates(0.5, 1.0, 1.5, 2.0, 2.5)
-    got = fast_replacer(Dest, "rates", "instant")(d, rates, instant)
-    assert type(got) is Dest and got == dataclasses.replace(d, rates=rates, instant=instant)
-    s = Service(WEB, "wlc", counters=Counters(1), dests=(d,))
-    got_s = fast_replacer(Service, "dests", "rates")(s, (), rates)
-    assert got_s == dataclasses.replace(s, dests=(), rates=rates)
-    with pytest.raises(ValueError):
-        fast_replacer(Dest, "rate")

@@ -107,22 +107,15 @@ def test_state_depends_only_on_seed_and_clock() -> None:
     assert codec.dumps(other.read()) != codec.dumps(once.read())
 
 
-def test_unchanged_dests_are_handed_out_again_and_changes_show_at_once() -> None:
+def test_changes_show_at_once_and_reads_equal_a_fresh_sims() -> None:
     s, clock = sim(services=40, dests_per_service=10)
-    first = s.read()
+    s.read()
     clock.t += 2.0
     second = s.read()
-    pairs = [
-        (a, b)
-        for x, y in zip(first.services, second.services, strict=True)
-        for a, b in zip(x.dests, y.dests, strict=True)
-    ]
-    assert any(a is b for a, b in pairs)  # no connection and nothing shown changed: the same object
-    assert all(a != b for a, b in pairs if a is not b)  # a new object only for a real change
     d = second.services[3].dests[2]
     s.set_dest(second.services[3].key, dataclasses.replace(d, weight=d.weight + 7))
     assert s.read().services[3].dests[2].weight == d.weight + 7  # same tick, new weight
-    # What is handed out again equals what a sim read for the first time builds.
+    # What a sim that kept its columns between reads shows equals what a sim read for the first time builds.
     fresh, fresh_clock = sim(services=40, dests_per_service=10)
     fresh_clock.t = clock.t
     fresh.set_dest(second.services[3].key, dataclasses.replace(d, weight=d.weight + 7))

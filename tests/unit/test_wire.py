@@ -10,6 +10,7 @@ import re
 import struct
 from pathlib import Path
 
+import netlink_replies as replies
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -390,15 +391,15 @@ def via_table(data: bytes, svc_family: int) -> list[Dest]:
 
 
 def service_dump(svcs: list[Service], *, stats64: bool = True, seq: int = 1) -> bytes:
-    payloads = [wire.nla(wire.CMD_ATTR_SERVICE, wire.encode_service(s, stats64=stats64)) for s in svcs]
+    payloads = [wire.nla(wire.CMD_ATTR_SERVICE, replies.encode_service(s, stats64=stats64)) for s in svcs]
     msgs = [wire.message(FAM, wire.CMD_NEW_SERVICE, p, flags=wire.NLM_F_MULTI, seq=seq) for p in payloads]
-    return b"".join(msgs) + wire.done(seq)
+    return b"".join(msgs) + replies.done(seq)
 
 
 def dest_dump(ds: list[Dest], *, stats64: bool = True, seq: int = 1) -> bytes:
-    payloads = [wire.nla(wire.CMD_ATTR_DEST, wire.encode_dest(d, stats64=stats64)) for d in ds]
+    payloads = [wire.nla(wire.CMD_ATTR_DEST, replies.encode_dest(d, stats64=stats64)) for d in ds]
     msgs = [wire.message(FAM, wire.CMD_NEW_DEST, p, flags=wire.NLM_F_MULTI, seq=seq) for p in payloads]
-    return b"".join(msgs) + wire.done(seq)
+    return b"".join(msgs) + replies.done(seq)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -423,7 +424,9 @@ def test_dests_round_trip(ds: list[Dest], svc_family: int) -> None:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.lists(dests(), max_size=6), max_size=6), st.data())
-def test_many_dumps_decode_into_one_table_with_their_errors(dumps: list[list[Dest]], data: st.DataObject) -> None:
+def test_many_dumps_decode_into_one_table_with_their_errors(
+    dumps: list[list[Dest]], data: st.DataObject
+) -> None:
     replies = [dest_dump(ds, stats64=data.draw(st.booleans())) for ds in dumps]
     broken = data.draw(st.sets(st.integers(0, len(replies) - 1))) if replies else set()
     for i in broken:
@@ -431,7 +434,9 @@ def test_many_dumps_decode_into_one_table_with_their_errors(dumps: list[list[Des
     table, errors = wire.decode_dest_table(replies, FAM, [AF_INET] * len(replies))
     assert sorted(errors) == sorted(broken)
     assert all(isinstance(e, wire.NetlinkError) and e.kind is IssueKind.INCONSISTENT for e in errors.values())
-    want = [(i, d) for i, r in enumerate(replies) if i not in broken for d in wire.decode_dests(r, FAM, AF_INET)]
+    want = [
+        (i, d) for i, r in enumerate(replies) if i not in broken for d in wire.decode_dests(r, FAM, AF_INET)
+    ]
     assert list(zip(table.service.tolist(), table.rows(), strict=True)) == want
 
 
@@ -469,14 +474,14 @@ def test_old_kernel_32bit_stats_and_missing_attributes() -> None:
     msg = wire.message(FAM, wire.CMD_NEW_DEST, wire.nla(wire.CMD_ATTR_DEST, attrs), flags=2, seq=1)
     old = dataclasses.replace(d, active_conns=0, persist_conns=None, counters=None, rates=None)
     for _ in range(2):
-        assert wire.decode_dests(msg * 2 + wire.done(1), FAM, AF_INET6) == [old, old]
-        assert via_table(msg * 2 + wire.done(1), AF_INET6) == [old, old]
+        assert wire.decode_dests(msg * 2 + replies.done(1), FAM, AF_INET6) == [old, old]
+        assert via_table(msg * 2 + replies.done(1), AF_INET6) == [old, old]
     s = Service(ServiceKey.tcp("203.0.113.1", 80), "wlc", counters=Counters(1, 2, 3, 4, 5), rates=Rates())
     assert wire.decode_services(service_dump([s], stats64=False), FAM) == [s]
 
 
 def test_fast_built_objects_are_plain_model_objects() -> None:
-    """The decoder builds with the model's fast builders; what they build is an ordinary object."""
+    """What the decoder builds are ordinary model objects."""
     d = Dest(
         AF_INET,
         "192.0.2.9",
@@ -589,7 +594,7 @@ def test_unknown_enum_values_are_parse_errors() -> None:
 )
 def test_error_replies_map_to_issue_kinds(code: int, kind: IssueKind) -> None:
     request = wire.get_dests_request(FAM, 9, ServiceKey.tcp("203.0.113.1", 80))
-    reply = wire.error(code, request)
+    reply = replies.error(code, request)
     with pytest.raises(wire.NetlinkError) as e:
         wire.decode_dests(reply, FAM, AF_INET)
     assert (e.value.kind, e.value.errno) == (kind, code)
@@ -609,8 +614,8 @@ def test_ack_and_scan_chunk() -> None:
     request = wire.set_dest_request(
         FAM, 5, ServiceKey.mark(1), Dest(AF_INET, "192.0.2.1", 0, FwdMethod.ROUTE, 2)
     )
-    wire.ack(wire.error(0, request), "SET_DEST")
-    assert wire.scan_chunk(wire.error(0, request), "x") == (5, True)
+    wire.ack(replies.error(0, request), "SET_DEST")
+    assert wire.scan_chunk(replies.error(0, request), "x") == (5, True)
     with pytest.raises(ParseError, match="no acknowledgement"):
         wire.ack(b"", "SET_DEST")
     dump = sample_dump()
@@ -641,7 +646,7 @@ def test_requests_carry_the_service_key_and_whole_dest() -> None:
     # the dest attributes read back as the dest itself (reference path of the decoder)
     inner = req[20 + 4 + len(wire.encode_service_key(key)) + 4 :]
     reply = wire.message(FAM, wire.CMD_NEW_DEST, wire.nla(wire.CMD_ATTR_DEST, inner), flags=2, seq=1)
-    (back,) = wire.decode_dests(reply + wire.done(1), FAM, AF_INET6, fast=False)
+    (back,) = wire.decode_dests(reply + replies.done(1), FAM, AF_INET6, fast=False)
     assert dataclasses.replace(back, persist_conns=0) == dest
     dump = wire.get_dests_request(FAM, 4, ServiceKey.mark(7, AF_INET6))
     assert struct.unpack_from("=HH", dump, 4)[1] & wire.NLM_F_DUMP == wire.NLM_F_DUMP
