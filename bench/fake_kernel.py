@@ -130,12 +130,14 @@ class Kernel:
         if mtype != self.family:
             return [replies.error(-errno.EINVAL, request)]
         if cmd in (wire.CMD_GET_INFO, wire.CMD_GET_CONFIG):
+            if cmd == wire.CMD_GET_INFO:  # a read starts: tick if one is due, so all its dumps agree
+                self.snapshot(fresh=True)
             name = "info" if cmd == wire.CMD_GET_INFO else "config"
             return [b"".join(_with_seq(self.recorded[name], seq))]
         if cmd == wire.CMD_GET_DAEMON:
             return [b"".join(_with_seq(self.recorded["daemons"], seq))]
         if cmd == wire.CMD_GET_SERVICE:
-            snap = self.snapshot(fresh=True)
+            snap = self.snapshot(fresh=False)
             return _datagrams([self._service(s, seq) for s in snap.table.services], seq)
         if cmd == wire.CMD_GET_DEST:
             snap = self.snapshot(fresh=False)

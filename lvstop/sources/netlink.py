@@ -338,9 +338,8 @@ class NetlinkSource:
             except SourceError as e:
                 if e.kind is not IssueKind.MALFORMED:
                     raise  # no reply at all: the whole read fails
-                problems[i] = [
-                    Issue(e.kind, str(e), svc.key)
-                ]  # garbled datagram; the next request reconnects
+                # a garbled datagram: the next request reconnects
+                problems[i] = [Issue(e.kind, str(e), svc.key)]
                 services[i] = dataclasses.replace(svc, error=f"malformed reply: {e}")
                 continue
             if chunks > 1:
