@@ -433,9 +433,9 @@ def _zeros5(n: int, dtype: Any = U64) -> Array:
 class DestTable:
     """The dests of a snapshot as columns, one row per dest, grouped by service in snapshot order.
 
-    Integers that a source cannot see are flagged: persist -1 is None; has_counters, has_rates and
-    has_instant say whether the (n, 5) counters (u64), rates (u64, the kernel's integers) and instant
-    (float64) rows hold values or None.
+    Integers that a source cannot see (/proc) are -1 for None: thresholds, persist and the tunnel
+    fields; has_counters, has_rates and has_instant say whether the (n, 5) counters (u64), rates (u64,
+    the kernel's integers) and instant (float64) rows hold values or None.
     """
 
     service: Array  # intp: index of the dest's service in the snapshot
@@ -444,14 +444,14 @@ class DestTable:
     port: Array  # u16, host order
     fwd: Array  # u8
     weight: Array  # i64
-    u_threshold: Array  # i64
-    l_threshold: Array  # i64
+    u_threshold: Array  # i64, -1 = None
+    l_threshold: Array  # i64, -1 = None
     active: Array  # i64
     inactive: Array  # i64
     persist: Array  # i64, -1 = None
-    tun_type: Array  # u8
-    tun_port: Array  # u16, host order
-    tun_flags: Array  # u16
+    tun_type: Array  # i64, -1 = None
+    tun_port: Array  # i64, host order, -1 = None
+    tun_flags: Array  # i64, -1 = None
     counters: Array  # (n, 5) u64
     has_counters: Array  # bool
     rates: Array  # (n, 5) u64
@@ -477,9 +477,9 @@ class DestTable:
             i64.copy(),
             i64.copy(),
             i64.copy(),
-            np.zeros(n, np.uint8),
-            np.zeros(n, np.uint16),
-            np.zeros(n, np.uint16),
+            i64.copy(),
+            i64.copy(),
+            i64.copy(),
             _zeros5(n),
             np.zeros(n, bool),
             _zeros5(n),
@@ -501,14 +501,14 @@ class DestTable:
         t.port[:] = [d.port for d in rows]
         t.fwd[:] = [d.fwd for d in rows]
         t.weight[:] = [d.weight for d in rows]
-        t.u_threshold[:] = [d.u_threshold for d in rows]
-        t.l_threshold[:] = [d.l_threshold for d in rows]
+        t.u_threshold[:] = [_int(d.u_threshold) for d in rows]
+        t.l_threshold[:] = [_int(d.l_threshold) for d in rows]
         t.active[:] = [d.active_conns for d in rows]
         t.inactive[:] = [d.inactive_conns for d in rows]
-        t.persist[:] = [-1 if d.persist_conns is None else d.persist_conns for d in rows]
-        t.tun_type[:] = [d.tun_type for d in rows]
-        t.tun_port[:] = [d.tun_port for d in rows]
-        t.tun_flags[:] = [d.tun_flags for d in rows]
+        t.persist[:] = [_int(d.persist_conns) for d in rows]
+        t.tun_type[:] = [_int(d.tun_type) for d in rows]
+        t.tun_port[:] = [_int(d.tun_port) for d in rows]
+        t.tun_flags[:] = [_int(d.tun_flags) for d in rows]
         for values, flags, attr, names in (
             (t.counters, t.has_counters, "counters", COUNTER_FIELDS),
             (t.rates, t.has_rates, "rates", RATE_FIELDS),
@@ -537,45 +537,26 @@ class DestTable:
         raw = self.addr[sl].tolist()
         pairs = list(zip(family, raw, strict=True))
         names = {fa: address_text(*fa) for fa in set(pairs)}  # real servers repeat across services
-        fwd = self.fwd[sl].tolist()
-        tun = self.tun_type[sl].tolist()
-        persist = self.persist[sl].tolist()
+        tun = [None if t < 0 else _TUN[t] for t in self.tun_type[sl].tolist()]
         counters = _rows_of(_new_counters, self.counters[sl], self.has_counters[sl])
         rates = _rows_of(_new_rates, self.rates[sl], self.has_rates[sl])
         instant = _rows_of(_new_rates, self.instant[sl], self.has_instant[sl])
         return [
-            _new_dest(
-                f,
-                names[f, a],
-                p,
-                _FWD[m],
-                w,
-                u,
-                lt,
-                ac,
-                ic,
-                None if ps < 0 else ps,
-                _TUN[tt],
-                tp,
-                tf,
-                c,
-                r,
-                i,
-            )
+            _new_dest(f, names[f, a], p, _FWD[m], w, u, lt, ac, ic, ps, tt, tp, tf, c, r, i)
             for f, a, p, m, w, u, lt, ac, ic, ps, tt, tp, tf, c, r, i in zip(
                 family,
                 raw,
                 self.port[sl].tolist(),
-                fwd,
+                self.fwd[sl].tolist(),
                 self.weight[sl].tolist(),
-                self.u_threshold[sl].tolist(),
-                self.l_threshold[sl].tolist(),
+                _opt(self.u_threshold[sl]),
+                _opt(self.l_threshold[sl]),
                 self.active[sl].tolist(),
                 self.inactive[sl].tolist(),
-                persist,
+                _opt(self.persist[sl]),
                 tun,
-                self.tun_port[sl].tolist(),
-                self.tun_flags[sl].tolist(),
+                _opt(self.tun_port[sl]),
+                _opt(self.tun_flags[sl]),
                 counters,
                 rates,
                 instant,
@@ -599,6 +580,16 @@ COUNTER_FIELDS = tuple(f.name for f in dataclasses.fields(Counters))
 RATE_FIELDS = tuple(f.name for f in dataclasses.fields(Rates))
 _FWD = tuple(FwdMethod)
 _TUN = tuple(TunType)
+
+
+def _int(x: int | None) -> int:
+    return -1 if x is None else x
+
+
+def _opt(column: Array) -> list[int | None]:
+    """A column's values, -1 as None."""
+    values: list[int | None] = column.tolist()
+    return values if column.min(initial=0) >= 0 else [None if v < 0 else v for v in values]  # type: ignore[operator]
 
 
 def _rows_of(cls: Callable[..., _F], values: Array, present: Array) -> list[_F | None]:

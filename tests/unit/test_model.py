@@ -54,10 +54,11 @@ def services() -> tuple[Service, ...]:
         rates=Rates(1, 2, 3, 4, 2**40),
         instant=Rates(0.5, 1.25, 0.0, 0.0, 3.0),
     )
+    unseen = Dest(AF_INET, "192.0.2.99", 80, FwdMethod.ROUTE, 1, None, None, 2, 0, None, None, None, None)
     return (
         Service(WEB, "wlc", counters=Counters(9), rates=Rates(1, 1, 1, 1, 1), dests=(d4, d6)),
         Service(V6, "rr", error="vanished during the read"),
-        Service(MARK, "sh", flags=8, dests=(dataclasses.replace(d4, weight=7),)),
+        Service(MARK, "sh", flags=8, dests=(dataclasses.replace(d4, weight=7), unseen)),
     )
 
 
@@ -72,6 +73,9 @@ def test_rows_made_from_columns_equal_the_rows_they_were_made_of() -> None:
     assert d.instant == Rates(0.5, 1.25, 0.0, 0.0, 3.0) and type(d.instant.cps) is float
     assert d.persist_conns is None and d.tun_type is TunType.GUE and d.fwd is FwdMethod.TUNNEL
     assert rows[0].dests[0].rates is None and rows[0].dests[0].instant is None
+    unseen = rows[2].dests[1]
+    assert (unseen.u_threshold, unseen.l_threshold, unseen.persist_conns, unseen.tun_type) == (None,) * 4
+    assert unseen.tun_port is None and unseen.tun_flags is None and unseen.counters is None
 
 
 def test_a_snapshot_of_columns_is_a_snapshot_of_rows() -> None:
@@ -80,8 +84,8 @@ def test_a_snapshot_of_columns_is_a_snapshot_of_rows() -> None:
     assert cols == plain and hash(cols.services) == hash(plain.services)
     assert cols.service(MARK) == plain.service(MARK) == services()[2]
     assert cols.service(ServiceKey.mark(8)) is None and plain.service(ServiceKey.mark(8)) is None
-    assert plain.table.dests.weight.tolist() == cols.table.dests.weight.tolist() == [5, 0, 7]
-    assert plain.table.starts.tolist() == [0, 2, 2, 3]
+    assert plain.table.dests.weight.tolist() == cols.table.dests.weight.tolist() == [5, 0, 7, 1]
+    assert plain.table.starts.tolist() == [0, 2, 2, 4]
     assert pickle.loads(pickle.dumps(cols.services)) == plain.services
     assert dataclasses.replace(cols, services=cols.services[2:]).services == services()[2:]
     assert dataclasses.replace(cols, services=()).table.dests.weight.tolist() == []
@@ -90,10 +94,10 @@ def test_a_snapshot_of_columns_is_a_snapshot_of_rows() -> None:
 def test_dest_keys_name_a_dest_of_a_service_across_snapshots() -> None:
     a = Table.from_rows(services()).dest_keys()
     b = Table.from_rows(services()[::-1]).dest_keys()
-    assert len(set(a.tolist())) == 3  # the same dest in two services: two keys
-    assert align(a, b).tolist() == [2, 0, 1] and align(b, a).tolist() == [1, 2, 0]
-    assert align(a[:2], b).tolist() == [-1, 0, 1]
-    assert align(a, a).tolist() == [0, 1, 2]
+    assert len(set(a.tolist())) == 4  # the same dest in two services: two keys
+    assert align(a, b).tolist() == [2, 3, 0, 1] and align(b, a).tolist() == [2, 3, 0, 1]
+    assert align(a[:2], b).tolist() == [-1, -1, 0, 1]
+    assert align(a, a).tolist() == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("moved", [0, 1, 3, 10, 60])
