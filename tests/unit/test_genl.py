@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import netlink_replies as replies
 import pytest
 from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
 from test_wire import families
@@ -39,7 +40,7 @@ def test_every_recorded_family_id_as_pyroute2_reads_it(reply: Path) -> None:
 def test_kernel_error_and_bad_attribute_are_reported() -> None:
     request = genl.families_request(3)
     with pytest.raises(wire.NetlinkError, match="Operation not permitted"):
-        genl.family_id(wire.error(1, request), "IPVS", "nlctrl")
+        genl.family_id(replies.error(1, request), "IPVS", "nlctrl")
     data = REPLIES[0].read_bytes()
     # the first message's first attribute claims more bytes than its message holds
     broken = bytearray(data)

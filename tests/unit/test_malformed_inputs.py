@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import netlink_replies as replies
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,9 +108,9 @@ def test_a_netlink_error_code_that_is_no_errno_is_malformed() -> None:
     request = wire.get_services_request(30, 7)
     for code in (2**31, -5):  # INT_MIN on the wire, and a positive "error"
         with pytest.raises(ParseError, match="is not a negative errno"):
-            wire.ack(wire.error(code, request), "GET_SERVICE")
+            wire.ack(replies.error(code, request), "GET_SERVICE")
     with pytest.raises(LvstopError, match="ENOENT"):
-        wire.ack(wire.error(2, request), "GET_SERVICE")
+        wire.ack(replies.error(2, request), "GET_SERVICE")
 
 
 def test_ip_vs_stats_values_past_64_bits_are_malformed() -> None:
