@@ -208,7 +208,7 @@ def netlink_path(args: argparse.Namespace) -> tuple[list[float], list[float]]:
     return cpu, reads
 
 
-def s3_one(services: int, dests: int, polls: int) -> dict[str, float]:
+def s3_one(services: int, dests: int, polls: int, tick: float = 2.0) -> dict[str, float]:
     """Whole polls of a Poller over NetlinkSource against bench/fake_kernel.py, in this process's code:
     the thread CPU of each poll (read and all processing), p50 and min, and per dest."""
     from fake_kernel import connect
@@ -217,7 +217,8 @@ def s3_one(services: int, dests: int, polls: int) -> dict[str, float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(HERE / "fake_kernel.py"), tmp, "--services", str(services)]
-        kernel = subprocess.Popen([*cmd, "--dests", str(dests)], stdout=subprocess.PIPE, text=True)
+        cmd += ["--dests", str(dests), "--tick", str(tick)]
+        kernel = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         try:
             assert kernel.stdout is not None and kernel.stdout.readline().strip() == "ready"
             # the stand-in kernel's first tick at 100k dests takes longer than a real kernel's reply
@@ -235,7 +236,7 @@ def s3_one(services: int, dests: int, polls: int) -> dict[str, float]:
                 if i >= 3:  # first sample, warm start, the kernel's first rates
                     cpu.append(time.thread_time() - c0)
                     user.append(resource.getrusage(resource.RUSAGE_THREAD).ru_utime - u0)
-                time.sleep(max(0.0, start + 2.05 - time.monotonic()))  # one kernel tick per poll
+                time.sleep(max(0.0, start + min(tick, 2.0) + 0.05 - time.monotonic()))  # a kernel tick
             source.close()
         finally:
             kernel.terminate()
@@ -277,21 +278,13 @@ def interleaved(args: argparse.Namespace) -> int:
                 env = dict(os.environ)
                 if path:
                     env["PYTHONPATH"] = path
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        f"--{mode}-one",
-                        f"{services}x{dests}",
-                        "--polls",
-                        str(args.polls),
-                    ],
-                    env=env,
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                rows.append((f"{services}x{dests}", label, json.loads(out.splitlines()[-1])))
+                cmd = [sys.executable, __file__, f"--{mode}-one", f"{services}x{dests}"]
+                cmd += ["--polls", str(args.polls), "--kernel-tick", str(args.kernel_tick)]
+                done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                if done.returncode:
+                    print(f"{services}x{dests} {label}: failed: {done.stderr.strip().splitlines()[-1:]}")
+                    continue
+                rows.append((f"{services}x{dests}", label, json.loads(done.stdout.splitlines()[-1])))
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(f"machine: nproc={os.cpu_count()} python={platform.python_version()}")
@@ -300,7 +293,9 @@ def interleaved(args: argparse.Namespace) -> int:
     runs = f"{args.polls} polls per run, {args.rounds} interleaved runs per size and code"
     print(f"peer: {args.peer or '-'}; {runs}")
     if mode == "s3":
-        print("netlink path over bench/fake_kernel.py, one kernel tick (2 s) between polls")
+        print(
+            f"netlink path over bench/fake_kernel.py, kernel tick {args.kernel_tick:g} s, polls >= 2 s apart"
+        )
         print("thread CPU of a whole poll (read + processing), p50; 'user' is its user-mode part (rusage)")
     else:
         print("demo director (SimSource): thread CPU of a whole poll (sim tick, read, processing), p50")
@@ -316,6 +311,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--s3", help="S3: sizes SxD,SxD,... over the netlink path (fake_kernel), then exit")
     ap.add_argument("--s3-one", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--kernel-tick", type=float, default=2.0, help="with --s3: the stand-in kernel's tick (1e9: frozen)"
+    )
     ap.add_argument("--demo", help="the demo poll at sizes SxD,SxD,..., interleaved with --peer, then exit")
     ap.add_argument("--demo-one", help=argparse.SUPPRESS)
     ap.add_argument("--peer", help="with --s3/--demo: a directory whose lvstop package is the peer")
@@ -329,9 +327,11 @@ def main() -> int:
         import json
 
         services, dests = (int(x) for x in (args.s3_one or args.demo_one).split("x"))
-        one = s3_one if args.s3_one else demo_one
         gcpolicy.manage()  # as the TUI and the exporter do (lvstop.gcpolicy)
-        print(json.dumps(one(services, dests, args.polls)))
+        if args.s3_one:
+            print(json.dumps(s3_one(services, dests, args.polls, args.kernel_tick)))
+        else:
+            print(json.dumps(demo_one(services, dests, args.polls)))
         return 0
     if args.s3 or args.demo:
         return interleaved(args)

@@ -306,9 +306,10 @@ def main() -> None:
     p.add_argument("dir", type=Path)
     p.add_argument("--services", type=int, default=500)
     p.add_argument("--dests", type=int, default=10)
+    p.add_argument("--tick", type=float, default=2.0, help="seconds between the director's ticks")
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
-    kernel = Kernel(args.services, args.dests)
+    kernel = Kernel(args.services, args.dests, args.tick)
     write_proc(kernel, args.dir / "proc")
     path = args.dir / "genl"
     path.unlink(missing_ok=True)
