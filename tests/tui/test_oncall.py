@@ -219,7 +219,7 @@ class TestDamagedReplay:
             await wait_for(pilot, lambda: not playback.playing and not poller.running)
             for n in range(2, 6):
                 await pilot.press("full_stop")
-                await wait_for(pilot, lambda n=n: source.position == n)  # type: ignore[misc]
+                await wait_for(pilot, lambda n=n: source.position == n)
             assert source.finished
             await settle(app, pilot)
             view(app).refresh_status()
@@ -321,7 +321,7 @@ class TestToggleFeedback:
             await play(app, pilot, stage, 2)
             for key, said in (("n", "names: resolving"), ("n", "numeric addresses"), ("e", "exact numbers")):
                 await pilot.press(key)
-                await wait_for(pilot, lambda said=said: any(said in n.message for n in app._notifications))  # type: ignore[misc]
+                await wait_for(pilot, lambda said=said: any(said in n.message for n in app._notifications))
 
 
 class TestStableColumns:
