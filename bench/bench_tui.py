@@ -35,9 +35,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the staged demo director (tests/stage.py)
+
+from stage import Stage, settle  # noqa: E402
 
 from lvstop.tui.app import LvstopApp  # noqa: E402
-from lvstop.tui.stage import Stage, settle  # noqa: E402
 from lvstop.tui.widgets.director_view import DirectorView  # noqa: E402
 
 TICK_BUDGET_MS = 16.0

@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from stage import Stage
 from textual.widgets import Input
 
 from lvstop.errors import SourceError
 from lvstop.model import IssueKind, Snapshot
 from lvstop.sources.sim import SimSource
-from lvstop.tui.stage import Stage
 
 
 @pytest.fixture(autouse=True)

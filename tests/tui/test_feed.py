@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from stage import STEP, ManualClock, Stage
 
 from lvstop.errors import LvstopError
 from lvstop.model import DestKey, ServiceKey
@@ -15,7 +16,6 @@ from lvstop.poller import Poller
 from lvstop.sources.replay import Recorder, ReplaySource
 from lvstop.tui.feed import DirectorFeed
 from lvstop.tui.playback import Playback
-from lvstop.tui.stage import STEP, ManualClock, Stage
 
 
 def wait(check: object, timeout: float = 5.0) -> None:

@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import pytest
+from stage import ACTOR, ManualClock, Stage, play, settle
 from textual import events
 from textual.command import CommandPalette
 from textual.widgets import Input, OptionList
@@ -17,7 +18,6 @@ from lvstop.tui.app import LvstopApp, make_app
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.confirm import ConfirmScreen
 from lvstop.tui.screens.sort import SortScreen
-from lvstop.tui.stage import ACTOR, ManualClock, Stage, play, settle
 from lvstop.tui.viewmodel import SortSpec
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from stage import ACTOR, Stage, play, settle
 from textual.message import Message
 from textual.widgets import Button
 
@@ -16,7 +17,6 @@ from lvstop.tui.app import LvstopApp
 from lvstop.tui.bindings import KEYS, palette_title
 from lvstop.tui.screens.confirm import ConfirmScreen
 from lvstop.tui.screens.help import HelpScreen, help_table
-from lvstop.tui.stage import ACTOR, Stage, play, settle
 from lvstop.tui.viewmodel import SortSpec
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
@@ -407,11 +407,12 @@ class TestReplayKeys:
     async def test_space_pauses_dot_steps_brackets_change_speed(self, tmp_path: object, stage: Stage) -> None:
         from pathlib import Path
 
+        from stage import ManualClock
+
         from lvstop.poller import Poller
         from lvstop.sources.replay import Recorder, ReplaySource
         from lvstop.tui.app import make_app
         from lvstop.tui.playback import Playback
-        from lvstop.tui.stage import ManualClock
 
         path = Path(str(tmp_path)) / "rec.jsonl.gz"
         with Recorder(path) as rec:

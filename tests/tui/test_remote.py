@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stage import settle
 
 from lvstop.errors import ControlError
 from lvstop.exporter.main import Running, build_parser, start
@@ -16,7 +17,6 @@ from lvstop.poller import Poller
 from lvstop.sources.remote import RemoteSource
 from lvstop.sources.sim import SimSource
 from lvstop.tui.app import make_app, writer_for
-from lvstop.tui.stage import settle
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.writes import RemoteWriter

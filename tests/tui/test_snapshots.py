@@ -1,6 +1,6 @@
 """Screens compared with accepted SVG snapshots (pytest-textual-snapshot).
 
-Deterministic: the demo director is seeded and every clock is a manual one (lvstop.tui.stage), time
+Deterministic: the demo director is seeded and every clock is a manual one (tests/stage.py), time
 zone UTC, no cursor blink (conftest). Update after an intended change with
 `pytest tests/tui/test_snapshots.py --snapshot-update` and look at the report it writes.
 """
@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from stage import STEP, ManualClock, Stage, play, settle
 from textual.pilot import Pilot
 
 from lvstop.model import DestKey, ServiceKey
@@ -18,7 +19,6 @@ from lvstop.poller import Poller
 from lvstop.sources.replay import Recorder, ReplaySource
 from lvstop.tui.app import LvstopApp, make_app
 from lvstop.tui.playback import Playback
-from lvstop.tui.stage import STEP, ManualClock, Stage, play, settle
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
 

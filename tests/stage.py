@@ -1,7 +1,7 @@
 """The demo director on a hand-driven clock: the same pictures every time.
 
-Screenshots, snapshot tests and the benchmark need a director whose numbers and history do not
-depend on when they run: a seeded SimSource and a poller whose clocks only move when told to.
+The dashboard's tests, its snapshot tests and bench/bench_tui.py need a director whose numbers and
+history do not depend on when they run: a seeded SimSource and a poller whose clocks only move when told to.
 `Stage.advance()` moves time by one poll and polls; the app shows what the real `--demo` would
 show after that many polls.
 """

@@ -1,0 +1,127 @@
+"""The services view: one row per virtual service."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lvstop.model import Snapshot
+from lvstop.tui import units
+from lvstop.tui.viewmodel.history import TREND_WIDTH, History, with_trend_scale
+from lvstop.tui.viewmodel.labels import (
+    Names,
+    addr_order,
+    live_dests,
+    no_names,
+    rates_of,
+    service_flags,
+    service_id,
+    vip_label,
+)
+from lvstop.tui.viewmodel.settings import ViewSettings
+from lvstop.tui.viewmodel.table import Column, Row, TableModel, finish_table, matches
+from lvstop.tui.viewmodel.tones import ACCENT, BAD, DRAINED
+
+SERVICE_COLUMNS: tuple[Column, ...] = (
+    Column("proto", "Proto", numeric=False, priority=2),
+    Column("service", "Virtual service", numeric=False, priority=0),
+    Column("sched", "Sched", numeric=False, priority=6),
+    Column("flags", "Flags", numeric=False, priority=12, shrink=True),
+    Column("dests", "Live", priority=3),
+    Column("active", "Active", priority=1),
+    Column("inactive", "InAct", priority=5),
+    Column("persist", "Persist", priority=10),
+    Column("cps", "Conn/s", priority=1),
+    Column("inpps", "InPkt/s", priority=8),
+    Column("outpps", "OutPkt/s", priority=9),
+    Column("inbps", "In B/s", priority=4),
+    Column("outbps", "Out B/s", priority=7),
+    Column("conns", "Conns", priority=11),
+    Column("trend", "Trend", numeric=False, priority=4, sortable=False),
+)
+
+
+def services_table(
+    snap: Snapshot | None, settings: ViewSettings, history: History, names: Names = no_names
+) -> TableModel:
+    if snap is None:
+        return TableModel(SERVICE_COLUMNS, empty="waiting for the first poll…")
+    human, needle = settings.human, settings.services_filter.strip().lower()
+    top = units.trend_top(history.service(s.key) for s in snap.services)
+    entries: list[tuple[Sequence[object], Row]] = []
+    for svc in snap.services:
+        key = svc.key
+        label = vip_label(key, names)
+        flags = service_flags(svc)
+        if svc.error:
+            flags = (flags + " " if flags else "") + "read incomplete"
+        if needle and not matches(
+            needle,
+            (
+                label,
+                vip_label(key),
+                key.protocol.label,
+                svc.scheduler,
+                flags,
+                *(str(d.key) for d in svc.dests),
+            ),
+        ):
+            continue
+        r = rates_of(svc, settings.instant)
+        live = live_dests(svc)
+        active = sum(d.active_conns for d in svc.dests)
+        inactive = sum(d.inactive_conns for d in svc.dests)
+        persist_known = [d.persist_conns for d in svc.dests if d.persist_conns is not None]
+        persist = sum(persist_known) if persist_known or not svc.dests else None
+        conns = svc.counters.conns if svc.counters else None
+        tone, dests_tone = "", ""
+        if svc.error:
+            tone = BAD
+        elif live == 0:
+            tone = dests_tone = BAD  # traffic to this VIP has nowhere to go
+        elif live < len(svc.dests):
+            dests_tone = DRAINED
+        cells = (
+            key.protocol.label,
+            label,
+            svc.scheduler,
+            flags,
+            f"{live}/{len(svc.dests)}" if not svc.error else f"{live}/{len(svc.dests)}?",
+            units.count(active, human=human),
+            units.count(inactive, human=human),
+            units.count(persist, human=human),
+            units.count(r.cps if r else None, human=human),
+            units.count(r.inpps if r else None, human=human),
+            units.count(r.outpps if r else None, human=human),
+            units.nbytes(r.inbps if r else None, human=human),
+            units.nbytes(r.outbps if r else None, human=human),
+            units.count(conns, human=human),
+            units.sparkline(history.service(key), TREND_WIDTH, top),
+        )
+        raw = (
+            key.protocol.label,
+            addr_order(key.family, key.address, key.port)
+            if not key.is_fwmark
+            else (key.family, b"", key.fwmark),
+            svc.scheduler,
+            flags,
+            _degraded(live, len(svc.dests)),
+            active,
+            inactive,
+            -1 if persist is None else persist,
+            *((r.cps, r.inpps, r.outpps, r.inbps, r.outbps) if r else (-1.0,) * 5),
+            -1 if conns is None else conns,
+            0,
+        )
+        # The trend in the accent colour, as the header's: bars in the text colour read as blocks.
+        cell_tones = ("", "", "", "", dests_tone) + ("",) * 9 + (ACCENT,)
+        entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
+    empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
+    columns = with_trend_scale(SERVICE_COLUMNS, top, human)
+    return finish_table(columns, entries, settings.services_sort, len(snap.services), empty)
+
+
+def _degraded(live: int, dests: int) -> tuple[bool, float, int]:
+    """How the Live column sorts, hottest first: no live dest at all, then the largest share and number
+    of dests at weight 0 (a 2/3 service before a 9/10 one, both before 3/3)."""
+    down = dests - live
+    return (dests > 0 and live == 0, down / dests if dests else 0.0, down)
