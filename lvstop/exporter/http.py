@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 from lvstop import __version__
 from lvstop.codec import service_key_to_dict
 from lvstop.control import (
+    MAX_WEIGHT,
     ControlResult,
     EditError,
     dest_key_from_dict,
@@ -70,6 +71,8 @@ WRITE_ROUTES = {
     "/api/v1/restore": "restore",
     "/api/v1/ramps": "ramp",
 }
+PREVIEWED = ("drain", "restore", "set_weight")
+FORCE_PREVIEW_REASON = "preview"  # the forced dry run that tells a guard refusal from the others
 _DIGITS = re.compile(r"[0-9]{1,9}")  # str.isdigit() also takes "²", which int() refuses
 _CANCEL = re.compile(r"^/api/v1/ramps/([A-Za-z0-9_-]{1,64})/cancel$")
 READ_ROUTES = (
@@ -84,6 +87,7 @@ READ_ROUTES = (
     "/api/v1/ramps",
     "/api/v1/openapi.json",
 )
+PREVIEW_ROUTE = "/api/v1/preview"  # checked like a write, answered like a read
 _COMMON_KEYS = {"service", "dest", "expect", "force", "reason", "dry_run"}
 _BODY_KEYS = {
     "set_weight": _COMMON_KEYS | {"weight"},
@@ -91,6 +95,7 @@ _BODY_KEYS = {
     "restore": _COMMON_KEYS,
     "ramp": _COMMON_KEYS | {"weight", "duration", "steps"},
     "ramp_cancel": set(),
+    "preview": {"action", "service", "dest", "expect", "weight"},
 }
 _LANDING = b"""<!doctype html><html><head><title>lvstop exporter</title></head><body><h1>lvstop exporter</h1>
 <ul><li><a href="/metrics">/metrics</a></li><li><a href="/api/v1/snapshot">/api/v1/snapshot</a></li>
@@ -238,6 +243,13 @@ class App:
     def _attempt(
         self, att: Attempt, method: str, body: bytes | None, headers: Any, listener_writes: bool, param: str
     ) -> tuple[dict[str, Any], int]:
+        who, doc = self._check(att, method, body, headers, listener_writes)
+        return self._apply(att, doc, who, param)
+
+    def _check(
+        self, att: Attempt, method: str, body: bytes | None, headers: Any, listener_writes: bool
+    ) -> tuple[Principal, dict[str, Any]]:
+        """Every rule before Control, in order: (the verified principal, the parsed body), or Refused."""
         if method != "POST":
             raise Refused(405, f"use POST for {att.action}", headers={"Allow": "POST"})
         if not (self.writes.enabled and listener_writes):
@@ -260,8 +272,13 @@ class App:
                 401, "authentication required", headers={"WWW-Authenticate": 'Basic realm="lvstop"'}
             )
         att.actor = who.user
-        # Charged after the credential: strangers cannot spend a verified user's budget.
-        wait = self.limiter.allow(f"user {who.user}" if self.web.auth else network_of(att.source))
+        # Charged after the credential: strangers cannot spend a verified user's budget. A preview
+        # changes nothing, so it spends none: opening a dialog must not cost the drain that follows.
+        wait = (
+            0.0
+            if att.action == "preview"
+            else self.limiter.allow(f"user {who.user}" if self.web.auth else network_of(att.source))
+        )
         if wait > 0:
             raise Refused(429, "too many write requests; slow down", headers=_retry_after(wait))
         if who.role < Role.OPERATOR:
@@ -271,7 +288,7 @@ class App:
         doc = self._parse(att, body or b"")
         if att.force and who.role < Role.ADMIN:
             raise Refused(403, f"user {who.user} may not force (admin only)")
-        return self._apply(att, doc, who, param)
+        return who, doc
 
     def _parse(self, att: Attempt, body: bytes) -> dict[str, Any]:
         try:
@@ -285,6 +302,8 @@ class App:
             raise Refused(400, f"unknown field(s): {', '.join(sorted(unknown))}")
         if att.action == "ramp_cancel":
             return doc
+        if att.action == "preview" and doc.get("action") not in PREVIEWED:
+            raise Refused(400, f"action must be one of {', '.join(PREVIEWED)}")
         try:
             att.service = service_key_from_dict(doc.get("service"))
             att.dest = dest_key_from_dict(doc.get("dest"))
@@ -297,9 +316,17 @@ class App:
         if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
             raise Refused(400, "reason must be a string of at most 500 characters")
         att.force, att.reason = doc.get("force", False), reason
+        for key in ("weight", "expect"):  # the request's fault, whether or not the dest exists
+            value = doc.get(key)
+            if (key in doc if key == "weight" else value is not None) and not (
+                type(value) is int and 0 <= value <= MAX_WEIGHT
+            ):
+                raise Refused(400, f"{key} must be an integer 0..{MAX_WEIGHT}, not {value!r}")
+        if att.action == "preview" and "weight" in doc and doc["action"] != "set_weight":
+            raise Refused(400, f"weight is for set_weight, not {doc['action']}")
         if "weight" in doc:
             att.requested = doc["weight"]
-        elif att.action in ("set_weight", "ramp"):
+        elif att.action in ("set_weight", "ramp") or doc.get("action") == "set_weight":
             raise Refused(400, "weight is required")
         return doc
 
@@ -322,19 +349,54 @@ class App:
                 return self._cancel(att, param)
             if att.action == "ramp":
                 return self._ramp(att, doc, kw)
-            assert att.service is not None and att.dest is not None
-            if att.action == "set_weight":
-                res = control.set_weight(att.service, att.dest, doc["weight"], **kw)
-            elif att.action == "drain":
-                res = control.drain(att.service, att.dest, **kw)
-            else:
-                res = control.restore(att.service, att.dest, **kw)
+            res = self._edit(att.action, att, doc, kw)
         except ControlError as e:
             raise Refused(e.status, str(e), old=e.old if isinstance(e, EditError) else None) from None
         except LvstopError as e:
             raise Refused(500, str(e)) from None
         self._audit(att, res.outcome, 200, old=res.old, requested=res.requested, verified=res.verified)
         return result_to_dict(res), 200
+
+    def _edit(self, action: str, att: Attempt, doc: dict[str, Any], kw: dict[str, Any]) -> ControlResult:
+        control = self.exporter.control
+        assert control is not None and att.service is not None and att.dest is not None
+        if action == "set_weight":
+            return control.set_weight(att.service, att.dest, doc["weight"], **kw)
+        if action == "drain":
+            return control.drain(att.service, att.dest, **kw)
+        return control.restore(att.service, att.dest, **kw)
+
+    def preview(
+        self, method: str, body: bytes | None, headers: Any, source: str, listener_writes: bool
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """What an edit would do, for a dialog about to ask: Control's dry run, and when it is refused, a
+        forced one (for an admin, who may force) to tell a guard refusal from the others. Checked like a
+        write (it shows the write path), but not an attempt: no audit line, no edit counted, no write
+        budget spent."""
+        att = Attempt("preview", source)
+        try:
+            who, doc = self._check(att, method, body, headers, listener_writes)
+            if self.exporter.control is None:
+                raise Refused(503, "this exporter has no write path (its source cannot write)")
+            action = doc["action"]
+            kw: dict[str, Any] = {"expect": doc.get("expect"), "dry_run": True, "actor": who.user}
+            try:
+                res = self._edit(action, att, doc, kw)
+                return 200, {"result": result_to_dict(res), "refused": None, "error": None}, {}
+            except ControlError as first:
+                refusal = first
+            if who.role >= Role.ADMIN:
+                with contextlib.suppress(ControlError):
+                    forced = self._edit(
+                        action, att, doc, {**kw, "force": True, "reason": FORCE_PREVIEW_REASON}
+                    )
+                    return 200, {"result": result_to_dict(forced), "refused": str(refusal), "error": None}, {}
+            error = {"status": refusal.status, "message": str(refusal)}
+            return 200, {"result": None, "refused": None, "error": error}, {}
+        except Refused as r:
+            return r.status, {"error": str(r)}, r.headers
+        except LvstopError as e:
+            return 500, {"error": str(e)}, {}
 
     def _ramp(self, att: Attempt, doc: dict[str, Any], kw: dict[str, Any]) -> tuple[dict[str, Any], int]:
         if self.ramps is None:
@@ -580,6 +642,13 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path, _, query = self.path.partition("?")
         cancel = _CANCEL.match(path)
+        if path == PREVIEW_ROUTE:
+            body, oversize = self._body() if method == "POST" else (b"", False)
+            if oversize:
+                self._json(413, {"error": f"the body must be at most {MAX_BODY} bytes"})
+                return
+            self._json(*app.preview(method, body, self.headers, self.client_address[0], self.server.writes))
+            return
         if cancel or (path in WRITE_ROUTES and not (path == "/api/v1/ramps" and method in ("GET", "HEAD"))):
             body, oversize = self._body() if method == "POST" else (b"", False)
             status, payload, headers = app.attempt(

@@ -91,23 +91,18 @@ def _edit_request(extra: dict[str, Any], required: list[str]) -> dict[str, Any]:
     }
 
 
+# Refusals of a request to a write route before Control sees it.
+_REFUSED = ("400", "401", "403", "411", "413", "415", "429", "500", "503")
+
+
 def _write(
-    summary: str, request: str, ok: dict[str, Any], extra: dict[str, Any] | None = None
+    summary: str,
+    request: str,
+    ok: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    control: tuple[str, ...] = ("404", "409"),
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        **ok,
-        "400": _ERROR,
-        "401": _ERROR,
-        "403": _ERROR,
-        "404": _ERROR,
-        "409": _ERROR,
-        "411": _ERROR,
-        "413": _ERROR,
-        "415": _ERROR,
-        "429": _ERROR,
-        "500": _ERROR,
-        "503": _ERROR,
-    }
+    responses: dict[str, Any] = {**ok, **{code: _ERROR for code in sorted((*_REFUSED, *control))}}
     op: dict[str, Any] = {
         "summary": summary,
         "parameters": [{"$ref": "#/components/parameters/Csrf"}],
@@ -198,6 +193,14 @@ def document() -> dict[str, Any]:
                 "Drain: weight 0, the previous weight remembered", "GuardedRequest", edit_ok
             ),
             "/api/v1/restore": _write("Put back the weight a drain remembered", "GuardedRequest", edit_ok),
+            "/api/v1/preview": _write(
+                "What an edit would do, for a dialog about to ask: Control's dry run (for an admin, also a "
+                "forced one when a guard refuses). Checked like a write, but not an attempt: no audit line, "
+                "not counted as an edit, no write budget spent",
+                "PreviewRequest",
+                {"200": _json(_ref("Preview"), "The dry run's result, or why Control would refuse")},
+                control=(),
+            ),
             "/api/v1/ramps": _write(
                 "Change a weight in steps over a duration",
                 "RampRequest",
@@ -239,6 +242,46 @@ def document() -> dict[str, Any]:
                 "DestKey": _DEST_KEY,
                 "GuardedRequest": _edit_request({}, []),
                 "WeightRequest": _edit_request({"weight": _WEIGHT}, ["weight"]),
+                "PreviewRequest": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["action", "service", "dest", *weight],
+                            "properties": {
+                                "action": {"type": "string", "enum": actions},
+                                "service": _ref("ServiceKey"),
+                                "dest": _ref("DestKey"),
+                                "expect": _GUARDED["expect"],
+                                **({"weight": _WEIGHT} if weight else {}),
+                            },
+                        }
+                        for actions, weight in ((["drain", "restore"], []), (["set_weight"], ["weight"]))
+                    ]
+                },
+                "Preview": {
+                    "type": "object",
+                    "required": ["result", "refused", "error"],
+                    "properties": {
+                        "result": {
+                            "allOf": [_ref("EditResult")],
+                            "nullable": True,
+                            "description": "The dry run (forced, when `refused` says why it needed force)",
+                        },
+                        "refused": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "A guard's refusal that force with a reason would pass (admins)",
+                        },
+                        "error": {
+                            "type": "object",
+                            "nullable": True,
+                            "required": ["status", "message"],
+                            "properties": {"status": {"type": "integer"}, "message": {"type": "string"}},
+                            "description": "Why Control would refuse whatever the force; the edit's status",
+                        },
+                    },
+                },
                 "RampRequest": _edit_request(
                     {
                         "weight": _WEIGHT,

@@ -14,13 +14,17 @@ import urllib.request
 import zlib
 from collections.abc import Iterator
 from email.message import Message
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from lvstop.codec import loads
-from lvstop.errors import ParseError, SourceError
+from lvstop.codec import dest_key_from_dict, loads, service_key_from_dict
+from lvstop.errors import ControlError, ParseError, SourceError
 from lvstop.model import IssueKind, Snapshot
 
+if TYPE_CHECKING:
+    from lvstop.control import ControlResult
+
+PREVIEW_PATH = "/api/v1/preview"
 MAX_BYTES = 512 << 20  # a 100k-dest snapshot is ~60 MB of JSON; bounds the reply as sent and as decompressed
 
 
@@ -70,6 +74,39 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not d.eof or d.unused_data:
         raise ValueError("truncated, or data after its end")
     return out
+
+
+def edit_result(doc: Any, where: str) -> ControlResult:
+    """The EditResult of the exporter's write API (an edit's answer, or a preview's `result`)."""
+    from lvstop.control import ControlResult
+
+    try:
+        return ControlResult(
+            doc["action"],
+            doc["outcome"],
+            service_key_from_dict(doc["service"]),
+            dest_key_from_dict(doc["dest"]),
+            doc["old"],
+            doc["requested"],
+            doc.get("verified"),
+            doc.get("active_conns", 0),
+            tuple(doc.get("warnings", ())),
+            doc.get("previous"),
+        )
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise ControlError(f"{where}: unexpected reply ({e})", status=502) from None
+
+
+def edit_preview(doc: Any, where: str) -> tuple[ControlResult | None, str | None, str | None]:
+    """A POST /api/v1/preview answer as (dry-run result, guard refusal that force would pass, error)."""
+    try:
+        result, refused, error = doc["result"], doc["refused"], doc["error"]
+        message = None if error is None else str(error["message"])
+    except (KeyError, TypeError) as e:
+        raise ControlError(f"{where}: unexpected reply ({e})", status=502) from None
+    if (result is None) == (message is None) or not isinstance(refused, str | None):
+        raise ControlError(f"{where}: unexpected reply (a result or an error, not both)", status=502)
+    return (None if result is None else edit_result(result, where)), refused, message
 
 
 class RemoteSource:

@@ -19,7 +19,7 @@ from lvstop.control import ControlResult, dest_key_from_dict, dest_key_to_dict, 
 from lvstop.errors import ControlError, LvstopError
 from lvstop.exporter.openapi import CSRF_HEADER
 from lvstop.model import DestKey, ServiceKey
-from lvstop.sources.remote import RemoteSource, basic_auth, urlopen
+from lvstop.sources.remote import PREVIEW_PATH, RemoteSource, basic_auth, edit_preview, edit_result, urlopen
 from lvstop.tui.viewmodel import WeightEffect
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class Preview:
 
 def preview(op: WriteOp, writer: Writer, effect: WeightEffect | None) -> Preview:
     """Dry-run the edit; if refused, dry-run it forced to learn whether only the guard stands in the way."""
+    if isinstance(writer, RemoteWriter) and (asked := writer.preview(op, effect)) is not None:
+        return asked  # the exporter's preview: two dry runs there would be two audited attempts
     try:
         return Preview(op, op.call(writer, dry_run=True), effect=effect)
     except LvstopError as first:
@@ -142,22 +144,20 @@ class RemoteWriter:
 
     def _edit(self, path: str, skey: ServiceKey, dkey: DestKey, kw: dict[str, Any]) -> ControlResult:
         body = {"service": service_key_to_dict(skey), "dest": dest_key_to_dict(dkey), **kw}
-        doc = self._call("POST", path, body)
+        return edit_result(self._call("POST", path, body), f"{self.base}{path}")
+
+    def preview(self, op: WriteOp, effect: WeightEffect | None) -> Preview | None:
+        """The exporter's preview (no attempt, no audit line); None from an exporter too old to have one."""
+        body = {"action": op.kind, "service": service_key_to_dict(op.service), "expect": op.expect}
+        body |= {"dest": dest_key_to_dict(op.dest), **({} if op.weight is None else {"weight": op.weight})}
         try:
-            return ControlResult(
-                doc["action"],
-                doc["outcome"],
-                service_key_from_dict(doc["service"]),
-                dest_key_from_dict(doc["dest"]),
-                doc["old"],
-                doc["requested"],
-                doc.get("verified"),
-                doc.get("active_conns", 0),
-                tuple(doc.get("warnings", ())),
-                doc.get("previous"),
-            )
-        except (KeyError, ValueError, TypeError) as e:
-            raise ControlError(f"{self.base}{path}: unexpected reply ({e})", status=502) from None
+            doc = self._call("POST", PREVIEW_PATH, body)
+        except ControlError as e:
+            if e.status == 404:
+                return None
+            return Preview(op, error=str(e), effect=effect)
+        result, refused, error = edit_preview(doc, f"{self.base}{PREVIEW_PATH}")
+        return Preview(op, result, refused, error, effect)
 
     def drain(self, skey: ServiceKey, dkey: DestKey, **kw: Any) -> ControlResult:
         return self._edit("/api/v1/drain", skey, dkey, kw)
