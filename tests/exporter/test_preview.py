@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stage import settle
 
 from lvstop.model import ServiceKey
 from lvstop.poller import Poller
 from lvstop.sources.remote import RemoteSource
 from lvstop.tui.app import make_app, writer_for
-from lvstop.tui.stage import settle
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.writes import RemoteWriter, WriteOp, preview
