@@ -57,12 +57,18 @@ class EditError(ControlError):
         self.old = old
 
 
+# Why a dest is drained: an operator's drain stays until an operator restores it; health restores only
+# its own (lvstop/health/act.py).
+CAUSES = ("operator", "health")
+
+
 @dataclass(frozen=True, slots=True)
 class DrainRecord:
     previous: int  # the weight restore puts back
     since: float  # wall time of the drain
     actor: str
     reason: str | None = None
+    cause: str = "operator"  # one of CAUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +143,10 @@ def manager_warnings(managers: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
 
 
 class DrainState:
-    """The drains file: JSON, replaced atomically, locked so the TUI and the exporter can share it."""
+    """The drains file: JSON, replaced atomically, locked so the TUI and the exporter can share it.
+
+    `cause` came after version 1 and did not change it: a record without one is an operator's, and
+    versions that do not know it ignore it (a health drain looks to them like any other drain)."""
 
     VERSION = 1
 
@@ -178,7 +187,10 @@ class DrainState:
                 prev = rec["previous"]
                 if type(prev) is not int or not 0 < prev <= MAX_WEIGHT:
                     raise ValueError(f"drain {i}: previous weight {prev!r} is not 1..{MAX_WEIGHT}")
-                out[key] = DrainRecord(prev, float(rec["since"]), str(rec["actor"]), rec.get("reason"))
+                cause = rec.get("cause", "operator")
+                if cause not in CAUSES:
+                    raise ValueError(f"drain {i}: cause {cause!r} is not one of {', '.join(CAUSES)}")
+                out[key] = DrainRecord(prev, float(rec["since"]), str(rec["actor"]), rec.get("reason"), cause)
             return out
         except (ValueError, KeyError, TypeError) as e:
             # Never overwrite a file we cannot read: it may hold the only copy of someone's weights.
@@ -202,6 +214,7 @@ class DrainState:
                     "since": r.since,
                     "actor": r.actor,
                     "reason": r.reason,
+                    "cause": r.cause,
                 }
                 for (s, d), r in sorted(drains.items())
             ],
@@ -287,8 +300,16 @@ class Control:
         reason: str | None = None,
         dry_run: bool = False,
         actor: str,
+        cause: str = "operator",
+        remember: int | None = None,
     ) -> ControlResult:
-        """Weight 0, the previous weight remembered for restore. Draining a drained dest changes nothing."""
+        """Weight 0, the previous weight (or `remember`: a ramp's target) remembered for restore.
+        Draining a drained dest changes nothing, except that an operator's drain of a dest health
+        drained makes the drain the operator's: health will not restore it."""
+        if cause not in CAUSES:
+            raise EditError(f"cause must be one of {', '.join(CAUSES)}, not {cause!r}", status=400)
+        if remember is not None and (type(remember) is not int or not 0 < remember <= MAX_WEIGHT):
+            raise EditError(f"remember must be an integer 1..{MAX_WEIGHT}, not {remember!r}", status=400)
         with self._lock, self.state.locked() as drains:
             rec = drains.get((skey, dkey))
             cur = self._current(skey, dkey)
@@ -301,12 +322,22 @@ class Control:
                         old=0,
                     )
                 self._check_expect(cur, expect)
-                return self._result("drain", "unchanged", skey, cur, 0, 0, previous=rec.previous)
+                warnings: tuple[str, ...] = ()
+                if rec.cause == "health" and cause == "operator":
+                    warnings = (
+                        f"drained by health since {rec.since:.0f}: now drained by {actor}, "
+                        "health will not restore it",
+                    )
+                    if not dry_run:
+                        drains[(skey, dkey)] = DrainRecord(rec.previous, rec.since, actor, reason, cause)
+                        self.state.save(drains)
+                return self._result("drain", "unchanged", skey, cur, 0, 0, warnings, rec.previous)
+            previous = remember if remember is not None else cur.weight
             if dry_run:
                 res = self._edit("drain", skey, dkey, 0, expect, force, reason, True, actor)
-                return dataclasses.replace(res, previous=cur.weight)
+                return dataclasses.replace(res, previous=previous)
             # Remember first: a crash after the write must still leave the weight to restore.
-            drains[(skey, dkey)] = DrainRecord(cur.weight, self._clock(), actor, reason)
+            drains[(skey, dkey)] = DrainRecord(previous, self._clock(), actor, reason, cause)
             self.state.save(drains)
             try:
                 res = self._edit("drain", skey, dkey, 0, expect, force, reason, False, actor)
@@ -316,7 +347,7 @@ class Control:
                     del drains[(skey, dkey)]
                     self.state.save(drains)
                 raise
-            return dataclasses.replace(res, previous=cur.weight)
+            return dataclasses.replace(res, previous=previous)
 
     def restore(
         self,

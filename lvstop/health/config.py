@@ -14,7 +14,8 @@ Parsing is pure: text in, `HealthConfig` out. Every refusal (an unknown key, a b
 type) is one `HealthConfigError` naming the file, the line and the key, which the commands turn into
 one line on stderr and exit status 2. Defaults (documented in the README): interval 5 s, timeout 2 s,
 fall 3, rise 2 (HAProxy's: one lucky answer from a flapping server does not put it back), jitter a
-tenth of the interval.
+tenth of the interval. Acting (`act`, `sorry_server`, `slow_start`) is off unless `act: true` or
+`--health.act` turns it on; lvstop/health/act.py decides what it does.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ _COMMON = (
     "jitter",
     "port",
     "source",
+    "act",
+    "sorry_server",
+    "slow_start",
 )
 _BY_TYPE: dict[str, tuple[str, ...]] = {
     "tcp": (),
@@ -109,6 +113,10 @@ class CheckSpec:
     jitter: float = DEFAULT_INTERVAL / 10
     port: int = 0  # 0: the dest's own port (agent: required, the agent's port)
     source: str | None = None  # local address the probes leave from
+    # acting (--health.act): None follows the flag
+    act: bool | None = None
+    sorry_server: DestMatch | None = None  # a dest of `service` kept at weight 0, raised when all are down
+    slow_start: float = 0.0  # seconds a restore ramps over (0: the whole weight at once)
     # http / https
     method: str = "GET"
     path: str = "/"
@@ -132,11 +140,20 @@ class CheckSpec:
     def label(self) -> str:
         return self.name or self.type
 
+    def acts(self, flag: bool) -> bool:
+        """Whether this check drains and restores, given --health.act."""
+        return flag if self.act is None else self.act
+
 
 @dataclass(frozen=True, slots=True)
 class HealthConfig:
     file: str
     checks: tuple[CheckSpec, ...]
+
+    @property
+    def sorry_servers(self) -> dict[ServiceKey, DestMatch]:
+        """Per service, the sorry server its checks name (parse() refused two different ones)."""
+        return {c.service: c.sorry_server for c in self.checks if c.service and c.sorry_server}
 
 
 def load(path: str) -> HealthConfig:
@@ -167,7 +184,18 @@ def parse(text: str, file: str = "<health config>") -> HealthConfig:
     knode, seq = top["checks"]
     if not isinstance(seq, yaml.SequenceNode) or not seq.value:
         raise HealthConfigError(file, _line(knode), "checks", "expected a non-empty list of checks")
-    return HealthConfig(file, tuple(_check(file, item) for item in seq.value))
+    checks = tuple(_check(file, item) for item in seq.value)
+    sorry: dict[ServiceKey, CheckSpec] = {}
+    for spec, item in zip(checks, seq.value, strict=True):
+        if spec.service is None or spec.sorry_server is None:
+            continue
+        first = sorry.setdefault(spec.service, spec)
+        if first.sorry_server != spec.sorry_server:
+            node = _mapping(file, item, "checks")["sorry_server"][1]
+            raise HealthConfigError(
+                file, _line(node), "sorry_server", f"{spec.service} has another one on line {first.line}"
+            )
+    return HealthConfig(file, checks)
 
 
 # --- one check ----------------------------------------------------------------------------------
@@ -223,6 +251,11 @@ def _cross_check(file: str, spec: CheckSpec, entries: dict[str, tuple[yaml.Node,
         refuse("tls_ca", "tls_ca is for verification, which tls_verify: false turns off")
     if spec.transport == "udp" and spec.service is not None and spec.service.protocol is Protocol.TCP:
         refuse("transport", "udp against a TCP service")
+    if spec.sorry_server is not None and spec.service is None:
+        refuse("sorry_server", 'a sorry server belongs to one service, not to "*"')
+    for key in ("sorry_server", "slow_start"):
+        if key in entries and spec.act is False:
+            refuse(key, "only a check that acts uses it (act: false here)")
     if spec.source is not None and spec.dest is not None:
         family = AF_INET6 if ":" in spec.source else AF_INET
         if family != spec.dest.family:
@@ -463,6 +496,9 @@ _PARSERS: dict[str, Callable[[str, str, yaml.Node], Any]] = {
     "expect": _strings,
     "command": _command,
     "send": _payload,
+    "act": _flag,
+    "sorry_server": _dest,
+    "slow_start": _duration,
 }
 
 

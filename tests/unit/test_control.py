@@ -756,3 +756,60 @@ def test_reconcile_without_a_readable_kernel_closes_nothing(control: Control, ta
     target.fail_get = ControlError("read-only: lvstop reads /proc", status=503)  # auto fell back to /proc
     assert control.reconcile(target.read()) == [] and control.reconcile(seen) == []
     assert (WEB, dk("192.0.2.11")) in control.drains()  # unverified: kept
+
+
+def test_the_cause_of_a_drain_is_kept_and_old_files_read_as_operator_drains(
+    control: Control, tmp_path: Path
+) -> None:
+    control.drain(WEB, dk("192.0.2.12"), actor="health", reason="health: tcp: refused", cause="health")
+    control.drain(WEB, dk("192.0.2.13"), actor="alice")
+    path = tmp_path / "state" / "drains.json"
+    doc = json.loads(path.read_text())
+    assert doc["version"] == 1 and [r["cause"] for r in doc["drains"]] == ["health", "operator"]
+    assert {k[1].address: r.cause for k, r in control.drains().items()} == {
+        "192.0.2.12": "health",
+        "192.0.2.13": "operator",
+    }
+    for r in doc["drains"]:  # a file written before causes existed
+        del r["cause"]
+    path.write_text(json.dumps(doc))
+    assert {r.cause for r in control.drains().values()} == {"operator"}
+    doc["drains"][0]["cause"] = "cosmic rays"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LvstopError, match="cause 'cosmic rays' is not one of operator, health"):
+        control.drains()
+
+
+def test_an_operator_drain_of_a_health_drain_makes_it_the_operators(control: Control) -> None:
+    key = (WEB, dk("192.0.2.12"))
+    control.drain(*key, actor="health", reason="health: down", cause="health")
+    since = control.drains()[key].since
+    dry = control.drain(*key, actor="alice", reason="maintenance", dry_run=True)
+    assert dry.outcome == "unchanged" and control.drains()[key].cause == "health"
+    res = control.drain(*key, actor="alice", reason="maintenance")
+    assert res.outcome == "unchanged" and res.previous == 3
+    assert res.warnings and "health will not restore it" in res.warnings[0]
+    rec = control.drains()[key]
+    assert (rec.cause, rec.actor, rec.reason, rec.previous, rec.since) == (
+        "operator",
+        "alice",
+        "maintenance",
+        3,
+        since,
+    )
+    # health draining an operator's drain changes nothing
+    assert control.drain(*key, actor="health", cause="health").warnings == ()
+    assert control.drains()[key].cause == "operator"
+
+
+def test_a_drain_can_remember_another_weight_and_refuses_bad_causes(
+    control: Control, target: FakeTarget
+) -> None:
+    res = control.drain(WEB, dk("192.0.2.12"), actor="health", cause="health", remember=9)
+    assert (res.old, res.previous) == (3, 9) and control.drains()[(WEB, dk("192.0.2.12"))].previous == 9
+    assert control.restore(WEB, dk("192.0.2.12"), actor="health").verified == 9
+    for kw, says in (({"cause": "ops"}, "cause must be"), ({"remember": 0}, "remember must be")):
+        with pytest.raises(EditError, match=says) as e:
+            control.drain(WEB, dk("192.0.2.13"), actor="a", **kw)  # type: ignore[arg-type]
+        assert e.value.status == 400
+    assert target.weight(WEB, "192.0.2.13") == 2

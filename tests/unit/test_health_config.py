@@ -173,3 +173,79 @@ def test_the_readme_example_parses() -> None:
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     cfg = parse(example, "README.md")
     assert [c.type for c in cfg.checks] == ["https", "http", "dns", "agent", "exec"]
+
+
+ACTING = """\
+checks:
+  - service: "TCP 203.0.113.10:80"
+    type: http
+    act: true
+    sorry_server: 192.0.2.99:8080
+    slow_start: 30s
+  - service: "TCP 203.0.113.10:80"
+    dest: 192.0.2.14
+    type: tcp
+    sorry_server: 192.0.2.99:8080
+  - service: "*"
+    type: tcp
+    act: false
+"""
+
+
+def test_acting_keys_parse_and_follow_the_flag_unless_set() -> None:
+    cfg = parse(ACTING, "h.yaml")
+    http, one, every = cfg.checks
+    assert (http.act, http.slow_start, http.sorry_server) == (
+        True,
+        30.0,
+        DestMatch(AF_INET, "192.0.2.99", 8080),
+    )
+    assert (one.act, one.slow_start) == (None, 0.0)
+    assert [c.acts(False) for c in cfg.checks] == [True, False, False]
+    assert [c.acts(True) for c in cfg.checks] == [True, True, False]
+    assert cfg.sorry_servers == {ServiceKey.tcp("203.0.113.10", 80): DestMatch(AF_INET, "192.0.2.99", 8080)}
+    assert parse(GOOD).sorry_servers == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "key", "says"),
+    [
+        ("checks:\n  - service: '*'\n    type: tcp\n    act: maybe\n", 4, "act", "true or false"),
+        ("checks:\n  - service: '*'\n    type: tcp\n    act: 1\n", 4, "act", "true or false"),
+        (
+            "checks:\n  - service: '*'\n    type: tcp\n    sorry_server: 192.0.2.9:80\n",
+            4,
+            "sorry_server",
+            '"*"',
+        ),
+        (
+            "checks:\n  - service: TCP 203.0.113.1:80\n    type: tcp\n    sorry_server: sorry.example\n",
+            4,
+            "sorry_server",
+            "not an IP address",
+        ),
+        (
+            "checks:\n  - service: TCP 203.0.113.1:80\n    type: tcp\n    act: false\n    slow_start: 5s\n",
+            5,
+            "slow_start",
+            "act: false",
+        ),
+        (
+            "checks:\n  - service: TCP 203.0.113.1:80\n    type: tcp\n    act: false\n"
+            "    sorry_server: 192.0.2.9:80\n",
+            5,
+            "sorry_server",
+            "act: false",
+        ),
+        ("checks:\n  - service: '*'\n    type: tcp\n    slow_start: 0s\n", 4, "slow_start", "above 0"),
+        (
+            "checks:\n  - service: TCP 203.0.113.1:80\n    type: tcp\n    sorry_server: 192.0.2.9:80\n"
+            "  - service: TCP 203.0.113.1:80\n    type: http\n    sorry_server: 192.0.2.8:80\n",
+            7,
+            "sorry_server",
+            "another one on line 2",
+        ),
+    ],
+)
+def test_acting_refusals_name_the_line_and_the_key(body: str, line: int, key: str, says: str) -> None:
+    test_refusals_name_the_line_and_the_key(body, line, key, says)
