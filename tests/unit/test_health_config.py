@@ -195,6 +195,7 @@ checks:
 def test_acting_keys_parse_and_follow_the_flag_unless_set() -> None:
     cfg = parse(ACTING, "h.yaml")
     http, one, every = cfg.checks
+    assert every.act is False and every.service is None
     assert (http.act, http.slow_start, http.sorry_server) == (
         True,
         30.0,
