@@ -810,6 +810,6 @@ def test_a_drain_can_remember_another_weight_and_refuses_bad_causes(
     assert control.restore(WEB, dk("192.0.2.12"), actor="health").verified == 9
     for kw, says in (({"cause": "ops"}, "cause must be"), ({"remember": 0}, "remember must be")):
         with pytest.raises(EditError, match=says) as e:
-            control.drain(WEB, dk("192.0.2.13"), actor="a", **kw)  # type: ignore[arg-type]
+            control.drain(WEB, dk("192.0.2.13"), actor="a", **kw)
         assert e.value.status == 400
     assert target.weight(WEB, "192.0.2.13") == 2
