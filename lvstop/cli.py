@@ -338,6 +338,19 @@ def build_parser() -> _Parser:
         "--health.config", dest="health_config", metavar="FILE", required=True, help="YAML checks"
     )
     hc.add_argument("--once", action="store_true", help="one round, one line per dest and check, then exit")
+    hc.add_argument(
+        "--health.act",
+        dest="health_act",
+        action="store_true",
+        help="drain a dest whose checks say down and restore it when up (checks with `act:` decide for "
+        "themselves), through the guarded write path, as actor `health`",
+    )
+    hc.add_argument(
+        "--audit-log",
+        metavar="FILE",
+        default="-",
+        help="with acting: one JSON line per write attempt (default '-': stderr)",
+    )
     hc.add_argument("--count", type=_positive_int, metavar="N", help="without --once: stop after N polls")
     hc.add_argument(
         "--interval",

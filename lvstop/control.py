@@ -33,6 +33,7 @@ from lvstop.managers import edit_warnings
 from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
 
 MAX_WEIGHT = 65535
+DEFAULT_DRAIN_STATE = "/var/lib/lvstop/drains.json"
 # Processes that own IPVS weights and put their own back (health checks, config reloads).
 WEIGHT_MANAGERS = ("keepalived", "ldirectord")
 # Dest fields SET_DEST carries; all must read back as written.

@@ -40,6 +40,7 @@ POLL_RECOVERED = "poll_recovered"
 DRAIN_FINISHED = "drain_finished"
 DRAIN_CLOSED = "drain_closed"  # a drained dest got its weight back outside lvstop
 INCONSISTENT_READ = "inconsistent_read"
+HEALTH_ACT = "health_act"  # acting on health: a drain, restore or sorry server change, or why not
 
 KINDS = (
     SERVICE_ADDED,
@@ -53,6 +54,7 @@ KINDS = (
     DRAIN_FINISHED,
     DRAIN_CLOSED,
     INCONSISTENT_READ,
+    HEALTH_ACT,
 )
 
 

@@ -378,6 +378,28 @@ def _netns_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def claims(
+    running: tuple[tuple[str, int], ...], proc_root: str = "/proc", netns: str | None = None
+) -> list[tuple[str, int, list[ManagedService] | str]]:
+    """(name, pid, what it manages or why its configuration could not be read) of each running manager
+    of the IPVS of network namespace `netns` (None: ours); keepalived's checker children are left out,
+    their parent speaks for them."""
+    here = _netns_id(netns_path(netns) if netns else os.path.join(proc_root, "self", "ns", "net"))
+    pids = {pid for _, pid in running}
+    out: list[tuple[str, int, list[ManagedService] | str]] = []
+    for name, pid in running:
+        if _parent(pid, proc_root) in pids:
+            continue
+        theirs = _netns_id(os.path.join(proc_root, str(pid), "ns", "net"))
+        if here is not None and theirs is not None and here != theirs:
+            continue  # it manages another namespace's IPVS
+        try:
+            out.append((name, pid, managed_services(name, pid, proc_root)))
+        except (OSError, ParseError) as e:
+            out.append((name, pid, str(e)))
+    return out
+
+
 def edit_warnings(
     running: tuple[tuple[str, int], ...],
     skey: ServiceKey,
@@ -388,22 +410,17 @@ def edit_warnings(
     """Warnings for an edit of `dkey` in `skey` (in the IPVS of network namespace `netns`, None: ours): one
     per running manager of that namespace that manages that service, and one per manager whose
     configuration cannot be read, since it may."""
-    here = _netns_id(netns_path(netns) if netns else os.path.join(proc_root, "self", "ns", "net"))
-    pids = {pid for _, pid in running}
     out: list[str] = []
-    for name, pid in running:
-        if _parent(pid, proc_root) in pids:
-            continue  # keepalived's checker child: its parent speaks for both
-        theirs = _netns_id(os.path.join(proc_root, str(pid), "ns", "net"))
-        if here is not None and theirs is not None and here != theirs:
-            continue  # it manages another namespace's IPVS
-        try:
-            owned = [m for m in managed_services(name, pid, proc_root) if m.key == skey]
-        except (OSError, ParseError) as e:
+    for name, pid, owned in claims(running, proc_root, netns):
+        if isinstance(owned, str):
             out.append(
-                f"{name} (pid {pid}) is running and its configuration could not be read ({e}): "
+                f"{name} (pid {pid}) is running and its configuration could not be read ({owned}): "
                 "it may manage this service and put its own weight back"
             )
             continue
-        out += [f"{name} (pid {pid}) manages {skey} ({m.block}, {m.where}): {m.undo(dkey)}" for m in owned]
+        out += [
+            f"{name} (pid {pid}) manages {skey} ({m.block}, {m.where}): {m.undo(dkey)}"
+            for m in owned
+            if m.key == skey
+        ]
     return tuple(out)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lvstop import codec, gcpolicy
 from lvstop.control import Control, WeightManagers
@@ -256,6 +256,7 @@ class Exporter:
         self._prefetching = False  # a prefetch thread is running
         # Why the drain state file cannot be read (None: it can): the exporter is then not ready.
         self.drain_error: str | None = None
+        self.acting: Callable[[], dict[str, Any]] | None = None  # HealthActor.status, when acting on health
         poller.subscribe(self._new_snapshot)
 
     def _new_snapshot(self, snap: Snapshot) -> None:
@@ -325,6 +326,10 @@ class Exporter:
 
     def managers(self) -> tuple[tuple[str, int], ...]:
         return self._managers()
+
+    def health_act(self) -> dict[str, Any]:
+        """Acting on health, for /api/v1/status: whether it is on, and the services it leaves alone."""
+        return self.acting() if self.acting is not None else {"enabled": False, "skipped": []}
 
     def health(self) -> Health:
         s = self.source

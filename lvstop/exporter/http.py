@@ -520,6 +520,7 @@ class App:
                     "since": rec.since,
                     "actor": rec.actor,
                     "reason": rec.reason,
+                    "cause": rec.cause,
                     "weight": d.weight if d else None,
                     "active_conns": d.active_conns if d else None,
                     "inactive_conns": d.inactive_conns if d else None,
@@ -542,6 +543,8 @@ class App:
         warnings = list(manager_warnings(managers))
         if ex.drain_error is not None:
             warnings.append(f"drain state unusable, writes fail until it is fixed: {ex.drain_error}")
+        acting = ex.health_act()
+        warnings.extend(f"health does not act on {s['text']}: {s['reason']}" for s in acting["skipped"])
         if snap is not None:
             warnings.extend(i.message for i in snap.issues)
         return 200, {
@@ -560,6 +563,7 @@ class App:
                 "ramps": self.ramps is not None,
             },
             "weight_managers": [{"name": n, "pid": p} for n, p in managers],
+            "health_act": acting,
             "warnings": warnings,
         }
 

@@ -10,9 +10,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from lvstop import __version__, gcpolicy
 from lvstop.conntable import ConnSummary, ConnTableReader
@@ -29,7 +29,9 @@ from lvstop.sources import Source
 from lvstop.sources.factory import KINDS, open_source
 
 if TYPE_CHECKING:
+    from lvstop.health.actor import HealthActor
     from lvstop.health.runner import HealthRunner
+    from lvstop.health.state import Transition
 
 log = logging.getLogger("lvstop.exporter")
 
@@ -115,6 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML health checks of the real servers (lvstop_ipvs_backend_health_up); the demo's: simulated",
     )
+    hc.add_argument(
+        "--health.act",
+        dest="health_act",
+        action="store_true",
+        help="drain a dest whose checks say down, restore it when up (checks with `act:` decide for "
+        "themselves), as actor `health`, through every guard of the write path",
+    )
     p.add_argument(
         "--log.level", dest="log_level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -185,6 +194,7 @@ class Running:
     args: argparse.Namespace
     threads: list[threading.Thread] = field(default_factory=list)
     health: HealthRunner | None = None
+    actor: HealthActor | None = None
 
     def reload(self) -> bool:
         """SIGHUP: reopen the audit log (logrotate) and re-read --web.config.file, certificates included.
@@ -223,6 +233,8 @@ class Running:
             t.join()
         for s in self.servers:
             s.server_close()
+        if self.actor is not None:
+            self.actor.stop()
         if self.ramps is not None:
             self.ramps.stop()
         if self.conn is not None:
@@ -244,14 +256,19 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     web = load_web_config(args.web_config) if args.web_config else WebConfig()
     read_addr = parse_listen_address(args.listen)
     check_web(args, web)
-    health = _health_runner(args, source) if args.health_config else None
+    if args.health_act and not args.health_config:
+        raise ValueError("--health.act needs --health.config (the checks that decide)")
+    acting: list[HealthActor] = []  # made once Control is: the runner wakes it on every state change
+    health = _health_runner(args, source, lambda t: acting[0].wake() if acting else None)
     events = WatchingEventLog()
     holder: list[Exporter] = []
     counting = CountingSource(source, on_failure=lambda: holder[0].changed() if holder else None)
     poller = Poller(counting, interval=args.interval, events=events)
-    target = _control_target(args, source) if args.write or args.source == "demo" else None
-    if args.write and target is None:
-        raise ValueError(f"--write.enable needs a source that can write (netlink or demo), not {args.source}")
+    acts = health is not None and any(c.acts(args.health_act) for c in health.config.checks)
+    target = _control_target(args, source) if args.write or acts or args.source == "demo" else None
+    if (args.write or acts) and target is None:
+        need = "--write.enable" if args.write else "acting on health"
+        raise ValueError(f"{need} needs a source that can write (netlink or demo), not {args.source}")
     managers = WeightManagers(args.proc_root, ttl=max(5.0, args.interval))  # edits and pages share it
     control = (
         Control(
@@ -302,8 +319,27 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         writes=WriteSettings(args.write, tuple(args.origins)),
         max_requests=args.max_requests,
     )
-    ramps = Ramps(control, app.ramp_step) if (control is not None and args.write) else None
+    ramps = Ramps(control, app.ramp_step) if (control is not None and (args.write or acts)) else None
     app.ramps = ramps
+    if acts and health is not None and control is not None:
+        from lvstop.health.actor import HealthActor
+
+        def audit_line(**fields: Any) -> None:
+            audit.write(**fields)
+            exporter.record_edit(fields["outcome"])
+
+        acting.append(
+            HealthActor(
+                health.config,
+                control,
+                health.checks,
+                flag=args.health_act,
+                ramps=ramps,
+                audit=audit_line,
+                events=events,
+            )
+        )
+        exporter.acting = acting[0].status
     servers = [Server(read_addr, app, writes=False, tls=web.tls)]
     if args.write:
         servers.append(Server(parse_listen_address(args.write_listen), app, writes=True, tls=web.tls))
@@ -311,6 +347,10 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     if health is not None:
         health.start()
         poller.subscribe(health.update)
+    if acting:
+        running.actor = acting[0]
+        acting[0].start()
+        poller.subscribe(acting[0].submit)
     poller.start()
     if reader is not None:
         reader.start()
@@ -323,7 +363,11 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     return running
 
 
-def _health_runner(args: argparse.Namespace, source: Source) -> HealthRunner:
+def _health_runner(
+    args: argparse.Namespace, source: Source, on_transition: Callable[[Transition], None]
+) -> HealthRunner | None:
+    if not args.health_config:
+        return None
     from lvstop.health.config import HealthConfigError, load
     from lvstop.health.runner import HealthRunner, SimProber
     from lvstop.sources.sim import SimSource
@@ -333,7 +377,7 @@ def _health_runner(args: argparse.Namespace, source: Source) -> HealthRunner:
     except HealthConfigError as e:
         raise ValueError(str(e)) from None  # a bad flag's exit status: 2
     start = SimProber().start if isinstance(source, SimSource) else None  # no probe leaves the demo
-    return HealthRunner(config, start=start, netns=args.netns)
+    return HealthRunner(config, start=start, netns=args.netns, on_transition=on_transition)
 
 
 def _backends(health: HealthRunner) -> BackendHealth:

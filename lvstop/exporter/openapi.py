@@ -391,6 +391,7 @@ def document() -> dict[str, Any]:
                                     "since": {"type": "number"},
                                     "actor": {"type": "string"},
                                     "reason": {"type": "string", "nullable": True},
+                                    "cause": {"type": "string", "enum": ["operator", "health"]},
                                     "weight": _NULLABLE_INT,
                                     "active_conns": _NULLABLE_INT,
                                     "inactive_conns": _NULLABLE_INT,
@@ -408,6 +409,11 @@ def document() -> dict[str, Any]:
                         "poll": {"type": "object"},
                         "writes": {"type": "object"},
                         "weight_managers": {"type": "array", "items": {"type": "object"}},
+                        "health_act": {
+                            "type": "object",
+                            "description": "acting on health (--health.act): on or off, and the services "
+                            "it leaves alone (keepalived or ldirectord manage them)",
+                        },
                         "warnings": {"type": "array", "items": {"type": "string"}},
                     },
                 },

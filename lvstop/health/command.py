@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +21,9 @@ from concurrent.futures import Future
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, TypeVar
 
-from lvstop.errors import UsageError
+from lvstop.control import DEFAULT_DRAIN_STATE
+from lvstop.errors import LvstopError, UsageError
+from lvstop.events import Event, EventLog
 from lvstop.health.checks import Prober, Starter, Target
 from lvstop.health.config import CheckSpec, HealthConfig, HealthConfigError, load
 from lvstop.health.runner import HealthRunner, SimProber, Skipped, health_map, run_round
@@ -29,6 +34,7 @@ from lvstop.sources.netns import enter_netns
 
 if TYPE_CHECKING:
     from lvstop.cli import Environment
+    from lvstop.health.actor import HealthActor
 
 _T = TypeVar("_T")
 
@@ -45,6 +51,8 @@ def run(args: argparse.Namespace, env: Environment, config: HealthConfig, source
     try:
         sim = SimProber(env.clock) if source.name == "demo" else None
         if args.once:
+            if args.health_act:
+                raise UsageError("--health.act acts on state changes, which --once does not wait for")
             return _once(config, source.read(), sim, args.netns, env)
         return _watch(config, source, sim.start if sim else None, args, env)
     finally:
@@ -117,21 +125,91 @@ def _watch(
 ) -> int:
     changes: SimpleQueue[Transition] = SimpleQueue()
     runner = HealthRunner(config, start=start, netns=args.netns, on_transition=changes.put, clock=env.clock)
-    runner.start()
-    polls = 0
-    try:
-        while args.count is None or polls < args.count:
-            started = env.monotonic()
-            runner.update(source.read())
-            polls += 1
-            env.sleep(max(0.0, args.interval - (env.monotonic() - started)))
-            _print_changes(changes, env)
-    except KeyboardInterrupt:
-        pass  # the usual way to end watching
-    finally:
-        runner.stop()
+    with contextlib.ExitStack() as stack:
+        actor = _actor(config, source, runner, args, env, stack) if _acts(config, args) else None
+        runner.start()
+        stack.callback(runner.stop)
+        polls = 0
+        try:
+            while args.count is None or polls < args.count:
+                started = env.monotonic()
+                snap = source.read()
+                runner.update(snap)
+                if actor is not None:
+                    actor.round(snap)  # its events print as they come
+                polls += 1
+                env.sleep(max(0.0, args.interval - (env.monotonic() - started)))
+                _print_changes(changes, env)
+        except KeyboardInterrupt:
+            pass  # the usual way to end watching
     _print_changes(changes, env)
     return 0
+
+
+def _acts(config: HealthConfig, args: argparse.Namespace) -> bool:
+    return any(c.acts(args.health_act) for c in config.checks)
+
+
+def _actor(
+    config: HealthConfig,
+    source: Source,
+    runner: HealthRunner,
+    args: argparse.Namespace,
+    env: Environment,
+    stack: contextlib.ExitStack,
+) -> HealthActor:
+    """Acting on health in `lvstop health`: Control on this source, its actions printed as they happen
+    and audited to --audit-log; the demo's drains end with the demo, as in the TUI."""
+    from lvstop.control import Control
+    from lvstop.exporter.audit import AuditLog
+    from lvstop.exporter.ramp import Ramps
+    from lvstop.health.actor import HealthActor
+    from lvstop.sources.factory import write_target
+
+    target = write_target(source)
+    if target is None:
+        raise UsageError(
+            f"acting on health needs a source that can write (netlink or demo), not {source.name}"
+        )
+    if source.name == "demo":
+        state = os.path.join(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="lvstop-demo-")), "d.json"
+        )
+    else:
+        state = args.drain_state or DEFAULT_DRAIN_STATE
+    try:
+        audit = AuditLog(env.stderr if args.audit_log == "-" else args.audit_log)
+    except LvstopError as e:
+        raise UsageError(str(e)) from None
+    stack.callback(audit.close)
+    control = Control(target, state, proc_root=getattr(args, "proc_root", "/proc"))
+    steps: list[HealthActor] = []
+    ramps = Ramps(control, lambda *a: steps[0].ramp_step(*a))
+    stack.callback(ramps.stop)
+    actor = HealthActor(
+        config,
+        control,
+        runner.checks,
+        flag=args.health_act,
+        ramps=ramps,
+        audit=audit.write,
+        events=_Said(env),
+    )
+    steps.append(actor)
+    return actor
+
+
+class _Said(EventLog):
+    """The actor's events, one line each on stdout as they come."""
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(100)
+        self._env = env
+
+    def append(self, event: Event) -> Event:
+        when = time.strftime("%H:%M:%S", time.localtime(event.time))
+        self._env.stdout.write(f"{when} {event.message}\n")
+        return super().append(event)
 
 
 def _print_changes(changes: SimpleQueue[Transition], env: Environment) -> None:

@@ -284,17 +284,24 @@ class HealthRunner:
         if version == scheduler.version:
             return cached
         version = scheduler.version
-        for _ in range(3):  # the loop thread may resize the dict while it is copied
-            try:
-                items = list(scheduler.health.items())
-                break
-            except RuntimeError:
-                continue
-        else:
+        items = self.checks()
+        if items is None:
             return cached
         view = health_map(items)
         self._view = (version, view)
         return view
+
+    def checks(self) -> list[tuple[PairKey, CheckHealth]] | None:
+        """Every (check, dest) pair's health, copied from the loop's thread (None: it kept changing)."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            return []
+        for _ in range(3):  # the loop thread may resize the dict while it is copied
+            try:
+                return list(scheduler.health.items())
+            except RuntimeError:
+                continue
+        return None
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._loop is not None and self._thread is not None:

@@ -267,7 +267,8 @@ def test_health_config_errors_exit_2_in_one_line(tmp_path: Path) -> None:
     status, out, err = run_cli("--demo", "health", "--health.config", str(cfg), "--once")
     assert status == 2 and out == ""
     assert err == f"lvstop: error: health config {cfg}:4: key 'intervall': unknown key for a tcp check " + (
-        "(known: service, dest, type, name, interval, timeout, fall, rise, jitter, port, source) "
+        "(known: service, dest, type, name, interval, timeout, fall, rise, jitter, port, source, act, "
+        "sorry_server, slow_start) "
         "(see lvstop --help)\n"
     )
     assert run_cli("--demo", "health", "--once")[0] == 2  # --health.config is required
