@@ -244,6 +244,12 @@ def build_parser() -> _Parser:
         metavar="FILE",
         help="where drains remember the weights to restore (default /var/lib/lvstop/drains.json)",
     )
+    parser.add_argument(
+        "--health.config",
+        dest="health_config",
+        metavar="FILE",
+        help="health checks of the real servers, shown in the TUI (the demo checks its own, simulated)",
+    )
     _add_source_options(parser, sub=False)
     parser.set_defaults(run=_run_tui)
     commands = parser.add_subparsers(title="commands", metavar="{list,record,health}", parser_class=_Parser)
@@ -286,6 +292,7 @@ def build_parser() -> _Parser:
         "--health.config",
         dest="health_config",
         metavar="FILE",
+        default=argparse.SUPPRESS,  # keeps one given before `list`
         help="with --json: one round of these health checks, a `health` object in each dest",
     )
     more.add_argument(

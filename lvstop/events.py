@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from lvstop.model import (
     align,
 )
 
+if TYPE_CHECKING:
+    from lvstop.health.state import Transition
+
 SERVICE_ADDED = "service_added"
 SERVICE_REMOVED = "service_removed"
 DEST_ADDED = "dest_added"
@@ -41,6 +45,8 @@ DRAIN_FINISHED = "drain_finished"
 DRAIN_CLOSED = "drain_closed"  # a drained dest got its weight back outside lvstop
 INCONSISTENT_READ = "inconsistent_read"
 HEALTH_ACT = "health_act"  # acting on health: a drain, restore or sorry server change, or why not
+HEALTH_DOWN = "health_down"  # a dest's health checks (lvstop.health) say down
+HEALTH_UP = "health_up"  # ... say up again
 
 KINDS = (
     SERVICE_ADDED,
@@ -55,6 +61,8 @@ KINDS = (
     DRAIN_CLOSED,
     INCONSISTENT_READ,
     HEALTH_ACT,
+    HEALTH_DOWN,
+    HEALTH_UP,
 )
 
 
@@ -69,7 +77,8 @@ class Event:
     new: int | None = None
     actor: str | None = None  # who made a weight change through lvstop; None = outside lvstop
     action: str | None = None  # what lvstop was asked for: drain, restore, set_weight ("forced drain"...)
-    reason: str | None = None  # the reason given with it (a forced edit needs one)
+    reason: str | None = None  # the reason given with it (a forced edit needs one); health: the answer
+    states: tuple[str, str] | None = None  # health_*: the states before and after ("up", "down")
 
 
 def _went_down(cur: Counters | None, prev: Counters | None) -> bool:
@@ -177,6 +186,17 @@ def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
         if s.error is not None and (IssueKind.INCONSISTENT, s.key, s.error) not in seen:
             out.append(Event(t, INCONSISTENT_READ, f"{s.key}: {s.error}", s.key))
     return out
+
+
+def health_event(t: Transition) -> Event | None:
+    """The event of a health transition; None for a new dest's first good answer (unknown -> up), which
+    is no news and, for every dest at once when the checks start, would push the log's news out."""
+    if t.old == "unknown" and t.new == "up":
+        return None
+    kind = HEALTH_DOWN if t.new == "down" else HEALTH_UP
+    answer = f"{t.check}: {t.reason}"
+    message = f"{t.service} -> {t.dest}: health {t.old} -> {t.new} ({answer})"
+    return Event(t.time, kind, message, t.service, t.dest, reason=answer, states=(str(t.old), str(t.new)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 
 from textual.pilot import Pilot
 
+from lvstop.events import health_event
+from lvstop.health.config import HealthConfig, parse
+from lvstop.health.runner import PairKey, SimProber, health_map, targets
+from lvstop.health.state import CheckHealth, HealthMap, Transition, advance, initial
+from lvstop.model import Snapshot
 from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
-from lvstop.tui.app import LvstopApp, make_app, writer_for
+from lvstop.tui.app import DEMO_CHECKS, LvstopApp, make_app, writer_for
 from lvstop.tui.feed import Writer
 from lvstop.tui.names import Resolver
 
@@ -36,6 +41,40 @@ class ManualClock:
         return self.now
 
 
+class StagedChecks:
+    """The demo's health checks on the stage's clock: one simulated probe of every (check, dest) per
+    poll, in the poller's thread, so that health, like the rest, depends only on the number of polls.
+    The hysteresis and the events are lvstop.health's and lvstop.events' own."""
+
+    def __init__(self, config: HealthConfig, poller: Poller, clock: ManualClock) -> None:
+        self.config = config
+        self.prober = SimProber(clock)
+        self.clock = clock
+        self.events = poller.events
+        self.health: dict[PairKey, CheckHealth] = {}
+        poller.subscribe(self.update)  # before the app's feed: health is current when it builds
+
+    def update(self, snap: Snapshot) -> None:
+        pairs, _ = targets(self.config, snap)
+        now = self.clock()
+        health: dict[PairKey, CheckHealth] = {}
+        for key, (spec, target) in pairs.items():
+            before = self.health.get(key) or initial(spec.label)
+            result = self.prober.result(spec, target)
+            after = health[key] = advance(before, result, now, spec.fall, spec.rise)
+            if after.state is not before.state:
+                _, skey, dkey = key
+                event = health_event(
+                    Transition(skey, dkey, after.check, before.state, after.state, result.reason, now)
+                )
+                if event is not None:
+                    self.events.append(event)
+        self.health = health
+
+    def view(self) -> HealthMap:
+        return health_map(self.health.items())
+
+
 @dataclass
 class Stage:
     """A seeded demo director, its poller and writer, on one manual clock (wall and monotonic alike)."""
@@ -45,10 +84,12 @@ class Stage:
     dests_per_service: int | None = None
     clock: ManualClock = field(default_factory=ManualClock)
     source_class: type[SimSource] = SimSource  # tests pass a subclass that can fail
+    checks: bool = False  # the demo's health checks (lvstop --demo runs them), staged
 
     def __post_init__(self) -> None:
         self.source = self.source_class(self.seed, self.services, self.dests_per_service, clock=self.clock)
         self.poller = Poller(self.source, interval=STEP, clock=self.clock, wall_clock=self.clock)
+        self.health = StagedChecks(parse(DEMO_CHECKS), self.poller, self.clock) if self.checks else None
         self._dir = tempfile.TemporaryDirectory(prefix="lvstop-stage-")
         drains = os.path.join(self._dir.name, "drains.json")
         self.writer: Writer | None = writer_for(self.source, self.poller, drains, actor=ACTOR)
@@ -61,7 +102,12 @@ class Stage:
     def app(self, resolver: Resolver = lambda _address: None) -> LvstopApp:
         """The app over this stage; nothing polls on its own (autostart off); names resolve to none."""
         return make_app(
-            [self.poller], writers=[self.writer], autostart=False, resolver=resolver, clock=self.clock
+            [self.poller],
+            writers=[self.writer],
+            autostart=False,
+            resolver=resolver,
+            clock=self.clock,
+            checks=[self.health],
         )
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import BindingType
@@ -33,13 +33,18 @@ from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource
 from lvstop.tui import viewmodel as vm
 from lvstop.tui.bindings import KEYS, bindings, palette_title
-from lvstop.tui.feed import DirectorFeed, PollerLike, Writer
+from lvstop.tui.feed import DirectorFeed, HealthView, PollerLike, Writer
 from lvstop.tui.names import Resolver, reverse_dns
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.help import HelpScreen
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.writes import RemoteWriter
+
+if TYPE_CHECKING:
+    from lvstop.health.config import HealthConfig
+    from lvstop.health.runner import HealthRunner
+    from lvstop.health.state import Transition
 
 # textual-dark gives accent and warning the same orange; here each tone has its own hue:
 # accent (names, titles) cyan, warning orange, error red, drained (secondary) violet.
@@ -205,8 +210,10 @@ def make_app(
     autostart: bool = True,
     resolver: Resolver = reverse_dns,
     clock: Callable[[], float] = time.monotonic,
+    checks: Sequence[HealthView | None] | None = None,
 ) -> LvstopApp:
-    """The app over ready-made pollers. `autostart=False` leaves polling to the caller (poll_once)."""
+    """The app over ready-made pollers. `autostart=False` leaves polling to the caller (poll_once).
+    `checks`: each director's health checks (None: no Health columns for it)."""
     feeds = [
         DirectorFeed(
             p,
@@ -215,6 +222,7 @@ def make_app(
             clock=clock,
             label=labels[i] if labels else "",
             playback=playbacks[i] if playbacks else None,
+            checks=checks[i] if checks else None,
         )
         for i, p in enumerate(pollers)
     ]
@@ -242,6 +250,87 @@ def writer_for(
     return LocalWriter(Control(target, drain_state, poller.events, latest=lambda: poller.latest), actor)
 
 
+# What `lvstop --demo` checks when not given --health.config. Its answers are simulated (SimProber:
+# 192.0.2.24 never answers, 192.0.2.13:8080 fails 40 s of every 5 minutes): no probe leaves the machine.
+# NTP, SIP and Diameter (UDP, SCTP) stay unchecked, to show how dests no check covers look.
+DEMO_CHECKS = """\
+checks:
+  - service: "TCP 203.0.113.10:80"
+    interval: 2s
+    type: http
+    path: /healthz
+  - service: "TCP 203.0.113.10:443"
+    interval: 2s
+    type: https
+    path: /healthz
+  - service: "TCP 203.0.113.11:8080"
+    interval: 2s
+    type: tcp
+  - service: "TCP 203.0.113.12:993"
+    interval: 2s
+    type: tcp
+  - service: "TCP 203.0.113.13:443"
+    interval: 2s
+    type: tcp
+  - service: "TCP 203.0.113.14:25"
+    interval: 2s
+    type: tcp
+  - service: "TCP [2001:db8:10::10]:443"
+    interval: 2s
+    type: tcp
+  - service: "TCP 203.0.113.17:3306"
+    interval: 2s
+    type: tcp
+  - service: "UDP 203.0.113.10:53"
+    interval: 2s
+    type: dns
+    query: www.example.org
+  - service: "FWM 1"
+    interval: 2s
+    type: tcp
+    port: 80
+  - service: "FWM 2 IPv6"
+    interval: 2s
+    type: tcp
+    port: 80
+"""
+
+
+def health_checks(args: argparse.Namespace) -> HealthConfig | None:
+    """--health.config, or the demo's own checks; None: no checks. Refused for recordings and remote
+    directors: probing from here says nothing about what their director sees."""
+    path = getattr(args, "health_config", None)
+    if path is not None and args.source in ("replay", "remote"):
+        where = "a recording" if args.source == "replay" else "a remote director (give it to its exporter)"
+        raise UsageError(f"--health.config probes real servers from this host: not for {where}")
+    if path is not None:
+        from lvstop.health.command import load_config
+
+        return load_config(path)
+    if args.source != "demo":
+        return None
+    from lvstop.health.config import parse
+
+    return parse(DEMO_CHECKS, "<demo checks>")
+
+
+def health_runner(config: HealthConfig, source: Source, poller: Poller, netns: str | None) -> HealthRunner:
+    """The checks of one director's dests, told the dests by its poller; every transition goes to its
+    event log. The demo's answers are simulated."""
+    from lvstop.events import health_event
+    from lvstop.health.runner import HealthRunner, SimProber
+
+    def transition(t: Transition) -> None:
+        event = health_event(t)
+        if event is not None:
+            poller.events.append(event)
+
+    start = SimProber().start if source.name == "demo" else None
+    runner = HealthRunner(config, start=start, netns=netns, on_transition=transition)
+    poller.subscribe(runner.update)
+    return runner
+
+
 def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None:
     if not isinstance(source, ReplaySource):
         return None
@@ -267,7 +356,9 @@ def run(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     urls: list[str | None] = list(args.connect) if args.connect else [None]
     sources: list[Source] = []
+    runners: list[HealthRunner] = []
     demo_dir: tempfile.TemporaryDirectory[str] | None = None
+    config = health_checks(args)
     try:
         for url in urls:
             try:
@@ -300,7 +391,11 @@ def run(args: argparse.Namespace) -> int:
         ]
         labels = [url or "" for url in urls]
         playbacks = [_playback(s, p, args.interval) for s, p in zip(sources, pollers, strict=True)]
-        app = make_app(pollers, writers=writers, labels=labels, playbacks=playbacks)
+        if config is not None:
+            runners = [health_runner(config, s, p, args.netns) for s, p in zip(sources, pollers, strict=True)]
+            for r in runners:
+                r.start()
+        app = make_app(pollers, writers=writers, labels=labels, playbacks=playbacks, checks=runners or None)
         app.startup_warnings = warnings
         end_on_signals(app)
         status = app.run()
@@ -308,6 +403,8 @@ def run(args: argparse.Namespace) -> int:
             return app.return_code
         return 0 if status is None else status
     finally:
+        for r in runners:
+            r.stop()
         for s in sources:
             s.close()
         if demo_dir is not None:

@@ -52,6 +52,12 @@ class PollerLike(Protocol):
     def subscribe(self, cb: Callable[[Snapshot], None]) -> Callable[[], None]: ...
 
 
+class HealthView(Protocol):
+    """The part of lvstop.health.runner.HealthRunner the UI reads: per-dest health, from any thread."""
+
+    def view(self) -> vm.HealthMap: ...
+
+
 class Writer(Protocol):
     """Weight edits for one director: lvstop.control.Control locally, the exporter's write API remotely."""
 
@@ -100,9 +106,11 @@ class DirectorFeed:
         clock: Callable[[], float] = time.monotonic,
         label: str = "",
         playback: Playback | None = None,
+        checks: HealthView | None = None,
     ) -> None:
         self.poller = poller
         self.writer = writer
+        self.checks = checks  # health checks; None: none run, and nothing on screen says health
         self.playback = playback
         self.wants_brief = False  # set when the app shows several directors side by side
         self.clock = clock
@@ -113,6 +121,7 @@ class DirectorFeed:
         self._settings = vm.ViewSettings()
         self._latest: Snapshot | None = None
         self._frozen: Snapshot | None = None
+        self._frozen_health: vm.HealthMap | None = None
         self._paused = False
         self._dirty = False
         self._busy = False
@@ -200,6 +209,7 @@ class DirectorFeed:
         with self._cond:
             self._paused = paused
             self._frozen = self._latest_snapshot() if paused else None
+            self._frozen_health = self.checks.view() if paused and self.checks is not None else None
             self._conn_frozen = self._conn_summary if paused else None
             self._dirty = True
             self._cond.notify_all()
@@ -339,15 +349,17 @@ class DirectorFeed:
         history, events = self._frozen_past or (self.history, self.recent_events())
         drains = self._current_drains(live)
         names = self.names.lookup if settings.names else vm.no_names
-        services = vm.services_table(shown, settings, history, names)
-        dests = vm.dests_table(shown, settings, history, drains, names)
+        health = self.checks.view() if self.checks is not None else None
+        shown_health = self._frozen_health if self._paused and health is not None else health
+        services = vm.services_table(shown, settings, history, names, shown_health)
+        dests = vm.dests_table(shown, settings, history, drains, names, shown_health)
         svc = shown.service(settings.service) if shown is not None and settings.service is not None else None
         summary: tuple[vm.Span, ...] = ()
         notes: tuple[tuple[vm.Span, ...], ...] = ()
         dest_keys: dict[str, DestKey] = {}
         if svc is not None and shown is not None:
             summary = vm.service_summary(svc, settings, names)
-            notes = tuple(vm.dest_notes(shown, svc, drains, history, settings.human))
+            notes = tuple(vm.dest_notes(shown, svc, drains, history, settings.human, shown_health))
             dest_keys = {vm.dest_id(d.key): d.key for d in svc.dests}
         service_keys = {vm.service_id(s.key): s.key for s in shown.services} if shown is not None else {}
         conns = None
@@ -363,7 +375,7 @@ class DirectorFeed:
             live=live,
             shown=shown,
             settings=settings,
-            header=tuple(vm.header_lines(live, self.history, settings)),
+            header=tuple(vm.header_lines(live, self.history, settings, health)),
             services=services,
             dests=dests,
             summary=summary,

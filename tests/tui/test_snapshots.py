@@ -122,6 +122,32 @@ class TestDemo:
 
 
 @pytest.fixture
+def checked() -> Iterator[Stage]:
+    """The demo with the health checks `lvstop --demo` runs (simulated answers, one per poll)."""
+    s = Stage(checks=True)
+    yield s
+    s.close()
+
+
+class TestHealth:
+    @pytest.mark.parametrize("size", SIZES)
+    def test_services(self, snap_compare: Compare, checked: Stage, size: tuple[int, int]) -> None:
+        app, before = demo(checked)
+        assert snap_compare(app, terminal_size=size, run_before=before)
+
+    @pytest.mark.parametrize("size", SIZES)
+    def test_dests_down_with_weight(
+        self, snap_compare: Compare, checked: Stage, size: tuple[int, int]
+    ) -> None:
+        async def open_api(app: LvstopApp, pilot: Pilot[int]) -> None:
+            app.query_one("#services-table", LiveTable).select_key(str(API))
+            await pilot.press("enter")
+
+        app, before = demo(checked, open_api)
+        assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+@pytest.fixture
 def recording(tmp_path: Path) -> Iterator[Path]:
     """Twelve polls of the demo director, recorded as `lvstop record` would."""
     stage = Stage()

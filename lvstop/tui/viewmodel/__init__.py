@@ -7,6 +7,7 @@ One module per thing shown, and the pieces they share:
   services, dests, events, director, connections, compare (several directors), header  -- the views
   weights      what a weight edit would do (the confirmation dialog)
   table        columns, rows, sorting, which columns fit a width
+  health       health checks: a dest's state, healthy/total per service
   history      the sparklines' ring buffers
   labels       how keys, addresses and flags are written
   settings     what the user chose (sorts, filters, units)
@@ -39,6 +40,7 @@ from lvstop.tui.viewmodel.dests import (
 from lvstop.tui.viewmodel.director import Setting, director_settings
 from lvstop.tui.viewmodel.events import EVENT_COLUMNS, events_table, recent_events
 from lvstop.tui.viewmodel.header import Chunk, PollHealth, fit_chunks, header_lines, status_chunks
+from lvstop.tui.viewmodel.health import HealthMap
 from lvstop.tui.viewmodel.history import DRAIN_DEPTH, HISTORY_DEPTH, TREND_WIDTH, History
 from lvstop.tui.viewmodel.labels import (
     Names,
@@ -90,6 +92,7 @@ __all__ = [
     "ConnQuery",
     "ConnViews",
     "DrainMap",
+    "HealthMap",
     "History",
     "Names",
     "PollHealth",

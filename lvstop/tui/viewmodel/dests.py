@@ -6,6 +6,14 @@ from collections.abc import Mapping, Sequence
 
 from lvstop.model import Dest, DestKey, Protocol, Service, ServiceKey, Snapshot
 from lvstop.tui import units
+from lvstop.tui.viewmodel.health import (
+    DEST_CHECK_COLUMN,
+    DEST_HEALTH_COLUMN,
+    HealthMap,
+    dest_health,
+    health_notes,
+    last_check,
+)
 from lvstop.tui.viewmodel.history import TREND_WIDTH, History, with_trend_scale
 from lvstop.tui.viewmodel.labels import (
     Names,
@@ -44,6 +52,7 @@ DEST_COLUMNS: tuple[Column, ...] = (
     Column("tunnel", "Tunnel", numeric=False, priority=12, shrink=True),
     Column("trend", "Trend", numeric=False, priority=5, sortable=False),
 )
+_HEALTH_AT = 3  # Health and Last check go right after Weight
 
 DrainMap = Mapping[tuple[ServiceKey, DestKey], int]  # drained dest -> weight it gets back
 
@@ -54,9 +63,12 @@ def dests_table(
     history: History,
     drains: DrainMap,
     names: Names = no_names,
+    health: HealthMap | None = None,
 ) -> TableModel:
+    """The dests of the drilled-down service; with `health` (checks configured) Health and Last check
+    columns after Weight, ages counted to the snapshot's time."""
     svc = snap.service(settings.service) if snap is not None and settings.service is not None else None
-    if svc is None:
+    if snap is None or svc is None:
         return TableModel(DEST_COLUMNS, empty="this service is gone from the director")
     human, needle = settings.human, settings.dests_filter.strip().lower()
     live_weight = svc.live_weight
@@ -67,7 +79,10 @@ def dests_table(
     for d in svc.dests:
         label = host_label(d.family, d.address, d.port, names)
         tunnel = tunnel_label(d)
-        if needle and not matches(needle, (label, str(d.key), d.fwd.label, tunnel)):
+        h = health.get((svc.key, d.key)) if health is not None else None
+        state = dest_health(h, d, snap.wall_time) if health is not None else None
+        said = state[0] if state else ""
+        if needle and not matches(needle, (label, str(d.key), d.fwd.label, tunnel, said)):
             continue
         r = rates[d.key]
         back = drains.get((svc.key, d.key))
@@ -90,7 +105,7 @@ def dests_table(
             share_tone = WARN
         active_tone = BAD if suspect_dead(svc, d) else ""
         thresh = "-" if not (d.u_threshold or d.l_threshold) else f"{d.u_threshold}/{d.l_threshold}"
-        cells = (
+        cells: tuple[str, ...] = (
             label,
             d.fwd.label,
             weight,
@@ -108,7 +123,7 @@ def dests_table(
             tunnel,
             units.sparkline(history.dest(svc.key, d.key), TREND_WIDTH, top),
         )
-        raw = (
+        raw: tuple[object, ...] = (
             addr_order(d.family, d.address, d.port),
             d.fwd.label,
             d.weight,
@@ -122,10 +137,20 @@ def dests_table(
             tunnel,
             0,
         )
-        cell_tones = ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 9 + (ACCENT,)
+        cell_tones: tuple[str, ...] = (
+            ("", "", weight_tone, share_tone, share_tone, active_tone) + ("",) * 9 + (ACCENT,)
+        )
+        if state is not None:
+            at, (check, check_tone, latency) = _HEALTH_AT, last_check(h)
+            cells = (*cells[:at], state[0], check, *cells[at:])
+            raw = (*raw[:at], state[2], latency, *raw[at:])
+            cell_tones = (*cell_tones[:at], state[1], check_tone, *cell_tones[at:])
         entries.append((raw, Row(dest_id(d.key), cells, tone, cell_tones)))
     empty = "this service has no real servers" if not svc.dests else "no real server matches the filter"
-    columns = with_trend_scale(DEST_COLUMNS, top, human)
+    columns = DEST_COLUMNS
+    if health is not None:
+        columns = (*columns[:_HEALTH_AT], DEST_HEALTH_COLUMN, DEST_CHECK_COLUMN, *columns[_HEALTH_AT:])
+    columns = with_trend_scale(columns, top, human)
     return finish_table(columns, entries, settings.dests_sort, len(svc.dests), empty)
 
 
@@ -158,10 +183,16 @@ def suspect_dead(svc: Service, d: Dest) -> bool:
 
 
 def dest_notes(
-    snap: Snapshot, svc: Service, drains: DrainMap, history: History, human: bool = True
+    snap: Snapshot,
+    svc: Service,
+    drains: DrainMap,
+    history: History,
+    human: bool = True,
+    health: HealthMap | None = None,
 ) -> list[tuple[Span, ...]]:
-    """Under the dests: each drain's progress and what holds its connections; dests that look down."""
-    notes: list[tuple[Span, ...]] = []
+    """Next to the dests: dests down with weight (health checks), each drain's progress and what holds
+    its connections; dests that look down."""
+    notes = health_notes(svc, health, snap.wall_time) if health is not None else []
     sysctls, timeouts, tcp = snap.sysctls, snap.timeouts, svc.key.protocol is Protocol.TCP
     for d in svc.dests:
         if suspect_dead(svc, d):

@@ -31,6 +31,8 @@ _EVENT_TONES = {
     "counters_reset": WARN,
     "poll_recovered": GOOD,
     "drain_finished": GOOD,
+    "health_down": BAD,
+    "health_up": GOOD,
 }
 
 
@@ -48,6 +50,8 @@ def _event_cells(ev: Event) -> tuple[tuple[str, ...], str]:
     by = ""
     kind = ev.kind.replace("_", " ")
     details = "" if ev.kind in _SELF_EXPLAINED or ev.service is None else ev.message
+    if ev.states is not None:  # health: the states, and the answer that moved them
+        change, details = " → ".join(ev.states), ev.reason or ""
     if ev.kind == "weight_changed":
         by = ev.actor or "outside lvstop"
         if ev.action:  # lvstop's own edit: what was asked for, and why if a reason was given

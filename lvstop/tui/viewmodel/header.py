@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from lvstop.model import Snapshot
 from lvstop.tui import units
+from lvstop.tui.viewmodel.health import HealthMap, health_counts
 from lvstop.tui.viewmodel.history import History
 from lvstop.tui.viewmodel.settings import ViewSettings
 from lvstop.tui.viewmodel.tones import ACCENT, BAD, DIM, DRAINED, GOOD, WARN, Span
@@ -63,8 +64,11 @@ def status_chunks(
     return tuple(out)
 
 
-def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings) -> list[tuple[Chunk, ...]]:
-    """Who (the status chunks follow it); director totals with sparklines; counts, sync, timeouts.
+def header_lines(
+    snap: Snapshot | None, history: History, settings: ViewSettings, health: HealthMap | None = None
+) -> list[tuple[Chunk, ...]]:
+    """Who (the status chunks follow it); director totals with sparklines; counts, health (when checks
+    run), sync, timeouts.
 
     Built off the UI thread: the counts walk every dest.
     """
@@ -131,6 +135,11 @@ def header_lines(snap: Snapshot | None, history: History, settings: ViewSettings
             third.append(Chunk(((f", {drained} at weight 0", DRAINED),), drop=1))
         if dead:
             third.append(Chunk(((f", {dead} with no live dest", BAD),)))
+        if health is not None:
+            counts, alarm = health_counts(snap, health)
+            if alarm:
+                third.append(Chunk(alarm))
+            third.append(Chunk(counts, drop=1))
         if snap.daemons:
             sync = " ".join(f"{d.state.name.lower()}:{d.mcast_ifn}/{d.syncid}" for d in snap.daemons)
             third.append(Chunk((("  sync ", DIM), (sync, GOOD)), drop=2))

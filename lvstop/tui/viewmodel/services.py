@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from lvstop.model import Snapshot
 from lvstop.tui import units
+from lvstop.tui.viewmodel.health import SERVICE_HEALTH_COLUMN, HealthMap, service_health
 from lvstop.tui.viewmodel.history import TREND_WIDTH, History, with_trend_scale
 from lvstop.tui.viewmodel.labels import (
     Names,
@@ -38,11 +39,17 @@ SERVICE_COLUMNS: tuple[Column, ...] = (
     Column("conns", "Conns", priority=11),
     Column("trend", "Trend", numeric=False, priority=4, sortable=False),
 )
+_HEALTH_AT = 5  # the Health column goes right after Live
 
 
 def services_table(
-    snap: Snapshot | None, settings: ViewSettings, history: History, names: Names = no_names
+    snap: Snapshot | None,
+    settings: ViewSettings,
+    history: History,
+    names: Names = no_names,
+    health: HealthMap | None = None,
 ) -> TableModel:
+    """One row per service; with `health` (checks configured) a Health column after Live."""
     if snap is None:
         return TableModel(SERVICE_COLUMNS, empty="waiting for the first poll…")
     human, needle = settings.human, settings.services_filter.strip().lower()
@@ -54,6 +61,7 @@ def services_table(
         flags = service_flags(svc)
         if svc.error:
             flags = (flags + " " if flags else "") + "read incomplete"
+        checked = service_health(svc, health) if health is not None else None
         if needle and not matches(
             needle,
             (
@@ -62,6 +70,7 @@ def services_table(
                 key.protocol.label,
                 svc.scheduler,
                 flags,
+                checked[0] if checked else "",
                 *(str(d.key) for d in svc.dests),
             ),
         ):
@@ -80,7 +89,7 @@ def services_table(
             tone = dests_tone = BAD  # traffic to this VIP has nowhere to go
         elif live < len(svc.dests):
             dests_tone = DRAINED
-        cells = (
+        cells: tuple[str, ...] = (
             key.protocol.label,
             label,
             svc.scheduler,
@@ -97,7 +106,7 @@ def services_table(
             units.count(conns, human=human),
             units.sparkline(history.service(key), TREND_WIDTH, top),
         )
-        raw = (
+        raw: tuple[object, ...] = (
             key.protocol.label,
             addr_order(key.family, key.address, key.port)
             if not key.is_fwmark
@@ -113,10 +122,18 @@ def services_table(
             0,
         )
         # The trend in the accent colour, as the header's: bars in the text colour read as blocks.
-        cell_tones = ("", "", "", "", dests_tone) + ("",) * 9 + (ACCENT,)
+        cell_tones: tuple[str, ...] = ("", "", "", "", dests_tone) + ("",) * 9 + (ACCENT,)
+        if checked is not None:
+            at = _HEALTH_AT
+            cells = (*cells[:at], checked[0], *cells[at:])
+            raw = (*raw[:at], checked[2], *raw[at:])
+            cell_tones = (*cell_tones[:at], checked[1], *cell_tones[at:])
         entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
     empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
-    columns = with_trend_scale(SERVICE_COLUMNS, top, human)
+    columns = SERVICE_COLUMNS
+    if health is not None:
+        columns = (*columns[:_HEALTH_AT], SERVICE_HEALTH_COLUMN, *columns[_HEALTH_AT:])
+    columns = with_trend_scale(columns, top, human)
     return finish_table(columns, entries, settings.services_sort, len(snap.services), empty)
 
 

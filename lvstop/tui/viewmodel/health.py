@@ -1,0 +1,125 @@
+"""Health checks as the tables show them: a dest's state, since when, its last answer; healthy/total per
+service; the header's count; the notes on dests that are down but still weighted.
+
+`health` is None when no checks run (no --health.config): then nothing here shows. A dest the checks
+do not match is "unchecked"; with weight it stands out, as does a dest that is down but still weighted.
+Each says so in words (DOWN, unchecked), not by colour alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from lvstop.health.state import DestHealth, State
+from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
+from lvstop.tui import units
+from lvstop.tui.viewmodel.table import Column
+from lvstop.tui.viewmodel.tones import BAD, DIM, DRAINED, GOOD, WARN, Span
+
+HealthMap = Mapping[tuple[ServiceKey, DestKey], DestHealth]
+
+# Word columns (left-aligned) whose raw values sort worst first in the ascending order they start in.
+SERVICE_HEALTH_COLUMN = Column("health", "Health", numeric=False, priority=2)
+DEST_HEALTH_COLUMN = Column("health", "Health", numeric=False, priority=1)
+DEST_CHECK_COLUMN = Column("check", "Last check", numeric=False, priority=6, shrink=True)
+
+
+def dest_health(h: DestHealth | None, d: Dest, now: float) -> tuple[str, str, int]:
+    """The Health cell of a dest: text, tone, and its rank (0 the worst)."""
+    if h is None:
+        return ("unchecked", WARN, 1) if d.weight > 0 else ("-", DIM, 4)
+    age = "" if h.since is None else " " + units.duration(now - h.since)
+    if h.state is State.DOWN:
+        return (f"DOWN{age}", BAD, 0) if d.weight > 0 else (f"down{age}", DRAINED, 2)
+    if h.state is State.UP:
+        return f"up{age}", GOOD, 5
+    return "unknown", DIM, 3
+
+
+def last_check(h: DestHealth | None) -> tuple[str, str, float]:
+    """The Last check cell: latency and the answer of the check that decides the state; BAD when a
+    check's latest probe failed (a dest that is still up, fall not reached yet, included)."""
+    if h is None:
+        return "", "", -1.0
+    failing = any(c.last is not None and not c.last.ok for c in h.checks)
+    tone = BAD if failing else ""
+    latency = h.latency
+    if latency is None:
+        return h.reason, tone, -1.0
+    return f"{units.latency(latency)} {h.reason}", tone, latency
+
+
+def service_health(svc: Service, health: HealthMap) -> tuple[str, str, tuple[int, int, int]]:
+    """healthy/total of a service, DOWN when a dest with weight is down, unchecked when one has no check."""
+    up = checked = weighted_down = weighted_unchecked = 0
+    for d in svc.dests:
+        h = health.get((svc.key, d.key))
+        if h is None:
+            weighted_unchecked += d.weight > 0
+            continue
+        checked += 1
+        up += h.state is State.UP
+        weighted_down += h.state is State.DOWN and d.weight > 0
+    total = len(svc.dests)
+    raw = (-weighted_down, -weighted_unchecked, up - total)
+    if not checked:
+        return ("unchecked", WARN, raw) if weighted_unchecked else ("-", DIM, raw)
+    text = f"{up}/{total}"
+    if weighted_down:
+        return f"{text} DOWN", BAD, raw
+    if weighted_unchecked:
+        return f"{text} unchecked", WARN, raw
+    return text, GOOD if up == total else DRAINED, raw
+
+
+def health_counts(snap: Snapshot, health: HealthMap) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
+    """The header's health counts (up, down, unknown, unchecked), and apart, so that it is never cut
+    from a narrow header, how many dests are down with weight."""
+    up = down = weighted_down = unknown = unchecked = 0
+    for svc in snap.services:
+        for d in svc.dests:
+            h = health.get((svc.key, d.key))
+            if h is None:
+                unchecked += d.weight > 0
+            elif h.state is State.UP:
+                up += 1
+            elif h.state is State.DOWN:
+                down += 1
+                weighted_down += d.weight > 0
+            else:
+                unknown += 1
+    counts: list[Span] = [("  health ", DIM), (f"{up} up", GOOD)]
+    if down:
+        counts.append((f", {down} down", DRAINED))
+    if unknown:
+        counts.append((f", {unknown} unknown", DIM))
+    if unchecked:
+        counts.append((f", {unchecked} unchecked", WARN))
+    alarm: tuple[Span, ...] = ((f"  {weighted_down} DOWN with weight", BAD),) if weighted_down else ()
+    return tuple(counts), alarm
+
+
+def health_notes(svc: Service, health: HealthMap, now: float) -> list[tuple[Span, ...]]:
+    """Above the dests: each dest that is down but keeps its weight (new connections still go to it),
+    and how many weighted dests no check covers."""
+    notes: list[tuple[Span, ...]] = []
+    unchecked = 0
+    for d in svc.dests:
+        h = health.get((svc.key, d.key))
+        if h is None:
+            unchecked += d.weight > 0
+            continue
+        if h.state is not State.DOWN or d.weight == 0:
+            continue
+        age = f" for {units.duration(now - h.since)}" if h.since is not None else ""
+        notes.append(
+            (
+                (f"{d.key}", BAD),
+                (f"  DOWN{age} with weight {d.weight}", BAD),
+                (f": new connections still go to it ({h.reason})", ""),
+            )
+        )
+    if unchecked:
+        many = "s have" if unchecked > 1 else " has"
+        notes.append(((f"{unchecked} real server{many} weight and no health check", WARN),))
+    return notes
