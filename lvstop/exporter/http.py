@@ -9,21 +9,26 @@ counted and summed up in one line per burst.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import json
 import logging
+import math
 import re
 import socket
 import ssl
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any, cast
 from urllib.parse import parse_qs
+
+import h11
 
 from lvstop import __version__
 from lvstop.codec import service_key_to_dict
@@ -58,12 +63,20 @@ from lvstop.model import DestKey, ServiceKey
 log = logging.getLogger("lvstop.exporter")
 
 MAX_BODY = 64 << 10
-HEAD_DEADLINE = 10.0  # seconds for a whole request head, however slowly it comes
+MAX_HEAD = 64 << 10  # a request line and headers (http.server's limit was 64 KiB a line)
+HEAD_DEADLINE = 10.0  # seconds for a whole request (head, then body), however slowly it comes
+WRITE_STALL = 30.0  # seconds an answer may wait for its client to read on
+WORKERS = 8  # threads per listener answering complete requests; waiting clients take none
+LISTEN_BACKLOG = 128
+READ_SIZE = 64 << 10
+WRITE_SIZE = 64 << 10  # an answer goes out in slices: a slow reader holds one slice, not the page
+_STATUSES = {s.value for s in HTTPStatus}
 # Write attempts refused before a credential was verified (wrong method or listener, no or bad password,
 # oversize...): audit lines per network, one a second after a burst; past that, one 429 each and a
 # single line per burst saying how many were not logged one by one. The metrics count every attempt.
 REFUSED_RATE = 1.0
 REFUSED_BURST = 10
+_JSON = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 WRITE_ROUTES = {
     "/api/v1/weight": "set_weight",
@@ -580,87 +593,81 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = f"lvstop-exporter/{__version__}"
-    sys_version = ""
-    timeout = 30  # seconds a client may idle mid-request
-    server: Server
+class Headers:
+    """A request's headers by case-insensitive name; of a repeated one, the first (as http.server's)."""
 
-    def setup(self) -> None:
-        self.server.head_started(self.request)  # the TLS handshake counts against the first head's deadline
-        super().setup()
-        allowed = self.server.app.web.allowed_sans
-        if self.server.tls is not None and allowed:
-            self.request.do_handshake()  # within the handler's timeout
-            if not san_allowed(self.request.getpeercert(), allowed):
-                log.warning(
-                    "%s: client certificate names none of client_allowed_sans", self.client_address[0]
-                )
-                raise ConnectionRefusedError("client certificate not in client_allowed_sans")
+    def __init__(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        self._first: dict[str, str] = {}
+        for name, value in pairs:
+            self._first.setdefault(name.decode("ascii").lower(), value.decode("latin-1"))
 
-    def handle_one_request(self) -> None:
-        self.server.head_started(self.connection)
-        try:
-            super().handle_one_request()
-        finally:
-            self.server.head_done(self.connection)
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._first.get(name.lower(), default)
 
-    def parse_request(self) -> bool:
-        ok = super().parse_request()
-        self.server.head_done(self.connection)  # the head is in: the request itself may take its time
-        return ok
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+@dataclass(slots=True)
+class Request:
+    """A complete request, as the event loop hands it to a worker."""
 
-    def do_GET(self) -> None:
-        self._handle("GET")
+    method: str
+    target: str
+    headers: Headers
+    client: str
+    body: bytes | None  # None: no Content-Length (a chunked body is not read)
+    oversize: bool = False  # a Content-Length past MAX_BODY: the body is not read
+    unread: bool = False  # a body was left unread: the connection closes after the answer
 
-    def do_HEAD(self) -> None:
-        self._handle("HEAD")
 
-    def do_POST(self) -> None:
-        self._handle("POST")
+@dataclass(slots=True)
+class Reply:
+    """What a worker answers; the event loop writes it. `body`: bytes, or chunks made as they are sent."""
 
-    def do_OPTIONS(self) -> None:
-        self._handle("OPTIONS")  # no CORS: a browser's preflight fails, so cross-site writes never start
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | Iterator[bytes] = b""
+    close: bool = False
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("do_"):  # any other method (PUT, TRACE, QUERY, ...): 405, never 501
-            return lambda: self._handle(name[3:])
-        raise AttributeError(name)
 
-    def _handle(self, method: str) -> None:
+class Exchange:
+    """One request, routed and answered on a worker thread: the App decides, this only shapes bytes."""
+
+    def __init__(self, server: Server, req: Request) -> None:
+        self.server = server
+        self.req = req
+        self.headers = req.headers
+        self.close = req.unread
+        self.reply: Reply | None = None
+
+    def respond(self) -> Reply:
+        method = self.req.method
         try:
             self._route(method)
-        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
-            self.close_connection = True
         except Exception:
-            log.exception("internal error serving %s %s", method, self.path)
-            with contextlib.suppress(OSError):
-                self._json(500, {"error": "internal error"})
-            self.close_connection = True
+            log.exception("internal error serving %s %s", method, self.req.target)
+            self.close = True
+            self._json(500, {"error": "internal error"})
+        assert self.reply is not None
+        return self.reply
 
     def _route(self, method: str) -> None:
         app = self.server.app
-        path, _, query = self.path.partition("?")
+        req = self.req
+        path, _, query = req.target.partition("?")
         cancel = _CANCEL.match(path)
+        body, oversize = (req.body, req.oversize) if method == "POST" else (b"", False)
         if path == PREVIEW_ROUTE:
-            body, oversize = self._body() if method == "POST" else (b"", False)
             if oversize:
                 self._json(413, {"error": f"the body must be at most {MAX_BODY} bytes"})
                 return
-            self._json(*app.preview(method, body, self.headers, self.client_address[0], self.server.writes))
+            self._json(*app.preview(method, body, self.headers, req.client, self.server.writes))
             return
         if cancel or (path in WRITE_ROUTES and not (path == "/api/v1/ramps" and method in ("GET", "HEAD"))):
-            body, oversize = self._body() if method == "POST" else (b"", False)
             status, payload, headers = app.attempt(
                 "ramp_cancel" if cancel else WRITE_ROUTES[path],
                 method,
                 None if oversize else body,
                 self.headers,
-                self.client_address[0],
+                req.client,
                 self.server.writes,
                 cancel.group(1) if cancel else "",
                 oversize,
@@ -676,7 +683,7 @@ class Handler(BaseHTTPRequestHandler):
             self._json(405, {"error": f"{path} is read-only"}, {"Allow": "GET, HEAD"})
             return
         try:
-            who = app.authorize_read(self.headers, self.client_address[0])
+            who = app.authorize_read(self.headers, req.client)
         except Throttled as t:
             self._json(429, {"error": str(t)}, _retry_after(t.wait))
             return
@@ -727,7 +734,7 @@ class Handler(BaseHTTPRequestHandler):
         t0 = time.perf_counter()
         try:
             self._page(app.exporter.metrics_page(), METRICS_TYPE)
-        finally:
+        finally:  # the page is ready: sending it is the event loop's, and holds no slot
             app.scrape_done()
             app.exporter.record_scrape(time.perf_counter() - t0)
 
@@ -735,44 +742,50 @@ class Handler(BaseHTTPRequestHandler):
         if accepts_gzip(self.headers.get("Accept-Encoding")):
             self._send(200, body.gzip, ctype, {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
             return
-        self._start(200, ctype, body.size, {"Vary": "Accept-Encoding"})
-        if self.command != "HEAD":
-            for chunk in body.identity_chunks():
-                self.wfile.write(chunk)
-
-    def _body(self) -> tuple[bytes | None, bool]:
-        """(body, oversize): body None without Content-Length; an oversize body is left unread."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self.close_connection = True
-            return None, False
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return None, False
-        if not _DIGITS.fullmatch(raw) or int(raw) > MAX_BODY:
-            self.close_connection = True  # the unread body would be taken for the next request
-            return None, True
-        return self.rfile.read(int(raw)), False
+        self._reply(200, ctype, body.size, {"Vary": "Accept-Encoding"}, body.identity_chunks())
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload, separators=(",", ":")).encode()
         self._send(status, data, "application/json", headers)
 
     def _send(self, status: int, data: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
-        self._start(status, ctype, len(data), headers)
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        self._reply(status, ctype, len(data), headers, data)
 
-    def _start(self, status: int, ctype: str, length: int, headers: dict[str, str] | None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(length))
-        # Each header once: the web config's (exporter-toolkit's list) replace these defaults.
-        extra = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-        for k, v in {**extra, **self.server.app.web.headers, **(headers or {})}.items():
-            self.send_header(k, v)
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+    def _reply(
+        self,
+        status: int,
+        ctype: str,
+        length: int,
+        headers: dict[str, str] | None,
+        body: bytes | Iterator[bytes],
+    ) -> None:
+        sent = b"" if self.req.method == "HEAD" else body
+        self.reply = reply(self.server.app.web, status, ctype, length, headers, sent, self.close)
+
+
+def reply(
+    web: WebConfig,
+    status: int,
+    ctype: str,
+    length: int,
+    headers: dict[str, str] | None,
+    body: bytes | Iterator[bytes],
+    close: bool,
+) -> Reply:
+    # Each header once: the web config's (exporter-toolkit's list) replace these defaults.
+    fields = {
+        "Server": f"lvstop-exporter/{__version__}",
+        "Date": formatdate(usegmt=True),
+        "Content-Type": ctype,
+        "Content-Length": str(length),
+        "Cache-Control": "no-store",
+        "X-Content-Type-Options": "nosniff",
+        **web.headers,
+        **(headers or {}),
+    }
+    if close:
+        fields["Connection"] = "close"
+    return Reply(status, list(fields.items()), body, close)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -796,18 +809,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Server(ThreadingHTTPServer):
-    """One listener, a thread per connection, at most `max_connections` of them.
+class Server:
+    """One listener: an asyncio event loop reads requests, a small pool of worker threads answers them.
 
-    A client gets `head_deadline` seconds for a whole request head (the TLS handshake and an idle
-    keep-alive wait included), however slowly it sends it; then its connection is cut. When every slot is
-    taken, a new connection evicts the one that has waited longest for its head, so slow or idle clients
-    cannot keep a scrape out (300 clients sending one header byte a second refused 40 of 40 probes).
+    Waiting costs no thread: a connection is a coroutine while it waits for its client (TLS handshake,
+    request head and body, an idle keep-alive, or a client slow to read the answer); a worker thread is
+    taken only for a complete request (routing, credentials, Control, a page) and given back before the
+    answer is sent. The thread-per-connection server it replaces let 300 clients hold 256 threads, and
+    150 that asked for /metrics and read nothing held all 40 scrape slots in blocked writes (every scrape
+    503 for 30 s).
+
+    A client gets `head_deadline` seconds for a whole request (the TLS handshake and an idle keep-alive
+    wait before it, its body after its head), however slowly it sends it; then its connection is cut. An
+    answer that makes no progress for WRITE_STALL seconds is cut too. When `max_connections` are open, a
+    new one evicts the connection that has waited longest on its client (never one whose request a worker
+    is answering). HTTP/1.1 framing is h11's (python-hyper): the parser, keep-alive and pipelining rules.
     """
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
 
     def __init__(
         self,
@@ -818,100 +835,202 @@ class Server(ThreadingHTTPServer):
         tls: ssl.SSLContext | None,
         max_connections: int = 256,
         head_deadline: float = HEAD_DEADLINE,
+        workers: int = WORKERS,
     ) -> None:
-        host = address[0]
-        self.address_family = socket.AF_INET6 if (not host or ":" in host) else socket.AF_INET
+        host = address[0] or "::"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.app = app
         self.writes = writes
-        self.tls = tls
+        self.tls = tls  # read per connection: a reload's certificates serve the next handshake
+        self.max_connections = max_connections
         self.head_deadline = head_deadline
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._heads: dict[socket.socket, float] = {}  # connections waiting for a head -> their deadline
-        self._heads_lock = threading.Lock()
-        self._closed = threading.Event()
-        super().__init__((host or "::", address[1]), Handler)
-        threading.Thread(target=self._reap, name=f"http-reaper-{self.server_address[1]}", daemon=True).start()
-
-    def head_started(self, conn: socket.socket) -> None:
-        with self._heads_lock:
-            self._heads.setdefault(conn, time.monotonic() + self.head_deadline)
-
-    def head_done(self, conn: socket.socket) -> None:
-        with self._heads_lock:
-            self._heads.pop(conn, None)
-
-    @staticmethod
-    def _cut(conn: socket.socket) -> None:
-        # The plain socket's shutdown (not SSLSocket's, which drops its TLS state under a reading thread):
-        # the handler's blocked read returns and its thread ends.
-        with contextlib.suppress(OSError):
-            socket.socket.shutdown(conn, socket.SHUT_RDWR)
-
-    def _reap(self) -> None:
-        while not self._closed.wait(0.25):
-            now = time.monotonic()
-            with self._heads_lock:
-                late = [c for c, deadline in self._heads.items() if deadline <= now]
-                for c in late:
-                    del self._heads[c]
-            for c in late:
-                self._cut(c)
-
-    def _evict_oldest(self) -> bool:
-        with self._heads_lock:
-            if not self._heads:
-                return False
-            oldest = min(self._heads, key=self._heads.__getitem__)
-            del self._heads[oldest]
-        self._cut(oldest)
-        return True
-
-    def server_close(self) -> None:
-        self._closed.set()
-        super().server_close()
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            with contextlib.suppress(OSError):
-                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # `:port` takes IPv4 too
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
-            super().server_bind()
-        except OSError as e:  # "[Errno 98] Address already in use" alone does not say which address
-            host, port = str(self.server_address[0]), self.server_address[1]
-            where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from None
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):  # `:port` takes IPv4 too
+                    self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            try:
+                self.socket.bind((host, address[1]))
+            except OSError as e:  # "[Errno 98] Address already in use" alone does not say which address
+                where = f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+                raise OSError(e.errno, f"cannot listen on {where}: {e.strerror}") from None
+            self.socket.listen(LISTEN_BACKLOG)
+        except BaseException:
+            self.socket.close()
+            raise
+        self.server_address: tuple[str, int] = self.socket.getsockname()[:2]
+        self._loop = asyncio.new_event_loop()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=f"http-{self.server_address[1]}")
+        # Open connections -> since when they wait on their client (inf: a worker has their request).
+        self._conns: dict[asyncio.Task[None], float] = {}
+        self._stop = asyncio.Event()
+        self._shutdown = False
+        self._served = threading.Event()
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self.tls is not None:
-            # The handshake happens on the handler thread's first read: a slow client cannot stall accept().
-            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+    # --- the loop's life, from other threads ---
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False) and not (
-            self._evict_oldest() and self._slots.acquire(timeout=1.0)
-        ):
-            self.shutdown_request(request)  # every slot is serving a request: nothing to evict
+    def serve_forever(self) -> None:
+        """Serve in this thread until shutdown()."""
+        if self._shutdown:
             return
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
+            self._loop.run_until_complete(self._serve())
         finally:
-            self._slots.release()
+            self._served.set()
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError | ssl.SSLError):
-            log.debug("connection from %s ended: %s", client_address, exc)  # the client went away
-        else:
-            log.exception("error serving %s", client_address)
+    def shutdown(self) -> None:
+        """Stop serving (every connection is closed) and wait for serve_forever() to return."""
+        self._shutdown = True
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._served.wait()
+
+    def server_close(self) -> None:
+        self.socket.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        listener = await asyncio.start_server(self._accepted, sock=self.socket, backlog=LISTEN_BACKLOG)
+        if self._shutdown:  # asked before the loop ran
+            self._stop.set()
+        await self._stop.wait()
+        listener.close()
+        for task in list(self._conns):
+            task.cancel()
+        await asyncio.gather(*self._conns, return_exceptions=True)
+
+    # --- connections, on the loop ---
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._conns) >= self.max_connections and not self._evict():
+            writer.transport.abort()  # every connection has a worker answering it: nothing to evict
+            return
+        self._conns[task] = self._loop.time()
+        peer = writer.get_extra_info("peername")
+        client = str(peer[0]) if peer else "?"
+        try:
+            await self._connection(task, reader, writer, client)
+        except asyncio.CancelledError:  # evicted, or shutdown: the task ends here (asyncio's streams
+            log.debug("connection from %s cut", client)  # would report a cancelled one as an error)
+        except (ConnectionError, TimeoutError, ssl.SSLError, h11.ProtocolError) as e:
+            log.debug("connection from %s ended: %s", client, e or type(e).__name__)  # the client went away
+        except Exception:
+            log.exception("error serving %s", client)
+        finally:
+            del self._conns[task]
+            writer.transport.abort()
+
+    def _evict(self) -> bool:
+        waiting = [(since, task) for task, since in self._conns.items() if since != math.inf]
+        if not waiting:
+            return False
+        min(waiting, key=lambda x: x[0])[1].cancel()
+        return True
+
+    async def _connection(
+        self,
+        task: asyncio.Task[None],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: str,
+    ) -> None:
+        deadline = self._loop.time() + self.head_deadline
+        if self.tls is not None:
+            async with asyncio.timeout_at(deadline):
+                await writer.start_tls(self.tls, ssl_handshake_timeout=self.head_deadline)
+            allowed = self.app.web.allowed_sans
+            if allowed and not san_allowed(writer.get_extra_info("peercert"), allowed):
+                log.warning("%s: client certificate names none of client_allowed_sans", client)
+                return
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        while True:
+            self._conns[task] = self._loop.time()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    req = await self._request(conn, reader, writer, client)
+            except h11.RemoteProtocolError as e:  # a malformed request: its status (400, 431...), the end
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    data = json.dumps({"error": f"bad request: {e}"}).encode()
+                    bad = reply(self.app.web, e.error_status_hint, _JSON, len(data), None, data, True)
+                    await self._write(conn, writer, bad)
+                return
+            if req is None:
+                return  # the client closed, between requests
+            self._conns[task] = math.inf  # a worker has it: not to be evicted
+            answer = await self._loop.run_in_executor(self._pool, Exchange(self, req).respond)
+            self._conns[task] = self._loop.time()  # waiting for the client to read
+            await self._write(conn, writer, answer)
+            if answer.close or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+            deadline = self._loop.time() + self.head_deadline
+
+    async def _request(
+        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: str
+    ) -> Request | None:
+        """The next request, body included (up to MAX_BODY), or None when the client closed."""
+        event = await self._event(conn, reader)
+        if isinstance(event, h11.ConnectionClosed):
+            return None
+        assert isinstance(event, h11.Request)
+        headers = Headers(event.headers)
+        req = Request(event.method.decode("ascii"), event.target.decode("ascii"), headers, client, None)
+        length = headers.get("Content-Length")  # h11 checked it: digits only
+        if "chunked" in (headers.get("Transfer-Encoding") or "").lower():
+            req.unread = True  # answered (411 on a write route), then the connection closes
+            return req
+        if length is not None and int(length) > MAX_BODY:
+            req.oversize = req.unread = True  # answered 413, then the connection closes
+            return req
+        if conn.they_are_waiting_for_100_continue:
+            writer.write(
+                conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            )
+        parts = []
+        while not isinstance(event := await self._event(conn, reader), h11.EndOfMessage):
+            assert isinstance(event, h11.Data)
+            parts.append(bytes(event.data))
+        req.body = None if length is None else b"".join(parts)
+        return req
+
+    @staticmethod
+    async def _event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
+        while (event := conn.next_event()) is h11.NEED_DATA:
+            conn.receive_data(await reader.read(READ_SIZE))  # b"": the client closed
+        return event
+
+    async def _write(self, conn: h11.Connection, writer: asyncio.StreamWriter, answer: Reply) -> None:
+        reason = HTTPStatus(answer.status).phrase.encode() if answer.status in _STATUSES else b""
+        writer.write(
+            conn.send(h11.Response(status_code=answer.status, headers=answer.headers, reason=reason))
+        )
+        body = answer.body
+        if isinstance(body, bytes):
+            await self._send(conn, writer, body)
+        else:  # chunks made on demand (a page kept only gzipped, inflated as it goes): on a worker
+            while (chunk := await self._loop.run_in_executor(self._pool, next, body, None)) is not None:
+                await self._send(conn, writer, chunk)
+        writer.write(conn.send(h11.EndOfMessage()))
+        async with asyncio.timeout(WRITE_STALL):
+            await writer.drain()
+
+    @staticmethod
+    async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, data: bytes) -> None:
+        """In slices, each sent before the next: a client slow to read holds one slice, not a page."""
+        view = memoryview(data)
+        for i in range(0, len(view), WRITE_SIZE):
+            # h11 passes a memoryview through as it is (its hints say bytes): the page is not copied.
+            for part in (
+                conn.send_with_data_passthrough(h11.Data(data=cast(bytes, view[i : i + WRITE_SIZE]))) or ()
+            ):
+                writer.write(part)
+            async with asyncio.timeout(WRITE_STALL):
+                await writer.drain()
 
     @property
     def url(self) -> str:

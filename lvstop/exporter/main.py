@@ -226,7 +226,7 @@ class Running:
         return ok
 
     def stop(self) -> None:
-        stopping = [threading.Thread(target=s.shutdown) for s in self.servers]  # each waits one poll interval
+        stopping = [threading.Thread(target=s.shutdown) for s in self.servers]
         for t in stopping:
             t.start()
         for t in stopping:
@@ -355,9 +355,7 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     if reader is not None:
         reader.start()
     for s in servers:
-        t = threading.Thread(
-            target=s.serve_forever, args=(0.2,), name=f"http-{s.server_address[1]}", daemon=True
-        )
+        t = threading.Thread(target=s.serve_forever, name=f"http-{s.server_address[1]}", daemon=True)
         t.start()
         running.threads.append(t)
     return running

@@ -833,7 +833,7 @@ def test_client_allowed_sans_is_enforced_and_each_header_is_sent_once(tmp_path: 
 
 def _server(h: Harness, **kw: Any) -> Iterator[tuple[str, int]]:
     srv = Server(("127.0.0.1", 0), h.running.app, writes=False, tls=None, **kw)
-    t = threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
         yield "127.0.0.1", srv.server_address[1]
