@@ -4,18 +4,25 @@ Usage: .venv/bin/python bench/bench_health.py [--dests N] [--seconds S] [--round
 Target: <= 5 % of one core for the checks (2,500 connects a second), and the poller's tick not delayed.
 
 The listeners live in a child process (5,000 sockets on 127.0.0.1, accepting and closing with epoll),
-so their CPU is not counted; every probe goes to 127.0.0.1. Two things run in this process, one after
-the other, R times alternated, each for S seconds after a warm-up of one interval:
+so their CPU is not counted; every probe goes to 127.0.0.1. Three probers run one after the other,
+R times alternated, each for S seconds after a warm-up of 2.5 s:
 
-- lvstop: HealthRunner with the real tcp probe (lvstop.health.checks.probe), hysteresis and view,
-  exactly as the TUI and the exporter run it, in its own thread.
+- lvstop: HealthRunner with the real tcp probes, hysteresis and view, exactly as the TUI and the
+  exporter run it, in its own thread.
 - peer: the least a Python checker can do for the same probes: one thread, one epoll, non-blocking
-  connect to every dest every 2 s, no asyncio, no timeouts, no state. Its CPU is the floor for Python.
+  connect to every dest every 2 s, no asyncio, no state. Its CPU is the floor for Python.
+- C floor (when a C compiler is there, for information): the peer's loop in C (health_floor.c).
+  Its CPU is almost all the kernel's: on loopback the prober's context also runs the listener's half
+  of each handshake.
 
-CPU is the process's user+system time over the window (getrusage), divided by the wall time: the share
-of one core. Both must complete every probe (counted) with every dest up, else the run is refused.
-A last phase runs the poller (SimSource 500 x 10, every 2 s) in a thread beside lvstop's checks and
-without them, and reports how late its ticks start and how long its polls take.
+CPU is the process's user+system time over the window (getrusage; the C floor's own), divided by the
+wall time: the share of one core. Each line says the
+share of the due probes done and how many dests ended up (lvstop) or how many probes failed (peer).
+Then the poller (SimSource 500 x 10, every 2 s, handing each snapshot to the checks as the exporter
+does) runs in the main thread alone, beside lvstop's checks and beside the C floor (a prober that
+shares no GIL with it), R times alternated: how late its ticks start, how long its polls take, how
+long update() takes. Last, what a UI tick pays for health beside the checks:
+view() and the 50 rows a screen shows, and view() and the state of all 5,000 dests.
 """
 
 from __future__ import annotations
@@ -26,10 +33,12 @@ import os
 import platform
 import resource
 import select
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvstop.health.config import parse
-from lvstop.health.runner import HealthRunner
+from lvstop.health.runner import HealthRunner, HealthView
 from lvstop.health.state import State
 from lvstop.model import AF_INET, Dest, FwdMethod, Service, ServiceKey, Snapshot
 
@@ -178,14 +187,43 @@ def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
     return window, done[1]
 
 
-def poller_ticks(seconds: float, with_health: HealthRunner | None) -> tuple[list[float], list[float]]:
-    """Lateness of each tick's start and each poll's wall time, polling SimSource 500 x 10 every 2 s."""
+def c_floor(workdir: str) -> Path | None:
+    """health_floor.c compiled into `workdir` (None without a C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    exe = Path(workdir, "health_floor")
+    if not exe.exists():
+        subprocess.run(
+            [cc, "-O2", "-o", str(exe), str(Path(__file__).with_name("health_floor.c"))], check=True
+        )
+    return exe
+
+
+def run_c_floor(ports: list[int], seconds: float, workdir: str) -> Window | None:
+    """The peer's loop in C: what the kernel alone costs per probe."""
+    exe = c_floor(workdir)
+    if exe is None:
+        return None
+    out = subprocess.run(
+        [str(exe), str(seconds), *map(str, ports)], capture_output=True, text=True, check=True
+    )
+    user, system, probes = out.stdout.split()
+    return Window(float(user), float(system), seconds, int(probes))
+
+
+def poller_ticks(
+    seconds: float, health: HealthRunner | None, snap: Snapshot
+) -> tuple[list[float], list[float], list[float]]:
+    """Lateness of each tick's start, each poll's wall time and each update()'s, polling SimSource
+    500 x 10 every 2 s and handing `snap` (the checks' dests) to `health` after each poll."""
     from lvstop.poller import Poller
     from lvstop.sources.sim import SimSource
 
     poller = Poller(SimSource(services=500, dests_per_service=10), interval=2.0)
     late: list[float] = []
     took: list[float] = []
+    handed: list[float] = []
     due = time.monotonic()
     end = due + seconds
     while due < end:
@@ -193,9 +231,35 @@ def poller_ticks(seconds: float, with_health: HealthRunner | None) -> tuple[list
         late.append(max(0.0, now - due))
         poller.poll_once()
         took.append(time.monotonic() - now)
+        if health is not None:
+            t = time.perf_counter()
+            health.update(snap)
+            handed.append(time.perf_counter() - t)
         due += 2.0
         time.sleep(max(0.0, due - time.monotonic()))
-    return late, took
+    return late, took, handed
+
+
+def ui_ticks(health: HealthRunner, snap: Snapshot, ticks: int) -> tuple[list[float], list[float]]:
+    """A UI tick's health work beside the checks, every 0.1 s: view() and a screen of 50 rows; view()
+    and the state of every dest (what per-service counts need)."""
+    keys = [(s.key, d.key) for s in snap.services for d in s.dests]
+    screen: list[float] = []
+    every: list[float] = []
+    for i in range(ticks):
+        t = time.perf_counter()
+        view = health.view()
+        rows = [view[k] for k in keys[i % 100 : i % 100 + 50]]
+        screen.append(time.perf_counter() - t)
+        time.sleep(0.05)
+        t = time.perf_counter()
+        view = health.view()
+        assert isinstance(view, HealthView)
+        states = list(view.states())
+        every.append(time.perf_counter() - t)
+        assert len(rows) == 50 and len(states) == len(keys)
+        time.sleep(0.05)
+    return screen, every
 
 
 def main() -> int:
@@ -223,14 +287,21 @@ def main() -> int:
         print(f"window: {args.seconds:g} s after a 2.5 s warm-up, {args.rounds} rounds alternated")
         ours: list[Window] = []
         peers: list[Window] = []
+        floors: list[Window] = []
         due = len(ports) / 2.0
+        workdir = tempfile.mkdtemp(prefix="bench_health")
         for r in range(args.rounds):
             window, up = run_lvstop(snap, args.seconds)
             ours.append(window)
-            print(f"  round {r + 1} {window.line('lvstop', due)}, {up}/{len(ports)} up")
+            print(f"  round {r + 1} {window.line('lvstop ', due)}, {up}/{len(ports)} up")
             window, failed = run_peer(ports, args.seconds)
             peers.append(window)
-            print(f"  round {r + 1} {window.line('peer  ', due)}, {failed} failed")
+            print(f"  round {r + 1} {window.line('peer   ', due)}, {failed} failed")
+            floor = run_c_floor(ports, args.seconds, workdir)
+            if floor is not None:
+                floors.append(floor)
+                print(f"  round {r + 1} {floor.line('C floor', due)}")
+
         med = statistics.median(w.share for w in ours)
         pmed = statistics.median(w.share for w in peers)
         per = statistics.median(w.per_probe_us() for w in ours)
@@ -240,20 +311,64 @@ def main() -> int:
             f"ratio {med / pmed:.2f}"
         )
         print(f"median CPU per probe  : lvstop {per:.1f} us, peer {pper:.1f} us: ratio {per / pper:.2f}")
+        if floors:
+            fper = statistics.median(w.per_probe_us() for w in floors)
+            fsys = statistics.median(w.system / w.wall for w in floors)
+            print(
+                f"median CPU per probe  : C floor {fper:.1f} us, {fper * due / 1e6 * 100:.2f} % of a core at "
+                f"the full rate (system time {fsys * 100:.1f} % of a core)"
+            )
         projected = per * due / 1e6
         print(f"lvstop at the full rate ({due:.0f} probes/s): {projected * 100:.2f} % of a core")
         print(f"target <= 5 % of a core: {'met' if max(med, projected) <= 0.05 else 'NOT met'}")
+        # the poller alone, beside lvstop's checks, beside the C floor (another process: no GIL shared)
+        polls: dict[str, tuple[list[float], list[float]]] = {"alone": ([], []), "lvstop": ([], [])}
+        exe = c_floor(workdir)
+        if exe is not None:
+            polls["C floor"] = ([], [])
+        handed: list[float] = []
+        for _ in range(args.rounds):
+            for name, (late, took) in polls.items():
+                runner = HealthRunner(parse(CONFIG)) if name == "lvstop" else None
+                other = None
+                if runner is not None:
+                    runner.start()
+                    runner.update(snap)
+                if name == "C floor":
+                    other = subprocess.Popen(
+                        [str(exe), str(args.seconds + 5), *map(str, ports)], stdout=subprocess.DEVNULL
+                    )
+                time.sleep(2.5)
+                a, b, c = poller_ticks(args.seconds, runner, snap)
+                late += a
+                took += b
+                handed += c
+                if runner is not None:
+                    runner.stop()
+                if other is not None:
+                    other.kill()
+                    other.wait()
+        shutil.rmtree(workdir)
+        for name, (late, took) in polls.items():
+            label = name if name == "alone" else f"beside {name}"
+            print(
+                f"poller 500x10 {label:14s}: tick late max {max(late) * 1e3:6.1f} ms, poll wall "
+                f"p50 {statistics.median(took) * 1e3:6.1f} max {max(took) * 1e3:6.1f} ms ({len(took)} polls)"
+            )
+        print(f"poller's health.update(snapshot): max {max(handed) * 1e6:.0f} us ({len(handed)} calls)")
         runner = HealthRunner(parse(CONFIG))
         runner.start()
         runner.update(snap)
         time.sleep(2.5)
-        late_h, took_h = poller_ticks(args.seconds, runner)
+        screen, every = ui_ticks(runner, snap, int(args.seconds * 10))
         runner.stop()
-        late_0, took_0 = poller_ticks(args.seconds, None)
-        for name, late, took in (("with checks", late_h, took_h), ("alone      ", late_0, took_0)):
+        for name, took in (
+            ("view + 50 rows     ", screen),
+            (f"view + {len(snap.table.dests)} states", every),
+        ):
             print(
-                f"poller 500x10 {name}: tick late max {max(late) * 1e3:6.1f} ms, poll wall "
-                f"p50 {statistics.median(took) * 1e3:6.1f} max {max(took) * 1e3:6.1f} ms ({len(took)} polls)"
+                f"UI tick beside the checks, {name}: p50 {statistics.median(took) * 1e3:6.2f} "
+                f"max {max(took) * 1e3:6.2f} ms ({len(took)} ticks; budget 16 ms)"
             )
         print(f"load average at end  : {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:

@@ -17,7 +17,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -26,8 +26,10 @@ from lvstop.health.checks import Prober, Starter, Target
 from lvstop.health.config import CheckSpec, HealthConfig
 from lvstop.health.state import (
     CheckHealth,
+    DestHealth,
     HealthMap,
     ProbeResult,
+    State,
     Transition,
     advance,
     combine,
@@ -80,120 +82,237 @@ def next_delay(spec: CheckSpec, rng: random.Random) -> float:
     return spec.interval + rng.uniform(-spec.jitter, spec.jitter)
 
 
-class Scheduler:
-    """When each (check, dest) pair is probed next, and its hysteresis. Runs inside one asyncio loop.
+TICK = 0.02  # probes due within one tick start together: a loop wake-up per tick, not per probe
+Change = tuple[int, int, CheckSpec, Target]  # (slot, generation, check, target): a new or changed pair
+Result = tuple[int, int, ProbeResult]  # (slot, generation, result)
 
-    One heap of due times and one loop timer for the earliest, rather than a task per pair: at 5,000
-    pairs every 2 s the tasks' sleeps and wake-ups cost more than the probes (bench/bench_health.py).
-    A pair is due again `interval +- jitter` after it was last due (as HAProxy's `inter`: slow answers
-    or a busy loop do not slow the rate down), but never before its last probe ended, so probes of one
-    pair never overlap; at most `concurrency` probes run at once, the others wait their turn.
+
+class Book:
+    """The (check, dest) pairs in numbered slots, their health and hysteresis: no loop, no I/O.
+
+    Slots are list indices and each pair has a generation, so a result costs no hashing of service
+    and dest keys, and a result for a pair that left (or whose slot went to another) is recognised
+    and dropped. Readers in other threads take `table()`: the slots of each (service, dest) and a copy
+    of the per-slot health, consistent with each other, from which HealthView makes rows when asked.
     """
 
     def __init__(
         self,
+        clock: Callable[[], float] = time.time,
+        on_transition: Callable[[Transition], None] | None = None,
+    ) -> None:
+        self._clock = clock
+        self._on_transition = on_transition
+        self._slot: dict[PairKey, int] = {}
+        self._keys: list[PairKey | None] = []  # by slot; None: a free slot
+        self._pairs: list[tuple[CheckSpec, Target] | None] = []
+        self._gen: list[int] = []  # by slot: its pair's generation, 0 while free
+        self._free: list[int] = []
+        self._gens = itertools.count(1)
+        self._health: list[CheckHealth | None] = []  # by slot; results write here
+        self._published: tuple[Groups, list[PairKey | None], list[CheckHealth | None]] = (
+            {},
+            [],
+            self._health,
+        )
+        self._counts: dict[str, list[float]] = {}  # by check type: probes, failures, seconds
+        self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
+
+    @property
+    def health(self) -> dict[PairKey, CheckHealth]:
+        """Every pair's health, as a dict made now (readers in other threads use table())."""
+        return {
+            k: h for k, h in zip(self._keys, self._health, strict=True) if k is not None and h is not None
+        }
+
+    @property
+    def probes(self) -> dict[str, tuple[int, int, float]]:
+        """By check type: probes run, probes failed, seconds they took."""
+        return {t: (int(n), int(f), s) for t, (n, f, s) in list(self._counts.items())}
+
+    def table(self) -> Table:
+        groups, _, health = self._published
+        return groups, health.copy()
+
+    def pairs(self) -> list[tuple[PairKey, CheckHealth]]:
+        """Every pair and its health, for a reader in another thread."""
+        _, keys, health = self._published
+        return [(k, h) for k, h in zip(keys, health.copy(), strict=True) if k is not None and h is not None]
+
+    def set_targets(self, pairs: Pairs) -> tuple[list[Change], list[int]]:
+        """Take `pairs` as the pairs to check: the new or changed ones and the slots of those that left."""
+        health = self._health.copy()  # readers keep the old list, consistent with the old groups
+        removed = [self._slot.pop(k) for k in [k for k in self._slot if k not in pairs]]
+        for s in removed:
+            self._keys[s] = self._pairs[s] = health[s] = None
+            self._gen[s] = 0
+        self._free.extend(removed)
+        changes: list[Change] = []
+        added = False
+        for key, pair in pairs.items():
+            known = self._slot.get(key)
+            if known is None:
+                s = self._slot[key] = self._new_slot(health)
+                self._keys[s], self._gen[s], health[s] = key, next(self._gens), initial(pair[0].label)
+                added = True
+            elif pair == self._pairs[known]:
+                continue
+            else:
+                s = known
+            self._pairs[s] = pair  # a weight or forwarding change reaches the next probe
+            changes.append((s, self._gen[s], *pair))
+        if removed or added:
+            groups: Groups = {}
+            for _, skey, dkey in pairs:
+                groups.setdefault((skey, dkey), [])
+            for key, s in self._slot.items():
+                groups[key[1], key[2]].append(s)
+            self._health = health
+            self._published = (groups, self._keys.copy(), health)
+            self.version += 1
+        return changes, removed
+
+    def _new_slot(self, health: list[CheckHealth | None]) -> int:
+        if self._free:
+            return self._free.pop()
+        self._keys.append(None)
+        self._pairs.append(None)
+        self._gen.append(0)
+        health.append(None)
+        return len(self._keys) - 1
+
+    def record(self, results: Iterable[Result]) -> None:
+        """Results from the scheduler: counters, hysteresis, transitions."""
+        counts, gens, pairs, healths = self._counts, self._gen, self._pairs, self._health
+        now = self._clock()
+        for s, gen, result in results:
+            if gens[s] != gen:
+                continue  # the pair left while its probe ran
+            spec = pairs[s][0]  # type: ignore[index]
+            c = counts.get(spec.type)
+            if c is None:
+                c = counts[spec.type] = [0, 0, 0.0]
+            c[0] += 1
+            c[1] += not result.ok
+            c[2] += result.latency
+            before = healths[s]
+            assert before is not None
+            after = healths[s] = advance(before, result, now, spec.fall, spec.rise)
+            self.version += 1
+            if after.state is not before.state and self._on_transition is not None:
+                key = self._keys[s]
+                assert key is not None
+                self._on_transition(
+                    Transition(key[1], key[2], after.check, before.state, after.state, result.reason, now)
+                )
+
+
+class Scheduler:
+    """When each pair (by slot) is probed next; it starts the probes and hands their results, a batch
+    per tick, to `deliver`. Runs inside one asyncio loop.
+
+    One heap of due times and one loop timer, rather than a task per pair: at 5,000 pairs every 2 s
+    the tasks' sleeps and wake-ups cost more than the probes (bench/bench_health.py). The timer fires
+    at most once per TICK and starts every probe due by then. A pair is due again `interval +- jitter`
+    after it was last due (as HAProxy's `inter`: slow answers or a busy loop do not slow the rate
+    down), but never before its last probe ended, so probes of one pair never overlap; at most
+    `concurrency` probes run at once, the others wait for a later tick.
+    """
+
+    def __init__(
+        self,
+        deliver: Callable[[list[Result]], None],
         start: Starter | None = None,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
-        clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        on_transition: Callable[[Transition], None] | None = None,
     ) -> None:
         self._probes: checks.Probes | None = None
         if start is None:
             self._probes = checks.Probes()
             start = self._probes.start
         self._start = start
+        self._deliver = deliver
         self._limit = concurrency
-        self._clock = clock
         self._rng = rng or random.Random()
-        self._on_transition = on_transition
         self._loop = asyncio.get_running_loop()
-        self._heap: list[tuple[float, int, PairKey]] = []
-        self._due: dict[PairKey, float] = {}  # a heap entry whose time differs is stale
-        self._seq = itertools.count()
+        self._live: dict[int, Change] = {}  # by slot
+        self._heap: list[tuple[float, int, int]] = []  # (due, generation, slot)
         self._timer: asyncio.TimerHandle | None = None
+        self._last_tick = -TICK
         self._running = 0
-        self._specs: Pairs = {}
-        self.health: dict[PairKey, CheckHealth] = {}
-        self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
-        self.probes: dict[str, tuple[int, int, float]] = {}  # by check type: probes, failures, seconds
+        self._outbox: list[Result] = []
 
-    def set_targets(self, pairs: Pairs) -> None:
-        """Schedule new pairs (their first probe spread over one interval), forget vanished ones."""
-        for key in self._specs.keys() - pairs.keys():
-            del self._specs[key]
-            self._due.pop(key, None)
-            self.health.pop(key, None)
-            self.version += 1
+    def apply(self, changes: list[Change], removed: list[int]) -> None:
+        """New pairs (their first probe spread over one interval), changed ones, and slots now empty."""
+        for s in removed:
+            self._live.pop(s, None)
         now = self._loop.time()
-        for key, pair in pairs.items():
-            if key not in self._specs:
-                self.health[key] = initial(pair[0].label)
-                self._push(key, now + self._rng.uniform(0, pair[0].interval))
-            self._specs[key] = pair  # a weight or forwarding change reaches the next probe
+        for change in changes:
+            s, gen, spec, _ = change
+            old = self._live.get(s)
+            self._live[s] = change
+            if old is None or old[1] != gen:
+                heapq.heappush(self._heap, (now + self._rng.uniform(0, spec.interval), gen, s))
         self._arm()
-
-    def _push(self, key: PairKey, due: float) -> None:
-        self._due[key] = due
-        heapq.heappush(self._heap, (due, next(self._seq), key))
 
     def _arm(self) -> None:
-        if not self._heap or self._running >= self._limit:
-            return  # a probe that ends calls _fire
-        due = self._heap[0][0]
-        if self._timer is None or self._timer.when() > due:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(due, self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        now = self._loop.time()
         heap = self._heap
+        if not heap:
+            return
+        when = self._last_tick + TICK
+        if self._running < self._limit:
+            when = max(when, heap[0][0])  # when full, a probe that ends makes room by the next tick
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timer = self._loop.call_at(when, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self._last_tick = self._loop.time()
+        heap, live, start = self._heap, self._live, self._start
         while heap and heap[0][0] <= now and self._running < self._limit:
-            due, _, key = heapq.heappop(heap)
-            if self._due.get(key) != due:
-                continue
-            del self._due[key]
-            spec, target = self._specs[key]
+            due, gen, s = heapq.heappop(heap)
+            pair = live.get(s)
+            if pair is None or pair[1] != gen:
+                continue  # its pair left
             self._running += 1
-            self._start(spec, target, functools.partial(self._done, key, spec, due))
+            start(pair[2], pair[3], functools.partial(self._done, s, gen, due))
         self._arm()
 
-    def _done(self, key: PairKey, spec: CheckSpec, due: float, result: ProbeResult) -> None:
+    def _done(self, s: int, gen: int, due: float, result: ProbeResult) -> None:
         self._running -= 1
-        self.record(key, spec, result)
-        if key in self._specs:
-            self._push(key, max(self._loop.time(), due + next_delay(spec, self._rng)))
-        if self._timer is None:
-            self._fire()
-        else:
+        if not self._outbox:
+            self._loop.call_soon(self._flush)
+        self._outbox.append((s, gen, result))
+        pair = self._live.get(s)
+        if pair is None or pair[1] != gen:
+            return  # the pair left while its probe ran
+        due = max(self._loop.time(), due + next_delay(pair[2], self._rng))
+        heapq.heappush(self._heap, (due, gen, s))
+        timer = self._timer
+        if timer is None or timer.when() > due:
             self._arm()
 
-    def record(self, key: PairKey, spec: CheckSpec, result: ProbeResult) -> None:
-        n, failed, seconds = self.probes.get(spec.type, (0, 0, 0.0))
-        self.probes[spec.type] = (n + 1, failed + (not result.ok), seconds + result.latency)
-        before = self.health.get(key)
-        if before is None:  # the pair vanished while its probe ran
-            return
-        after = advance(before, result, self._clock(), spec.fall, spec.rise)
-        self.health[key] = after
-        self.version += 1
-        if after.state is not before.state and self._on_transition is not None:
-            _, skey, dkey = key
-            self._on_transition(
-                Transition(skey, dkey, after.check, before.state, after.state, result.reason, self._clock())
-            )
+    def _flush(self) -> None:
+        batch, self._outbox = self._outbox, []
+        self._deliver(batch)
 
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         self._heap.clear()
-        self._due.clear()
-        self._specs.clear()
+        self._live.clear()
         if self._probes is not None:
             self._probes.close()
+
+
+Groups = dict[tuple[ServiceKey, DestKey], list[int]]  # the slots of each dest's checks
+Table = tuple[Groups, list[CheckHealth | None]]
 
 
 def health_map(items: Iterable[tuple[PairKey, CheckHealth]]) -> HealthMap:
@@ -204,8 +323,46 @@ def health_map(items: Iterable[tuple[PairKey, CheckHealth]]) -> HealthMap:
     return {k: combine(v) for k, v in grouped.items()}
 
 
+class HealthView(Mapping[tuple[ServiceKey, DestKey], DestHealth]):
+    """Per (service, dest) health at one moment. A dest's row is made when first read: the TUI reads
+    the rows it shows, not all 5,000 of them in its frame (bench/bench_health.py)."""
+
+    __slots__ = ("_groups", "_health", "_rows")
+
+    def __init__(self, table: Table) -> None:
+        self._groups, self._health = table
+        self._rows: dict[tuple[ServiceKey, DestKey], DestHealth] = {}
+
+    def __getitem__(self, key: tuple[ServiceKey, DestKey]) -> DestHealth:
+        row = self._rows.get(key)
+        if row is None:
+            health = self._health
+            row = self._rows[key] = combine([h for s in self._groups[key] if (h := health[s]) is not None])
+        return row
+
+    def __iter__(self) -> Iterator[tuple[ServiceKey, DestKey]]:
+        return iter(self._groups)
+
+    def states(self) -> Iterator[tuple[tuple[ServiceKey, DestKey], State]]:
+        """(service and dest, state) of every checked dest, without making a row where one check
+        decides the state: what counts such as "healthy/total" per service need."""
+        health = self._health
+        for key, slots in self._groups.items():
+            h = health[slots[0]] if len(slots) == 1 else None
+            yield key, h.state if h is not None else self[key].state
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+
 class HealthRunner:
-    """The scheduler in its own thread. `update(snapshot)` from any thread; `view()` from any thread."""
+    """The checks in a thread of their own, with its own asyncio loop, beside the poller and the UI.
+
+    `update(snapshot)` and `view()` from any thread; neither costs its caller more than a few
+    microseconds. update() hands the snapshot over: the checks' thread works out the targets, only
+    when the dests, their weights or forwarding changed. view() copies a list; rows are made when
+    read (HealthView). With `--netns` the thread enters the namespace before it makes its loop.
+    """
 
     def __init__(
         self,
@@ -221,12 +378,14 @@ class HealthRunner:
         self._start = start
         self._netns = netns
         self._concurrency = concurrency
-        self._on_transition = on_transition
-        self._clock = clock
+        self._book = Book(clock, on_transition)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
         self._view: tuple[int, HealthMap] = (-1, {})
+        self._lock = threading.Lock()
+        self._latest: Snapshot | None = None  # the newest snapshot not yet taken
+        self._seen: tuple[bytes, ...] | None = None  # what decided the targets last
         self.skipped: list[Skipped] = []
 
     def start(self) -> None:
@@ -243,8 +402,9 @@ class HealthRunner:
         except BaseException as e:
             started.set_exception(e)
             return
-        self._loop = loop
         self._scheduler = loop.run_until_complete(self._make_scheduler())
+        self._loop = loop
+        loop.call_soon(self._retarget)  # a snapshot given before start()
         started.set_result(None)
         try:
             loop.run_forever()
@@ -256,56 +416,60 @@ class HealthRunner:
             loop.close()
 
     async def _make_scheduler(self) -> Scheduler:
-        return Scheduler(
-            self._start, concurrency=self._concurrency, clock=self._clock, on_transition=self._on_transition
-        )
+        return Scheduler(self._book.record, self._start, concurrency=self._concurrency)
 
     def update(self, snap: Snapshot) -> None:
-        """The dests to check are those of `snap`; thread-safe, returns at once."""
+        """The dests to check are those of `snap`; thread-safe, returns at once (snapshots given
+        faster than the checks' thread takes them are replaced by the newest)."""
+        with self._lock:
+            handed = self._latest is None
+            self._latest = snap
+            loop = self._loop
+        if handed and loop is not None:
+            loop.call_soon_threadsafe(self._retarget)
+
+    def _retarget(self) -> None:
+        with self._lock:
+            snap, self._latest = self._latest, None
+        if snap is None or self._scheduler is None:
+            return
+        table = snap.table
+        seen = (table.dest_keys().tobytes(), table.dests.weight.tobytes(), table.dests.fwd.tobytes())
+        if seen == self._seen:
+            return  # the same dests as last time: the same targets
+        self._seen = seen
         pairs, self.skipped = targets(self.config, snap)
-        if self._loop is not None and self._scheduler is not None:
-            self._loop.call_soon_threadsafe(self._scheduler.set_targets, pairs)
+        self._scheduler.apply(*self._book.set_targets(pairs))
 
     @property
     def results(self) -> int:
         """How many results (and target changes) arrived so far: moves whenever view() would change."""
-        return self._scheduler.version if self._scheduler is not None else 0
+        return self._book.version
 
     def probe_counts(self) -> dict[str, tuple[int, int, float]]:
         """By check type: probes run, probes failed, seconds they took (counters, from the start)."""
-        return dict(self._scheduler.probes) if self._scheduler is not None else {}
+        return self._book.probes
 
     def view(self) -> HealthMap:
-        """Per (service, dest) health; rebuilt only when a result arrived since the last call."""
-        scheduler = self._scheduler
-        if scheduler is None:
-            return {}
+        """Per (service, dest) health; a new view only when a result arrived since the last call."""
         version, cached = self._view
-        if version == scheduler.version:
+        if version == self._book.version:
             return cached
-        version = scheduler.version
-        items = self.checks()
-        if items is None:
-            return cached
-        view = health_map(items)
+        version = self._book.version
+        view = HealthView(self._book.table())
         self._view = (version, view)
         return view
 
     def checks(self) -> list[tuple[PairKey, CheckHealth]] | None:
-        """Every (check, dest) pair's health, copied from the loop's thread (None: it kept changing)."""
-        scheduler = self._scheduler
-        if scheduler is None:
-            return []
-        for _ in range(3):  # the loop thread may resize the dict while it is copied
-            try:
-                return list(scheduler.health.items())
-            except RuntimeError:
-                continue
-        return None
+        """Every (check, dest) pair's health, copied from the checks' thread (consistent: never None
+        now, which callers written for an earlier copy that could fail still handle)."""
+        return self._book.pairs()
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        with self._lock:
+            loop, self._loop = self._loop, None  # update() after stop() only keeps the snapshot
+        if loop is not None and self._thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout)
 
 

@@ -4,11 +4,14 @@ and `lvstop health` end to end (the demo, and loopback listeners)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import itertools
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -24,9 +27,13 @@ from lvstop.health.config import CheckSpec, DestMatch, HealthConfig, parse
 from lvstop.health.runner import (
     FLAP_DOWN,
     FLAP_PERIOD,
+    Book,
     HealthRunner,
+    HealthView,
+    Pairs,
     Scheduler,
     SimProber,
+    Skipped,
     next_delay,
     targets,
 )
@@ -137,7 +144,11 @@ def from_prober(prober: Callable[[CheckSpec, Target], Awaitable[ProbeResult]]) -
     return start
 
 
-def _pairs(n: int) -> dict[tuple[int, ServiceKey, DestKey], tuple[CheckSpec, Target]]:
+def retarget(book: Book, sched: Scheduler, pairs: Pairs) -> None:
+    sched.apply(*book.set_targets(pairs))
+
+
+def _pairs(n: int) -> Pairs:
     spec = CheckSpec("tcp", None, 1, interval=0.05, jitter=0.0, fall=2, rise=1)
     out = {}
     for i in range(n):
@@ -159,19 +170,20 @@ async def test_scheduler_bounds_concurrency_and_reports_transitions() -> None:
         running -= 1
         return BAD if target.address in failing else OK
 
-    sched = Scheduler(from_prober(prober), concurrency=3, on_transition=changes.append, rng=random.Random(1))
-    sched.set_targets(_pairs(8))
+    book = Book(on_transition=changes.append)
+    sched = Scheduler(book.record, from_prober(prober), concurrency=3, rng=random.Random(1))
+    retarget(book, sched, _pairs(8))
     await asyncio.sleep(0.4)
     assert peak == 3
-    states = {k[2].address: h.state for k, h in sched.health.items()}
+    states = {k[2].address: h.state for k, h in book.health.items()}
     assert states["192.0.2.2"] is State.DOWN and states["192.0.2.1"] is State.UP
     failing.clear()
     await asyncio.sleep(0.3)
-    assert sched.health[(0, WEB, DestKey(AF_INET, "192.0.2.2", 80))].state is State.UP
+    assert book.health[(0, WEB, DestKey(AF_INET, "192.0.2.2", 80))].state is State.UP
     mine = [(c.old, c.new) for c in changes if c.dest.address == "192.0.2.2"]
     assert mine == [(State.UNKNOWN, State.DOWN), (State.DOWN, State.UP)]
-    sched.set_targets(dict(list(_pairs(8).items())[:2]))  # six dests left the director
-    assert len(sched.health) == 2
+    retarget(book, sched, dict(list(_pairs(8).items())[:2]))  # six dests left the director
+    assert len(book.health) == 2
     sched.stop()
 
 
@@ -183,12 +195,90 @@ async def test_the_next_probe_waits_for_the_last_one() -> None:
         await asyncio.sleep(0.15)  # three intervals
         return OK
 
-    sched = Scheduler(from_prober(slow))
-    sched.set_targets(_pairs(1))
+    book = Book()
+    sched = Scheduler(book.record, from_prober(slow))
+    retarget(book, sched, _pairs(1))
     await asyncio.sleep(0.6)
     sched.stop()
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert gaps and all(g >= 0.15 for g in gaps)
+
+
+def test_a_result_for_a_pair_that_left_is_dropped_even_when_its_slot_is_taken_again() -> None:
+    seen: list[Transition] = []
+    book = Book(clock=lambda: 5.0, on_transition=seen.append)
+    first = _pairs(1)
+    (change,), removed = book.set_targets(first)
+    slot, gen, _, _ = change
+    other = {(0, WEB, DestKey(AF_INET, "192.0.2.99", 80)): next(iter(first.values()))}
+    (again,), removed = book.set_targets(other)  # the first dest left, another took its slot
+    assert removed == [slot] and again[0] == slot and again[1] != gen
+    book.record([(slot, gen, BAD), (slot, gen, BAD)])  # the old pair's probes, ending late
+    assert [h.state for h in book.health.values()] == [State.UNKNOWN] and book.probes == {}
+    book.record([(slot, again[1], OK)])
+    assert [(t.dest.address, t.new) for t in seen] == [("192.0.2.99", State.UP)]
+    assert book.probes == {"tcp": (1, 0, 0.001)}
+
+
+def test_unchanged_pairs_are_not_sent_again_and_a_weight_change_is() -> None:
+    book = Book()
+    pairs = _pairs(3)
+    assert len(book.set_targets(pairs)[0]) == 3
+    version = book.version
+    assert book.set_targets(dict(pairs)) == ([], []) and book.version == version  # no new view either
+    key = next(iter(pairs))
+    spec, target = pairs[key]
+    heavier = dataclasses.replace(target, weight=5)
+    (change,), removed = book.set_targets(pairs | {key: (spec, heavier)})
+    assert change[3] == heavier and removed == []
+
+
+def test_a_view_makes_rows_when_read_and_counts_states_without_them() -> None:
+    book = Book(clock=lambda: 7.0)
+    two = CheckSpec("http", None, 2, interval=0.05, jitter=0.0)
+    pairs = _pairs(3)
+    web2 = DestKey(AF_INET, "192.0.2.2", 80)
+    pairs[(1, WEB, web2)] = (two, Target(WEB, web2, FwdMethod.ROUTE, 1, 80))  # a second check of .2
+    changes, _ = book.set_targets(pairs)
+    slots = {(c[2].type, c[3].address): c[:2] for c in changes}
+    book.record([(*slots["tcp", "192.0.2.1"], OK), (*slots["tcp", "192.0.2.2"], OK)])
+    book.record([(*slots["http", "192.0.2.2"], BAD)] * 3)
+    view = HealthView(book.table())
+    book.record([(*slots["tcp", "192.0.2.3"], OK)])  # after the view was taken: not in it
+    assert view._rows == {}  # nothing made yet
+    states = {k[1].address: v for k, v in view.states()}
+    assert states == {"192.0.2.1": State.UP, "192.0.2.2": State.DOWN, "192.0.2.3": State.UNKNOWN}
+    assert states == {k[1].address: view[k].state for k in view}
+    assert view[(WEB, web2)].reason == "connection refused" and len(view[(WEB, web2)].checks) == 2
+
+
+def test_the_runner_works_out_targets_only_when_the_dests_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    worked: list[int] = []
+
+    def counted(config: HealthConfig, snap: Snapshot) -> tuple[Pairs, list[Skipped]]:
+        worked.append(len(snap.services))
+        return targets(config, snap)
+
+    monkeypatch.setattr("lvstop.health.runner.targets", counted)
+    sim = SimProber()
+    runner = HealthRunner(parse("checks:\n  - {service: '*', type: tcp}\n"), start=sim.start)
+    a = snapshot(Service(WEB, "wlc", dests=(dest("192.0.2.11", 80),)))
+    runner.update(a)  # before start(): taken when it starts
+    runner.start()
+    try:
+        for snap in (
+            a,
+            snapshot(*a.services),
+            snapshot(Service(WEB, "wlc", dests=(dest("192.0.2.11", 80, 3),))),
+        ):
+            runner.update(snap)
+            deadline = time.monotonic() + 5
+            while runner._latest is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert worked == [1, 1]  # the first snapshot, then the weight change; not the same dests again
 
 
 def test_demo_results_follow_the_story() -> None:
@@ -331,3 +421,62 @@ def test_health_config_is_read_before_the_source(tmp_path: Path) -> None:
 def test_a_config_matching_nothing_warns() -> None:
     cfg = HealthConfig("x", ())
     assert targets(cfg, snapshot()) == ({}, [])
+
+
+# --- --netns: the probes run in that namespace --------------------------------------------------
+
+NETNS_SCRIPT = r"""
+import subprocess, sys, time
+from pyroute2 import IPRoute
+from lvstop.health.config import parse
+from lvstop.health.runner import HealthRunner
+from lvstop.model import AF_INET, Dest, FwdMethod, Service, ServiceKey, Snapshot
+
+# another namespace, with loopback up and a listener; this one's loopback stays down
+server = subprocess.Popen(
+    ["unshare", "--net", sys.executable, "-c",
+     "import socket, sys\nfrom pyroute2 import IPRoute\nIPRoute().link('set', index=1, state='up')\n"
+     "s = socket.create_server(('127.0.0.1', 0))\nprint(s.getsockname()[1], flush=True)\nsys.stdin.read()"],
+    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+)
+port = int(server.stdout.readline())
+key = ServiceKey.tcp("203.0.113.10", 80)
+snap = Snapshot("netlink", "lab", 0.0, 0.0, services=(
+    Service(key, "wlc", dests=(Dest(AF_INET, "127.0.0.1", port, FwdMethod.ROUTE, 1),)),))
+cfg = parse("checks:\n  - {service: '*', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n")
+for netns in (f"/proc/{server.pid}/ns/net", None):
+    runner = HealthRunner(cfg, netns=netns)
+    runner.start()
+    runner.update(snap)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and runner.results < 2:  # the targets, then a first result
+        time.sleep(0.05)
+    runner.stop()
+    (h,) = runner.view().values()
+    print(netns is not None, h.state.value, h.reason)
+server.stdin.close()
+server.wait()
+"""
+
+
+def test_probes_run_in_the_namespace_given() -> None:
+    """In a user namespace of its own (no root needed): a listener only in another network namespace
+    is up when probed from there and cannot be reached from here."""
+    try:
+        made = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "--net", "true"], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        pytest.skip("no unshare(1) (util-linux) to make namespaces with")
+    if made.returncode != 0:
+        pytest.skip(f"cannot make a user and network namespace here: {made.stderr.strip()}")
+    out = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--net", sys.executable, "-c", NETNS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    there, here = out.stdout.splitlines()
+    assert there == "True up connected"
+    assert here.startswith("False down ") and "unreachable" in here
