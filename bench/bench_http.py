@@ -8,7 +8,8 @@ dests: a 2.3 MB page, 0.1 MB gzipped): "before" imports lvstop from `git archive
 tree. Each phase runs on one side, then the other, so both see the same machine load. A prober opens a
 new connection for each request, as Prometheus does after an idle 15 s: /metrics (gzip) and /-/healthy
 alternately, every 0.25 s. Phases:
-  idle      no other clients
+  burst     no other clients, 400 requests back to back (the two sides interleaved request by request)
+  idle      no other clients, the prober's pace
   slowloris 300 clients sending one byte of a request head a second; one the server cuts reconnects
   readers   150 of those, and 150 clients that asked for /metrics (not gzipped) and read nothing
 """
@@ -261,12 +262,26 @@ def main() -> None:
         sides = {"before": Child(Path(tmp), 100, 10), "after": Child(ROOT, 100, 10)}
         results: dict[str, dict[str, dict[str, Any]]] = {"before": {}, "after": {}}
         try:
+            burst: dict[str, dict[str, list[float | None]]] = {
+                k: {"/metrics": [], "/-/healthy": []} for k in sides
+            }
+            for i in range(400):
+                for side, child in sides.items():
+                    path = "/metrics" if i % 2 else "/-/healthy"
+                    burst[side][path].append(request(child.addr, path))
             for name in ("idle", "slowloris", "readers"):
                 for side, child in sides.items():
                     results[side][name] = phase(child, name, seconds)
         finally:
             for child in sides.values():
                 child.stop()
+    print("\nburst:")
+    for side in ("before", "after"):
+        for path in ("/metrics", "/-/healthy"):
+            print(f"  {side:6}  {path} {summary(burst[side][path])[0]}")
+    for path in ("/metrics", "/-/healthy"):
+        old, new = summary(burst["before"][path]), summary(burst["after"][path])
+        print(f"  {path} after/before: p50 {ratio(new[1], old[1])}, p99 {ratio(new[2], old[2])}")
     for name in ("idle", "slowloris", "readers"):
         print(f"\n{name}:")
         p50s: dict[str, float | None] = {}
