@@ -40,6 +40,7 @@ from lvstop.sources import Source
 from lvstop.sources.factory import KINDS, open_source
 
 if TYPE_CHECKING:
+    from lvstop.codec import ManagedMap
     from lvstop.health.config import HealthConfig
 
 
@@ -496,12 +497,13 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
             env.warn(issue.message)
         if _shows_rates(opts) and not measure and _lacks_rates(snap):
             env.warn(f"the {snap.source} source gave no rates for some entries: shown as -")
-        if opts.json and health is not None:
-            from lvstop.health.command import list_json
+        if opts.json:
+            text = render(snap, opts, managed=managed(snap, args.netns, env))
+            if health is not None:
+                from lvstop.health.command import list_json
 
-            env.stdout.write(list_json(render(snap, opts), snap, health, args.netns, env))
-        elif opts.json:
-            env.stdout.write(render(snap, opts))
+                text = list_json(text, snap, health, args.netns, env)
+            env.stdout.write(text)
         else:
             _write_lines(env, iter_lines(snap, opts))
         if _damaged(source, env):
@@ -509,6 +511,20 @@ def _run_list(args: argparse.Namespace, env: Environment) -> int:
     finally:
         source.close()
     return ExitStatus.OK
+
+
+def managed(snap: Snapshot, netns: str | None, env: Environment, proc_root: str = "/proc") -> ManagedMap:
+    """Who manages each service (`lvstop list --json`): keepalived or ldirectord running on this host for
+    the IPVS read. Nobody, without looking, for the demo, recordings and remote directors."""
+    if snap.source not in ("netlink", "proc"):
+        return {}
+    from lvstop.control import detect_weight_managers
+    from lvstop.managers import by_service, claims
+
+    owned, unread = by_service(claims(detect_weight_managers(proc_root), proc_root, netns))
+    for line in unread:
+        env.warn(f"{line}: which services it manages is not known")
+    return owned
 
 
 def _damaged(source: Source, env: Environment) -> bool:

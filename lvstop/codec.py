@@ -66,6 +66,16 @@ Daemon (object): state "master" | "backup", mcast_ifn str, syncid int, maxlen in
 Timeouts (object): tcp, tcpfin, udp — int, seconds.
 Issue (object): kind "no_ipvs" | "no_permission" | "inconsistent" | "malformed" | "unavailable" | "io",
   message str, service ServiceKey|null.
+
+`lvstop list --json` adds to each Service (recordings and the exporter's snapshot do not have it):
+  managed_by      [Managed]|null  the running keepalived or ldirectord whose configuration names this
+                  service (they put their own weights back); null when none does. lvstop looks on this
+                  host only: always null for the demo, replay and remote sources
+Managed (object): manager "keepalived" | "ldirectord", pid int, block str (the configuration's words,
+  "virtual_server 203.0.113.10 80", "virtual=203.0.113.10:80"), where str (file:line), keeps_failed bool
+  (inhibit_on_failure / quiescent=yes: a failing server stays at weight 0, else it is removed), undo str
+  (how that manager will undo a weight lvstop sets).
+and, with --health.config, to each Dest a `health` object (lvstop.health.state.health_to_dict).
 """
 
 from __future__ import annotations
@@ -76,7 +86,7 @@ import math
 import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lvstop.errors import ParseError
 from lvstop.model import (
@@ -99,6 +109,11 @@ from lvstop.model import (
     TunType,
 )
 from lvstop.sources.procfs import parse_cpulist
+
+if TYPE_CHECKING:
+    from lvstop.managers import Claim, ManagedService
+
+ManagedMap = Mapping[ServiceKey, "tuple[Claim, ...]"]  # lvstop.managers.by_service()
 
 SCHEMA_VERSION = 1
 
@@ -204,15 +219,32 @@ def _daemon(d: Daemon) -> dict[str, Any]:
     }
 
 
-def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
-    """The JSON-ready form of a snapshot (plain dicts, lists, str, int, float, None)."""
+def managed_to_dict(pid: int, m: ManagedService) -> dict[str, Any]:
+    return {
+        "manager": m.manager,
+        "pid": pid,
+        "block": m.block,
+        "where": m.where,
+        "keeps_failed": m.keeps_failed,
+        "undo": m.undo(),
+    }
+
+
+def snapshot_to_dict(s: Snapshot, managed: ManagedMap | None = None) -> dict[str, Any]:
+    """The JSON-ready form of a snapshot (plain dicts, lists, str, int, float, None); with `managed`
+    (lvstop list --json), each service's `managed_by`."""
+    services = [_service(x) for x in s.services]
+    if managed is not None:
+        for svc, d in zip(s.services, services, strict=True):
+            claims = managed.get(svc.key)
+            d["managed_by"] = [managed_to_dict(pid, m) for pid, m in claims] if claims else None
     return {
         "schema": SCHEMA_VERSION,
         "source": s.source,
         "director": s.director,
         "wall_time": s.wall_time,
         "mono_time": s.mono_time,
-        "services": [_service(x) for x in s.services],
+        "services": services,
         "version": s.version,
         "conn_tab_size": s.conn_tab_size,
         "totals": _counters(s.totals),
@@ -235,11 +267,11 @@ def snapshot_to_dict(s: Snapshot) -> dict[str, Any]:
     }
 
 
-def dumps(s: Snapshot, *, indent: int | None = None) -> str:
+def dumps(s: Snapshot, *, indent: int | None = None, managed: ManagedMap | None = None) -> str:
     """Compact JSON (one line) unless `indent` is given. Non-finite numbers are refused (not JSON)."""
     if indent is None:
-        return json.dumps(snapshot_to_dict(s), separators=(",", ":"), allow_nan=False)
-    return json.dumps(snapshot_to_dict(s), indent=indent, allow_nan=False)
+        return json.dumps(snapshot_to_dict(s, managed), separators=(",", ":"), allow_nan=False)
+    return json.dumps(snapshot_to_dict(s, managed), indent=indent, allow_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------- decode

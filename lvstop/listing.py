@@ -32,7 +32,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from lvstop.errors import LvstopError
 from lvstop.model import (
@@ -54,6 +54,9 @@ from lvstop.model import (
     TunType,
     format_hostport,
 )
+
+if TYPE_CHECKING:
+    from lvstop.codec import ManagedMap
 
 MISSING = "-"
 
@@ -108,12 +111,18 @@ def option_conflict(opts: ListOptions) -> str | None:
     return None
 
 
-def render(snapshot: Snapshot, opts: ListOptions, conns: Iterable[ConnEntry] = ()) -> str:
-    """The whole listing as one string (`conns` is used only with `opts.connection`)."""
+def render(
+    snapshot: Snapshot,
+    opts: ListOptions,
+    conns: Iterable[ConnEntry] = (),
+    managed: ManagedMap | None = None,
+) -> str:
+    """The whole listing as one string (`conns` is used only with `opts.connection`; `managed`, who
+    manages each service, only with `opts.json`)."""
     if opts.json:
         from lvstop.codec import dumps  # lazily: only --json needs the codec
 
-        text: str = dumps(_selected(snapshot, opts))
+        text: str = dumps(_selected(snapshot, opts), managed=managed)
         return text if text.endswith("\n") else text + "\n"
     return "".join(line + "\n" for line in iter_lines(snapshot, opts, conns))
 

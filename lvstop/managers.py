@@ -400,6 +400,25 @@ def claims(
     return out
 
 
+Claim = tuple[int, ManagedService]  # a running manager's pid, and its block that names the service
+
+
+def by_service(
+    found: list[tuple[str, int, list[ManagedService] | str]],
+) -> tuple[dict[ServiceKey, tuple[Claim, ...]], list[str]]:
+    """claims() per service: the running managers' blocks that name it; and one line per manager whose
+    configuration could not be read (it may manage any service)."""
+    owned: dict[ServiceKey, tuple[Claim, ...]] = {}
+    unread: list[str] = []
+    for name, pid, what in found:
+        if isinstance(what, str):
+            unread.append(f"{name} (pid {pid}) is running and its configuration could not be read ({what})")
+            continue
+        for m in what:
+            owned[m.key] = (*owned.get(m.key, ()), (pid, m))
+    return owned, unread
+
+
 def edit_warnings(
     running: tuple[tuple[str, int], ...],
     skey: ServiceKey,

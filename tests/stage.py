@@ -24,7 +24,7 @@ from lvstop.model import Snapshot
 from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
 from lvstop.tui.app import DEMO_CHECKS, LvstopApp, make_app, writer_for
-from lvstop.tui.feed import Writer
+from lvstop.tui.feed import Managed, Writer
 from lvstop.tui.names import Resolver
 
 # 2026-01-14 15:30 UTC: near the demo's daily peak, so the tables are busy.
@@ -99,8 +99,9 @@ class Stage:
             self.clock.now += STEP
             self.poller.poll_once()
 
-    def app(self, resolver: Resolver = lambda _address: None) -> LvstopApp:
-        """The app over this stage; nothing polls on its own (autostart off); names resolve to none."""
+    def app(self, resolver: Resolver = lambda _address: None, managed: Managed | None = None) -> LvstopApp:
+        """The app over this stage; nothing polls on its own (autostart off); names resolve to none;
+        `managed` says who manages which service (the demo: nobody)."""
         return make_app(
             [self.poller],
             writers=[self.writer],
@@ -108,6 +109,7 @@ class Stage:
             resolver=resolver,
             clock=self.clock,
             checks=[self.health],
+            managed=[managed],
         )
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource
 from lvstop.tui import viewmodel as vm
 from lvstop.tui.bindings import KEYS, bindings, palette_title
-from lvstop.tui.feed import DirectorFeed, HealthView, PollerLike, Writer
+from lvstop.tui.feed import DirectorFeed, HealthView, Managed, PollerLike, Writer
 from lvstop.tui.names import Resolver, reverse_dns
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.help import HelpScreen
@@ -211,9 +211,11 @@ def make_app(
     resolver: Resolver = reverse_dns,
     clock: Callable[[], float] = time.monotonic,
     checks: Sequence[HealthView | None] | None = None,
+    managed: Sequence[Managed | None] | None = None,
 ) -> LvstopApp:
     """The app over ready-made pollers. `autostart=False` leaves polling to the caller (poll_once).
-    `checks`: each director's health checks (None: no Health columns for it)."""
+    `checks`: each director's health checks (None: no Health columns for it); `managed`: who manages
+    its services (None: nobody looks)."""
     feeds = [
         DirectorFeed(
             p,
@@ -223,6 +225,7 @@ def make_app(
             label=labels[i] if labels else "",
             playback=playbacks[i] if playbacks else None,
             checks=checks[i] if checks else None,
+            managed=managed[i] if managed else None,
         )
         for i, p in enumerate(pollers)
     ]
@@ -331,6 +334,16 @@ def health_runner(config: HealthConfig, source: Source, poller: Poller, netns: s
     return runner
 
 
+def _managed(source: Source, netns: str | None) -> Managed | None:
+    """keepalived and ldirectord are looked for on this host, for the IPVS this host reads (its own or
+    --netns); the demo, recordings and remote directors are nobody's here."""
+    if source.name not in ("netlink", "proc"):
+        return None
+    from lvstop.tui.managed import ManagedLookup
+
+    return ManagedLookup(netns)
+
+
 def _playback(source: Source, poller: Poller, cadence: float) -> Playback | None:
     if not isinstance(source, ReplaySource):
         return None
@@ -395,7 +408,14 @@ def run(args: argparse.Namespace) -> int:
             runners = [health_runner(config, s, p, args.netns) for s, p in zip(sources, pollers, strict=True)]
             for r in runners:
                 r.start()
-        app = make_app(pollers, writers=writers, labels=labels, playbacks=playbacks, checks=runners or None)
+        app = make_app(
+            pollers,
+            writers=writers,
+            labels=labels,
+            playbacks=playbacks,
+            checks=runners or None,
+            managed=[_managed(s, args.netns) for s in sources],
+        )
         app.startup_warnings = warnings
         end_on_signals(app)
         status = app.run()

@@ -58,6 +58,9 @@ class HealthView(Protocol):
     def view(self) -> vm.HealthMap: ...
 
 
+Managed = Callable[[], tuple[vm.ManagedMap, tuple[str, ...]]]  # lvstop.tui.managed.ManagedLookup
+
+
 class Writer(Protocol):
     """Weight edits for one director: lvstop.control.Control locally, the exporter's write API remotely."""
 
@@ -107,10 +110,12 @@ class DirectorFeed:
         label: str = "",
         playback: Playback | None = None,
         checks: HealthView | None = None,
+        managed: Managed | None = None,
     ) -> None:
         self.poller = poller
         self.writer = writer
         self.checks = checks  # health checks; None: none run, and nothing on screen says health
+        self.managed = managed  # who manages which service; None: nobody looks (demo, replay, remote)
         self.playback = playback
         self.wants_brief = False  # set when the app shows several directors side by side
         self.clock = clock
@@ -351,7 +356,8 @@ class DirectorFeed:
         names = self.names.lookup if settings.names else vm.no_names
         health = self.checks.view() if self.checks is not None else None
         shown_health = self._frozen_health if self._paused and health is not None else health
-        services = vm.services_table(shown, settings, history, names, shown_health)
+        owned, unread = self.managed() if self.managed is not None else ({}, ())
+        services = vm.services_table(shown, settings, history, names, shown_health, owned)
         dests = vm.dests_table(shown, settings, history, drains, names, shown_health)
         svc = shown.service(settings.service) if shown is not None and settings.service is not None else None
         summary: tuple[vm.Span, ...] = ()
@@ -359,7 +365,11 @@ class DirectorFeed:
         dest_keys: dict[str, DestKey] = {}
         if svc is not None and shown is not None:
             summary = vm.service_summary(svc, settings, names)
-            notes = tuple(vm.dest_notes(shown, svc, drains, history, settings.human, shown_health))
+            notes = tuple(
+                vm.dest_notes(
+                    shown, svc, drains, history, settings.human, shown_health, owned.get(svc.key, ()), unread
+                )
+            )
             dest_keys = {vm.dest_id(d.key): d.key for d in svc.dests}
         service_keys = {vm.service_id(s.key): s.key for s in shown.services} if shown is not None else {}
         conns = None

@@ -11,6 +11,8 @@ from lvstop.errors import ParseError
 from lvstop.managers import (
     KEEPALIVED_CONF,
     LDIRECTORD_CONF,
+    by_service,
+    claims,
     config_path,
     edit_warnings,
     managed_services,
@@ -190,3 +192,25 @@ def test_a_checker_child_does_not_warn_twice(tmp_path: Path) -> None:
         (("keepalived", 30), ("keepalived", 31)), ServiceKey.tcp("203.0.113.10", 80), DK, str(proc)
     )
     assert len(got) == 1 and got[0].startswith("keepalived (pid 30)")
+
+
+def test_by_service_names_each_services_managers(tmp_path: Path) -> None:
+    """What `lvstop list --json` and the TUI show: per service, who manages it and in which block."""
+    proc = tmp_path / "proc"
+    (proc / "40/root/etc/keepalived").mkdir(parents=True)
+    (proc / "40/cmdline").write_bytes(b"keepalived\0")
+    (proc / "40/root/etc/keepalived/keepalived.conf").write_text(
+        "virtual_server 203.0.113.10 80 {\n real_server 192.0.2.1 80 {\n  weight 5\n }\n}\n"
+    )
+    (proc / "41").mkdir()
+    (proc / "41/cmdline").write_bytes(b"ldirectord\0")  # no ldirectord.cf under its root
+    owned, unread = by_service(claims((("keepalived", 40), ("ldirectord", 41)), str(proc)))
+    ((pid, m),) = owned[ServiceKey.tcp("203.0.113.10", 80)]
+    assert (pid, m.manager, m.block, m.where) == (
+        40,
+        "keepalived",
+        "virtual_server 203.0.113.10 80",
+        "/etc/keepalived/keepalived.conf:1",
+    )
+    assert list(owned) == [ServiceKey.tcp("203.0.113.10", 80)]
+    assert len(unread) == 1 and unread[0].startswith("ldirectord (pid 41) is running and its configuration")

@@ -10,6 +10,7 @@ One module per thing shown, and the pieces they share:
   health       health checks: a dest's state, healthy/total per service
   history      the sparklines' ring buffers
   labels       how keys, addresses and flags are written
+  managers     which services keepalived or ldirectord manage, and how they undo an edit
   settings     what the user chose (sorts, filters, units)
   tones        what a piece of text means, for the stylesheet
 The screens import this package as `vm` and use the names below.
@@ -52,6 +53,7 @@ from lvstop.tui.viewmodel.labels import (
     tunnel_label,
     vip_label,
 )
+from lvstop.tui.viewmodel.managers import ManagedMap
 from lvstop.tui.viewmodel.services import SERVICE_COLUMNS, services_table
 from lvstop.tui.viewmodel.settings import SortSpec, ViewSettings
 from lvstop.tui.viewmodel.table import (
@@ -94,6 +96,7 @@ __all__ = [
     "DrainMap",
     "HealthMap",
     "History",
+    "ManagedMap",
     "Names",
     "PollHealth",
     "Row",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from lvstop.managers import Claim
 from lvstop.model import Dest, DestKey, Protocol, Service, ServiceKey, Snapshot
 from lvstop.tui import units
 from lvstop.tui.viewmodel.health import (
@@ -27,6 +28,7 @@ from lvstop.tui.viewmodel.labels import (
     tunnel_label,
     vip_label,
 )
+from lvstop.tui.viewmodel.managers import managed_notes
 from lvstop.tui.viewmodel.settings import ViewSettings
 from lvstop.tui.viewmodel.table import Column, Row, TableModel, finish_table, matches
 from lvstop.tui.viewmodel.tones import ACCENT, BAD, DIM, DRAINED, GOOD, WARN, Span
@@ -189,10 +191,14 @@ def dest_notes(
     history: History,
     human: bool = True,
     health: HealthMap | None = None,
+    managed: tuple[Claim, ...] = (),
+    unread: tuple[str, ...] = (),
 ) -> list[tuple[Span, ...]]:
-    """Next to the dests: dests down with weight (health checks), each drain's progress and what holds
-    its connections; dests that look down."""
-    notes = health_notes(svc, health, snap.wall_time) if health is not None else []
+    """Next to the dests: who manages the service (keepalived, ldirectord), dests down with weight
+    (health checks), each drain's progress and what holds its connections; dests that look down."""
+    notes = managed_notes(managed, unread)
+    if health is not None:
+        notes += health_notes(svc, health, snap.wall_time)
     sysctls, timeouts, tcp = snap.sysctls, snap.timeouts, svc.key.protocol is Protocol.TCP
     for d in svc.dests:
         if suspect_dead(svc, d):

@@ -18,6 +18,7 @@ from lvstop.tui.viewmodel.labels import (
     service_id,
     vip_label,
 )
+from lvstop.tui.viewmodel.managers import MANAGED_COLUMN, ManagedMap, managed_cell
 from lvstop.tui.viewmodel.settings import ViewSettings
 from lvstop.tui.viewmodel.table import Column, Row, TableModel, finish_table, matches
 from lvstop.tui.viewmodel.tones import ACCENT, BAD, DRAINED
@@ -39,7 +40,7 @@ SERVICE_COLUMNS: tuple[Column, ...] = (
     Column("conns", "Conns", priority=11),
     Column("trend", "Trend", numeric=False, priority=4, sortable=False),
 )
-_HEALTH_AT = 5  # the Health column goes right after Live
+_EXTRA_AT = 5  # columns only some directors have go right after Live: Health, then Managed by
 
 
 def services_table(
@@ -48,12 +49,16 @@ def services_table(
     history: History,
     names: Names = no_names,
     health: HealthMap | None = None,
+    managed: ManagedMap | None = None,
 ) -> TableModel:
-    """One row per service; with `health` (checks configured) a Health column after Live."""
+    """One row per service; with `health` (checks configured) a Health column after Live, and a Managed
+    by column when keepalived or ldirectord manages one of the services."""
     if snap is None:
         return TableModel(SERVICE_COLUMNS, empty="waiting for the first poll…")
     human, needle = settings.human, settings.services_filter.strip().lower()
     top = units.trend_top(history.service(s.key) for s in snap.services)
+    managed = managed or {}
+    shows_managed = any(s.key in managed for s in snap.services)
     entries: list[tuple[Sequence[object], Row]] = []
     for svc in snap.services:
         key = svc.key
@@ -62,6 +67,7 @@ def services_table(
         if svc.error:
             flags = (flags + " " if flags else "") + "read incomplete"
         checked = service_health(svc, health) if health is not None else None
+        owner = managed_cell(managed.get(key, ()))
         if needle and not matches(
             needle,
             (
@@ -71,6 +77,7 @@ def services_table(
                 svc.scheduler,
                 flags,
                 checked[0] if checked else "",
+                owner,
                 *(str(d.key) for d in svc.dests),
             ),
         ):
@@ -123,16 +130,22 @@ def services_table(
         )
         # The trend in the accent colour, as the header's: bars in the text colour read as blocks.
         cell_tones: tuple[str, ...] = ("", "", "", "", dests_tone) + ("",) * 9 + (ACCENT,)
+        at = _EXTRA_AT
+        if shows_managed:
+            cells = (*cells[:at], owner, *cells[at:])
+            raw = (*raw[:at], owner, *raw[at:])
+            cell_tones = (*cell_tones[:at], ACCENT, *cell_tones[at:])
         if checked is not None:
-            at = _HEALTH_AT
             cells = (*cells[:at], checked[0], *cells[at:])
             raw = (*raw[:at], checked[2], *raw[at:])
             cell_tones = (*cell_tones[:at], checked[1], *cell_tones[at:])
         entries.append((raw, Row(service_id(key), cells, tone, cell_tones)))
     empty = "no virtual services on this director" if not snap.services else "no service matches the filter"
     columns = SERVICE_COLUMNS
+    if shows_managed:
+        columns = (*columns[:_EXTRA_AT], MANAGED_COLUMN, *columns[_EXTRA_AT:])
     if health is not None:
-        columns = (*columns[:_HEALTH_AT], SERVICE_HEALTH_COLUMN, *columns[_HEALTH_AT:])
+        columns = (*columns[:_EXTRA_AT], SERVICE_HEALTH_COLUMN, *columns[_EXTRA_AT:])
     columns = with_trend_scale(columns, top, human)
     return finish_table(columns, entries, settings.services_sort, len(snap.services), empty)
 
