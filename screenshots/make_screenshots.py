@@ -5,9 +5,10 @@
     .venv/bin/python screenshots/make_screenshots.py --only 120x40
 
 The app is the one `lvstop --demo` runs: the seeded demo director on the real clock, polled every
-2 s, drained through its keys. The pictures are taken as it runs, so they differ from run to run as
-the demo's traffic does. The story: half a minute of traffic; the on-call drains 192.0.2.13 from the
-persistent HTTPS service (d, then y) and watches it for twenty seconds; a filter; last, the guard
+2 s, with the demo's simulated health checks, drained through its keys. The pictures are taken as it
+runs, so they differ from run to run as the demo's traffic does. The story: half a minute of traffic;
+the on-call drains 192.0.2.13 from the persistent HTTPS service (d, then y) and watches it for twenty
+seconds; the API service, whose 192.0.2.24 is down but still weighted; a filter; last, the guard
 refuses to drain NTP's last live dest. PNGs come from rsvg-convert (librsvg2-bin).
 """
 
@@ -34,7 +35,7 @@ from textual.pilot import Pilot  # noqa: E402
 from lvstop.model import DestKey, ServiceKey  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources.sim import SimSource  # noqa: E402
-from lvstop.tui.app import LvstopApp, make_app, writer_for  # noqa: E402
+from lvstop.tui.app import LvstopApp, health_checks, health_runner, make_app, writer_for  # noqa: E402
 from lvstop.tui.screens.confirm import ConfirmScreen  # noqa: E402
 from lvstop.tui.widgets.director_view import DirectorView  # noqa: E402
 from lvstop.tui.widgets.live_table import LiveTable  # noqa: E402
@@ -44,6 +45,7 @@ SIZES = {"120x40": (120, 40), "80x24": (80, 24), "40x12": (40, 12)}
 HTTPS = ServiceKey.tcp("203.0.113.10", 443)
 DRAINED = DestKey(2, "192.0.2.13", 8443)
 NTP = ServiceKey.udp("203.0.113.15", 123)
+API = ServiceKey.tcp("203.0.113.11", 8080)  # its 192.0.2.24 never answers the health checks
 INTERVAL = 2.0  # as `lvstop --demo`
 
 # Textual's SVG cell: 12.2 px wide, 24.4 px high, the text baseline 18.5 px below the cell's top.
@@ -126,10 +128,14 @@ async def shoot(sizes: list[str]) -> list[Path]:
     """One demo, as `lvstop --demo` runs it; every screen at every size."""
     source = SimSource(seed=1)
     poller = Poller(source, interval=INTERVAL)
+    config = health_checks(argparse.Namespace(source="demo", health_config=None))  # the demo's own
+    assert config is not None
+    checks = health_runner(config, source, poller, None)
+    checks.start()
     out: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="lvstop-shots-") as tmp:
         writer = writer_for(source, poller, os.path.join(tmp, "drains.json"), actor="tui:oncall")
-        app = make_app([poller], writers=[writer])
+        app = make_app([poller], writers=[writer], checks=[checks])
         width, height = SIZES[sizes[0]]
         async with app.run_test(size=(width, height)) as pilot:
             view = app.query_one(DirectorView)
@@ -162,6 +168,12 @@ async def shoot(sizes: list[str]) -> list[Path]:
                 dests.select_key(str(DRAINED))
                 await pilot.pause(0.2)
                 out.append(save(app, "dests", size))
+                await pilot.press("escape")
+                await open_service(API)
+                out.append(save(app, "health", size))
+                await open_service(HTTPS)
+                dests.select_key(str(DRAINED))
+                await pilot.pause(0.2)
                 await pilot.press("enter")  # its connections
                 await until(
                     pilot,
@@ -203,6 +215,7 @@ async def shoot(sizes: list[str]) -> list[Path]:
                 out.append(save(app, "drain-guard", size))
                 await pilot.press("escape")
                 await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+    checks.stop()
     return out
 
 

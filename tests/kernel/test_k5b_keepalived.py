@@ -5,10 +5,12 @@ the edit, and edits of any other service (or of another namespace's IPVS) do not
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -163,6 +165,23 @@ def test_only_the_managed_service_warns(keepalived: tuple[int, Path], tmp_path: 
     mixed = _warnings(MIXED, ServiceKey.tcp("2001:db8:113::13", 8080), DestKey(AF_INET, RS2, 8080), tmp_path)
     assert not [w for w in mixed if "keepalived" in w], mixed
     assert os.path.exists(conf)
+
+
+def test_list_json_names_the_manager_of_that_service_only(lab: Lab, keepalived: tuple[int, Path]) -> None:
+    """`lvstop list --json` in the master's namespace: managed_by on keepalived's service, null elsewhere."""
+    pid, conf = keepalived
+    p = lab.in_ns(MASTER, [sys.executable, "-m", "lvstop", "list", "--json"], check=False, timeout=300)
+    assert p.returncode == 0, p.stderr
+    by = {(s["key"]["address"], s["key"]["port"]): s["managed_by"] for s in json.loads(p.stdout)["services"]}
+    ((manager),) = by.pop((VIP, PORT))
+    assert (manager["manager"], manager["pid"], manager["block"], manager["where"]) == (
+        "keepalived",
+        pid,
+        f"virtual_server {VIP} {PORT}",
+        f"{conf}:6",
+    )
+    assert manager["keeps_failed"] is True  # inhibit_on_failure on rs2
+    assert by and all(v is None for v in by.values()), by
 
 
 def _wait(what: str, cond: Callable[[], bool], seconds: float = 60) -> None:
