@@ -15,7 +15,7 @@ from lvstop.cli import Environment, main
 from lvstop.errors import UsageError
 from lvstop.events import HEALTH_DOWN, HEALTH_UP, health_event
 from lvstop.health.config import parse
-from lvstop.health.runner import targets
+from lvstop.health.runner import HealthView, targets
 from lvstop.health.state import CheckHealth, DestHealth, ProbeResult, State, Transition, combine
 from lvstop.model import DestKey, ServiceKey
 from lvstop.poller import Poller
@@ -164,6 +164,21 @@ class TestCells:
         )
         assert text[1] == "1 real server has weight and no health check"
         assert not any("192.0.2.3:80  DOWN" in t for t in text)  # drained: its drain note speaks
+
+
+def test_counts_over_every_dest_make_no_rows_of_the_runners_view() -> None:
+    """The services' healthy/total and the header count all dests: from HealthView.states(), without
+    a DestHealth per dest each build (at 5,000 dests the rows are made only for the dests shown)."""
+    checks = [CheckHealth("tcp", State.UP, NOW, None, NOW), CheckHealth("tcp", State.DOWN, NOW, None, NOW)]
+    view = HealthView(({(WEB, dest(1).key): [0], (WEB, dest(2).key): [1]}, list(checks)))
+    snap = snapshot(service(WEB, dest(1), dest(2)))
+    model = vm.services_table(snap, vm.ViewSettings(), vm.History(), health=view)
+    header = vm.header_lines(snap, vm.History(), vm.ViewSettings(), view)
+    assert cells(model, "health") == {str(WEB): "1/2 DOWN"}
+    assert "  1 DOWN with weight" in ["".join(t for t, _ in c.spans) for c in header[2]]
+    assert view._rows == {}
+    vm.dests_table(snap, vm.ViewSettings(service=WEB), vm.History(), {}, health=view)
+    assert len(view._rows) == 2  # the dests view shows them: now they are made
 
 
 class TestEvents:

@@ -49,17 +49,27 @@ def last_check(h: DestHealth | None) -> tuple[str, str, float]:
     return f"{units.latency(latency)} {h.reason}", tone, latency
 
 
-def service_health(svc: Service, health: HealthMap) -> tuple[str, str, tuple[int, int, int]]:
+States = Mapping[tuple[ServiceKey, DestKey], State]
+
+
+def health_states(health: HealthMap) -> States:
+    """The state of every checked dest, for counts over all of them: from the runner's view without
+    making each dest's row (HealthView.states), else from the rows."""
+    states = getattr(health, "states", None)
+    return dict(states()) if states is not None else {k: h.state for k, h in health.items()}
+
+
+def service_health(svc: Service, states: States) -> tuple[str, str, tuple[int, int, int]]:
     """healthy/total of a service, DOWN when a dest with weight is down, unchecked when one has no check."""
     up = checked = weighted_down = weighted_unchecked = 0
     for d in svc.dests:
-        h = health.get((svc.key, d.key))
-        if h is None:
+        state = states.get((svc.key, d.key))
+        if state is None:
             weighted_unchecked += d.weight > 0
             continue
         checked += 1
-        up += h.state is State.UP
-        weighted_down += h.state is State.DOWN and d.weight > 0
+        up += state is State.UP
+        weighted_down += state is State.DOWN and d.weight > 0
     total = len(svc.dests)
     raw = (-weighted_down, -weighted_unchecked, up - total)
     if not checked:
@@ -72,18 +82,18 @@ def service_health(svc: Service, health: HealthMap) -> tuple[str, str, tuple[int
     return text, GOOD if up == total else DRAINED, raw
 
 
-def health_counts(snap: Snapshot, health: HealthMap) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
+def health_counts(snap: Snapshot, states: States) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
     """The header's health counts (up, down, unknown, unchecked), and apart, so that it is never cut
     from a narrow header, how many dests are down with weight."""
     up = down = weighted_down = unknown = unchecked = 0
     for svc in snap.services:
         for d in svc.dests:
-            h = health.get((svc.key, d.key))
-            if h is None:
+            state = states.get((svc.key, d.key))
+            if state is None:
                 unchecked += d.weight > 0
-            elif h.state is State.UP:
+            elif state is State.UP:
                 up += 1
-            elif h.state is State.DOWN:
+            elif state is State.DOWN:
                 down += 1
                 weighted_down += d.weight > 0
             else:

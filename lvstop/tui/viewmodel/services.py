@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from lvstop.model import Snapshot
 from lvstop.tui import units
-from lvstop.tui.viewmodel.health import SERVICE_HEALTH_COLUMN, HealthMap, service_health
+from lvstop.tui.viewmodel.health import SERVICE_HEALTH_COLUMN, HealthMap, health_states, service_health
 from lvstop.tui.viewmodel.history import TREND_WIDTH, History, with_trend_scale
 from lvstop.tui.viewmodel.labels import (
     Names,
@@ -58,6 +58,7 @@ def services_table(
     human, needle = settings.human, settings.services_filter.strip().lower()
     top = units.trend_top(history.service(s.key) for s in snap.services)
     managed = managed or {}
+    states = health_states(health) if health is not None else None
     shows_managed = any(s.key in managed for s in snap.services)
     entries: list[tuple[Sequence[object], Row]] = []
     for svc in snap.services:
@@ -66,7 +67,7 @@ def services_table(
         flags = service_flags(svc)
         if svc.error:
             flags = (flags + " " if flags else "") + "read incomplete"
-        checked = service_health(svc, health) if health is not None else None
+        checked = service_health(svc, states) if states is not None else None
         owner = managed_cell(managed.get(key, ()))
         if needle and not matches(
             needle,
