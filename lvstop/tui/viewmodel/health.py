@@ -37,16 +37,18 @@ def dest_health(h: DestHealth | None, d: Dest, now: float) -> tuple[str, str, in
 
 
 def last_check(h: DestHealth | None) -> tuple[str, str, float]:
-    """The Last check cell: latency and the answer of the check that decides the state; BAD when a
-    check's latest probe failed (a dest that is still up, fall not reached yet, included)."""
+    """The Last check cell: the answer of the check that decides the state, after its latency when it
+    answered well (a failure's time is its timeout, or says nothing); BAD when a check's latest probe
+    failed, a dest still up (fewer than `fall` failures yet) included. Sorts by latency."""
     if h is None:
         return "", "", -1.0
     failing = any(c.last is not None and not c.last.ok for c in h.checks)
-    tone = BAD if failing else ""
     latency = h.latency
     if latency is None:
-        return h.reason, tone, -1.0
-    return f"{units.latency(latency)} {h.reason}", tone, latency
+        return h.reason, BAD if failing else "", -1.0
+    if failing:
+        return h.reason, BAD, latency
+    return f"{units.latency(latency)} {h.reason}", "", latency
 
 
 States = Mapping[tuple[ServiceKey, DestKey], State]
