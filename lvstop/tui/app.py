@@ -33,7 +33,7 @@ from lvstop.sources import Source
 from lvstop.sources.replay import ReplaySource
 from lvstop.tui import viewmodel as vm
 from lvstop.tui.bindings import KEYS, bindings, palette_title
-from lvstop.tui.feed import DirectorFeed, HealthView, Managed, PollerLike, Writer
+from lvstop.tui.feed import DirectorFeed, HealthChecks, Managed, PollerLike, Writer
 from lvstop.tui.names import Resolver, reverse_dns
 from lvstop.tui.playback import Playback
 from lvstop.tui.screens.help import HelpScreen
@@ -210,7 +210,7 @@ def make_app(
     autostart: bool = True,
     resolver: Resolver = reverse_dns,
     clock: Callable[[], float] = time.monotonic,
-    checks: Sequence[HealthView | None] | None = None,
+    checks: Sequence[HealthChecks | None] | None = None,
     managed: Sequence[Managed | None] | None = None,
 ) -> LvstopApp:
     """The app over ready-made pollers. `autostart=False` leaves polling to the caller (poll_once).
@@ -259,43 +259,43 @@ def writer_for(
 DEMO_CHECKS = """\
 checks:
   - service: "TCP 203.0.113.10:80"
-    interval: 2s
     type: http
     path: /healthz
-  - service: "TCP 203.0.113.10:443"
     interval: 2s
+  - service: "TCP 203.0.113.10:443"
     type: https
     path: /healthz
+    interval: 2s
   - service: "TCP 203.0.113.11:8080"
-    interval: 2s
     type: tcp
+    interval: 2s
   - service: "TCP 203.0.113.12:993"
-    interval: 2s
     type: tcp
+    interval: 2s
   - service: "TCP 203.0.113.13:443"
-    interval: 2s
     type: tcp
+    interval: 2s
   - service: "TCP 203.0.113.14:25"
-    interval: 2s
     type: tcp
+    interval: 2s
   - service: "TCP [2001:db8:10::10]:443"
-    interval: 2s
     type: tcp
+    interval: 2s
   - service: "TCP 203.0.113.17:3306"
-    interval: 2s
     type: tcp
-  - service: "UDP 203.0.113.10:53"
     interval: 2s
+  - service: "UDP 203.0.113.10:53"
     type: dns
     query: www.example.org
+    interval: 2s
   - service: "FWM 1"
-    interval: 2s
     type: tcp
     port: 80
+    interval: 2s
   - service: "FWM 2 IPv6"
-    interval: 2s
     type: tcp
     port: 80
+    interval: 2s
 """
 
 

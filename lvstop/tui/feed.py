@@ -52,7 +52,7 @@ class PollerLike(Protocol):
     def subscribe(self, cb: Callable[[Snapshot], None]) -> Callable[[], None]: ...
 
 
-class HealthView(Protocol):
+class HealthChecks(Protocol):
     """The part of lvstop.health.runner.HealthRunner the UI reads: per-dest health, from any thread."""
 
     def view(self) -> vm.HealthMap: ...
@@ -109,7 +109,7 @@ class DirectorFeed:
         clock: Callable[[], float] = time.monotonic,
         label: str = "",
         playback: Playback | None = None,
-        checks: HealthView | None = None,
+        checks: HealthChecks | None = None,
         managed: Managed | None = None,
     ) -> None:
         self.poller = poller
