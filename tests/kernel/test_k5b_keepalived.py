@@ -191,12 +191,19 @@ def _wait(what: str, cond: Callable[[], bool], seconds: float = 60) -> None:
         time.sleep(0.5)
 
 
+def _declared_down(log: Path, addr: str) -> int:
+    """How often keepalived's log says a check of `addr` failed for good ("... failed after N retries")."""
+    return sum(f"[{addr}]" in line and "failed after" in line for line in log.read_text().splitlines())
+
+
 def test_keepalived_undoing_a_drain_is_seen_whatever_the_path(
     lab: Lab, keepalived: tuple[int, Path], tmp_path: Path
 ) -> None:
     """rs1 (no inhibit_on_failure): keepalived removes it when its check fails and adds it back at weight 3;
     rs2 (inhibit_on_failure): weight 0 on failure and 2 again. Both undo an lvstop drain: a drain_closed
     event, one count each in the external-change metric, no drain record left; only weights changed."""
+    _, conf = keepalived
+    log = conf.with_name("log")
     saved = lab.ipvsadm("-S", "-n")
     events = WatchingEventLog()
     source = NetlinkSource(netns=MASTER)
@@ -210,6 +217,7 @@ def test_keepalived_undoing_a_drain_is_seen_whatever_the_path(
             _wait("keepalived to have both servers up", lambda: _weights(lab) == UP)  # else the guard refuses
             res = control.drain(SERVICE, dkey, actor="kernel-tier", reason="issue 14")
             assert res.outcome == "applied" and (SERVICE, dkey) in control.drains()
+            seen = _declared_down(log, dest_addr)
             listener = _LISTENERS.pop(server)
             listener.terminate()
             listener.wait(timeout=30)
@@ -226,11 +234,14 @@ def test_keepalived_undoing_a_drain_is_seen_whatever_the_path(
             if dest_addr == RS1:  # keepalived's default undo: the failing server is removed ...
                 _wait(f"keepalived to remove {dkey}", gone)
             else:
-                # inhibit_on_failure sets weight 0, which lvstop's drain already set: nothing to see in IPVS.
-                # A refused connect fails at once; retry 2 x delay_before_retry 1 at delay_loop 1 takes ~4 s.
-                time.sleep(15)
+                # inhibit_on_failure sets weight 0, which lvstop's drain already set: nothing to see in IPVS,
+                # so keepalived's own log says when it has declared the server down
+                def declared(n: int = seen) -> bool:
+                    return _declared_down(log, RS2) > n
+
+                _wait(f"keepalived to declare {dkey} down", declared)
             _LISTENERS[server] = _listen(server, dest_addr)  # ... and comes back at its configured weight
-            _wait(f"the drain of {dkey} to be closed and counted", closed_and_counted)
+            _wait(f"the drain of {dkey} to be closed and counted", closed_and_counted, seconds=120)
             closed = [e for e in events.recent() if e.kind == DRAIN_CLOSED and e.dest == dkey]
             assert len(closed) == 1 and "undone outside lvstop" in closed[0].message
         page = gzip.decompress(exporter.metrics_page().gzip).decode()
