@@ -101,6 +101,11 @@ def sorry_servers(config: HealthConfig, flag: bool) -> dict[ServiceKey, DestMatc
     return {c.service: c.sorry_server for c in config.checks if c.service and c.sorry_server and c.acts(flag)}
 
 
+def services(health: Mapping[Key, Acting], sorry: Mapping[ServiceKey, DestMatch]) -> list[ServiceKey]:
+    """The services health may act on: those with acting checks, and those with a sorry server."""
+    return list(dict.fromkeys([*(skey for skey, _ in health), *sorry]))
+
+
 def find_sorry(svc: Service, match: DestMatch) -> DestKey | str:
     """The dest of `svc` that `match` names, or why there is none to raise."""
     found = [
@@ -145,8 +150,11 @@ def decide(
     for key in [k for k in memory.seen if k not in health]:
         memory.forget(key)  # no longer checked by an acting check, or gone
     out: list[Action] = []
-    for svc in snap.services:
-        keys = [(svc.key, d.key) for d in svc.dests if (svc.key, d.key) in health]
+    for skey in services(health, sorry):
+        svc = snap.service(skey)  # not every row of a big director: only the services health acts on
+        if svc is None:
+            continue
+        keys = [(skey, d.key) for d in svc.dests if (skey, d.key) in health]
         match = sorry.get(svc.key)
         if svc.key in managed:
             for key in keys:

@@ -129,20 +129,21 @@ class HealthActor:
                 for r in (self.ramps.list() if self.ramps is not None else [])
                 if r.state == "running" and r.actor == ACTOR
             }
+            health = act.acting(items, self.config, self.flag)
             actions = act.decide(
                 self.memory,
-                act.acting(items, self.config, self.flag),
+                health,
                 snap,
                 drains,
                 self._sorry,
-                self._managed(snap),
+                self._managed(act.services(health, self._sorry)),
                 {k: r.target for k, r in running.items()},
                 self.control.floor,
             )
             return [self._do(a, running) for a in actions]
 
-    def _managed(self, snap: Snapshot) -> dict[ServiceKey, str]:
-        """Services of `snap` keepalived or ldirectord manage (or may: a configuration it cannot read)."""
+    def _managed(self, services: list[ServiceKey]) -> dict[ServiceKey, str]:
+        """Which of `services` keepalived or ldirectord manage (or may: a configuration it cannot read)."""
         running = self.control.managers()
         now = time.monotonic()
         if not running:
@@ -163,9 +164,9 @@ class HealthActor:
         else:
             _, _, owned, unknown = self._claims
             self.managed = {
-                s.key: owned.get(s.key) or f"{unknown}: it may manage it"
-                for s in snap.services
-                if s.key in owned or unknown is not None
+                s: owned.get(s) or f"{unknown}: it may manage it"
+                for s in services
+                if s in owned or unknown is not None
             }
         return self.managed
 

@@ -250,3 +250,14 @@ def test_acting_keys_parse_and_follow_the_flag_unless_set() -> None:
 )
 def test_acting_refusals_name_the_line_and_the_key(body: str, line: int, key: str, says: str) -> None:
     test_refusals_name_the_line_and_the_key(body, line, key, says)
+
+
+def test_the_readme_acting_example_parses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Acting on health", 1)[1]
+    (spec,) = parse(section.split("```yaml\n", 1)[1].split("```", 1)[0], "README.md").checks
+    assert (spec.act, spec.slow_start, spec.sorry_server) == (
+        True,
+        30.0,
+        DestMatch(AF_INET, "192.0.2.99", 8080),
+    )
