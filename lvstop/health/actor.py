@@ -96,16 +96,18 @@ class HealthActor:
             self._thread.join(timeout)
 
     def _main(self) -> None:
+        written: Snapshot | None = None  # the snapshot of the last round that wrote: its weights are old
         while True:
             self._wake.wait()
             self._wake.clear()
             if self._stopping.is_set():
                 return
             snap = self._latest
-            if snap is None:
-                continue
+            if snap is None or snap is written:
+                continue  # the next poll wakes us again
             try:
-                self.round(snap)
+                if any(outcome == "applied" for _, outcome, _ in self.round(snap)):
+                    written = snap
             except Exception:  # a bug must not end acting for good: said, and the next round tries again
                 log.exception("health: a round of acting failed")
 

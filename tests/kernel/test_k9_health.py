@@ -246,3 +246,4 @@ def test_all_down_raises_the_sorry_server_and_lowers_it_after(
     assert any(a == "lower_sorry" for a, _, _ in _acted(running))
     assert lab.ipvsadm("-S", "-n") == saved
     assert sorted(_answers(lab)) == ["rs1", "rs2"]
+    assert not [m for _, _, m in _acted(running) if "could not" in m]  # no write the guard had to refuse

@@ -7,6 +7,8 @@ import dataclasses
 import io
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +218,35 @@ def test_the_thread_acts_on_submitted_snapshots(tmp_path: Path) -> None:
     finally:
         w.actor.stop()
     assert dataclasses.asdict(w.control.drains()[(WEB, B)])["cause"] == "health"
+
+
+def test_the_thread_waits_for_a_new_poll_after_a_write(tmp_path: Path) -> None:
+    """A round on the snapshot it just wrote through would see old weights: the guard, re-reading them,
+    would refuse what the round decided, and say so for nothing."""
+    w = World(tmp_path, {A: 5, B: 3}, parse("checks:\n  - {service: 'TCP 203.0.113.10:80', type: tcp}\n"))
+    w.set(A, State.DOWN)
+    w.set(B, State.UP)
+    first = w.director.read()
+    w.actor.start()
+    try:
+        w.actor.submit(first)
+        _until(lambda: w.director.weights[A] == 0)
+        w.set(B, State.DOWN)
+        w.actor.wake()  # a state change, no new poll yet
+        time.sleep(0.3)
+        assert not [m for m in w.said() if "could not" in m]
+        w.actor.submit(w.director.read())
+        _until(lambda: any("not drained although down" in m for m in w.said()))
+    finally:
+        w.actor.stop()
+    assert w.director.weights == {A: 0, B: 3}
+
+
+def _until(cond: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def test_lvstop_health_acts_on_the_demo_and_prints_what_it_did(tmp_path: Path) -> None:
