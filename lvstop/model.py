@@ -549,14 +549,14 @@ class DestTable:
                 self.port[sl].tolist(),
                 self.fwd[sl].tolist(),
                 self.weight[sl].tolist(),
-                _opt(self.u_threshold[sl]),
-                _opt(self.l_threshold[sl]),
+                optional_values(self.u_threshold[sl]),
+                optional_values(self.l_threshold[sl]),
                 self.active[sl].tolist(),
                 self.inactive[sl].tolist(),
-                _opt(self.persist[sl]),
+                optional_values(self.persist[sl]),
                 tun,
-                _opt(self.tun_port[sl]),
-                _opt(self.tun_flags[sl]),
+                optional_values(self.tun_port[sl]),
+                optional_values(self.tun_flags[sl]),
                 counters,
                 rates,
                 instant,
@@ -586,7 +586,7 @@ def _int(x: int | None) -> int:
     return -1 if x is None else x
 
 
-def _opt(column: Array) -> list[int | None]:
+def optional_values(column: Array) -> list[int | None]:
     """A column's values, -1 as None."""
     values: list[int | None] = column.tolist()
     return values if column.min(initial=0) >= 0 else [None if v < 0 else v for v in values]  # type: ignore[operator]

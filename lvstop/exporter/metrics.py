@@ -16,8 +16,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from operator import attrgetter
 from typing import Any
+
+import numpy as np
 
 from lvstop import __version__
 from lvstop.control import DrainRecord
@@ -25,14 +26,17 @@ from lvstop.model import (
     AF_INET6,
     TUN_F_CSUM,
     TUN_F_REMCSUM,
-    Dest,
+    Array,
     DestKey,
     FwdMethod,
     IssueKind,
     Service,
     ServiceKey,
     Snapshot,
+    Table,
     TunType,
+    address_text,
+    optional_values,
 )
 
 # node_exporter's ipvs labels plus `family`, which keeps IPv4 and IPv6 fwmark services with the same
@@ -169,7 +173,7 @@ def service_labels(k: ServiceKey) -> str:
     return labels(**service_label_values(k))
 
 
-def dest_labels(skey: ServiceKey, d: DestKey | Dest, keep: tuple[str, ...] = DEST_LABELS) -> str:
+def dest_labels(skey: ServiceKey, d: DestKey, keep: tuple[str, ...] = DEST_LABELS) -> str:
     values = {**service_label_values(skey), "remote_address": d.address, "remote_port": str(d.port)}
     return ",".join(f'{n}="{values[n]}"' for n in keep)
 
@@ -265,17 +269,17 @@ DEST_RATES = _rate_specs("lvstop_ipvs_backend", "for the real server")
 DEST_GAUGES = (
     (
         _gauge("lvstop_ipvs_backend_connections_active", "Active connections of the real server."),
-        "active_conns",
+        "active",
     ),
     (
         _gauge("lvstop_ipvs_backend_connections_inactive", "Inactive connections of the real server."),
-        "inactive_conns",
+        "inactive",
     ),
     (
         _gauge(
             "lvstop_ipvs_backend_connections_persistent", "Persistence templates pointing at the real server."
         ),
-        "persist_conns",
+        "persist",
     ),
     (
         _gauge("lvstop_ipvs_backend_weight", "Weight of the real server; 0 means quiesced (drained)."),
@@ -455,13 +459,15 @@ def service_flags(svc: Service) -> str:
 
 
 class ServiceCollector:
-    """Per virtual service: counters, kernel rates, settings, and sums over its real servers."""
+    """Per virtual service: counters, kernel rates, settings, and sums over its real servers (from the
+    dest columns: no dest row is built)."""
 
     def collect(self, inp: Inputs) -> Iterator[Family]:
         s = inp.snapshot
         if s is None:
             return
-        items = [(service_labels(svc.key), svc) for svc in s.services]
+        table = s.table
+        items = [(service_labels(svc.key), svc) for svc in table.services]
         with_counters = [(lab, svc.counters) for lab, svc in items]
         for f, spec in SERVICE_COUNTERS:
             yield Family(spec, _counter_rows(with_counters, f))
@@ -487,46 +493,47 @@ class ServiceCollector:
             ],
         )
         # A service whose dests could not be read has no trustworthy sums: leave them out.
-        whole = [(lab, svc) for lab, svc in items if svc.error is None]
-        yield Family(SERVICE_BACKENDS, [(lab, len(svc.dests)) for lab, svc in whole])
-        yield Family(SERVICE_WEIGHT, [(lab, svc.live_weight) for lab, svc in whole])
-        yield Family(SERVICE_ACTIVE, [(lab, sum(d.active_conns for d in svc.dests)) for lab, svc in whole])
-        yield Family(
-            SERVICE_INACTIVE, [(lab, sum(d.inactive_conns for d in svc.dests)) for lab, svc in whole]
-        )
+        whole = [i for i, (_, svc) in enumerate(items) if svc.error is None]
+        d = table.dests
+        starts = table.starts
+        yield Family(SERVICE_BACKENDS, _sums_of(items, whole, np.diff(starts)))
+        yield Family(SERVICE_WEIGHT, _sums_of(items, whole, _segment_sums(d.weight, starts)))
+        yield Family(SERVICE_ACTIVE, _sums_of(items, whole, _segment_sums(d.active, starts)))
+        yield Family(SERVICE_INACTIVE, _sums_of(items, whole, _segment_sums(d.inactive, starts)))
+
+
+def _segment_sums(column: Array, starts: Array) -> Array:
+    """Sums of column[starts[i]:starts[i + 1]] for each i (an empty segment sums to 0)."""
+    total = np.concatenate(([0], np.cumsum(column, dtype=np.int64)))
+    return total[starts[1:]] - total[starts[:-1]]
+
+
+def _sums_of(items: Sequence[tuple[str, Service]], rows: list[int], sums: Array) -> list[Row]:
+    values = sums.tolist()
+    return [(items[i][0], values[i]) for i in rows]
 
 
 class DestCollector:
-    """Per real server, or summed over dropped labels (node_exporter's --collector.ipvs.backend-labels)."""
+    """Per real server, or summed over dropped labels (node_exporter's --collector.ipvs.backend-labels).
+
+    Rendered from the snapshot's dest columns: a dest's label text is made once and reused by every
+    family, values are whole columns; no dest row is built."""
 
     def collect(self, inp: Inputs) -> Iterator[Family]:
         s = inp.snapshot
         if s is None or not inp.options.dest_metrics:
             return
-        keep = inp.options.dest_labels
-        labs: list[str] = []
-        dests: list[Dest] = []
-        # Label sets are unique unless labels were dropped: checked with a set (4 MB at 100k dests), and
-        # only duplicates pay for the groups (a list per label set). Filled a service at a time: one
-        # set() of 100k labels holds the GIL for tens of ms.
-        seen: set[str] = set()
-        for svc in s.services:
-            if keep == DEST_LABELS:  # the common case: labels formatted once per dest, reused by every family
-                base = service_labels(svc.key)
-                mine = [f'{base},remote_address="{d.address}",remote_port="{d.port}"' for d in svc.dests]
-            else:
-                mine = [dest_labels(svc.key, d, keep) for d in svc.dests]
-            labs.extend(mine)
-            seen.update(mine)
-            dests.extend(svc.dests)
-        single = len(seen) == len(labs)
-        del seen
+        table = s.table
+        d = table.dests
+        labs = _dest_label_column(table, inp.options.dest_labels)
+        # Label sets are unique unless labels were dropped: only duplicates pay for the groups.
+        single = len(set(labs)) == len(labs)
         groups: dict[str, list[int]] = {}
         if not single:
             for i, lab in enumerate(labs):
                 groups.setdefault(lab, []).append(i)
 
-        def column(values: list[int | float | None]) -> Columns:
+        def column(values: list[int | None]) -> Columns:
             if single:
                 return Columns(labs, values)
             sums: list[int | float | None] = []
@@ -535,20 +542,32 @@ class DestCollector:
                 sums.append(sum(vals) if vals else None)
             return Columns(list(groups), sums)
 
-        for part, specs in (("counters", DEST_COUNTERS), ("rates", DEST_RATES)):
-            objs = list(map(attrgetter(part), dests))
-            whole = None not in objs
-            for f, spec in specs:
-                get = attrgetter(f)
-                yield Family(spec, column(list(map(get, objs)) if whole else [o and get(o) for o in objs]))
-        for spec, field_name in DEST_GAUGES:
-            yield Family(spec, column(list(map(attrgetter(field_name), dests))))
-        cache: dict[tuple[FwdMethod, TunType | None, int | None, int | None], str] = {}
+        for values, present, specs in (
+            (d.counters, d.has_counters, DEST_COUNTERS),
+            (d.rates, d.has_rates, DEST_RATES),
+        ):
+            every = bool(present.all())
+            flags = None if every else present.tolist()
+            for j, (_f, spec) in enumerate(specs):
+                col = values[:, j].tolist()
+                if flags is not None:
+                    col = [v if ok else None for v, ok in zip(col, flags, strict=True)]
+                yield Family(spec, column(col))
+        for spec, name in DEST_GAUGES:
+            yield Family(spec, column(optional_values(getattr(d, name))))
+        cache: dict[tuple[int, int, int, int], str] = {}
 
         def info_labels() -> Iterator[str]:
-            for lab, d in zip(labs, dests, strict=True):
-                k = (d.fwd, d.tun_type, d.tun_port, d.tun_flags)
-                extra = cache.get(k) or cache.setdefault(k, dest_info_labels(d))
+            for lab, *k in zip(
+                labs,
+                d.fwd.tolist(),
+                d.tun_type.tolist(),
+                d.tun_port.tolist(),
+                d.tun_flags.tolist(),
+                strict=True,
+            ):
+                key = tuple(k)
+                extra = cache.get(key) or cache.setdefault(key, dest_info_labels(*k))
                 yield f"{lab},{extra}" if lab else extra
 
         if single:  # one series per dest: written as generated (a page of 100k long labels never exists)
@@ -560,16 +579,38 @@ class DestCollector:
         yield Family(DEST_INFO, list(info.items()))
 
 
-def dest_info_labels(d: Dest) -> str:
-    """Tunnel labels are empty for other methods, and where the source cannot see them (/proc)."""
-    tunnel = d.fwd is FwdMethod.TUNNEL
-    tun_flags = d.tun_flags or 0
-    flags = [n for bit, n in ((TUN_F_CSUM, "csum"), (TUN_F_REMCSUM, "remcsum")) if tun_flags & bit]
+def _dest_label_column(table: Table, keep: tuple[str, ...]) -> list[str]:
+    """Each dest's label text (the kept labels, in `keep` order)."""
+    d = table.dests
+    family = d.family.tolist()
+    raw = d.addr.tolist()
+    names = {fa: address_text(*fa) for fa in set(zip(family, raw, strict=True))}
+    remote = [names[fa] for fa in zip(family, raw, strict=True)]
+    ports = d.port.tolist()
+    service = d.service.tolist()
+    if keep == DEST_LABELS:  # the common case: the service's labels formatted once, per service
+        base = [service_labels(s.key) for s in table.services]
+        return [
+            f'{base[i]},remote_address="{a}",remote_port="{p}"'
+            for i, a, p in zip(service, remote, ports, strict=True)
+        ]
+    values = [service_label_values(s.key) for s in table.services]
+    out = []
+    for i, a, p in zip(service, remote, ports, strict=True):
+        v = {**values[i], "remote_address": a, "remote_port": str(p)}
+        out.append(",".join(f'{n}="{v[n]}"' for n in keep))
+    return out
+
+
+def dest_info_labels(fwd: int, tun_type: int, tun_port: int, tun_flags: int) -> str:
+    """Tunnel labels are empty for other methods, and where the source cannot see them (/proc: -1)."""
+    tunnel = fwd == FwdMethod.TUNNEL
+    flags = [n for bit, n in ((TUN_F_CSUM, "csum"), (TUN_F_REMCSUM, "remcsum")) if max(tun_flags, 0) & bit]
     return labels(
-        forwarding=d.fwd.label.lower(),
+        forwarding=FwdMethod(fwd).label.lower(),
         tunnel_flags=",".join(flags) if tunnel else "",
-        tunnel_port=d.tun_port if tunnel and d.tun_port else "",
-        tunnel_type=d.tun_type.name.lower() if tunnel and d.tun_type is not None else "",
+        tunnel_port=tun_port if tunnel and tun_port > 0 else "",
+        tunnel_type=TunType(tun_type).name.lower() if tunnel and tun_type >= 0 else "",
     )
 
 
