@@ -28,7 +28,7 @@ The EWMA is meant for 2 s ticks. At another poll interval it advances one kernel
 2 s (rounded: 1 s polls step every other poll, 5 s polls 2 or 3 steps), spreading the delta evenly
 over the steps; that approximates the kernel, and the instant rate is the exact figure. Long gaps
 (suspend) catch up at most MAX_CATCHUP_STEPS steps. One step (the usual poll) runs on whole columns
-in numpy's u64/s64 arithmetic, which wraps as C does; more steps run per entry in KernelEstimator.
+in numpy's u64/s64 arithmetic, which wraps as C does; so do several steps, for the rows due as many.
 
 First sample, counter reset (`ipvsadm -Z`, service re-created: any counter going down) and u64
 wrap give no rate (None), never a negative number or a spike. After a reset the EWMA restarts from
@@ -128,27 +128,6 @@ class KernelEstimator:
             ((self.inbps + 0xF) & _U64) >> 5,
             ((self.outbps + 0xF) & _U64) >> 5,
         )
-
-
-def _between(a: Counters, b: Counters, num: int, den: int) -> Counters:
-    """The counters num/den of the way from a to b (integer, reaching b exactly at num == den)."""
-    return Counters(
-        a.conns + (b.conns - a.conns) * num // den,
-        a.inpkts + (b.inpkts - a.inpkts) * num // den,
-        a.outpkts + (b.outpkts - a.outpkts) * num // den,
-        a.inbytes + (b.inbytes - a.inbytes) * num // den,
-        a.outbytes + (b.outbytes - a.outbytes) * num // den,
-    )
-
-
-def _per_step(a: Counters, b: Counters, steps: int) -> Counters:
-    return Counters(
-        (b.conns - a.conns) // steps,
-        (b.inpkts - a.inpkts) // steps,
-        (b.outpkts - a.outpkts) // steps,
-        (b.inbytes - a.inbytes) // steps,
-        (b.outbytes - a.outbytes) // steps,
-    )
 
 
 # conns and packets are scaled by 2^9 per tick (2^10 per second), bytes by 2^4 (2^5 per second)
@@ -316,28 +295,35 @@ class Estimator:
             s.has_ewma[one] = True
             s.warm[one] = False
             s.base[one] = c
-        for i in np.flatnonzero(due & (steps > 1)).tolist():
-            self._catch_up(s, i, Counters(*counters[i].tolist()), int(steps[i]))
+        many = due & (steps > 1)
+        for k in np.unique(steps[many]).astype(int).tolist():
+            self._catch_up(s, np.flatnonzero(many & (steps == k)), counters, k)
 
     @staticmethod
-    def _catch_up(s: _State, i: int, counters: Counters, steps: int) -> None:
-        """Several steps for entry i (a slow cadence or a gap), the delta split evenly between them."""
-        base = Counters(*s.base[i].tolist())
-        if s.warm[i]:
-            k = KernelEstimator.steady(counters, _per_step(base, counters, steps))
-        else:
-            k = KernelEstimator(*s.base[i].tolist(), *s.avg[i].tolist())
-            skipped = max(0, steps - MAX_CATCHUP_STEPS)
-            if skipped:
-                k.rebase(_between(base, counters, skipped, steps))
-            for j in range(skipped + 1, steps):
-                k.tick(_between(base, counters, j, steps))
-            k.tick(counters)
-        s.avg[i] = (k.cps, k.inpps, k.outpps, k.inbps, k.outbps)
-        s.ewma[i] = read_out(s.avg[i : i + 1])[0]
-        s.has_ewma[i] = True
-        s.warm[i] = False
-        s.base[i] = counters_row(counters)
+    def _catch_up(s: _State, rows: Array, counters: Array, steps: int) -> None:
+        """`steps` kernel steps for `rows` (a slow cadence or a gap), their delta split evenly between
+        the steps; at most MAX_CATCHUP_STEPS of them run, the ones before only move the baseline."""
+        base, c = s.base[rows], counters[rows]
+        delta = c - base  # >= 0: counters that went down were reset to a base of 0
+        q, r = np.divmod(delta, U64(steps))
+
+        def between(j: int) -> Array:
+            """The counters j/steps of the way from base to c: base + delta * j // steps, exactly."""
+            return base + q * U64(j) + r * U64(j) // U64(steps)
+
+        skipped = max(0, steps - MAX_CATCHUP_STEPS)
+        avg, last = s.avg[rows], between(skipped)
+        for j in range(skipped + 1, steps + 1):
+            now = between(j)
+            avg = kernel_step(avg, now - last)
+            last = now
+        # a warm start sits at the average of a steady stream of delta / steps per tick
+        avg = np.where(s.warm[rows][:, None], q << _SHIFT, avg)
+        s.avg[rows] = avg
+        s.ewma[rows] = read_out(avg)
+        s.has_ewma[rows] = True
+        s.warm[rows] = False
+        s.base[rows] = c
 
 
 def counters_row(c: Counters) -> tuple[int, int, int, int, int]:

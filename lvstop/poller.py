@@ -6,9 +6,12 @@ kernel's EWMA as reproduced by lvstop.estimator; then it diffs against the previ
 event log and hands the new snapshot to every subscriber.
 
 Polls never overlap: the next one is armed only when the previous one has finished, for the next
-slot of the cadence (start + interval), or at once when a poll overran its slot. A failed poll keeps
-`latest`, records `last_error`, `last_duration` and a poll_failed event (once per distinct error; a
-poll_recovered event when polls succeed again); subscribers are only called with good snapshots.
+slot of the cadence (start + interval), or at once when a poll overran its slot. On demand
+(`on_demand=True`, the exporter's default) the thread polls until one poll succeeded, then only
+consumers poll, through fresh(): at most once per interval, so reading follows how often someone
+looks. A failed poll keeps `latest`, records `last_error`, `last_duration` and a poll_failed event
+(once per distinct error; a poll_recovered event when polls succeed again); subscribers are only
+called with good snapshots.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ class Poller:
         events: EventLog | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        on_demand: bool = False,
     ) -> None:
         if not interval > 0:
             raise ValueError(f"poll interval must be positive, not {interval!r}")
         self.source = source
         self.interval = interval
+        self.on_demand = on_demand
         self.events = events if events is not None else EventLog()
         # one estimator per table: the dests, the services, the totals
         self.estimators = (Estimator(), Estimator(), Estimator())
@@ -62,6 +67,7 @@ class Poller:
         self._clock = clock
         self._wall = wall_clock
         self._seq = 0
+        self._attempted: float | None = None  # when the last poll started (good or failed)
         self._subscribers: tuple[Subscriber, ...] = ()
         self._sub_lock = threading.Lock()
         # Re-entrant: a subscriber may call poll_once (it then runs inside the current poll's turn).
@@ -90,7 +96,7 @@ class Poller:
     def poll_once(self) -> Snapshot:
         """One poll now, in the caller's thread. Raises what the read raised, after recording it."""
         with self._poll_lock:
-            t0 = self._clock()
+            t0 = self._attempted = self._clock()
             try:
                 with gcpolicy.paused():  # and the new snapshot frozen before it resumes (lvstop.gcpolicy)
                     raw = self.source.read()
@@ -197,6 +203,23 @@ class Poller:
             self.events.append(Event(self._wall(), POLL_FAILED, f"poll failed: {message}"))
         self.last_error = message
 
+    def fresh(self) -> Snapshot | None:
+        """On demand: the latest snapshot, polled first when the last poll started an interval ago or
+        more; a consumer that arrives while a poll runs gets the snapshot before it rather than wait. A
+        failed poll is recorded as always and leaves `latest` as it was. Otherwise: `latest`."""
+        if not self.on_demand:
+            return self.latest
+        if not self._poll_lock.acquire(blocking=self.latest is None):
+            return self.latest
+        try:
+            last = self._attempted
+            if last is None or self._clock() - last >= self.interval:
+                with contextlib.suppress(Exception):
+                    self.poll_once()
+        finally:
+            self._poll_lock.release()
+        return self.latest
+
     # ------------------------------------------------------------------------------------ thread
 
     def start(self) -> None:
@@ -226,6 +249,8 @@ class Poller:
 
     def _run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            if self.on_demand and self.latest is not None:
+                return  # polled until one succeeded (readiness); consumers poll through fresh() from now on
             start = self._clock()
             # A failure is recorded in last_error and the event log; the thread lives on.
             with contextlib.suppress(Exception):

@@ -269,7 +269,12 @@ class Exporter:
         with self._lock:
             self._demand.append(self._asked)
             self._asked = 0
-            self._eager = len(self._demand) == self._demand.maxlen and sum(self._demand) >= len(self._demand)
+            # (Never when polls are made on demand: the scrape that polled renders the page itself.)
+            self._eager = (
+                not self.poller.on_demand
+                and len(self._demand) == self._demand.maxlen
+                and sum(self._demand) >= len(self._demand)
+            )
             # Reserved before the new generation exists: a scrape in between gets the previous page. When a
             # render is still running, the prefetch thread that runs it renders this generation next.
             start = self._eager and not self._prefetching and self.metrics_cache.reserve()
@@ -298,6 +303,7 @@ class Exporter:
             self._generation = object()
 
     def metrics_page(self) -> Body:
+        self.poller.fresh()  # on demand: polls first when the last poll is an interval old
         with self._lock:
             self._asked += 1
             key = self._generation
@@ -306,7 +312,7 @@ class Exporter:
         return body
 
     def snapshot_page(self) -> Body | None:
-        return self.snapshot_cache.get(self.poller.latest)
+        return self.snapshot_cache.get(self.poller.fresh())
 
     def _drain_state(self, error: str | None) -> None:
         if error != self.drain_error:

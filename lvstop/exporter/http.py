@@ -520,7 +520,7 @@ class App:
             drains = control.drains() if control is not None else {}
         except LvstopError as e:
             return 500, {"error": str(e)}
-        snap = self.exporter.poller.latest
+        snap = self.exporter.poller.fresh()  # drain progress as of now
         out = []
         for (skey, dkey), rec in sorted(drains.items()):
             svc = snap.service(skey) if snap is not None else None

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lvstop.exporter")
 
 USAGE = 2
+KERNEL_TICK = 2.0  # the kernel refreshes counters and rates every 2 s: reading more often shows nothing new
 FAILURE = 1
 # glibc's mallopt() parameters (malloc.h).
 M_MMAP_THRESHOLD = -3
@@ -54,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--proc-root", default="/proc", help="where /proc is (also scanned for keepalived)")
     src.add_argument("--replay", metavar="FILE", help="a recording made by `lvstop record` (--source replay)")
     src.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
-    src.add_argument("--interval", type=float, default=2.0, help="poll interval, seconds (default 2)")
+    src.add_argument(
+        "--interval",
+        type=float,
+        help="poll every this many seconds; without it, IPVS is read when a scrape or API request asks, "
+        f"at most once per {KERNEL_TICK:g} s (the kernel's estimator tick)",
+    )
     web = p.add_argument_group("web")
     web.add_argument("--web.listen-address", dest="listen", default=":9736", help="reads (default :9736)")
     web.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web-config.yml (+ roles)")
@@ -247,11 +253,14 @@ class Running:
 
 def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sys.stderr) -> Running:
     """Wire everything and start serving; raises LvstopError (or ValueError for bad flags)."""
+    interval = KERNEL_TICK if args.interval is None else args.interval
+    # Polled on demand unless told a period, or health checks need the dest list kept current.
+    on_demand = args.interval is None and not args.health_config
     options = Options(
         dest_labels=tuple(x for x in args.dest_labels.split(",") if x),
         dest_metrics=args.dest_metrics,
         conntable_metrics=args.conntable,
-        tick=args.interval,
+        tick=interval,
     )
     web = load_web_config(args.web_config) if args.web_config else WebConfig()
     read_addr = parse_listen_address(args.listen)
@@ -263,13 +272,13 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
     events = WatchingEventLog()
     holder: list[Exporter] = []
     counting = CountingSource(source, on_failure=lambda: holder[0].changed() if holder else None)
-    poller = Poller(counting, interval=args.interval, events=events)
+    poller = Poller(counting, interval=interval, events=events, on_demand=on_demand)
     acts = health is not None and any(c.acts(args.health_act) for c in health.config.checks)
     target = _control_target(args, source) if args.write or acts or args.source == "demo" else None
     if (args.write or acts) and target is None:
         need = "--write.enable" if args.write else "acting on health"
         raise ValueError(f"{need} needs a source that can write (netlink or demo), not {args.source}")
-    managers = WeightManagers(args.proc_root, ttl=max(5.0, args.interval))  # edits and pages share it
+    managers = WeightManagers(args.proc_root, ttl=max(5.0, interval))  # edits and pages share it
     control = (
         Control(
             target,

@@ -86,8 +86,18 @@ def test_the_page_is_rendered_once_per_snapshot(exporter: Harness) -> None:
     assert cache.renders == before + 1
 
 
-def test_busy_scrapers_get_pages_rendered_after_the_poll_lazy_ones_do_not(exporter: Harness) -> None:
+@pytest.fixture
+def ticking(tmp_path: Path) -> Iterator[Harness]:
+    """An exporter told a poll period (--interval): it polls on its own, not when asked."""
+    h = start_exporter(tmp_path, "--interval", "2")
+    yield h
+    h.running.stop()
+
+
+def test_busy_scrapers_get_pages_rendered_after_the_poll_lazy_ones_do_not(ticking: Harness) -> None:
+    exporter = ticking
     ex = exporter.running.exporter
+    assert not exporter.running.poller.on_demand
     exporter.running.poller.stop()
     for _ in range(3):  # nobody asks: polls render nothing
         exporter.poll()

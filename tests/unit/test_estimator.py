@@ -314,23 +314,48 @@ def test_a_drifting_cadence_never_doubles_a_step() -> None:
     assert ewma is not None and ewma.cps == 50  # a doubled step would halve a tick's delta
 
 
-def test_a_long_gap_catches_up_a_bounded_number_of_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_long_gap_catches_up_a_bounded_number_of_steps() -> None:
     est = Estimator()
     upd(est, c(0), 0.0)
-    upd(est, c(100), 2.0)
-    ticks = 0
-    real_tick = KernelEstimator.tick
-
-    def counting(self: KernelEstimator, counters: Counters) -> Rates:
-        nonlocal ticks
-        ticks += 1
-        return real_tick(self, counters)
-
-    monkeypatch.setattr(KernelEstimator, "tick", counting)
+    ewma, _ = upd(est, c(100), 2.0)
+    kernel = KernelEstimator.zeroed(c(0))
+    assert ewma == kernel.tick(c(100))
     ewma, instant = upd(est, c(100 + 50 * 1800), 3602.0)  # an hour later, 50 per tick
-    assert ticks == MAX_CATCHUP_STEPS
+    kernel.rebase(c(100 + 50 * (1800 - MAX_CATCHUP_STEPS)))  # the older steps only move the baseline
+    for j in range(1800 - MAX_CATCHUP_STEPS + 1, 1801):
+        kernel.tick(c(100 + 50 * j))
     assert instant is not None and instant.cps == 25.0
-    assert ewma is not None and ewma.cps == 25
+    assert ewma == kernel.read() and ewma is not None and ewma.cps == 25
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 1 << 62), min_size=5, max_size=5), min_size=1, max_size=40),
+    st.integers(2, 100),
+)
+def test_several_steps_on_columns_equal_the_kernel_entry_by_entry(
+    deltas: list[list[int]], steps: int
+) -> None:
+    """Rows catching up `steps` kernel steps at once, each as a KernelEstimator stepping through the
+    evenly split delta would have it (deltas up to 2^62: no u64 overflow in the split)."""
+    n = len(deltas)
+    est = Estimator()
+    ks = np.array([f"r{i}".encode() for i in range(n)], "V4")
+    zero = np.zeros((n, 5), np.uint64)
+    est.update(ks, zero, 0.0)
+    second = zero + np.uint64(7)  # one plain step first, from zero: the kernel's own start
+    est.update(ks, second, 2.0)
+    end = second + np.array(deltas, np.uint64)
+    e = est.update(ks, end, 2.0 + 2.0 * steps)
+    for i in range(n):
+        k = KernelEstimator.zeroed(c())
+        k.tick(c(*second[i].tolist()))
+        a, b = second[i].tolist(), end[i].tolist()
+        skipped = max(0, steps - MAX_CATCHUP_STEPS)
+        k.rebase(Counters(*(x + (y - x) * skipped // steps for x, y in zip(a, b, strict=True))))
+        for j in range(skipped + 1, steps + 1):
+            k.tick(Counters(*(x + (y - x) * j // steps for x, y in zip(a, b, strict=True))))
+        assert e.has_ewma[i] and Rates(*e.ewma[i].tolist()) == k.read(), i
 
 
 def test_an_update_forgets_entries_it_does_not_name_unless_kept() -> None:

@@ -373,3 +373,60 @@ def test_in_a_managed_process_each_poll_freezes_the_snapshot_it_publishes() -> N
     finally:
         gcpolicy.release()
     assert gc.get_freeze_count() == 0
+
+
+def test_on_demand_reads_when_asked_at_most_once_per_interval() -> None:
+    now = [0.0]
+    src = FakeSource(director)
+    poller = Poller(src, interval=2.0, clock=lambda: now[0], on_demand=True)
+    assert poller.fresh() is not None and src.reads == 1  # nothing yet: polls at once
+    now[0] = 1.9
+    assert poller.fresh().seq == 1 and src.reads == 1  # type: ignore[union-attr]
+    now[0] = 2.0
+    assert poller.fresh().seq == 2 and src.reads == 2  # type: ignore[union-attr]
+    src.fail = SourceError(IssueKind.IO, "gone")
+    now[0] = 4.0
+    assert poller.fresh().seq == 2 and poller.last_error is not None  # type: ignore[union-attr]
+    src.fail = None
+    now[0] = 5.9  # a failed read counts too: no second try within its interval
+    assert poller.fresh().seq == 2 and poller.last_error is not None  # type: ignore[union-attr]
+    now[0] = 6.0
+    assert poller.fresh().seq == 3 and poller.last_error is None  # type: ignore[union-attr]
+    assert Poller(src, interval=2.0).fresh() is None  # not on demand: fresh() is `latest`
+
+
+def test_on_demand_a_consumer_during_a_poll_gets_the_snapshot_before_it() -> None:
+    now = [0.0]
+    src = FakeSource(director)
+    poller = Poller(src, interval=2.0, clock=lambda: now[0], on_demand=True)
+    first = poller.fresh()
+    now[0] = 2.0
+    src.delay = 0.5
+    slow = threading.Thread(target=poller.fresh)
+    slow.start()
+    while src.inside == 0:
+        time.sleep(0.001)
+    t0 = time.monotonic()
+    assert poller.fresh() is first  # at once, not after the read
+    assert time.monotonic() - t0 < 0.4
+    slow.join()
+    assert poller.latest is not None and poller.latest.seq == 2
+
+
+def test_on_demand_the_thread_polls_until_one_poll_succeeded_then_leaves_it_to_consumers() -> None:
+    src = FakeSource(director)
+    src.fail = SourceError(IssueKind.NO_IPVS, "no ip_vs")
+    poller = Poller(src, interval=0.01, on_demand=True)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 10
+        while poller.last_error is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert poller.running and poller.latest is None
+        src.fail = None
+        assert poller._worker is not None
+        poller._worker.join(10)
+        assert not poller._worker.is_alive() and poller.latest is not None and src.reads == 1
+    finally:
+        poller.stop()
