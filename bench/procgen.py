@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/procgen.py DIR [--services S] [--dests D] [--conns N] [--seed K]
 
-writes DIR/net/ip_vs (S services x D dests: TCP and UDP over IPv4, every 10th service IPv6, every
-25th a fwmark service, every 7th persistent) and DIR/net/ip_vs_conn (N entries over those services:
-TCP states weighted like a busy web director, 2% persistence templates, fwmark templates with
-protocol IP and the mark as vaddr, a few entries with PEName/PEData; clients from a pool of 20,000).
+writes DIR/net/ip_vs_stats (the 6.1 sample's), DIR/net/ip_vs (S services x D dests: TCP and UDP over
+IPv4, every 10th service IPv6, every 25th a fwmark service, every 7th persistent) and DIR/net/ip_vs_conn
+(N entries over those services: TCP states weighted like a busy web director, 2% persistence templates,
+fwmark templates with protocol IP and the mark as vaddr, a few entries with PEName/PEData; clients from a
+pool of 20,000).
 Addresses are in the documentation ranges (IPv4 clients in 198.18.0.0/15, the benchmarking range).
 The text is what the kernel's seq_file code prints: `%08X`, uncompressed `%pI6`, `%-3s` protocols,
 `%-11s` states, `%7lu` expiry.
@@ -30,6 +31,15 @@ TCP_STATES = (
     + ["CLOSE"] * 2
 )
 V6_NET = 0x20010DB8 << 96
+# /proc/net/ip_vs_stats as the 6.1 sample prints it (totals and rates in hex)
+IP_VS_STATS = (
+    "   Total Incoming Outgoing         Incoming         Outgoing\n"
+    "   Conns  Packets  Packets            Bytes            Bytes\n"
+    "      7C      2A6      296             B0DA             D844\n"
+    "\n"
+    " Conns/s   Pkts/s   Pkts/s          Bytes/s          Bytes/s\n"
+    "       9       30       2E              C65              F25\n"
+)
 
 
 def v6(n: int) -> str:
@@ -133,6 +143,7 @@ def write(root: Path, n_services: int, n_dests: int, n_conns: int, seed: int = 7
         f.writelines(ip_vs_text(svcs))
     with open(net / "ip_vs_conn", "w", encoding="ascii") as f:
         f.writelines(ip_vs_conn_text(svcs, n_conns, seed))
+    (net / "ip_vs_stats").write_text(IP_VS_STATS)
     return svcs
 
 
