@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -67,7 +68,7 @@ class Poller:
         self._clock = clock
         self._wall = wall_clock
         self._seq = 0
-        self._attempted: float | None = None  # when the last poll started (good or failed)
+        self._due: float | None = None  # on demand: when the next poll is due (see fresh)
         self._subscribers: tuple[Subscriber, ...] = ()
         self._sub_lock = threading.Lock()
         # Re-entrant: a subscriber may call poll_once (it then runs inside the current poll's turn).
@@ -96,7 +97,8 @@ class Poller:
     def poll_once(self) -> Snapshot:
         """One poll now, in the caller's thread. Raises what the read raised, after recording it."""
         with self._poll_lock:
-            t0 = self._attempted = self._clock()
+            t0 = self._clock()
+            self._due = self._next_slot(t0)
             try:
                 with gcpolicy.paused():  # and the new snapshot frozen before it resumes (lvstop.gcpolicy)
                     raw = self.source.read()
@@ -204,21 +206,32 @@ class Poller:
         self.last_error = message
 
     def fresh(self) -> Snapshot | None:
-        """On demand: the latest snapshot, polled first when the last poll started an interval ago or
-        more; a consumer that arrives while a poll runs gets the snapshot before it rather than wait. A
-        failed poll is recorded as always and leaves `latest` as it was. Otherwise: `latest`."""
+        """On demand: the latest snapshot, polled first when a new slot of the cadence began since the
+        last poll (good or failed); a consumer that arrives while a poll runs gets the snapshot before
+        it rather than wait. Otherwise: `latest`.
+
+        Slots lie on the grid of the first poll (start + k * interval), one poll per slot at most, so
+        that consumers asking every second poll every 2 s, not 2 and 3 s in turn: the EWMA the
+        estimator reproduces counts one kernel step per poll there."""
         if not self.on_demand:
             return self.latest
         if not self._poll_lock.acquire(blocking=self.latest is None):
             return self.latest
         try:
-            last = self._attempted
-            if last is None or self._clock() - last >= self.interval:
+            due = self._due
+            if due is None or self._clock() >= due:
                 with contextlib.suppress(Exception):
                     self.poll_once()
         finally:
             self._poll_lock.release()
         return self.latest
+
+    def _next_slot(self, t0: float) -> float:
+        """The first slot of the grid at least half an interval after a poll that started at t0."""
+        due, step = self._due, self.interval
+        if due is None:
+            return t0 + step
+        return due + max(0, math.ceil((t0 + step / 2 - due) / step)) * step
 
     # ------------------------------------------------------------------------------------ thread
 

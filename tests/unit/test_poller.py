@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -393,6 +394,23 @@ def test_on_demand_reads_when_asked_at_most_once_per_interval() -> None:
     now[0] = 6.0
     assert poller.fresh().seq == 3 and poller.last_error is None  # type: ignore[union-attr]
     assert Poller(src, interval=2.0).fresh() is None  # not on demand: fresh() is `latest`
+
+
+def test_on_demand_polls_keep_to_the_grid_of_the_interval() -> None:
+    # Prometheus scraping every 0.999 s: polled as soon as 2 s passed, polls would come every 3 s (the
+    # scrape just before the 2 s mark is too early) and the EWMA would count 3 s of traffic as one tick.
+    now = [0.0]
+    src = FakeSource(director)
+    poller = Poller(src, interval=2.0, clock=lambda: now[0], on_demand=True)
+    polled = []
+    for i in range(120):
+        now[0] = i * 0.999
+        before = src.reads
+        poller.fresh()
+        if src.reads != before:
+            polled.append(now[0])
+    gaps = [b - a for a, b in itertools.pairwise(polled)]
+    assert min(gaps) >= 1.0 and max(gaps[1:]) < 2.5 and len(polled) >= 58  # 40 without the grid
 
 
 def test_on_demand_a_consumer_during_a_poll_gets_the_snapshot_before_it() -> None:
