@@ -389,6 +389,16 @@ _BLOCK: Final = 16  # messages verified per big-integer comparison
 _LAYOUTS_PER_LENGTH: Final = 8
 
 
+def header_mask(mlen: int, headers: list[int]) -> bytes:
+    """The bytes of a message of `mlen` bytes that must equal the first message's in a run of same-layout
+    messages: the nlmsghdr length and type (flags, seq and pid may differ) and each header at `headers`."""
+    mask = bytearray(mlen)
+    mask[0:6] = b"\xff" * 6
+    for h in headers:
+        mask[h : h + 4] = b"\xff" * 4
+    return bytes(mask)
+
+
 class _Layout:
     """A compiled attribute layout: verifies and reads whole runs of same-layout messages.
 
@@ -413,13 +423,10 @@ class _Layout:
         if mlen % 4:
             raise ValueError("unaligned message")
         self.size = mlen
-        mask = bytearray(mlen)
-        mask[0:6] = b"\xff" * 6  # nlmsghdr length and type; flags, seq and pid may differ
-        for h in headers:
-            mask[h - off : h - off + 4] = b"\xff" * 4
+        mask = header_mask(mlen, [h - off for h in headers])
         expected = bytes(x & y for x, y in zip(buf[off : off + mlen], mask, strict=True))
-        self.one = self._pair(bytes(mask), expected, 1)
-        self.block = self._pair(bytes(mask), expected, _BLOCK)
+        self.one = self._pair(mask, expected, 1)
+        self.block = self._pair(mask, expected, _BLOCK)
         present = sorted((f.offset - off, f.code, i) for i, f in enumerate(fields) if f.offset >= 0)
         fmt = ["="]
         pos = 0
@@ -728,11 +735,7 @@ class DestColumns:
         if mlen % 4 or fields[0].code != "16s":
             raise ValueError("unaligned message or an odd address")
         self.size = mlen
-        mask = bytearray(mlen)
-        mask[0:6] = b"\xff" * 6  # nlmsghdr length and type; flags, seq and pid may differ
-        for h in headers:
-            mask[h - off : h - off + 4] = b"\xff" * 4
-        m = np.frombuffer(bytes(mask), "<u4")
+        m = np.frombuffer(header_mask(mlen, [h - off for h in headers]), "<u4")
         self.words = np.flatnonzero(m)
         self.mask = m[self.words]
         self.expected = np.frombuffer(buf[off : off + mlen], "<u4")[self.words] & self.mask
