@@ -9,6 +9,8 @@ lvstop's proc source, so that both sides of a comparison read the same bytes.
       (--path.procfs), lvstop-exporter as installed (polls on demand, connection table every 60 s), and
       lvstop-exporter --interval 2 (a poll every kernel tick, the cadence before on-demand polling), all
       scraped every 15 s with gzip; CPU (utime + stime of each process) over the run after a warm-up.
+      --churn rewrites ip_vs every 2 s with every dest line changed (lvstop's proc source re-parses only
+      changed lines: a static file would flatter it).
   s5  peak RSS (VmHWM) at 2,000 x 50: the exporter after scrapes, the TUI on its services view after
       several polls; node_exporter beside them.
   s6  the TUI idle on its services view at 500 x 10 (terminal 120x40, nobody touching it) against
@@ -19,10 +21,12 @@ The UI-thread work per tick at 100k dests (S6's other half) is bench/bench_tui.p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import os
 import platform
 import pty
+import re
 import select
 import shutil
 import signal
@@ -134,12 +138,47 @@ def exporters(
                 proc.kill()
 
 
-def s4(minutes: float) -> list[str]:
+@contextmanager
+def churning(root: Path, every: float = 2.0) -> Iterator[None]:
+    """Rewrite net/ip_vs every `every` s, each dest line's InActConn one up or back (atomically, by rename):
+    every line changes between two reads, the worst case for a reader that skips unchanged lines."""
+    path = root / "net" / "ip_vs"
+    a = path.read_text()
+    head, dests = a.split("InActConn", 1)
+    b = (
+        head
+        + "InActConn"
+        + re.sub(r"^(  -> .* )(\d+)( *)$", lambda m: f"{m[1]}{int(m[2]) + 1}{m[3]}", dests, flags=re.M)
+    )
+    stop = threading.Event()
+
+    def run() -> None:
+        i = 0
+        while not stop.wait(every):
+            i += 1
+            tmp = path.with_suffix(".new")
+            tmp.write_text(b if i % 2 else a)
+            tmp.replace(path)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
+
+
+def s4(minutes: float, churn: bool) -> list[str]:
     targets = {"500x10": 1.0, "2000x50": 0.3}
     out = []
     for size, target in targets.items():
         services, dests = (int(x) for x in size.split("x"))
-        with procdir(services, dests) as root, exporters(root, [[], ["--interval", "2"]]) as procs:
+        with (
+            procdir(services, dests) as root,
+            exporters(root, [[], ["--interval", "2"]]) as procs,
+            churning(root) if churn else contextlib.nullcontext(),
+        ):
             for _, _, port in procs:  # warm-up: imports done, first pages rendered
                 scrape(port)
             time.sleep(5)
@@ -282,6 +321,9 @@ def main() -> None:
     ap.add_argument("what", nargs="+", choices=["s4", "s5", "s6"])
     ap.add_argument("--minutes", type=float, default=5.0, help="s4: minutes of scrapes per size")
     ap.add_argument("--idle", type=float, default=60.0, help="s6: seconds of idle measured")
+    ap.add_argument(
+        "--churn", action="store_true", help="s4: ip_vs rewritten every 2 s, every dest line changed"
+    )
     a = ap.parse_args()
     cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text().splitlines()
                 if x.startswith("model name")), "?")  # fmt: skip
@@ -293,7 +335,7 @@ def main() -> None:
     print(f"peer: {(ne.stdout or ne.stderr).splitlines()[0] if (ne.stdout or ne.stderr) else NODE_EXPORTER}")
     for what in a.what:
         print(f"\n{what}:")
-        lines = s4(a.minutes) if what == "s4" else s5() if what == "s5" else s6(a.idle)
+        lines = s4(a.minutes, a.churn) if what == "s4" else s5() if what == "s5" else s6(a.idle)
         for line in lines:
             print(line, flush=True)
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
