@@ -593,6 +593,8 @@ def _run_record(args: argparse.Namespace, env: Environment) -> int:
     from lvstop.poller import Poller
     from lvstop.sources.replay import Recorder
 
+    if args.health_config is not None:  # given before `record`: it would check nothing
+        raise UsageError("--health.config goes with the dashboard, `list --json` and `health`, not `record`")
     interval: float = args.interval
     source = _open(args, env)
     written = 0

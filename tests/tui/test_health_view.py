@@ -343,3 +343,10 @@ class TestCommandLine:
         finally:
             runner.stop()
             source.close()
+
+
+def test_record_refuses_a_health_config_it_would_ignore(tmp_path: Path) -> None:
+    err = io.StringIO()
+    argv = ["--health.config", str(tmp_path / "c.yaml"), "record", "--demo", str(tmp_path / "r.gz")]
+    assert main(argv, Environment(stdout=io.StringIO(), stderr=err)) == 2
+    assert "not `record`" in err.getvalue() and not (tmp_path / "r.gz").exists()
