@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 from lvstop import codec
 from lvstop.conntable import ConnTable
 from lvstop.control import DrainRecord
+from lvstop.exporter.http import Server
 from lvstop.exporter.main import Running, build_parser, conn_stats, start
 from lvstop.exporter.metrics import BackendHealth, ConnStats, ControlView, Health, Inputs, Options
 from lvstop.model import AF_INET, DestKey, ServiceKey, Snapshot
@@ -149,6 +152,18 @@ class Harness:
     def poll(self) -> Snapshot:
         """A poll now, so the next page shows what just changed."""
         return self.running.poller.poll_once()
+
+
+def listener(h: Harness, **kw: Any) -> Iterator[tuple[str, int]]:
+    """One more read listener on `h`'s App (a Server with `kw`), serving while the loop body runs."""
+    srv = Server(("127.0.0.1", 0), h.running.app, writes=False, tls=None, **kw)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield "127.0.0.1", srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def basic(user: str, password: str) -> str:

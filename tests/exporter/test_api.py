@@ -9,9 +9,8 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,11 @@ import pytest
 from lvstop import control
 from lvstop.exporter import core
 from lvstop.exporter.auth import GUESS_BURST
-from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE, Server
+from lvstop.exporter.http import MAX_BODY, REFUSED_BURST, REFUSED_RATE
 from lvstop.exporter.main import build_parser, start
 from lvstop.sources.sim import SimSource
 
-from .support import WEB, Harness, Reply, basic, dest_json, dkey, key_json, start_exporter
+from .support import WEB, Harness, Reply, basic, dest_json, dkey, key_json, listener, start_exporter
 
 DRAIN = {"service": key_json(), "dest": dest_json()}
 
@@ -841,19 +840,8 @@ def test_client_allowed_sans_is_enforced_and_each_header_is_sent_once(tmp_path: 
         h.running.stop()
 
 
-def _server(h: Harness, **kw: Any) -> Iterator[tuple[str, int]]:
-    srv = Server(("127.0.0.1", 0), h.running.app, writes=False, tls=None, **kw)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield "127.0.0.1", srv.server_address[1]
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 def test_a_request_head_has_a_deadline_however_slowly_it_comes(exporter: Harness) -> None:
-    for addr in _server(exporter, head_deadline=0.5):
+    for addr in listener(exporter, head_deadline=0.5):
         s = socket.create_connection(addr, timeout=5)
         t0 = time.monotonic()
         closed = False
@@ -874,7 +862,7 @@ def test_a_request_head_has_a_deadline_however_slowly_it_comes(exporter: Harness
 
 
 def test_slow_clients_in_every_slot_do_not_keep_a_scrape_out(exporter: Harness) -> None:
-    for addr in _server(exporter, max_connections=4):
+    for addr in listener(exporter, max_connections=4):
         slow = [socket.create_connection(addr, timeout=5) for _ in range(4)]
         for s in slow:
             s.send(b"GET /metrics HTTP/1.1\r\n")  # and never more

@@ -11,25 +11,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lvstop.exporter.http import Server
 from lvstop.sources.sim import SimSource
 
-from .support import Harness, start_exporter
-
-
-def _server(h: Harness, **kw: Any) -> Iterator[tuple[str, int]]:
-    srv = Server(("127.0.0.1", 0), h.running.app, writes=False, tls=None, **kw)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield "127.0.0.1", srv.server_address[1]
-    finally:
-        srv.shutdown()
-        srv.server_close()
+from .support import Harness, listener, start_exporter
 
 
 def slow_header(addr: tuple[str, int]) -> socket.socket:
@@ -78,7 +66,7 @@ def test_300_slow_clients_neither_starve_scrapes_nor_hold_a_thread_each(big: Har
     threads = threading.active_count()
     slow: list[socket.socket] = []
     try:
-        for addr in _server(exporter):
+        for addr in listener(exporter):
             for i in range(300):
                 slow.append(slow_header(addr) if i % 2 else slow_reader(addr))
             time.sleep(1.0)  # every reader's answer is stuck in its socket by now
@@ -103,7 +91,7 @@ def raw(addr: tuple[str, int], data: bytes) -> bytes:
 
 
 def test_malformed_requests_get_their_status_and_the_connection_ends(exporter: Harness) -> None:
-    for addr in _server(exporter):
+    for addr in listener(exporter):
         for data, status in (
             (b"GARBAGE\r\n\r\n", b"400"),
             (b"GET /-/healthy HTTP/1.1\r\n\r\n", b"400"),  # no Host
@@ -115,7 +103,7 @@ def test_malformed_requests_get_their_status_and_the_connection_ends(exporter: H
 
 
 def test_keep_alive_pipelining_and_http_1_0(exporter: Harness) -> None:
-    for addr in _server(exporter):
+    for addr in listener(exporter):
         two = raw(addr, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\nHEAD /-/ready HTTP/1.1\r\nHost: x\r\n"
                         b"Connection: close\r\n\r\n")  # fmt: skip
         assert two.count(b"HTTP/1.1 200 OK") == 2 and two.endswith(b"\r\n\r\n") and b"Healthy\n" in two
