@@ -23,9 +23,11 @@ import socket
 import ssl
 import struct
 import time
+from _socket import socket as _BareSocket  # socket.socket without its Python layer: ~5 us less a probe
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TypeVar
 
 from lvstop.health.config import CheckSpec
 from lvstop.health.state import ProbeResult
@@ -34,6 +36,7 @@ from lvstop.model import AF_INET6, DestKey, FwdMethod, Protocol, ServiceKey
 BODY_LIMIT = 64 * 1024  # what an http check reads of a body to match it
 HEADER_LIMIT = 16 * 1024
 AGENT_LIMIT = 1024
+_S = TypeVar("_S", bound=_BareSocket)
 _LINGER_RST = struct.pack("ii", 1, 0)  # close with RST, as HAProxy's checks do: no TIME_WAIT per probe
 
 
@@ -76,7 +79,7 @@ class Probes:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._epoll: select.epoll | None = None
-        self._pending: dict[int, tuple[socket.socket, float, float, CheckSpec, Done]] = {}
+        self._pending: dict[int, tuple[_BareSocket, float, float, CheckSpec, Done]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
 
     def start(self, spec: CheckSpec, target: Target, done: Done) -> None:
@@ -86,7 +89,7 @@ class Probes:
             return
         started = time.monotonic()
         try:
-            sock = _socket(spec, target, socket.SOCK_STREAM)
+            sock = _socket(spec, target, socket.SOCK_STREAM, _BareSocket)
         except OSError as e:
             done(ProbeResult(False, 0.0, (e.strerror or str(e)).lower()))
             return
@@ -185,9 +188,9 @@ class _Bad(Exception):
 _Outcome = tuple[bool, str, int | None, int | None]
 
 
-def _socket(spec: CheckSpec, target: Target, kind: int) -> socket.socket:
+def _socket(spec: CheckSpec, target: Target, kind: int, make: Callable[[int, int], _S]) -> _S:
     family = socket.AF_INET6 if target.dest.family == AF_INET6 else socket.AF_INET
-    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    sock = make(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
         if spec.source is not None:
             sock.bind((spec.source, 0))
@@ -197,7 +200,7 @@ def _socket(spec: CheckSpec, target: Target, kind: int) -> socket.socket:
     return sock
 
 
-def _close_rst(sock: socket.socket) -> None:
+def _close_rst(sock: _BareSocket) -> None:
     try:  # noqa: SIM105 (suppress() costs a context manager per probe)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
     except OSError:
@@ -206,7 +209,7 @@ def _close_rst(sock: socket.socket) -> None:
 
 
 async def _connected(spec: CheckSpec, target: Target) -> socket.socket:
-    sock = _socket(spec, target, socket.SOCK_STREAM)
+    sock = _socket(spec, target, socket.SOCK_STREAM, socket.socket)
     try:
         await asyncio.get_running_loop().sock_connect(sock, target.sockaddr)
     except BaseException:
@@ -442,7 +445,7 @@ async def _dns(spec: CheckSpec, target: Target) -> _Outcome:
             return dns_verdict(spec, *dns_answers(await _recv_exactly(sock, size), ident, spec.qtype))
         finally:
             _close_rst(sock)
-    sock = _socket(spec, target, socket.SOCK_DGRAM)
+    sock = _socket(spec, target, socket.SOCK_DGRAM, socket.socket)
     try:
         await loop.sock_connect(sock, target.sockaddr)
         await loop.sock_sendall(sock, query)
