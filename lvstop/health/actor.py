@@ -37,7 +37,7 @@ log = logging.getLogger("lvstop.health")
 ACTOR = "health"
 CLAIMS_TTL = 30.0  # seconds between re-reads of keepalived's and ldirectord's configurations
 Audit = Callable[..., object]  # AuditLog.write's keywords
-Checks = Callable[[], "list[tuple[PairKey, CheckHealth]] | None"]
+Checks = Callable[[], "list[tuple[PairKey, CheckHealth]]"]
 
 
 class HealthActor:
@@ -117,8 +117,6 @@ class HealthActor:
         """Decide and act on `snap`: (action, outcome, message) of each, in order."""
         with self._lock:
             items = self._checks()
-            if items is None:
-                return []  # the checks kept changing while copied: the next round
             try:
                 drains = self.control.drains()
             except LvstopError as e:

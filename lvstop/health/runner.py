@@ -461,9 +461,8 @@ class HealthRunner:
         self._view = (version, view)
         return view
 
-    def checks(self) -> list[tuple[PairKey, CheckHealth]] | None:
-        """Every (check, dest) pair's health, copied from the checks' thread (consistent: never None
-        now, which callers written for an earlier copy that could fail still handle)."""
+    def checks(self) -> list[tuple[PairKey, CheckHealth]]:
+        """Every (check, dest) pair's health, copied consistently from the checks' thread."""
         return self._book.pairs()
 
     def stop(self, timeout: float = 5.0) -> None:
