@@ -96,18 +96,22 @@ class HealthActor:
             self._thread.join(timeout)
 
     def _main(self) -> None:
-        written: Snapshot | None = None  # the snapshot of the last round that wrote: its weights are old
+        old: Snapshot | None = None  # the newest snapshot whose weights may predate the last write
+        after_write = False
         while True:
             self._wake.wait()
             self._wake.clear()
             if self._stopping.is_set():
                 return
             snap = self._latest
-            if snap is None or snap is written:
+            if snap is None or snap is old:
                 continue  # the next poll wakes us again
+            if after_write:  # the first poll after a write may have read before it (seen on 6.12)
+                old, after_write = snap, False
+                continue
             try:
                 if any(outcome == "applied" for _, outcome, _ in self.round(snap)):
-                    written = snap
+                    old, after_write = snap, True
             except Exception:  # a bug must not end acting for good: said, and the next round tries again
                 log.exception("health: a round of acting failed")
 
