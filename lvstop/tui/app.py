@@ -177,21 +177,30 @@ def end_on_signals(app: LvstopApp) -> None:
     While the app runs, it exits through Textual, whose driver restores the terminal; if that has not
     ended the process within EXIT_GRACE (a thread stuck on a lock, a dead terminal), or the app is not
     running any more (it crashed, the interpreter waits for threads), the process ends at once.
-    A plain `signal.signal` handler, not the event loop's: it runs even when no loop does.
+    The handler only writes the signal to a pipe: it interrupts the main thread anywhere, even inside
+    `threading`'s own locks (a Thread.start), so starting a timer there could deadlock; a watcher thread,
+    started here, does the rest.
     """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
 
     def handle(sig: int, _frame: object) -> None:
-        loop = app.event_loop
-        if app.is_running and loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(app.exit, 128 + sig)
-            timer = threading.Timer(EXIT_GRACE, _end_now, (128 + sig,))
-            timer.daemon = True
-            timer.start()
-        else:
-            _end_now(128 + sig)
+        with contextlib.suppress(OSError):  # a full pipe: a signal is already on its way
+            os.write(write_end, bytes([sig]))
 
+    threading.Thread(target=_end_on_signal, args=(app, read_end), name="lvstop-signals", daemon=True).start()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handle)
+
+
+def _end_on_signal(app: LvstopApp, read_end: int) -> None:
+    status = 128 + os.read(read_end, 1)[0]
+    loop = app.event_loop
+    if app.is_running and loop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed since: nothing left to wait for
+            loop.call_soon_threadsafe(app.exit, status)
+            time.sleep(EXIT_GRACE)
+    _end_now(status)
 
 
 def _end_now(status: int) -> None:

@@ -144,3 +144,30 @@ def test_a_signal_ends_it_after_a_crash_with_a_stuck_thread(sig: signal.Signals)
             proc.kill()
         os.close(master)
     assert status == 128 + sig
+
+
+# A signal that lands while the main thread holds threading's own lock (as Thread.start does for a moment,
+# and the app starts threads at any time) must still end the process.
+SIGNAL_IN_THREAD_START = """
+import asyncio, os, signal, sys, threading, time
+from lvstop.tui.app import end_on_signals
+
+class Running:  # what end_on_signals reads of a running app
+    is_running = True
+    event_loop = asyncio.new_event_loop()
+    def exit(self, status):
+        pass  # an exit through Textual that never finishes
+
+threading.Thread(target=Running.event_loop.run_forever, daemon=True).start()
+end_on_signals(Running())
+with threading._active_limbo_lock:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+"""
+
+
+def test_a_signal_inside_a_thread_start_still_ends_the_process() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNAL_IN_THREAD_START], cwd=ROOT, capture_output=True, timeout=25
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-800:]
