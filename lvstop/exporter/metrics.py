@@ -366,7 +366,8 @@ POLL_ERRORS = Spec(
 )
 SCRAPE_DURATION = _gauge(
     "lvstop_scrape_duration_seconds",
-    "Duration of the previous /metrics request (pages are rendered once per poll).",
+    "Seconds the previous /metrics request took to get its page ready: a poll when the scrape found the last"
+    " one a tick old, and the render of a page not yet made (sending it is not counted).",
     False,
 )
 RENDER_DURATION = _gauge(
