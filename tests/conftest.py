@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeNetlink
+from hypothesis import HealthCheck, settings
+
+# Properties, not timings: how loaded the (shared) machine is must not fail a property test.
+settings.register_profile("lvstop", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lvstop")
 
 SAMPLE = Path(__file__).resolve().parent / "fixtures" / "listing" / "sample-6.1"
 
