@@ -68,6 +68,7 @@ from lvstop.sources.procfs import (
 NETLINK_GENERIC = 16
 VANISHED = "vanished during the read"
 CHANGED = "changed during the read"
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: the IntFlag's & costs a microsecond per datagram
 _RECV_SIZE = 1 << 16  # dump replies come in datagrams of at most ~32 KiB
 _T = TypeVar("_T")
 
@@ -146,6 +147,7 @@ class NetlinkSource:
         self._seq = itertools.count(1)
         self._sock: NetlinkSocket | None = None
         self._family = 0
+        self._dest_requests: dict[ServiceKey, bytes] = {}  # of the family id of the socket
         self._ns = _Namespace(netns_path(netns)) if netns is not None else None
         # /proc/net follows the opening thread's namespace only through thread-self
         self._net_root = os.path.join(proc_root, "thread-self") if netns is not None else proc_root
@@ -179,6 +181,7 @@ class NetlinkSource:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._dest_requests = {}
 
     def _resolve_family(self) -> int:
         """The IPVS family id, from the list of registered generic netlink families.
@@ -201,8 +204,9 @@ class NetlinkSource:
             "ip_vs is not loaded: the kernel has no IPVS netlink family (lvstop never loads it)",
         )
 
-    def _transact(self, request: bytes, seq: int, what: str) -> tuple[bytes, int]:
-        """Send one request and return the whole reply (and how many datagrams it took)."""
+    def _transact(self, request: bytes, seq: int, what: str | _What) -> tuple[bytes, int]:
+        """Send one request and return the whole reply, and how many datagrams carried its messages
+        (a dump's NLMSG_DONE alone in the last one, as the kernel sends it, is not counted)."""
         sock = self._sock
         if sock is None:
             raise SourceError(IssueKind.IO, f"{what}: no netlink socket")
@@ -211,14 +215,15 @@ class NetlinkSource:
             sock.sendto(request, (0, 0))
             while True:
                 data, _anc, flags, _addr = sock.recvmsg(_RECV_SIZE)
-                if flags & socket.MSG_TRUNC:
-                    raise ParseError("reply larger than the receive buffer", source=what)
+                if flags & _MSG_TRUNC:
+                    raise ParseError("reply larger than the receive buffer", source=str(what))
                 first_seq, ends = wire.scan_chunk(data, what)
                 if first_seq != seq:
                     continue  # the rest of an earlier, abandoned request
                 chunks.append(data)
                 if ends:
-                    return b"".join(chunks), len(chunks)
+                    n = len(chunks)
+                    return b"".join(chunks), n - (n > 1 and len(data) == wire.DONE_LEN)
         except TimeoutError:
             self._drop()
             raise SourceError(
@@ -235,6 +240,16 @@ class NetlinkSource:
         self._connect()
         seq = next(self._seq)
         return self._transact(build(self._family, seq), seq, what)
+
+    def _dest_dump(self, key: ServiceKey, requests: dict[ServiceKey, bytes]) -> tuple[bytes, int]:
+        """GET_DEST of one service, its request built once per socket and kept while the service is."""
+        self._connect()
+        request = self._dest_requests.get(key)
+        if request is None:
+            request = wire.get_dests_request(self._family, 0, key)
+        requests[key] = request
+        seq = next(self._seq)
+        return self._transact(wire.with_seq(request, seq), seq, _What(key))
 
     # ------------------------------------------------------------------ reads
 
@@ -331,10 +346,11 @@ class NetlinkSource:
         read: list[int] = []  # the service of each reply
         spanning: list[int] = []  # replies of more than one datagram
         problems: dict[int, list[Issue]] = {}
+        requests: dict[ServiceKey, bytes] = {}
+        sock = self._sock
         for i, svc in enumerate(services):
-            what = f"netlink GET_DEST of {svc.key}"
             try:
-                data, chunks = self._request(self._dests_request(svc.key), what)
+                data, chunks = self._dest_dump(svc.key, requests)
             except SourceError as e:
                 if e.kind is not IssueKind.MALFORMED:
                     raise  # no reply at all: the whole read fails
@@ -346,6 +362,8 @@ class NetlinkSource:
                 spanning.append(len(replies))
             read.append(i)
             replies.append(data)
+        if sock is not None and self._sock is sock:  # not reconnected meanwhile (maybe another family id)
+            self._dest_requests = requests  # those of services that are gone are dropped
         table, errors = wire.decode_dest_table(replies, self._family, [services[i].key.family for i in read])
         table.service[:] = np.array(read, np.intp)[table.service]
         for r, err in errors.items():
@@ -363,9 +381,10 @@ class NetlinkSource:
         # A dump spanning datagrams resumes by position: a service re-created meanwhile repeats dests.
         # Within one datagram the kernel holds its lock, so only those dumps are checked.
         repeated = np.zeros(len(table), bool)
-        for r in spanning:
+        starts = np.searchsorted(table.service, [read[r] for r in spanning] + [read[r] + 1 for r in spanning])
+        for at, r in enumerate(spanning):
             i = read[r]
-            rows = np.flatnonzero(table.service == i)
+            rows = np.arange(starts[at], starts[at + len(spanning)])
             seen: set[tuple[int, bytes, int]] = set()
             for row, k in zip(rows.tolist(), _dest_ids(table, rows), strict=True):
                 repeated[row] = k in seen
@@ -381,9 +400,6 @@ class NetlinkSource:
         issues += [x for i in sorted(problems) for x in problems[i]]
         return services, table
 
-    def _dests_request(self, key: ServiceKey) -> Callable[[int, int], bytes]:
-        return lambda family, seq: wire.get_dests_request(family, seq, key)
-
     def _recheck(self, services: list[Service], issues: list[Issue]) -> list[Service]:
         """Mark the services that are gone by the end of the read.
 
@@ -391,7 +407,11 @@ class NetlinkSource:
         spans several datagrams just stops early if the service is deleted meanwhile: neither is an
         error. One more service dump tells which services vanished while their dests were read.
         """
-        still = {s.key for s in self._services()}
+        data, _ = self._request(wire.get_services_request, "netlink GET_SERVICE dump")
+        try:
+            still = set(wire.decode_service_keys(data, self._family))
+        except ParseError as e:
+            raise SourceError(IssueKind.MALFORMED, str(e)) from None
         return [s if s.key in still or s.error else self._vanished(s, issues) for s in services]
 
     @staticmethod
@@ -463,6 +483,18 @@ class NetlinkSource:
         if self._ns is not None:
             self._ns.close()
             self._ns = None
+
+
+class _What:
+    """The name of a service's GET_DEST for messages, made only when one is (a poll sends hundreds)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: ServiceKey) -> None:
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"netlink GET_DEST of {self.key}"
 
 
 def _read_text(path: str) -> str:

@@ -200,7 +200,10 @@ def _malformed(what: str, detail: str) -> ParseError:
 # --------------------------------------------------------------------------- message framing
 
 
-def scan_chunk(chunk: bytes, what: str) -> tuple[int, bool]:
+_RUN: Final = 8  # from this many same-size messages on, scan_chunk checks their lengths at once
+
+
+def scan_chunk(chunk: bytes, what: object) -> tuple[int, bool]:
     """(seq of the first message, True if this chunk ends the reply).
 
     One recv() returns whole messages of one reply. A reply ends with NLMSG_DONE, NLMSG_ERROR (an
@@ -209,16 +212,28 @@ def scan_chunk(chunk: bytes, what: str) -> tuple[int, bool]:
     """
     n = len(chunk)
     if n < _NLH.size:
-        raise _malformed(what, f"truncated reply: {n} bytes")
+        raise _malformed(str(what), f"truncated reply: {n} bytes")
     first_seq: int = _NLH.unpack_from(chunk, 0)[3]
     head = _LEN_TYPE_FLAGS.unpack_from
+    size = head(chunk, 0)[0]
+    # a dump's datagram of same-size messages: their length words prove the framing at once
+    if (
+        n >= _RUN * size >= _RUN * _NLH.size
+        and not n % size
+        and not size % 4
+        and memoryview(chunk).cast("I")[:: size // 4].tolist().count(size) == n // size
+    ):
+        _, mtype, mflags = head(chunk, n - size)
+        return first_seq, mtype in (NLMSG_DONE, NLMSG_ERROR) or (
+            mtype != NLMSG_NOOP and not mflags & NLM_F_MULTI
+        )
     off = 0
     while True:
         if n - off < _NLH.size:
-            raise _malformed(what, f"truncated netlink header at byte {off}")
+            raise _malformed(str(what), f"truncated netlink header at byte {off}")
         mlen, mtype, mflags = head(chunk, off)
         if mlen < _NLH.size or mlen > n - off:
-            raise _malformed(what, f"netlink message at byte {off} claims {mlen} bytes, {n - off} left")
+            raise _malformed(str(what), f"netlink message at byte {off} claims {mlen} bytes, {n - off} left")
         off += (mlen + 3) & ~3
         if off >= n:  # the last message decides
             return first_seq, mtype in (NLMSG_DONE, NLMSG_ERROR) or (
@@ -686,20 +701,24 @@ _PROTOCOLS: Final = {p.value: p for p in Protocol if p is not Protocol.NONE}
 _SERVICE_DEFAULTS: Final = (None, None, None, None, None, None, 0, 0, None, None) + (None,) * 10
 
 
-def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
-    (af, proto, raw, port, fwmark, sched, flags, timeout, netmask, pe) = t[:10]
+def _build_service_key(t: tuple[Any, ...], _ctx: int) -> ServiceKey:
+    (af, proto, raw, port, fwmark) = t[:5]
     if af not in (AF_INET, AF_INET6):
         raise ParseError(f"service with unknown address family {af}", source="netlink service")
     if fwmark is not None:
-        key = ServiceKey(af, Protocol.NONE, "", 0, fwmark)
-    else:
-        protocol = _PROTOCOLS.get(proto)
-        if protocol is None or raw is None or port is None:
-            raise ParseError(
-                f"service without a fwmark needs protocol, address and port (protocol {proto})",
-                source="netlink service",
-            )
-        key = ServiceKey(af, protocol, address_text(af, raw), _ntohs(port))
+        return ServiceKey(af, Protocol.NONE, "", 0, fwmark)
+    protocol = _PROTOCOLS.get(proto)
+    if protocol is None or raw is None or port is None:
+        raise ParseError(
+            f"service without a fwmark needs protocol, address and port (protocol {proto})",
+            source="netlink service",
+        )
+    return ServiceKey(af, protocol, address_text(af, raw), _ntohs(port))
+
+
+def _build_service(t: tuple[Any, ...], _ctx: int) -> Service:
+    key = _build_service_key(t, _ctx)
+    af, sched, flags, timeout, netmask, pe = t[0], *t[5:10]
     if netmask is None:
         mask = 0xFFFFFFFF if af == AF_INET else 128
     else:  # IPv4: a be32 mask; IPv6: the prefix length as a host-order u32
@@ -721,7 +740,7 @@ _DEST_NAMES: Final = (
     "u_threshold", "l_threshold", "active", "inactive", "persist", "family",
 )  # fmt: skip
 _STATS_NP: Final = {"I": "=u4", "Q": "=u8"}
-_DONE_LEN: Final = _NLH.size + 4
+DONE_LEN: Final = _NLH.size + 4
 
 
 class DestColumns:
@@ -784,12 +803,12 @@ def dest_columns(data: bytes, family_id: int) -> DestColumns | None:
     """The compiled layout of the reply's dest messages if the reply is nothing but dest messages of
     one size and an NLMSG_DONE without error (the kernel's usual answer); None otherwise."""
     n = len(data)
-    if n < _DONE_LEN or _NLH.unpack_from(data, n - _DONE_LEN)[:2] != (_DONE_LEN, NLMSG_DONE):
+    if n < DONE_LEN or _NLH.unpack_from(data, n - DONE_LEN)[:2] != (DONE_LEN, NLMSG_DONE):
         return None
-    if _I32.unpack_from(data, n - 4)[0] or n == _DONE_LEN:
+    if _I32.unpack_from(data, n - 4)[0] or n == DONE_LEN:
         return None
     mlen, mtype = _LEN_TYPE_FLAGS.unpack_from(data, 0)[:2]
-    if mtype != family_id or mlen < _HDR_LEN or (n - _DONE_LEN) % mlen:
+    if mtype != family_id or mlen < _HDR_LEN or (n - DONE_LEN) % mlen:
         return None
     layout = _DEST_COLUMNS.get(mlen)
     if layout is None:
@@ -819,13 +838,13 @@ def decode_dest_table(
         layout = dest_columns(data, family_id)
         if layout is not None:
             fast.setdefault(layout.size, []).append(i)
-        elif not (len(data) == _DONE_LEN and _is_clean_done(data)):  # not an empty dump
+        elif not (len(data) == DONE_LEN and _is_clean_done(data)):  # not an empty dump
             slow.append(i)
     parts: list[DestTable] = []
     for size, which in fast.items():
         layout = _DEST_COLUMNS[size]
-        body = b"".join([memoryview(replies[i])[: len(replies[i]) - _DONE_LEN] for i in which])
-        counts = np.array([(len(replies[i]) - _DONE_LEN) // size for i in which])
+        body = b"".join([memoryview(replies[i])[: len(replies[i]) - DONE_LEN] for i in which])
+        counts = np.array([(len(replies[i]) - DONE_LEN) // size for i in which])
         service = np.repeat(np.array(which, np.intp), counts)
         t, invalid = layout.table(body, service, np.array(svc_families, np.uint16)[service])
         bad = np.union1d(layout.bad_rows(body), invalid)
@@ -872,6 +891,22 @@ def decode_services(data: bytes, family_id: int, *, fast: bool = True) -> list[S
         _SERVICE_LAYOUTS,
         0,
         fast,
+    )
+
+
+def decode_service_keys(data: bytes, family_id: int) -> list[ServiceKey]:
+    """A GET_SERVICE dump -> the keys of its services alone (checked as decode_services checks)."""
+    return _decode_dump(
+        data,
+        family_id,
+        CMD_NEW_SERVICE,
+        "netlink GET_SERVICE reply",
+        _service_walk,
+        _build_service_key,
+        _SERVICE_DEFAULTS,
+        _SERVICE_LAYOUTS,
+        0,
+        True,
     )
 
 
@@ -1022,6 +1057,11 @@ def message(family_id: int, cmd: int, payload: bytes, *, flags: int, seq: int, p
 
 def get_services_request(family_id: int, seq: int) -> bytes:
     return message(family_id, CMD_GET_SERVICE, b"", flags=NLM_F_REQUEST | NLM_F_DUMP, seq=seq)
+
+
+def with_seq(request: bytes, seq: int) -> bytes:
+    """A request with another sequence number (a poll sends the same GET_DEST requests every time)."""
+    return request[:8] + _U32.pack(seq) + request[12:]
 
 
 def get_dests_request(family_id: int, seq: int, key: ServiceKey) -> bytes:
