@@ -205,8 +205,14 @@ def _end_on_signal(app: LvstopApp, read_end: int) -> None:
 
 def _end_now(status: int) -> None:
     with contextlib.suppress(OSError, ValueError):
-        if os.isatty(2):
-            os.write(2, RESTORE_TERMINAL)  # Textual writes to stderr; harmless if already restored
+        if os.isatty(2):  # Textual writes to stderr; harmless if already restored
+            # A handle of our own that never blocks: a terminal nobody reads (ctrl+s, a full pty) must not
+            # hold the exit, and O_NONBLOCK on fd 2 itself would leak to the shell that shares it.
+            fd = os.open("/proc/self/fd/2", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            try:
+                os.write(fd, RESTORE_TERMINAL)
+            finally:
+                os.close(fd)
     os._exit(status)
 
 

@@ -165,9 +165,37 @@ with threading._active_limbo_lock:
     time.sleep(30)
 """
 
+# So must one that comes while the terminal is not read (ctrl+s, a stalled pty): its writes would block.
+SIGNAL_WITH_A_FULL_TERMINAL = """
+import os, signal, threading, time
+from lvstop.tui.app import end_on_signals
 
-def test_a_signal_inside_a_thread_start_still_ends_the_process() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", SIGNAL_IN_THREAD_START], cwd=ROOT, capture_output=True, timeout=25
-    )
-    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-800:]
+class Gone:
+    is_running = False
+    event_loop = None
+
+def fill():
+    while True:
+        os.write(2, b"x" * 4096)
+
+end_on_signals(Gone())
+threading.Thread(target=fill, daemon=True).start()
+time.sleep(1)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize(
+    "script", [SIGNAL_IN_THREAD_START, SIGNAL_WITH_A_FULL_TERMINAL], ids=["thread-start", "full-tty"]
+)
+def test_a_signal_ends_the_process_from_any_state(script: str) -> None:
+    master, slave = pty.openpty()  # never read
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, timeout=25
+        )
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 128 + signal.SIGTERM
