@@ -49,8 +49,12 @@ def test_signal_restores_the_terminal(sig: signal.Signals) -> None:
         shown = read_until(master, b"demo-director", 30)
         assert b"demo-director" in shown, shown[-500:]
         proc.send_signal(sig)
-        status = proc.wait(10)
-        tail = read_until(master, b"never", 1)  # everything it wrote on its way out
+        tail = b""  # everything it writes on its way out, read as a terminal would while it exits
+        deadline = time.monotonic() + 10
+        while proc.poll() is None and time.monotonic() < deadline:
+            tail += read_until(master, b"never", 0.1)
+        tail += read_until(master, b"never", 0.5)
+        status = proc.wait(0.1)
     finally:
         if proc.poll() is None:
             proc.kill()
