@@ -96,6 +96,13 @@ class Views:
     brief: vm.Brief | None  # for the side-by-side tab of several directors
     build_seconds: float
 
+    def shows_the_same(self, other: Views) -> bool:
+        """Everything a screen shows or acts on equals `other`'s (the snapshots themselves aside)."""
+        same = dataclasses.replace(
+            self, build=other.build, live=other.live, shown=other.shown, build_seconds=other.build_seconds
+        )
+        return same == other
+
 
 class DirectorFeed:
     """Owns the poller subscription, the history and the view settings of one director."""
@@ -121,6 +128,7 @@ class DirectorFeed:
         self.clock = clock
         self.label = label
         self.history = vm.History()
+        self._service_rows = vm.RowCache()  # the services' rows of the last build (builder thread)
         self.names = NameCache(resolver, on_resolved=self.request)
         self._cond = threading.Condition()
         self._settings = vm.ViewSettings()
@@ -326,8 +334,8 @@ class DirectorFeed:
                 views, self.build_error = None, f"{type(e).__name__}: {e}"
             with self._cond:
                 self._busy = False
-                if views is None:
-                    continue
+                if views is None or (self._views is not None and views.shows_the_same(self._views)):
+                    continue  # nothing on screen would change: no message, no repaint
                 self._views = views
                 notify = not self._pending
                 self._pending = True
@@ -357,7 +365,7 @@ class DirectorFeed:
         health = self.checks.view() if self.checks is not None else None
         shown_health = self._frozen_health if self._paused and health is not None else health
         owned, unread = self.managed() if self.managed is not None else ({}, ())
-        services = vm.services_table(shown, settings, history, names, shown_health, owned)
+        services = vm.services_table(shown, settings, history, names, shown_health, owned, self._service_rows)
         dests = vm.dests_table(shown, settings, history, drains, names, shown_health)
         svc = shown.service(settings.service) if shown is not None and settings.service is not None else None
         summary: tuple[vm.Span, ...] = ()
@@ -371,7 +379,9 @@ class DirectorFeed:
                 )
             )
             dest_keys = {vm.dest_id(d.key): d.key for d in svc.dests}
-        service_keys = {vm.service_id(s.key): s.key for s in shown.services} if shown is not None else {}
+        service_keys = (
+            {vm.service_id(s.key): s.key for s in shown.table.services} if shown is not None else {}
+        )
         conns = None
         reader = self._conn_reader
         if reader is not None:

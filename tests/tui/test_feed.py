@@ -51,6 +51,22 @@ def test_snapshots_coalesce_until_the_ui_takes_them(
     wait(lambda: f.idle)
 
 
+def test_a_build_that_changes_nothing_on_screen_is_not_sent(
+    stage: Stage, feed: tuple[DirectorFeed, list[int]]
+) -> None:
+    f, notified = feed
+    stage.advance()
+    wait(lambda: f.take() is not None and f.idle)
+    shown = f.take()
+    notified.clear()
+    f.request()  # a rebuild from the same state: nothing on screen would change
+    wait(lambda: f.idle)
+    assert notified == [] and f.take() is shown  # no message to the UI, no repaint
+    stage.advance()  # a poll with new numbers is sent as before
+    wait(lambda: not f._dirty and not f._busy)
+    assert notified == [1] and f.take() is not shown
+
+
 def test_pause_keeps_tables_and_moves_the_header(stage: Stage, feed: tuple[DirectorFeed, list[int]]) -> None:
     f, _ = feed
     stage.advance(2)

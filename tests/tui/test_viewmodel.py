@@ -22,6 +22,7 @@ from lvstop.model import (
     Rates,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
     Timeouts,
 )
@@ -229,6 +230,22 @@ class TestHistoryAndHeader:
         assert h.service(WEB) == () and h.dest(WEB, svc.dests[0].key) == ()
         assert len(h._services) <= 2 * 1 + 4 + 1
 
+    def test_dest_trends_follow_their_dest_as_dests_come_and_go(self) -> None:
+        h = vm.History()
+        one, two, three = dest(1, cps=1), dest(2, cps=2), dest(3, cps=3, weight=0, active=7)
+        h.record(snapshot(service(WEB, one, two), seq=1))
+        moved = service(WEB, dataclasses.replace(one, rates=None), three, dest(2, cps=20))  # 1 has no rate
+        h.record(snapshot(service(DNS, dest(9, cps=9)), moved, seq=2))
+        assert list(h.dest(WEB, one.key)) == [1] and list(h.dest(WEB, two.key)) == [2, 20]
+        assert list(h.dest(WEB, three.key)) == [3] and list(h.dest(DNS, dest(9).key)) == [9]
+        assert list(h.draining(WEB, three.key)) == [7]  # a weight-0 dest's active connections
+        frozen = h.copy()
+        for seq in range(3, 3 + vm.TREND_WIDTH + 2):
+            h.record(snapshot(service(WEB, dest(2, cps=seq)), seq=seq))
+        assert h.dest(WEB, one.key) == () and h.draining(WEB, three.key) == ()  # gone: forgotten
+        assert list(h.dest(WEB, two.key)) == list(range(5, 5 + vm.TREND_WIDTH))  # the newest TREND_WIDTH
+        assert list(frozen.dest(WEB, two.key)) == [2, 20]  # a paused copy keeps its own
+
     def test_paused_copy_is_independent(self) -> None:
         h = vm.History()
         h.record(snapshot(service(WEB, cps=1), seq=1))
@@ -312,6 +329,37 @@ class TestEventsDirectorConns:
         assert views.clients.rows[0].cells == ("198.51.100.1", "1")
         assert views.entries.rows[2].cells[1] == "198.51.100.1 (template)"
         assert views.dest_keys == {f"{WEB} 192.0.2.1:80": (WEB, DestKey(AF_INET, "192.0.2.1", 80))}
+
+
+def test_services_view_header_and_trends_make_no_row_per_dest() -> None:
+    """Rows only for what a screen shows: the services view sums the dests' columns (issue 9)."""
+    rows = snapshot(service(WEB, dest(1, active=3), dest(2, weight=0, inactive=4)), service(DNS, dest(3)))
+    snap = dataclasses.replace(rows, services=ServiceRows(rows.table))  # as the poller publishes them
+    history = vm.History()
+    history.record(snap)
+    model = vm.services_table(snap, vm.ViewSettings(), history)
+    header = vm.header_lines(snap, history, vm.ViewSettings())
+    assert snap.services._rows == [None, None]  # type: ignore[attr-defined]
+    web = model.rows[model.index[vm.service_id(WEB)]].cells
+    assert web[4:7] == ("1/2", "3", "4")  # Live, Active, InAct from the columns
+    assert "2 services, 3 dests, 1 at weight 0" in "".join(t for c in header[2] for t, _ in c.spans)
+    filtered = vm.services_table(snap, vm.ViewSettings(services_filter="192.0.2.3:80"), history)
+    assert [r.key for r in filtered.rows] == [vm.service_id(DNS)]  # a dest's address still finds its service
+
+
+def test_services_rows_are_reused_while_their_inputs_are_equal() -> None:
+    cache = vm.RowCache()
+    history = vm.History()
+    a = snapshot(service(WEB, dest(1, active=3)), service(DNS, dest(2)), seq=1)
+    first = vm.services_table(a, vm.ViewSettings(), history, cache=cache)
+    b = snapshot(service(WEB, dest(1, active=4)), service(DNS, dest(2)), seq=2)  # WEB changed
+    second = vm.services_table(b, vm.ViewSettings(), history, cache=cache)
+    web, dns = vm.service_id(WEB), vm.service_id(DNS)
+    assert second.rows[second.index[dns]] is first.rows[first.index[dns]]
+    assert second.rows[second.index[web]].cells[5] == "4"
+    exact = vm.services_table(b, vm.ViewSettings(human=False), history, cache=cache)  # units changed
+    assert exact.rows[exact.index[dns]] is not second.rows[second.index[dns]]
+    assert exact.rows == vm.services_table(b, vm.ViewSettings(human=False), history).rows  # as uncached
 
 
 def test_side_by_side_master_and_backup() -> None:

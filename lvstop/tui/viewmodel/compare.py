@@ -8,6 +8,7 @@ from types import MappingProxyType
 
 from lvstop.model import ServiceKey, Snapshot
 from lvstop.tui import units
+from lvstop.tui.viewmodel.columns import service_sums
 from lvstop.tui.viewmodel.header import PollHealth
 from lvstop.tui.viewmodel.labels import service_id
 from lvstop.tui.viewmodel.table import Column, Row, TableModel, finish_table
@@ -35,9 +36,11 @@ class Brief:
 def brief(snap: Snapshot | None) -> Brief | None:
     if snap is None:
         return None
+    table = snap.table
+    sums = service_sums(table)
     conns = {
-        s.key: (sum(d.active_conns for d in s.dests), sum(d.inactive_conns for d in s.dests))
-        for s in snap.services
+        s.key: (a, i)
+        for s, a, i in zip(table.services, sums.active.tolist(), sums.inactive.tolist(), strict=True)
     }
     role = ", ".join(f"{d.state.name.lower()} {d.mcast_ifn}/{d.syncid}" for d in snap.daemons or ()) or (
         "no sync" if snap.daemons is not None else "sync unknown"
@@ -46,9 +49,9 @@ def brief(snap: Snapshot | None) -> Brief | None:
     return Brief(
         snap.director,
         role,
-        len(snap.services),
-        sum(len(s.dests) for s in snap.services),
-        sum(1 for s in snap.services for d in s.dests if d.weight == 0),
+        len(table.services),
+        len(table.dests),
+        int((table.dests.weight == 0).sum()),
         sum(a for a, _ in conns.values()),
         sum(i for _, i in conns.values()),
         snap.total_rates.cps if snap.total_rates is not None else None,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from lvstop.model import Snapshot
 from lvstop.tui import units
+from lvstop.tui.viewmodel.columns import service_sums
 from lvstop.tui.viewmodel.health import HealthMap, health_counts, health_states
 from lvstop.tui.viewmodel.history import History
 from lvstop.tui.viewmodel.settings import ViewSettings
@@ -70,7 +71,7 @@ def header_lines(
     """Who (the status chunks follow it); director totals with sparklines; counts, health (when checks
     run), sync, timeouts.
 
-    Built off the UI thread: the counts walk every dest.
+    Built off the UI thread: the counts sum the dests' columns.
     """
     human = settings.human
     first: list[Chunk] = []
@@ -126,10 +127,11 @@ def header_lines(
 
     third: list[Chunk] = []
     if snap is not None:
-        services = len(snap.services)
-        dests = sum(len(s.dests) for s in snap.services)
-        drained = sum(1 for s in snap.services for d in s.dests if d.weight == 0)
-        dead = sum(1 for s in snap.services if not any(d.weight > 0 for d in s.dests))
+        table = snap.table
+        sums = service_sums(table)
+        services, dests = len(table.services), len(table.dests)
+        drained = int((table.dests.weight == 0).sum())
+        dead = int((sums.live == 0).sum())
         third.append(Chunk(((f"{services} services, {dests} dests", ""),)))
         if drained:
             third.append(Chunk(((f", {drained} at weight 0", DRAINED),), drop=1))

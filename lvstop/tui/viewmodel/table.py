@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from lvstop.tui.viewmodel.settings import SortSpec
 from lvstop.tui.viewmodel.tones import ACCENT, DIM, WARN, Span
@@ -45,6 +46,15 @@ class TableModel:
             if c.id == column_id:
                 return c
         return None
+
+
+@dataclass(slots=True)
+class RowCache:
+    """A table's rows of the last build by key, each with the inputs it was made from, valid while
+    `context` (units, scales) is the same: a build formats only the rows whose inputs changed."""
+
+    context: object = None
+    rows: dict[Any, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def matches(needle: str, haystack: Iterable[str]) -> bool:

@@ -133,6 +133,8 @@ class LiveTable(ScrollView, can_focus=True):
 
     def set_model(self, model: TableModel) -> None:
         """A tick: swap the rows in, keep the cursor on its key, repaint what is on screen."""
+        if model == self._model:  # rows the build reused compare by identity: cheap, and no repaint
+            return
         old_key = self._cursor_key
         layout_changed = (model.columns, model.widths, model.sort) != (
             self._model.columns,
