@@ -529,6 +529,8 @@ def managed(snap: Snapshot, netns: str | None, env: Environment, proc_root: str 
 
 def _damaged(source: Source, env: Environment) -> bool:
     """A recording with bad or missing lines: say where (what could be read was printed)."""
+    if source.name != "replay":
+        return False  # and the recordings' modules (json, codec) stay unimported
     from lvstop.sources.replay import ReplaySource
 
     damage = source.check() if isinstance(source, ReplaySource) else []

@@ -149,6 +149,14 @@ def _dest_key(d: DestTable, row: int) -> DestKey:
     return DestKey(family, address_text(family, d.addr[row].tobytes()), int(d.port[row]))
 
 
+def _previous(pt: Table, ct: Table) -> list[int | None]:
+    """For each service of `ct`, the index of the same service in `pt`, or None."""
+    if len(pt.services) == len(ct.services) and pt.service_keys().tobytes() == ct.service_keys().tobytes():
+        return list(range(len(ct.services)))  # the usual poll: the same services in the same order
+    before = {s.key: j for j, s in enumerate(pt.services)}
+    return [before.get(s.key) for s in ct.services]
+
+
 def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
     """Events explaining how `cur` differs from `prev`, stamped with cur.wall_time.
 
@@ -158,23 +166,24 @@ def diff_snapshots(prev: Snapshot, cur: Snapshot) -> list[Event]:
     t = cur.wall_time
     out: list[Event] = []
     pt, ct = prev.table, cur.table
-    before = {s.key: j for j, s in enumerate(pt.services)}
+    previous = _previous(pt, ct)
     pairs = np.full(len(ct.services), -1)  # the prev service whose dests each service's are compared with
-    for i, s in enumerate(ct.services):
-        j = before.get(s.key)
+    for i, (s, j) in enumerate(zip(ct.services, previous, strict=True)):
         if j is not None and s.error is None and pt.services[j].error is None:
             pairs[i] = j
     dest_events = _dest_events(t, pt, ct, pairs)
-    for i, s in enumerate(ct.services):
-        j = before.pop(s.key, None)
+    for i, (s, j) in enumerate(zip(ct.services, previous, strict=True)):
         if j is None:
             out.append(Event(t, SERVICE_ADDED, f"service {s.key} added ({ct.dest_count(i)} dests)", s.key))
             continue
         if _went_down(s.counters, pt.services[j].counters):
             out.append(Event(t, COUNTERS_RESET, f"{s.key}: counters went down (zeroed or re-created)", s.key))
         out += dest_events.get(i, ())
-    for k in before:
-        out.append(Event(t, SERVICE_REMOVED, f"service {k} removed", k))
+    if len(pt.services) > len(ct.services) - previous.count(None):
+        kept = set(previous)
+        for j, p in enumerate(pt.services):
+            if j not in kept:
+                out.append(Event(t, SERVICE_REMOVED, f"service {p.key} removed", p.key))
     if _went_down(cur.totals, prev.totals):
         out.append(Event(t, COUNTERS_RESET, "total counters went down (ipvsadm -Z?)"))
     seen = {(i.kind, i.service, i.message) for i in prev.issues}

@@ -148,10 +148,11 @@ class Poller:
                 t,
                 np.array([services[i].rates is not None for i in counted]),
             )
-            for j, i in enumerate(counted):
+            instant = se.instant.tolist()
+            for j, (i, has) in enumerate(zip(counted, se.has_instant.tolist(), strict=True)):
                 s = services[i]
-                ewma, inst = _rates_at(se, j)
-                services[i] = dataclasses.replace(s, rates=ewma if s.rates is None else s.rates, instant=inst)
+                ewma = s.rates if s.rates is not None else _rates_at(se, j)[0]  # the kernel's own if given
+                services[i] = dataclasses.replace(s, rates=ewma, instant=Rates(*instant[j]) if has else None)
         else:
             services_est.update(np.zeros(0, f"V{SERVICE_KEY_BYTES}"), np.zeros((0, 5), U64), t)
         total_rates, total_instant = raw.total_rates, None

@@ -29,10 +29,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import Future
-from queue import SimpleQueue
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -65,6 +63,9 @@ from lvstop.sources.procfs import (
     read_sysctls,
 )
 
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
 NETLINK_GENERIC = 16
 VANISHED = "vanished during the read"
 CHANGED = "changed during the read"
@@ -93,7 +94,12 @@ class _Namespace:
     """A thread living in another network namespace that runs calls there (see the module doc)."""
 
     def __init__(self, path: str) -> None:
+        # imported here: concurrent.futures brings logging, and `lvstop list` without --netns needs neither
+        from concurrent.futures import Future
+        from queue import SimpleQueue
+
         self.path = path
+        self._future = Future
         self._calls: SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = SimpleQueue()
         entered: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, args=(entered,), name="lvstop-netns", daemon=True)
@@ -118,7 +124,7 @@ class _Namespace:
         enter_netns(self.path)
 
     def call(self, fn: Callable[[], _T]) -> _T:
-        result: Future[_T] = Future()
+        result: Future[_T] = self._future()
         self._calls.put((fn, result))
         return result.result()
 

@@ -85,3 +85,12 @@ def test_list_over_netlink_loads_no_pyroute2() -> None:
     _text, modules = _modules_after(["list", "--source", "netlink", "--proc-root", PROC_SAMPLE])
     assert "lvstop.sources.netlink" in modules  # the path under test was taken
     assert _loaded(modules, "pyroute2", "textual") == []
+    # start-up cost (issue 9 S2): the netns thread's helpers come with --netns only
+    assert _loaded(modules, "concurrent", "logging", "queue") == []
+
+
+def test_list_loads_no_recording_code() -> None:
+    """`lvstop list` of a live source does not import the recordings' reader (json, codec)."""
+    text, modules = _modules_after(["list", "-n", "--source", "proc", "--proc-root", PROC_SAMPLE])
+    assert text.startswith("IP Virtual Server version")
+    assert _loaded(modules, "lvstop.sources.replay", "lvstop.codec") == []
