@@ -688,11 +688,18 @@ class BackendHealthCollector:
         if b is None:
             return
         if inp.options.dest_metrics:
+            keep = inp.options.dest_labels
+            bases: dict[ServiceKey, str] = {}  # each service's labels formatted once, as for DestCollector
             up: dict[str, int] = {}  # dests sharing the kept labels: down when any of them is
-            for (s, d), state in sorted(b.states.items()):
-                if state != "unknown":
-                    key = dest_labels(s, d, inp.options.dest_labels)
-                    up[key] = min(up.get(key, 1), int(state == "up"))
+            for (s, d), state in b.states.items():  # in the checks' order: the snapshot's
+                if state == "unknown":
+                    continue
+                if keep == DEST_LABELS:
+                    base = bases.get(s) or bases.setdefault(s, service_labels(s))
+                    key = f'{base},remote_address="{d.address}",remote_port="{d.port}"'
+                else:
+                    key = dest_labels(s, d, keep)
+                up[key] = min(up.get(key, 1), int(state == "up"))
             yield Family(BACKEND_HEALTH_UP, list(up.items()))
         probes = sorted(b.probes.items())
         yield Family(HEALTH_PROBES, [(labels(check=c), n) for c, (n, _, _) in probes])

@@ -383,7 +383,7 @@ class HealthRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler: Scheduler | None = None
         self._thread: threading.Thread | None = None
-        self._view: tuple[int, HealthMap] = (-1, {})
+        self._view = (-1, HealthView(({}, [])))
         self._lock = threading.Lock()
         self._latest: Snapshot | None = None  # the newest snapshot not yet taken
         self._seen: tuple[bytes, ...] | None = None  # what decided the targets last
@@ -451,7 +451,7 @@ class HealthRunner:
         """By check type: probes run, probes failed, seconds they took (counters, from the start)."""
         return self._book.probes
 
-    def view(self) -> HealthMap:
+    def view(self) -> HealthView:
         """Per (service, dest) health; a new view only when a result arrived since the last call."""
         version, cached = self._view
         if version == self._book.version:
