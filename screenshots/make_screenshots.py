@@ -8,8 +8,9 @@ The app is the one `lvstop --demo` runs: the seeded demo director on the real cl
 2 s, with the demo's simulated health checks, drained through its keys. The pictures are taken as it
 runs, so they differ from run to run as the demo's traffic does. The story: half a minute of traffic;
 the on-call drains 192.0.2.13 from the persistent HTTPS service (d, then y) and watches it for twenty
-seconds; the API service, whose 192.0.2.24 is down but still weighted; a filter; last, the guard
-refuses to drain NTP's last live dest. PNGs come from rsvg-convert (librsvg2-bin).
+seconds; the API service, whose 192.0.2.24 is down but still weighted; a filter; then health drains
+192.0.2.24 (as `lvstop-exporter --health.act` on this director would, through the same drain-state
+file); last, the guard refuses to drain NTP's last live dest. PNGs come from rsvg-convert (librsvg2-bin).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from lvstop.tui.app import LvstopApp, health_checks, health_runner, make_app, wr
 from lvstop.tui.screens.confirm import ConfirmScreen  # noqa: E402
 from lvstop.tui.widgets.director_view import DirectorView  # noqa: E402
 from lvstop.tui.widgets.live_table import LiveTable  # noqa: E402
+from lvstop.tui.writes import LocalWriter  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZES = {"120x40": (120, 40), "80x24": (80, 24), "40x12": (40, 12)}
@@ -46,6 +48,7 @@ HTTPS = ServiceKey.tcp("203.0.113.10", 443)
 DRAINED = DestKey(2, "192.0.2.13", 8443)
 NTP = ServiceKey.udp("203.0.113.15", 123)
 API = ServiceKey.tcp("203.0.113.11", 8080)  # its 192.0.2.24 never answers the health checks
+DEAD = DestKey(2, "192.0.2.24", 8080)
 INTERVAL = 2.0  # as `lvstop --demo`
 
 # Textual's SVG cell: 12.2 px wide, 24.4 px high, the text baseline 18.5 px below the cell's top.
@@ -196,6 +199,21 @@ async def shoot(sizes: list[str]) -> list[Path]:
                 await pilot.pause(0.5)
                 out.append(save(app, "filter", size))
                 await pilot.press("escape")
+
+            # Health drains the dead dest, as the exporter's health actor does (cause `health`).
+            assert isinstance(writer, LocalWriter)
+            writer.control.drain(
+                API, DEAD, actor="health", cause="health", reason="health: down (tcp: timed out after 2 s)"
+            )
+            await polls(pilot, poller, 1)
+            for size in sizes:
+                if size == "40x12":
+                    continue
+                await pilot.resize_terminal(*SIZES[size])
+                await open_service(API)
+                dests.select_key(str(DEAD))
+                await pilot.pause(0.2)
+                out.append(save(app, "health-drained", size))
 
             # The guard: NTP has two dests; drain one, then ask to drain the other.
             await pilot.resize_terminal(*SIZES[sizes[0]])

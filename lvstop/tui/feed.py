@@ -70,7 +70,7 @@ class Writer(Protocol):
 
     def set_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, **kw: Any) -> ControlResult: ...
 
-    def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]: ...
+    def drains(self) -> vm.DrainMap: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class Views:
     director: tuple[vm.Setting, ...]
     service_keys: Mapping[str, ServiceKey]
     dest_keys: Mapping[str, DestKey]
-    drains: Mapping[tuple[ServiceKey, DestKey], int]
+    drains: vm.DrainMap
     conns: vm.ConnViews | None  # only while the connections view is open
     brief: vm.Brief | None  # for the side-by-side tab of several directors
     build_seconds: float
@@ -142,7 +142,7 @@ class DirectorFeed:
         self._views: Views | None = None
         self._retired: list[Views] = []
         self._builds = 0
-        self._drains: Mapping[tuple[ServiceKey, DestKey], int] = MappingProxyType({})
+        self._drains: vm.DrainMap = MappingProxyType({})
         self._drains_seq: int | None = None
         self.drains_error: str | None = None
         self.build_error: str | None = None
@@ -411,7 +411,7 @@ class DirectorFeed:
             build_seconds=time.perf_counter() - t0,
         )
 
-    def _current_drains(self, live: Snapshot | None) -> Mapping[tuple[ServiceKey, DestKey], int]:
+    def _current_drains(self, live: Snapshot | None) -> vm.DrainMap:
         """The drain state file (or remote API) is read once per poll, not once per keystroke."""
         seq = live.seq if live is not None else None
         if self.writer is None or (seq == self._drains_seq and self._drains_seq is not None):

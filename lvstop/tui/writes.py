@@ -10,17 +10,22 @@ import getpass
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lvstop.codec import service_key_to_dict
-from lvstop.control import ControlResult, dest_key_from_dict, dest_key_to_dict, service_key_from_dict
+from lvstop.control import (
+    ControlResult,
+    DrainRecord,
+    dest_key_from_dict,
+    dest_key_to_dict,
+    service_key_from_dict,
+)
 from lvstop.errors import ControlError, LvstopError
 from lvstop.exporter.openapi import CSRF_HEADER
 from lvstop.model import DestKey, ServiceKey
 from lvstop.sources.remote import PREVIEW_PATH, RemoteSource, basic_auth, edit_preview, edit_result, urlopen
-from lvstop.tui.viewmodel import WeightEffect
+from lvstop.tui.viewmodel import DrainMap, WeightEffect
 
 if TYPE_CHECKING:
     from lvstop.control import Control
@@ -107,8 +112,8 @@ class LocalWriter:
     def set_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, **kw: Any) -> ControlResult:
         return self.control.set_weight(skey, dkey, weight, actor=self.actor, **kw)
 
-    def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]:
-        return {k: rec.previous for k, rec in self.control.drains().items()}
+    def drains(self) -> DrainMap:
+        return self.control.drains()
 
 
 class RemoteWriter:
@@ -168,11 +173,17 @@ class RemoteWriter:
     def set_weight(self, skey: ServiceKey, dkey: DestKey, weight: int, **kw: Any) -> ControlResult:
         return self._edit("/api/v1/weight", skey, dkey, {"weight": weight, **kw})
 
-    def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]:
+    def drains(self) -> DrainMap:
         doc = self._call("GET", "/api/v1/drains")
         try:
             return {
-                (service_key_from_dict(d["service"]), dest_key_from_dict(d["dest"])): int(d["previous"])
+                (service_key_from_dict(d["service"]), dest_key_from_dict(d["dest"])): DrainRecord(
+                    int(d["previous"]),
+                    float(d["since"]),
+                    str(d["actor"]),
+                    d.get("reason"),
+                    d.get("cause", "operator"),  # an exporter older than causes: every drain an operator's
+                )
                 for d in doc["drains"]
             }
         except (KeyError, ValueError, TypeError) as e:

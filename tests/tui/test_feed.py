@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from stage import STEP, ManualClock, Stage
 
+from lvstop.control import DrainRecord
 from lvstop.errors import LvstopError
 from lvstop.model import DestKey, ServiceKey
 from lvstop.poller import Poller
@@ -85,11 +86,15 @@ def test_drains_are_read_once_per_poll_and_their_failure_is_kept(stage: Stage) -
     class Writer:
         fail = False
 
-        def drains(self) -> Mapping[tuple[ServiceKey, DestKey], int]:
+        def drains(self) -> Mapping[tuple[ServiceKey, DestKey], DrainRecord]:
             calls.append(time.monotonic())
             if self.fail:
                 raise LvstopError("/var/lib/lvstop/drains.json: unreadable drain state")
-            return {(ServiceKey.tcp("203.0.113.10", 80), DestKey(2, "192.0.2.11", 8080)): 100}
+            return {
+                (ServiceKey.tcp("203.0.113.10", 80), DestKey(2, "192.0.2.11", 8080)): DrainRecord(
+                    100, 0.0, "a"
+                )
+            }
 
         drain = restore = set_weight = None
 

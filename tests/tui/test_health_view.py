@@ -12,6 +12,7 @@ import pytest
 from stage import Stage, play, settle
 
 from lvstop.cli import Environment, main
+from lvstop.control import DrainRecord
 from lvstop.errors import UsageError
 from lvstop.events import HEALTH_DOWN, HEALTH_UP, health_event
 from lvstop.health.config import parse
@@ -23,8 +24,10 @@ from lvstop.sources.sim import SimSource
 from lvstop.tui import units
 from lvstop.tui import viewmodel as vm
 from lvstop.tui.app import health_checks, health_runner
+from lvstop.tui.screens.confirm import ConfirmScreen
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
+from lvstop.tui.writes import LocalWriter
 
 from .test_viewmodel import WEB, dest, service, snapshot
 
@@ -165,6 +168,24 @@ class TestCells:
         assert text[1] == "1 real server has weight and no health check"
         assert not any("192.0.2.3:80  DOWN" in t for t in text)  # drained: its drain note speaks
 
+    def test_notes_tell_a_drain_by_health_from_an_operators(self) -> None:
+        drains = {
+            (WEB, dest(3).key): DrainRecord(
+                4, NOW - 60, "health", "health: down (tcp: connection refused)", "health"
+            ),
+            (WEB, dest(5).key): DrainRecord(2, NOW - 60, "alice", "kernel upgrade"),
+        }
+        notes = vm.dest_notes(SNAP, SNAP.services[0], drains, vm.History(), health=HEALTH)
+        text = {n[0][0]: "".join(t for t, _ in n) for n in notes}
+        assert text["192.0.2.3:80"].startswith(
+            "192.0.2.3:80 drained by health: down (tcp: connection refused), restores to 4 when up"
+        )
+        assert text["192.0.2.5:80"].startswith(
+            "192.0.2.5:80 drained by alice (kernel upgrade), restores to 2"
+        )
+        by_health = next(n for n in notes if n[0][0] == "192.0.2.3:80")
+        assert (" drained by health", vm.BAD) in by_health
+
 
 def test_counts_over_every_dest_make_no_rows_of_the_runners_view() -> None:
     """The services' healthy/total and the header count all dests: from HealthView.states(), without
@@ -249,6 +270,44 @@ class TestDashboard:
                     and r.cells[5] == "tcp: timed out after 2 s"
                     for r in events.model.rows
                 )
+        finally:
+            stage.close()
+
+    async def test_the_dests_view_says_who_drained_each_dest(self) -> None:
+        """The exporter's health actor drains through the same drain-state file the dashboard reads;
+        the on-call drains another dest with `d`: the notes tell the two apart."""
+        stage = Stage(checks=True)
+        app = stage.app()
+        other = DestKey(2, "192.0.2.21", 8080)
+        try:
+            async with app.run_test(size=(160, 40)) as pilot:
+                await play(app, pilot, stage, 6)
+                assert isinstance(stage.writer, LocalWriter)
+                stage.writer.control.drain(
+                    API,
+                    DEAD,
+                    actor="health",
+                    cause="health",
+                    reason="health: down (tcp: timed out after 2 s)",
+                )
+                services = app.query_one("#services-table", LiveTable)
+                services.select_key(str(API))
+                await pilot.press("enter")
+                await play(app, pilot, stage, 1)
+                dests = app.query_one("#dests-table", LiveTable)
+                dests.select_key(str(other))
+                await pilot.press("d")
+                while not isinstance(app.screen, ConfirmScreen):
+                    await pilot.pause(0.02)
+                await pilot.press("y")
+                while isinstance(app.screen, ConfirmScreen):
+                    await pilot.pause(0.02)
+                await play(app, pilot, stage, 1)
+                notes = app.query_one("#dest-notes", SpanLines).plain
+                drained = "drained by health: down (tcp: timed out after 2 s), restores to 2 when up"
+                assert f"192.0.2.24:8080 {drained}" in notes
+                assert "192.0.2.21:8080 drained by tui:oncall, restores to 3" in notes
+                assert cells(dests.model, "weight")[str(DEAD)] == "0 →2"
         finally:
             stage.close()
 

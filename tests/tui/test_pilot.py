@@ -144,7 +144,7 @@ class TestDrain:
             dests = table(app, "dests-table")
             assert column(dests, "weight")[keys(dests).index(str(HTTPS_13))] == "0 →100"
             notes = app.query_one("#dest-notes", SpanLines).plain
-            assert "192.0.2.13:8443 drained, restores to 100" in notes
+            assert f"192.0.2.13:8443 drained by {ACTOR}, restores to 100" in notes
             assert "persistence templates keep sending returning clients" in notes
             events = [e for e in stage.poller.events.recent(10) if e.kind == "weight_changed"]
             assert [(e.old, e.new, e.actor) for e in events] == [(100, 0, ACTOR)]

@@ -59,7 +59,9 @@ def test_remote_writer_goes_through_the_exporters_control(remote: Running) -> No
     assert (dry.outcome, dry.old, dry.requested, dry.previous) == ("dry_run", 100, 0, 100)
     done = w.drain(HTTPS, DEST, expect=100, force=False, reason=None, dry_run=False)
     assert done.outcome == "applied" and done.verified == 0
-    assert w.drains() == {(HTTPS, DEST): 100}
+    (key, rec), *more = w.drains().items()
+    assert key == (HTTPS, DEST) and not more
+    assert (rec.previous, rec.cause, rec.reason) == (100, "operator", None) and rec.since > 0
     with pytest.raises(ControlError) as stale:
         w.restore(HTTPS, DEST, expect=7, force=False, reason=None, dry_run=False)
     assert stale.value.status == 409 and "not 7" in str(stale.value)

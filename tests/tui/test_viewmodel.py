@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lvstop.conntable import ConnTable
+from lvstop.control import DrainRecord
 from lvstop.events import Event
 from lvstop.model import (
     AF_INET,
@@ -160,7 +161,7 @@ class TestServices:
 class TestDests:
     def test_drained_shows_the_weight_it_gets_back_and_shares_side_by_side(self) -> None:
         svc = service(WEB, dest(1, weight=3, cps=10), dest(2, weight=1, cps=10), dest(3, weight=0, cps=0))
-        drains = {(WEB, svc.dests[2].key): 5}
+        drains = {(WEB, svc.dests[2].key): DrainRecord(5, 0.0, "alice")}
         model = vm.dests_table(snapshot(svc), vm.ViewSettings(service=WEB), vm.History(), drains)
         cells = {r.key: r.cells for r in model.rows}
         assert cells["192.0.2.3:80"][2] == "0 →5"
@@ -192,9 +193,11 @@ class TestDests:
         snap = snapshot(svc, timeouts=Timeouts(900, 120, 300), sysctls={"expire_quiescent_template": 0})
         text = "\n".join(
             "".join(t for t, _ in line)
-            for line in vm.dest_notes(snap, svc, {(WEB, svc.dests[1].key): 4}, vm.History())
+            for line in vm.dest_notes(
+                snap, svc, {(WEB, svc.dests[1].key): DrainRecord(4, 0.0, "tui:oncall")}, vm.History()
+            )
         )
-        assert "192.0.2.2:80 drained, restores to 4  7 active, 3 inactive, 2 templates" in text
+        assert "192.0.2.2:80 drained by tui:oncall, restores to 4  7 active, 3 inactive, 2 templates" in text
         assert "up to 300s (expire_quiescent_template=0)" in text
         assert "after 15m00s idle" in text and "within 2m00s" in text
         done = dataclasses.replace(svc, dests=(svc.dests[0], dest(2, weight=0)))

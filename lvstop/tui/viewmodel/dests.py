@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from lvstop.managers import Claim
 from lvstop.model import Dest, DestKey, Protocol, Service, ServiceKey, Snapshot
@@ -33,6 +34,9 @@ from lvstop.tui.viewmodel.settings import ViewSettings
 from lvstop.tui.viewmodel.table import Column, Row, TableModel, finish_table, matches
 from lvstop.tui.viewmodel.tones import ACCENT, BAD, DIM, DRAINED, GOOD, WARN, Span
 
+if TYPE_CHECKING:
+    from lvstop.control import DrainRecord
+
 IMBALANCE_POINTS = 15.0  # weight share vs traffic share gap (percentage points) worth a warning
 IMBALANCE_MIN_CPS = 5.0  # below this many conns/s the shares are noise
 
@@ -56,7 +60,7 @@ DEST_COLUMNS: tuple[Column, ...] = (
 )
 _HEALTH_AT = 3  # Health and Last check go right after Weight
 
-DrainMap = Mapping[tuple[ServiceKey, DestKey], int]  # drained dest -> weight it gets back
+DrainMap = Mapping[tuple[ServiceKey, DestKey], "DrainRecord"]  # drained dest -> its weight back, who, why
 
 
 def dests_table(
@@ -87,8 +91,8 @@ def dests_table(
         if needle and not matches(needle, (label, str(d.key), d.fwd.label, tunnel, said)):
             continue
         r = rates[d.key]
-        back = drains.get((svc.key, d.key))
-        weight = str(d.weight) if d.weight or back is None else f"0 →{back}"
+        rec = drains.get((svc.key, d.key))
+        weight = str(d.weight) if d.weight or rec is None else f"0 →{rec.previous}"
         wshare = d.weight / live_weight if live_weight else 0.0
         # Share of new connections: how the scheduler splits the work now. With none at all there is
         # no share to show (the active ones would make a drained dest look busy).
@@ -173,6 +177,21 @@ def service_summary(svc: Service, settings: ViewSettings, names: Names = no_name
     return tuple(spans)
 
 
+def drained_by(rec: DrainRecord | None) -> tuple[Span, ...]:
+    """Who drained a dest and why: health restores its own drains when the dest is up again, never an
+    operator's, so the on-call must tell them apart (lvstop/health/act.py)."""
+    if rec is None:
+        return ((" weight 0", DRAINED),)
+    if rec.cause == "health":
+        why = rec.reason.removeprefix("health: ") if rec.reason else "down"
+        return (
+            (" drained by health", BAD),
+            (f": {why}, restores to {rec.previous} when up", DRAINED),
+        )
+    by = f"{rec.actor} ({rec.reason})" if rec.reason else rec.actor
+    return ((f" drained by {by}, restores to {rec.previous}", DRAINED),)
+
+
 def suspect_dead(svc: Service, d: Dest) -> bool:
     """Gets new connections, none of them establish, while its siblings' do: the server may be down.
 
@@ -215,9 +234,8 @@ def dest_notes(
             )
         if d.weight != 0:
             continue
-        back = drains.get((svc.key, d.key))
-        head: list[Span] = [(f"{d.key}", DRAINED)]
-        head.append((f" drained, restores to {back}" if back is not None else " weight 0", DRAINED))
+        rec = drains.get((svc.key, d.key))
+        head: list[Span] = [(f"{d.key}", DRAINED), *drained_by(rec)]
         if d.active_conns + d.inactive_conns + (d.persist_conns or 0) == 0:
             head.append(("  no connections left: safe to take down", GOOD))
             notes.append(tuple(head))

@@ -480,7 +480,8 @@ class DirectorView(Vertical):
         new = 0 if op.kind == "drain" else op.weight
         try:
             if op.kind == "restore":
-                new = self.feed.writer.drains().get((op.service, op.dest))
+                rec = self.feed.writer.drains().get((op.service, op.dest))
+                new = rec.previous if rec is not None else None
             effect = vm.weight_effect(svc, op.dest, new) if svc is not None and new is not None else None
             self.post_message(self.WritePreviewed(preview(op, self.feed.writer, effect)))
         except Exception as e:  # a write that cannot even be previewed is reported, never fatal
