@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
+import socket
 from collections.abc import Callable
 
 from lvstop.model import (
+    AF_INET,
+    AF_INET6,
     TUN_F_CSUM,
     TUN_F_REMCSUM,
     Dest,
@@ -34,9 +36,9 @@ def dest_id(key: DestKey) -> str:
 
 
 def addr_order(family: int, address: str, port: int) -> tuple[int, bytes, int]:
-    try:
-        packed = ipaddress.ip_address(address).packed
-    except ValueError:
+    try:  # inet_pton, not ipaddress: a sort key per row per build, ~30x cheaper
+        packed = socket.inet_pton(AF_INET6 if ":" in address else AF_INET, address)
+    except OSError:
         packed = address.encode()
     return (family, packed, port)
 
