@@ -28,11 +28,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import itertools
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
 
 from lvstop.errors import LvstopError
 from lvstop.model import (
@@ -42,6 +45,7 @@ from lvstop.model import (
     SVC_F_SCHED1,
     SVC_F_SCHED2,
     SVC_F_SCHED3,
+    Array,
     ConnEntry,
     Counters,
     Dest,
@@ -50,8 +54,11 @@ from lvstop.model import (
     Rates,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
+    Table,
     TunType,
+    address_text,
     format_hostport,
 )
 
@@ -252,7 +259,8 @@ def ipvsadm_order(services: Iterable[Service]) -> list[Service]:
     # addresses are compared only between services of one family (the family is compared first)
     columns: list[Sequence[int]] = [[s.key.fwmark for s, _ in keyed]]
     for family in {s.key.family for s, _ in keyed}:
-        words = [w for s, w in keyed if s.key.family == family]
+        # only services without a fwmark compare addresses (a fwmark's ties are the same service)
+        words = [w for s, w in keyed if s.key.family == family and not s.key.fwmark]
         columns += list(zip(*words, strict=True)) if words else []
     if _consistent(columns):
         keyed.sort(
@@ -354,8 +362,12 @@ def service_name(key: ServiceKey, names: bool = False) -> str:
 
 def dest_name(d: Dest, protocol: Protocol | None = None) -> str:
     """The dest column; with the service's `protocol`, its port by name as ipvsadm without -n."""
-    name = _hostport(d.family, d.address, d.port, protocol)
-    return name if d.family == AF_INET6 else name[:28]
+    return _dest_name(d.family, d.address, d.port, protocol)
+
+
+def _dest_name(family: int, address: str, port: int, protocol: Protocol | None) -> str:
+    name = _hostport(family, address, port, protocol)
+    return name if family == AF_INET6 else name[:28]
 
 
 def service_flags(svc: Service) -> str:
@@ -456,7 +468,14 @@ def _dest_line(d: Dest, opts: ListOptions, protocol: Protocol | None) -> str:
             f"  -> {name:<28} {_fwd(d):<7} {tunnel_info(d):<13} {d.weight:<6} "
             f"{d.active_conns:<10} {d.inactive_conns:<10}"
         )
-    return f"  -> {name:<28} {_fwd(d):<7} {d.weight:<6} {d.active_conns:<10} {d.inactive_conns:<10}"
+    return _plain_dest_line(name, _fwd(d), d.weight, d.active_conns, d.inactive_conns)
+
+
+def _plain_dest_line(name: str, fwd: str, weight: int, active: int, inactive: int) -> str:
+    return _PLAIN_DEST % (name, fwd, weight, active, inactive)
+
+
+_PLAIN_DEST = "  -> %-28s %-7s %-6d %-10d %-10d"  # %-formatting: 2x faster than the f-string here
 
 
 def _wide_numbers(counters: Counters | None, rates: Rates | None, exact: bool) -> str:
@@ -522,6 +541,10 @@ def service_lines(snapshot: Snapshot, opts: ListOptions) -> Iterator[str]:
         services = [find_service(snapshot, opts.service)]
     else:
         yield version_line(snapshot)
+        if isinstance(snapshot.services, ServiceRows) and not _formatted(opts):
+            yield from _titles(opts)
+            yield from _plain_lines(snapshot.services.table, opts)
+            return
         services = list(snapshot.services) if opts.nosort else ipvsadm_order(snapshot.services)
     yield from _titles(opts)
     for svc in services:
@@ -530,6 +553,80 @@ def service_lines(snapshot: Snapshot, opts: ListOptions) -> Iterator[str]:
         protocol = None if opts.numeric else svc.key.protocol
         for d in dests:
             yield _dest_line(d, opts, protocol)
+
+
+def _formatted(opts: ListOptions) -> bool:
+    """Any format but the plain one (forward, weight, active and inactive conns)."""
+    return opts.stats or opts.rate or opts.thresholds or opts.persistent_conn or opts.tun_info or opts.wide
+
+
+def _plain_lines(table: Table, opts: ListOptions) -> Iterator[str]:
+    """service_lines' plain listing of every service, from the columns: no Dest row is made where
+    ipvsadm's order is a key sort (every service but those with addresses 2^31 apart or mixed families)."""
+    services, d, starts = table.services, table.dests, table.starts.tolist()
+    if opts.nosort:
+        order: Sequence[int] = range(len(services))
+        rows = np.arange(len(d))
+    else:
+        position = {id(s): i for i, s in enumerate(services)}
+        order = [position[id(s)] for s in ipvsadm_order(services)]
+        rows = _dest_rows_order(table)
+    for group in _groups(order, starts):
+        # the dest lines of a few consecutive services at once, then interleaved with their services'
+        protocols = [None if opts.numeric else services[i].key.protocol for i in group]
+        block = [rows[starts[i] : starts[i + 1]] for i in group]
+        r = np.concatenate(block) if block else rows[:0]
+        family, raw, port = d.family[r].tolist(), d.addr[r].tolist(), d.port[r].tolist()
+        each = itertools.chain.from_iterable(
+            itertools.repeat(p, len(b)) for p, b in zip(protocols, block, strict=True)
+        )
+        names = list(map(_dest_name, family, map(address_text, family, raw), port, each))
+        fwd = [_FWD_LABELS[m] for m in d.fwd[r].tolist()]
+        lines = map(
+            _PLAIN_DEST.__mod__,
+            zip(names, fwd, d.weight[r].tolist(), d.active[r].tolist(), d.inactive[r].tolist(), strict=True),
+        )
+        for i in group:
+            yield _service_line(services[i], opts)
+            yield from itertools.islice(lines, starts[i + 1] - starts[i])
+
+
+def _groups(order: Sequence[int], starts: list[int], size: int = 4096) -> Iterator[list[int]]:
+    """`order` cut into runs of services with about `size` dests in all (one service at least)."""
+    group: list[int] = []
+    n = 0
+    for i in order:
+        group.append(i)
+        n += starts[i + 1] - starts[i]
+        if n >= size:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
+
+
+_FWD_LABELS = tuple(_FWD_NAMES.get(m, "(null)") for m in FwdMethod)
+
+
+def _dest_rows_order(table: Table) -> Array:
+    """The dest rows in ipvsadm's order within each service (ipvsadm_dest_order, on whole columns)."""
+    d, starts = table.dests, table.starts
+    n = len(d)
+    words = np.ascontiguousarray(d.addr).view(">u4").reshape(n, 4)  # _words of each
+    order = np.lexsort((d.port, words[:, 3], words[:, 2], words[:, 1], words[:, 0], d.service))
+    # services where that key sort is not what glibc's merge sort gives (see _consistent)
+    first = starts[:-1][starts[:-1] < starts[1:]]
+    odd: list[int] = []
+    if n:
+        spread = np.maximum.reduceat(words, first) - np.minimum.reduceat(words, first)
+        mixed = np.maximum.reduceat(d.family, first) != np.minimum.reduceat(d.family, first)
+        odd = first[(spread >= 1 << 31).any(axis=1) | mixed].tolist()
+    for a in odd:
+        b = int(starts[d.service[a] + 1])
+        dests = d.rows(a, b)
+        where = {id(x): a + k for k, x in enumerate(dests)}
+        order[a:b] = [where[id(x)] for x in ipvsadm_dest_order(dests)]
+    return order
 
 
 # --- connections, timeouts, daemons -------------------------------------------------------------

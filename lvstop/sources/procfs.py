@@ -25,7 +25,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from types import MappingProxyType
-from typing import TextIO
+from typing import IO, Any
+
+import numpy as np
 
 from lvstop.errors import ParseError, SourceError
 from lvstop.model import (
@@ -34,9 +36,10 @@ from lvstop.model import (
     SVC_F_HASHED,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    Array,
     ConnEntry,
     Counters,
-    Dest,
+    DestTable,
     FwdMethod,
     Issue,
     IssueKind,
@@ -44,8 +47,10 @@ from lvstop.model import (
     Rates,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
-    fast_constructor,
+    Table,
+    address_bytes,
 )
 
 IP_VS = "/proc/net/ip_vs"
@@ -150,7 +155,6 @@ class _ServiceLine:
     jiffies: int
     netmask: int
     lineno: int
-    dests: list[Dest]
 
 
 def _parse_service_line(f: list[str], lineno: int) -> _ServiceLine:
@@ -176,56 +180,31 @@ def _parse_service_line(f: list[str], lineno: int) -> _ServiceLine:
         flags |= SVC_F_PERSISTENT
         jiffies = _int(rest[1])
         netmask = parse_hex(rest[2], 8)
-    return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask, lineno, [])
+    return _ServiceLine(protocol, family, address, port, fwmark, f[2], flags, jiffies, netmask, lineno)
 
 
-_new_dest = fast_constructor(Dest)
+_DestValues = tuple[int, bytes, int, int, int, int, int]  # family, address bytes, port, fwd, w, a, i
 
 
-def _parse_dest_line(f: list[str], hostports: dict[str, tuple[int, str, int]]) -> Dest:
-    """`hostports`: addresses already parsed in this file (real servers serve many services)."""
+def _parse_dest_line(f: list[str]) -> _DestValues:
+    """A dest line the vectorised parse left alone (an odd spacing, a sign, or an error to name)."""
     if len(f) != 6:
         raise ValueError("dest line needs address:port, forward, weight, active and inactive conns")
-    hp = hostports.get(f[1])
-    if hp is None:
-        hp = hostports[f[1]] = parse_hostport(f[1])
+    family, address, port = parse_hostport(f[1])
     fwd = FWD_METHODS.get(f[2])
     if fwd is None:
         raise ValueError(f"unknown forwarding method {f[2]!r}")
-    family, address, port = hp
-    w, a, i = f[3], f[4], f[5]
-    digits = w + a + i
-    if digits.isdigit() and digits.isascii():
-        weight, active, inactive = int(w), int(a), int(i)
-    else:
-        weight, active, inactive = _int(w), _int(a), _int(i)  # signs, or the error
-    # in Dest's field order; thresholds, persistent conns and tunnel settings are not in /proc
-    # (netlink only): None, as are the counters and rates
-    return _new_dest(
-        family,
-        address,
-        port,
-        fwd,
-        weight,
-        None,
-        None,
-        active,
-        inactive,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
+    weight, active, inactive = _int(f[3]), _int(f[4]), _int(f[5])
+    if not all(-(1 << 63) <= v < 1 << 63 for v in (weight, active, inactive)):
+        raise ValueError("number out of range")  # the kernel prints 32-bit ints
+    return family, address_bytes(family, address), port, fwd, weight, active, inactive
 
 
-def _fwmark_family(dests: list[Dest]) -> int:
+def _fwmark_family(family: Array, fwd: Array) -> int:
     # FWM lines do not print the family. Only tunnel dests may differ from the service's family,
-    # so the other dests tell it; with none of those, IPv4 is assumed.
-    families = {d.family for d in dests if d.fwd is not FwdMethod.TUNNEL}
-    return families.pop() if len(families) == 1 else AF_INET
+    # so the other dests (columns of this service's rows) tell it; with none of those, IPv4 is assumed.
+    families = np.unique(family[fwd != FwdMethod.TUNNEL])
+    return int(families[0]) if len(families) == 1 else AF_INET
 
 
 def _v6_prefix(printed: int) -> int:
@@ -238,75 +217,282 @@ def _v6_prefix(printed: int) -> int:
     return swapped
 
 
-def _finish_service(s: _ServiceLine, hz: int | None) -> Service:
-    family = s.family if s.family is not None else _fwmark_family(s.dests)
+def _finish_service(s: _ServiceLine, family: int, hz: int | None) -> Service:
     key = ServiceKey.mark(s.fwmark, family) if s.fwmark else ServiceKey(family, s.protocol, s.address, s.port)
     netmask = s.netmask
     if family == AF_INET6:
         netmask = _v6_prefix(netmask) if s.flags & SVC_F_PERSISTENT else 128
     timeout = s.jiffies // hz if hz else 0
-    return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask, dests=tuple(s.dests))
+    return Service(key, s.scheduler, flags=s.flags, timeout=timeout, netmask=netmask)
 
 
-def _lines(text: str) -> Iterator[str]:
-    """text.splitlines() for text with plain newlines, one line at a time."""
-    start, n = 0, len(text)
-    while start < n:
-        end = text.find("\n", start)
-        if end < 0:
-            end = n
-        yield text[start:end]
-        start = end + 1
+# ---------------------------------------------------------------- dest lines, vectorised
+# Dest lines as the kernel prints them (`  -> %08X:%04X      %-7s %-6d %-10d %-10d`, IPv6
+# `  -> [%pI6]:%04X ...`) are parsed all at once over the file's bytes; any other line (services,
+# blank lines, odd spacing, signs, errors) goes through the per-line parser above, in file order.
+
+_WS = np.zeros(256, bool)
+_WS[list(b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")] = True  # what str.split() splits ASCII text on
+_HEXVAL = np.full(256, 255, np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEXVAL[_c] = _HEXVAL[bytes([_c]).upper()[0]] = _i
+# the labels as little-endian integers of their bytes, and the method each names
+_FWD_KEYS = {int.from_bytes(m.label.encode(), "little"): m.value for m in FwdMethod}
+_MAX_DIGITS = 18  # below 2**63; longer numbers go the per-line way
+# Every array below holds one value per candidate line; each step is one pass over those values
+# (a loop over the few characters of a field), never a Python loop over lines.
 
 
-def parse_ip_vs(
-    text: str, *, hz: int | None = None, source: str = IP_VS, dests: dict[str, Dest] | None = None
-) -> tuple[Service, ...]:
-    """Services and dests of /proc/net/ip_vs, in the kernel's order.
+def _hex(buf: Array, at: Array, digits: int) -> tuple[Array, Array]:
+    """(values, all hex) of the `digits` hex characters at each position of `at`."""
+    value = np.zeros(len(at), np.uint64)
+    bad = np.zeros(len(at), bool)
+    for k in range(digits):
+        v = _HEXVAL[buf[at + k]]
+        bad |= v > 15
+        value = (value << np.uint64(4)) | v
+    return value, ~bad
+
+
+def _decimal(buf: Array, start: Array, end: Array) -> tuple[Array, Array]:
+    """(values, plain digits) of the unsigned decimal tokens buf[start:end]."""
+    length = end - start
+    ok = length <= _MAX_DIGITS
+    value = np.zeros(len(start), np.int64)
+    last = len(buf) - 1
+    for k in range(int(length[ok].max(initial=0))):
+        inside = k < length
+        d = buf[np.minimum(start + k, last)].astype(np.int64) - 48
+        ok &= ~inside | ((d >= 0) & (d <= 9))
+        value = np.where(inside, value * 10 + d, value)
+    return value, ok
+
+
+def _tokens(buf: Array) -> tuple[Array, Array]:
+    """Starts and ends of the runs of non-whitespace in `buf`."""
+    ws = buf <= 32
+    ctrl = np.flatnonzero(buf < 32)  # newlines, tabs and the rare control character that is no space
+    ws[ctrl] = _WS[buf[ctrl]]
+    edge = np.flatnonzero(ws[:-1] != ws[1:]) + 1
+    head, tail = (
+        np.array([0] if not ws[0] else [], np.intp),
+        np.array([len(buf)] if not ws[-1] else [], np.intp),
+    )
+    bounds = np.concatenate((head, edge, tail))
+    return bounds[0::2], bounds[1::2]
+
+
+_CHUNK = 8192  # lines parsed at a time: the temporary arrays of a chunk stay small (~2 MB)
+
+
+def _fast_dests(buf: Array, starts: Array, ends: Array) -> tuple[Array, dict[str, Array]]:
+    """Which of the lines buf[starts:ends] are dest lines in the kernel's own shape (bool), and
+    their columns (in line order)."""
+    fast = np.zeros(len(starts), bool)
+    out: dict[str, Array] = {}
+    n = 0
+    for first in range(0, max(len(starts), 1), _CHUNK):
+        lo, hi = (starts[first], ends[min(first + _CHUNK, len(starts)) - 1]) if len(starts) else (0, 0)
+        at = slice(first, first + _CHUNK)
+        fast[at], cols = _fast_chunk(buf[lo : hi + 1], starts[at] - lo, ends[at] - lo)
+        cols["line"] += first
+        m = len(cols["line"])
+        for k, v in cols.items():  # filled in place: no second copy of the columns while joining
+            if k not in out:
+                out[k] = np.empty(len(starts), v.dtype)
+            out[k][n : n + m] = v
+        n += m
+    return fast, {k: v[:n] for k, v in out.items()}
+
+
+def _fast_chunk(buf: Array, starts: Array, ends: Array) -> tuple[Array, dict[str, Array]]:
+    """_fast_dests of the lines of one chunk (`buf` holds them; positions are relative to it)."""
+    # "  -> " and an IPv4 (%08X:%04X) or IPv6 ([%pI6]:%04X) address:port, then whitespace: positions
+    # are fixed; the lengths checked first keep every position read inside its line
+    cand = np.flatnonzero(ends - starts > 18)
+    s = starts[cand]
+    arrow = np.ones(len(s), bool)
+    for i, c in enumerate(b"  -> "):
+        arrow &= buf[s + i] == c
+    bracket = buf[s + 5] == ord("[")
+    keep = arrow & (~bracket | (ends[cand] - s > 51))
+    cand, s, v6 = cand[keep], s[keep], bracket[keep]
+    a4, ok = _hex(buf, s + 5, 8)
+    ok &= buf[s + 13] == ord(":")
+    six = np.flatnonzero(v6)
+    s6 = s[six]
+    a6 = np.zeros((len(six), 16), np.uint8)
+    ok6 = (buf[s6 + 45] == ord("]")) & (buf[s6 + 46] == ord(":"))
+    for g in range(8):  # the groups of %pI6: four hex digits, then ":" (no colon after the last)
+        word, good = _hex(buf, s6 + 6 + 5 * g, 4)
+        ok6 &= good & ((buf[s6 + 10 + 5 * g] == ord(":")) if g < 7 else True)
+        a6[:, 2 * g] = word >> np.uint64(8)
+        a6[:, 2 * g + 1] = word & np.uint64(255)
+    ok[six] = ok6
+    port_at = s + 14
+    port_at[six] += 33
+    port, good = _hex(buf, port_at, 4)
+    ok &= good & _WS[buf[port_at + 4]]
+    # the other four fields: the tokens between the address and the end of the line
+    tok_start, tok_end = _tokens(buf)
+    t = np.searchsorted(tok_start, port_at + 4)  # the first token after the address
+    e = ends[cand]
+    last = len(tok_start) - 1
+    ok &= (t + 3 <= last) & (tok_start[np.minimum(t + 3, last)] < e)
+    ok &= (t + 4 > last) | (tok_start[np.minimum(t + 4, last)] >= e)
+    t = np.where(ok, t, 0)
+    # the forwarding method: one of the labels, exactly (read as the integer of its bytes)
+    fs, flen = tok_start[t], tok_end[t] - tok_start[t]
+    key = np.zeros(len(s), np.uint64)
+    for j in range(6):
+        inside = j < flen
+        byte = np.where(inside, buf[np.minimum(fs + j, len(buf) - 1)], 0).astype(np.uint64)
+        key |= byte << np.uint64(8 * j)
+    fwd = np.full(len(s), 255, np.uint8)
+    for label, m in _FWD_KEYS.items():
+        fwd[key == label] = m
+    ok &= (fwd != 255) & (flen <= 6)
+    numbers = []
+    for j in (1, 2, 3):
+        value, good = _decimal(buf, tok_start[t + j], tok_end[t + j])
+        ok &= good
+        numbers.append(value)
+    addr = np.zeros((len(s), 16), np.uint8)
+    addr[:, :4] = a4.astype(">u4").view(np.uint8).reshape(-1, 4)
+    addr[six] = a6
+    fast = np.zeros(len(starts), bool)
+    fast[cand[ok]] = True
+    columns: dict[str, Array] = {
+        "line": cand[ok],
+        "family": np.where(v6[ok], AF_INET6, AF_INET).astype(np.uint16),
+        "addr": addr[ok].view("V16").reshape(-1),
+        "port": port[ok].astype(np.uint16),
+        "fwd": fwd[ok],
+        "weight": numbers[0][ok],
+        "active": numbers[1][ok],
+        "inactive": numbers[2][ok],
+    }
+    return fast, columns
+
+
+def _line_bounds(buf: Array) -> tuple[Array, Array]:
+    """Starts and ends of the "\\n"-separated lines (a last line without its newline counts)."""
+    step = 1 << 20  # a megabyte at a time: no temporary as large as the file
+    width = np.int32 if len(buf) < 1 << 31 else np.int64  # positions: half the memory of int64
+    nl = [(np.flatnonzero(buf[i : i + step] == 10) + i).astype(width) for i in range(0, len(buf), step)]
+    if buf[-1] != 10:
+        nl.append(np.array([len(buf)], width))
+    ends = np.concatenate(nl)
+    return np.concatenate((np.zeros(1, width), ends[:-1] + 1)), ends
+
+
+def parse_ip_vs_table(text: str | bytes, *, hz: int | None = None, source: str = IP_VS) -> Table:
+    """Services and dests of /proc/net/ip_vs, in the kernel's order: the services as rows, the dests
+    as columns (model.Table; what /proc cannot see is -1 / absent there).
 
     `hz` is the kernel's CONFIG_HZ: the persistence timeout is printed in jiffies. Without it the
-    timeout of persistent services is left 0 (the caller says why in an Issue). `dests` maps dest
-    lines parsed before to their Dest: a line seen again is not parsed again (new ones are added).
+    timeout of persistent services is left 0 (the caller says why in an Issue).
     """
-    lines = _lines(text)  # one at a time: a list of 100k lines would double the memory
-    first = next(lines, None)
-    if not first:
+    data = text.encode() if isinstance(text, str) else text
+    buf = np.frombuffer(data, np.uint8)
+    starts, ends = _line_bounds(buf) if len(buf) else (np.zeros(0, np.intp), np.zeros(0, np.intp))
+
+    def line(j: int) -> str:
+        return data[starts[j] : ends[j]].decode()
+
+    if not len(starts) or starts[0] == ends[0]:
         raise ParseError("empty file", source=source, line=1)
-    parse_version_line(first, source=source)
-    for lineno, head in ((2, "Prot LocalAddress:Port"), (3, "-> RemoteAddress:Port")):
-        if not next(lines, "").strip().startswith(head):
-            raise ParseError(f"expected a header line starting {head!r}", source=source, line=lineno)
+    parse_version_line(line(0), source=source)
+    for j, head in ((1, "Prot LocalAddress:Port"), (2, "-> RemoteAddress:Port")):
+        if not (line(j) if j < len(starts) else "").strip().startswith(head):
+            raise ParseError(f"expected a header line starting {head!r}", source=source, line=j + 1)
+    fast, cols = _fast_dests(buf, starts[3:], ends[3:])
+    first_fast = int(cols["line"][0]) + 3 if len(cols["line"]) else len(starts)
     pending: list[_ServiceLine] = []
-    hostports: dict[str, tuple[int, str, int]] = {}
-    known = dests if dests is not None else {}  # empty: nothing to reuse, nothing kept
-    keep = dests is not None
-    for lineno, line in enumerate(lines, start=4):
-        d = known.get(line)
-        if d is not None and pending:
-            pending[-1].dests.append(d)
-            continue
-        f = line.split()
+    service_lines: list[int] = []
+    slow: list[tuple[int, _DestValues]] = []  # (line index, values) of dests parsed line by line
+    for j in (np.flatnonzero(~fast) + 3).tolist():
+        if not pending and first_fast < j:
+            raise ParseError("dest line before any service line", source=source, line=first_fast + 1)
+        f = line(j).split()
         if not f:
             continue
         try:
             if f[0] != "->":
-                pending.append(_parse_service_line(f, lineno))
+                pending.append(_parse_service_line(f, j + 1))
+                service_lines.append(j)
             elif pending:
-                d = _parse_dest_line(f, hostports)
-                pending[-1].dests.append(d)
-                if keep:
-                    known[line] = d
+                slow.append((j, _parse_dest_line(f)))
             else:
                 raise ValueError("dest line before any service line")
         except ValueError as e:
-            raise ParseError(str(e), source=source, line=lineno) from None
+            raise ParseError(str(e), source=source, line=j + 1) from None
+    if not pending and first_fast < len(starts):
+        raise ParseError("dest line before any service line", source=source, line=first_fast + 1)
+    dests = _dest_table(cols, slow, np.array(service_lines, np.intp) - 3)
+    at = np.searchsorted(dests.service, np.arange(len(pending) + 1))
     services: list[Service] = []
-    for s in pending:
+    for i, s in enumerate(pending):
         try:
-            services.append(_finish_service(s, hz))
+            rows = slice(at[i], at[i + 1])
+            family = s.family if s.family is not None else _fwmark_family(dests.family[rows], dests.fwd[rows])
+            services.append(_finish_service(s, family, hz))
         except ValueError as e:
             raise ParseError(str(e), source=source, line=s.lineno) from None
-    return tuple(services)
+    return Table.build(services, dests)
+
+
+def _dest_table(
+    cols: dict[str, Array], slow: list[tuple[int, _DestValues]], service_lines: Array
+) -> DestTable:
+    """The dests of both parses in line order, each with the index of the service line above it."""
+    if slow:
+        lines, values = zip(*slow, strict=True)
+        family, addr, port, fwd, weight, active, inactive = zip(*values, strict=True)
+        extra: dict[str, Array] = {
+            "line": np.array(lines, np.intp) - 3,
+            "family": np.array(family, np.uint16),
+            "addr": np.array(addr, "V16"),
+            "port": np.array(port, np.uint16),
+            "fwd": np.array(fwd, np.uint8),
+            "weight": np.array(weight, np.int64),
+            "active": np.array(active, np.int64),
+            "inactive": np.array(inactive, np.int64),
+        }
+        order = np.argsort(np.concatenate((cols["line"], extra["line"])), kind="stable")
+        cols = {k: np.concatenate((v, extra[k]))[order] for k, v in cols.items()}
+    n = len(cols["line"])
+    # what /proc cannot see: constant, read-only columns that take no memory
+    none = np.broadcast_to(np.int64(-1), (n,))
+    absent = np.broadcast_to(False, (n,))
+    zeros = np.broadcast_to(np.uint64(0), (n, 5))
+    return DestTable(
+        service=np.searchsorted(service_lines, cols["line"], "right") - 1,
+        family=cols["family"],
+        addr=cols["addr"],
+        port=cols["port"],
+        fwd=cols["fwd"],
+        weight=cols["weight"],
+        u_threshold=none,
+        l_threshold=none,
+        active=cols["active"],
+        inactive=cols["inactive"],
+        persist=none,
+        tun_type=none,
+        tun_port=none,
+        tun_flags=none,
+        counters=zeros,
+        has_counters=absent,
+        rates=zeros,
+        has_rates=absent,
+        instant=np.broadcast_to(0.0, (n, 5)),
+        has_instant=absent,
+    )
+
+
+def parse_ip_vs(text: str | bytes, *, hz: int | None = None, source: str = IP_VS) -> tuple[Service, ...]:
+    """parse_ip_vs_table as rows: each service with its dests."""
+    return tuple(ServiceRows(parse_ip_vs_table(text, hz=hz, source=source)))
 
 
 # ---------------------------------------------------------------- /proc/net/ip_vs_stats
@@ -493,9 +679,9 @@ def detect_hz(proc_root: str, sys_root: str, boot_dir: str | None) -> int | None
 # ---------------------------------------------------------------- the source
 
 
-def _open(path: str, missing: IssueKind, what: str) -> TextIO:
+def _open(path: str, missing: IssueKind, what: str, mode: str = "r") -> IO[Any]:
     try:
-        return open(path, encoding="ascii", errors="strict")
+        return open(path, mode, encoding=None if "b" in mode else "ascii")
     except FileNotFoundError:
         raise SourceError(missing, what) from None
     except PermissionError:
@@ -504,15 +690,19 @@ def _open(path: str, missing: IssueKind, what: str) -> TextIO:
         raise SourceError(IssueKind.IO, f"{path}: {e.strerror or e}") from None
 
 
-def _read(path: str, missing: IssueKind, what: str) -> str:
-    with _open(path, missing, what) as f:
+def _read(path: str, missing: IssueKind, what: str) -> bytes:
+    """The file's bytes, which must be ASCII (then they are its characters)."""
+    with _open(path, missing, what, "rb") as f:
         try:
-            return f.read()
+            data: bytes = f.read()
+            if not data.isascii():
+                data.decode("ascii")  # raises, naming the first other byte
         except (OSError, UnicodeDecodeError) as e:
             raise SourceError(IssueKind.IO, f"{path}: {e}") from None
+    return data
 
 
-def _stream(f: TextIO, path: str) -> Iterator[str]:
+def _stream(f: IO[str], path: str) -> Iterator[str]:
     with f:
         try:
             yield from f
@@ -544,10 +734,10 @@ class ProcSource:
         live = is_live_proc(root)
         boot = boot_dir if boot_dir is not None else ("/boot" if live else None)
         self._hz = hz if hz is not None else detect_hz("/proc" if live else root, self.sys_root, boot)
-        # the last ip_vs text and its services, and its dests by line: unchanged bytes are not parsed again
-        self._text = ""
-        self._services: tuple[Service, ...] = ()
-        self._dests: dict[str, Dest] = {}
+        # the last ip_vs bytes (from the second read on) and their table: unchanged bytes are not parsed again
+        self._data = b""
+        self._reads = 0
+        self._table = Table.build((), DestTable.empty())
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, "net", name)
@@ -562,11 +752,16 @@ class ProcSource:
     def read(self) -> Snapshot:
         wall, mono = time.time(), time.monotonic()
         path = self._path("ip_vs")
-        text = _read(path, IssueKind.NO_IPVS, f"ip_vs is not loaded (no {path})")
-        services = self._parse(text, path)
-        version, size = parse_version_line(text.partition("\n")[0], source=path)
+        data = _read(path, IssueKind.NO_IPVS, f"ip_vs is not loaded (no {path})")
+        if data != self._data:
+            self._table = parse_ip_vs_table(data, hz=self._hz, source=path)
+        # a one-time read (lvstop list) keeps no copy of the file: polls compare from their second read
+        self._reads += 1
+        self._data = data if self._reads > 1 else b""
+        table = self._table
+        version, size = parse_version_line(data[: data.find(b"\n") % (len(data) + 1)].decode(), source=path)
         issues = [Issue(IssueKind.UNAVAILABLE, UNAVAILABLE_MESSAGE)]
-        if self._hz is None and any(s.persistent for s in services):
+        if self._hz is None and any(s.persistent for s in table.services):
             issues.append(
                 Issue(
                     IssueKind.UNAVAILABLE,
@@ -579,7 +774,7 @@ class ProcSource:
         stats_path = self._path("ip_vs_stats")
         try:
             totals, total_rates = parse_ip_vs_stats(
-                _read(stats_path, IssueKind.IO, f"no {stats_path}"), source=stats_path
+                _read(stats_path, IssueKind.IO, f"no {stats_path}").decode(), source=stats_path
             )
         except SourceError as e:
             issues.append(Issue(e.kind, str(e)))
@@ -598,7 +793,7 @@ class ProcSource:
             director=self._director(),
             wall_time=wall,
             mono_time=mono,
-            services=services,
+            services=ServiceRows(table),
             version=version,
             conn_tab_size=size,
             totals=totals,
@@ -609,17 +804,6 @@ class ProcSource:
             poll_duration=time.monotonic() - mono,
             est_cpulist=est_cpulist,
         )
-
-    def _parse(self, text: str, path: str) -> tuple[Service, ...]:
-        if text != self._text:
-            if len(self._dests) > 2 * text.count("->") + 1024:
-                self._dests = {}  # lines of dests long gone
-            # the dests of the first read are not kept by line: a one-time read (lvstop list) needs
-            # no cache, and polls start reusing them from the second read on
-            dests = self._dests if self._text else None
-            self._services = parse_ip_vs(text, hz=self._hz, source=path, dests=dests)
-            self._text = text
-        return self._services
 
     def conn_lines(self, sync: bool = False) -> Iterator[str]:
         """Lines (newline included) of ip_vs_conn or ip_vs_conn_sync, header first, streamed.

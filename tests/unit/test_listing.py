@@ -53,7 +53,9 @@ from lvstop.model import (
     Rates,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
+    Table,
     Timeouts,
     TunType,
     normalize_address,
@@ -760,3 +762,51 @@ def test_option_combinations_ipvsadm_accepts(opts: ListOptions) -> None:
 def test_stats_wins_over_rate_like_ipvsadm() -> None:
     both = render(sample_snapshot(), ListOptions(stats=True, rate=True, exact=True))
     assert both == captured("ipvsadm-stats.txt")
+
+
+# --- the plain listing from columns -------------------------------------------------------------
+
+
+@st.composite
+def _table(draw: st.DrawFn) -> list[Service]:
+    """A few services with dests of every kind: far-apart and mixed-family addresses (glibc's merge
+    sort), every forwarding method (Bypass prints "(null)"), numbers wider than their columns."""
+    v4, v6 = draw(st.sampled_from([(_V4_NEAR, _V6_NEAR), (_V4, _V6)]))
+    out: dict[ServiceKey, Service] = {}
+    for _ in range(draw(st.integers(0, 5))):
+        family = draw(st.sampled_from([AF_INET, AF_INET6]))
+        if draw(st.booleans()):
+            key = ServiceKey.mark(draw(st.integers(1, 2**32 - 1)), family)
+        else:
+            proto = draw(st.sampled_from([Protocol.TCP, Protocol.UDP, Protocol.SCTP]))
+            key = ServiceKey(
+                family, proto, draw(v4 if family == AF_INET else v6), draw(st.integers(0, 65535))
+            )
+        dests: dict[DestKey, Dest] = {}
+        for _ in range(draw(st.integers(0, 6))):
+            fam = family if draw(st.integers(0, 3)) else AF_INET6 + AF_INET - family  # tunnels may differ
+            d = Dest(
+                fam,
+                draw(v4 if fam == AF_INET else v6),
+                draw(st.sampled_from([80, 443, 53, 8080])),
+                draw(st.sampled_from(list(FwdMethod))),
+                draw(st.sampled_from([0, 1, 10**7])),
+                active_conns=draw(st.sampled_from([0, -5, 10**12])),
+                inactive_conns=draw(st.integers(0, 99)),
+            )
+            dests[d.key] = d
+        out[key] = Service(key, "wlc", dests=tuple(dests.values()))
+    return list(out.values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(_table(), st.booleans(), st.booleans())
+def test_plain_listing_from_columns_is_the_listing_from_rows(
+    services: list[Service], nosort: bool, numeric: bool
+) -> None:
+    """A columnar snapshot (what netlink, /proc and the poller give) lists without Dest rows; what it
+    prints is what the rows print."""
+    rows = _snap(*services)
+    columns = dataclasses.replace(rows, services=ServiceRows(Table.from_rows(services)))
+    opts = ListOptions(nosort=nosort, numeric=numeric)
+    assert render(columns, opts) == render(rows, opts)

@@ -22,11 +22,13 @@ from lvstop.model import (
     SVC_F_HASHED,
     SVC_F_ONEPACKET,
     SVC_F_PERSISTENT,
+    DestTable,
     FwdMethod,
     IssueKind,
     Protocol,
     Service,
     ServiceKey,
+    ServiceRows,
 )
 from lvstop.sources import procfs
 from lvstop.sources.procfs import (
@@ -532,33 +534,93 @@ def _changed_line(text: str, old: str, new: str) -> str:
 
 
 def test_polling_reuses_what_did_not_change(tmp_path: Path) -> None:
-    """Unchanged bytes are not parsed again: the same services for the same text, the same Dest for
-    an unchanged dest line from the second read on; a changed line is parsed anew."""
+    """From the second read on (a one-time read keeps no copy of the file), unchanged bytes are not
+    parsed again (the same table for the same bytes); a change is read."""
     shutil.copytree(SAMPLE, tmp_path / "p")
     ip_vs = tmp_path / "p" / "net" / "ip_vs"
     src = ProcSource(root=str(tmp_path / "p"), hz=250)
-    first = src.read().services
-    assert src.read().services is first  # the same text
-    text = ip_vs.read_text()
+    assert src._data == b""  # what a one-time read keeps
+    src.read()
+    assert src._data == b""
+    first = src.read().table
+    assert src.read().table is first  # the same bytes
     ip_vs.write_text(
         _changed_line(
-            text,
+            ip_vs.read_text(),
             "  -> C000020D:14E9      Masq    1      0          4",
             "  -> C000020D:14E9      Masq    1      0          5",
         )
     )
-    second = src.read().services
-    assert second == parse_ip_vs(ip_vs.read_text(), hz=250)
-    ip_vs.write_text(
-        _changed_line(
-            ip_vs.read_text(),
-            "C000020C:1F90      Masq    1      0          24",
-            "C000020C:1F90      Masq    1      0          25",
+    second = src.read()
+    assert second.table is not first
+    assert tuple(second.services) == parse_ip_vs(ip_vs.read_text(), hz=250) != tuple(ServiceRows(first))
+
+
+def _one_by_one(text: str, which: list[bool]) -> str:
+    """`text` with the chosen dest lines spaced as the kernel never prints them (one space before
+    "->"), which sends them through the per-line parser."""
+    lines = text.split("\n")
+    dests = [i for i, line in enumerate(lines) if line.startswith("  -> ")]
+    for i, slow in zip(dests, which, strict=False):
+        if slow:
+            lines[i] = lines[i][1:]
+    return "\n".join(lines)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kernel_services(), st.lists(st.booleans(), max_size=30))
+def test_vectorised_dest_lines_equal_the_per_line_parse(
+    case: tuple[str, list[tuple[object, ...]], int], which: list[bool]
+) -> None:
+    """Any mix of lines parsed all at once and line by line gives the same rows, and the same columns
+    as the rows give (DestTable.from_rows)."""
+    text_, _, hz = case
+    every = parse_ip_vs(_one_by_one(text_, [True] * 1000), hz=hz)
+    assert parse_ip_vs(text_, hz=hz) == every
+    mixed = procfs.parse_ip_vs_table(_one_by_one(text_, which), hz=hz)
+    assert tuple(ServiceRows(mixed)) == every
+    want = DestTable.from_rows(every)
+    for name in ("service", "family", "addr", "port", "fwd", "weight", "active", "inactive", "persist"):
+        assert getattr(mixed.dests, name).tolist() == getattr(want, name).tolist(), name
+
+
+@pytest.mark.parametrize(
+    ("line", "want"),
+    [
+        ("  -> C000020D:14E9\tMasq 1 0 4", (1, 0, 4)),  # a tab: still the vectorised parse
+        ("  -> C000020D:14E9      Masq    1      -3         4", (1, -3, 4)),  # a sign: line by line
+        ("  -> c000020d:14e9      Masq    007    0          4", (7, 0, 4)),  # lower-case hex, zeros
+        ("  -> C000020D:14E9      Masq    1      0          " + "9" * 19, (1, 0, 10**19 - 1)),
+        ("  -> C000020D:14E9      Masq    1      0          4\r", (1, 0, 4)),
+    ],
+)
+def test_dest_line_shapes(line: str, want: tuple[int, int, int]) -> None:
+    head = "\n".join(text(SAMPLE / "net" / "ip_vs").splitlines()[:4])
+    for tail in ("\n", ""):  # with and without the last newline
+        if want[2] >= 1 << 63:
+            with pytest.raises(ParseError, match="out of range") as ei:
+                parse_ip_vs(f"{head}\n{line}{tail}")
+            assert ei.value.line == 5
+            continue
+        [s] = parse_ip_vs(f"{head}\n{line}{tail}")
+        [d] = s.dests
+        assert (d.address, d.port, d.fwd, d.weight, d.active_conns, d.inactive_conns) == (
+            "192.0.2.13",
+            5353,
+            FwdMethod.MASQ,
+            *want,
         )
-    )
-    third = src.read().services
-    assert third == parse_ip_vs(ip_vs.read_text(), hz=250)
-    dests2 = [d for s in second for d in s.dests]
-    dests3 = [d for s in third for d in s.dests]
-    changed = [i for i, (a, b) in enumerate(zip(dests2, dests3, strict=True)) if a is not b]
-    assert len(changed) == 1 and dests3[changed[0]].inactive_conns == 25
+
+
+def test_first_bad_line_is_named_whichever_parse_meets_it() -> None:
+    """Errors come in file order across both parses: a bad service line after a good dest line, a
+    dest line (vectorised) before any service line ahead of a bad line below it."""
+    lines = text(SAMPLE / "net" / "ip_vs").splitlines()
+    bad = [*lines[:5], "  -> C000020D:14E9      Masq    x      0          4", *lines[5:7], "ICMP x rr"]
+    with pytest.raises(ParseError, match="bad number") as ei:
+        parse_ip_vs("\n".join(bad))
+    assert ei.value.line == 6
+    early = [*lines[:3], "", "  -> C000020D:14E9      Masq    1      0          4", "ICMP x rr"]
+    with pytest.raises(ParseError, match="before any service") as ei:
+        parse_ip_vs("\n".join(early))
+    assert ei.value.line == 5
