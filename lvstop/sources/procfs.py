@@ -734,9 +734,9 @@ class ProcSource:
         live = is_live_proc(root)
         boot = boot_dir if boot_dir is not None else ("/boot" if live else None)
         self._hz = hz if hz is not None else detect_hz("/proc" if live else root, self.sys_root, boot)
-        # the last ip_vs bytes (from the second read on) and their table: unchanged bytes are not parsed again
-        self._data = b""
-        self._reads = 0
+        # the length and hash of the last ip_vs bytes, and their table: unchanged bytes are not parsed
+        # again (a 64-bit keyed hash, 0.02 us per dest; the bytes themselves would stay alive, 65 per dest)
+        self._seen: tuple[int, int] | None = None
         self._table = Table.build((), DestTable.empty())
 
     def _path(self, name: str) -> str:
@@ -753,11 +753,10 @@ class ProcSource:
         wall, mono = time.time(), time.monotonic()
         path = self._path("ip_vs")
         data = _read(path, IssueKind.NO_IPVS, f"ip_vs is not loaded (no {path})")
-        if data != self._data:
+        seen = (len(data), hash(data))
+        if seen != self._seen:
             self._table = parse_ip_vs_table(data, hz=self._hz, source=path)
-        # a one-time read (lvstop list) keeps no copy of the file: polls compare from their second read
-        self._reads += 1
-        self._data = data if self._reads > 1 else b""
+            self._seen = seen
         table = self._table
         version, size = parse_version_line(data[: data.find(b"\n") % (len(data) + 1)].decode(), source=path)
         issues = [Issue(IssueKind.UNAVAILABLE, UNAVAILABLE_MESSAGE)]

@@ -534,14 +534,11 @@ def _changed_line(text: str, old: str, new: str) -> str:
 
 
 def test_polling_reuses_what_did_not_change(tmp_path: Path) -> None:
-    """From the second read on (a one-time read keeps no copy of the file), unchanged bytes are not
-    parsed again (the same table for the same bytes); a change is read."""
+    """Unchanged bytes are not parsed again (the same table for the same bytes); a change is read,
+    a change of length alone too."""
     shutil.copytree(SAMPLE, tmp_path / "p")
     ip_vs = tmp_path / "p" / "net" / "ip_vs"
     src = ProcSource(root=str(tmp_path / "p"), hz=250)
-    assert src._data == b""  # what a one-time read keeps
-    src.read()
-    assert src._data == b""
     first = src.read().table
     assert src.read().table is first  # the same bytes
     ip_vs.write_text(
@@ -554,6 +551,9 @@ def test_polling_reuses_what_did_not_change(tmp_path: Path) -> None:
     second = src.read()
     assert second.table is not first
     assert tuple(second.services) == parse_ip_vs(ip_vs.read_text(), hz=250) != tuple(ServiceRows(first))
+    ip_vs.write_text(ip_vs.read_text() + "\n")  # a blank line: the same services, new bytes
+    third = src.read()
+    assert third.table is not second.table and tuple(third.services) == tuple(second.services)
 
 
 def _one_by_one(text: str, which: list[bool]) -> str:
