@@ -7,6 +7,7 @@ One module per thing shown, and the pieces they share:
   services, dests, events, director, connections, compare (several directors), header  -- the views
   weights      what a weight edit would do (the confirmation dialog)
   table        columns, rows, sorting, which columns fit a width
+  columns      per-service sums of the dests' columns (no row per dest)
   health       health checks: a dest's state, healthy/total per service
   history      the sparklines' ring buffers
   labels       how keys, addresses and flags are written

@@ -58,12 +58,13 @@ def service_sums(table: Table) -> ServiceSums:
     return sums
 
 
+def dest_addresses(table: Table, i: int) -> list[tuple[int, str, int]]:
+    """(family, address, port) of each dest of service i, in table order."""
+    d, lo, hi = table.dests, int(table.starts[i]), int(table.starts[i + 1])
+    family, raw, port = d.family[lo:hi].tolist(), d.addr[lo:hi].tolist(), d.port[lo:hi].tolist()
+    return [(f, address_text(f, a), p) for f, a, p in zip(family, raw, port, strict=True)]
+
+
 def dest_texts(table: Table, i: int) -> list[str]:
     """`address:port` of each dest of service i, as DestKey prints it (for the services filter)."""
-    d, lo, hi = table.dests, int(table.starts[i]), int(table.starts[i + 1])
-    return [
-        format_hostport(f, address_text(f, a), p)
-        for f, a, p in zip(
-            d.family[lo:hi].tolist(), d.addr[lo:hi].tolist(), d.port[lo:hi].tolist(), strict=True
-        )
-    ]
+    return [format_hostport(f, a, p) for f, a, p in dest_addresses(table, i)]

@@ -20,6 +20,7 @@ from lvstop.model import (
     align,
 )
 from lvstop.tui import units
+from lvstop.tui.viewmodel.columns import dest_addresses
 from lvstop.tui.viewmodel.table import Column
 
 TREND_WIDTH = 10
@@ -131,13 +132,8 @@ class History:
         i = t.index(skey) if t is not None else None
         if t is None or i is None:
             return {}
-        d, lo, hi = t.dests, int(t.starts[i]), int(t.starts[i + 1])
-        return {
-            (address_text(f, a), p): lo + k
-            for k, (f, a, p) in enumerate(
-                zip(d.family[lo:hi].tolist(), d.addr[lo:hi].tolist(), d.port[lo:hi].tolist(), strict=True)
-            )
-        }
+        lo = int(t.starts[i])
+        return {(a, p): lo + k for k, (_, a, p) in enumerate(dest_addresses(t, i))}
 
     def draining(self, skey: ServiceKey, dkey: DestKey) -> Sequence[float]:
         """Active connections of a weight-0 dest, poll by poll since it went to 0 (last DRAIN_DEPTH)."""
