@@ -8,14 +8,20 @@ TCG slows both sides alike; the ratio is the figure (targets: S1 <= 1.0x at 500x
 2,000x50; S2 <= 3.0x and <= 1.2x). It runs after the other kernel tests (file order) and removes its
 namespace, whose table would otherwise hide services from /proc reads elsewhere (kernel 6.1).
 The only assertion: lvstop printed what ipvsadm printed (a figure for a wrong listing means nothing).
+
+With LVSTOP_BENCH_PEER=DIR (a directory holding another checkout's lvstop package, byte-compiled: the
+guest writes no .pyc), the same table is also measured with that code, side by side: S1 in a new
+process for both (two polls, the second timed) and S2 with DIR first on PYTHONPATH.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +36,13 @@ BENCH_NS = PREFIX + "bench"
 TABLES = ((500, 10), (2000, 50))
 IPVSADM = ("ipvsadm", "-Ln", "--stats", "--exact")
 LVSTOP = (sys.executable, "-m", "lvstop", "list", "-n", "--stats", "--exact")
+PEER = os.environ.get("LVSTOP_BENCH_PEER")
+# S1 in a process of its own (for the side-by-side with PEER): the second poll's seconds
+WARM_POLL = (
+    "import time; from lvstop.poller import Poller; from lvstop.sources.netlink import NetlinkSource\n"
+    "p = Poller(NetlinkSource()); p.poll_once(); t = time.perf_counter(); p.poll_once()\n"
+    "print(time.perf_counter() - t)"
+)
 
 
 def rules(services: int, dests: int) -> str:
@@ -51,8 +64,12 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def _in_ns(argv: tuple[str, ...]) -> str:
-    return run(list(argv), ns=BENCH_NS, timeout=600).stdout
+def _in_ns(argv: tuple[str, ...], path: str | None = None) -> str:
+    """argv's output, run in the bench namespace (with `path` first on PYTHONPATH, from / so that the
+    repository's lvstop, first on sys.path from the working directory, does not hide it)."""
+    if path is not None:
+        argv = ("env", "-C", "/", f"PYTHONPATH={path}", *argv)
+    return run(list(argv), ns=BENCH_NS, timeout=900).stdout
 
 
 @pytest.fixture
@@ -89,13 +106,36 @@ def _bench(ns: str, services: int, dests: int) -> None:
         f" = {poll / ipvsadm:.2f}x; S2 lvstop list -n --stats --exact {listing:.2f} s"
         f" = {listing / ipvsadm:.2f}x"
     )
+    if PEER:
+        _side_by_side(table, out[0])
+
+
+def _side_by_side(table: str, expected: str) -> None:
+    """S1 (new process) and S2 of this code and of PEER's, alternating, with ipvsadm between."""
+    here = str(Path(__file__).resolve().parents[2])  # this checkout, also from /
+    for label, path in (("this", here), ("peer", PEER), ("this", here), ("peer", PEER)):
+        poll = float(_in_ns((sys.executable, "-c", WARM_POLL), path))
+        ipvsadm = _timed(lambda: _in_ns(IPVSADM))
+        t = time.perf_counter()
+        got = _in_ns(LVSTOP, path)
+        listing = time.perf_counter() - t
+        assert got == expected, f"{table}: {label} lvstop list differs from ipvsadm"
+        print(
+            f"[note] bench {table} {label}: S1 warm poll {poll:.2f} s / ipvsadm {ipvsadm:.2f} s"
+            f" = {poll / ipvsadm:.2f}x; S2 {listing:.2f} s = {listing / ipvsadm:.2f}x"
+        )
 
 
 def test_bench_s1_s2(bench_ns: str) -> None:
     # where S2's fixed cost goes: the interpreter, then the imports `lvstop list` needs
     start = {
         what: _timed(functools.partial(_in_ns, (sys.executable, "-c", code)))
-        for what, code in (("python", "pass"), ("python + import lvstop.cli", "import lvstop.cli"))
+        for what, code in (
+            ("python", "pass"),
+            ("python + import numpy", "import numpy"),
+            ("python + import lvstop.cli", "import lvstop.cli"),
+            ("python + lvstop list's imports", "import lvstop.cli, lvstop.sources.netlink"),
+        )
     }
     print("[note] bench start-up: " + ", ".join(f"{k} {v:.2f} s" for k, v in start.items()))
     for services, dests in TABLES:
