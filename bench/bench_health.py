@@ -1,6 +1,6 @@
 """Health checks at scale: 5,000 dests, a tcp check every 2 s each, against listeners on loopback.
 
-Usage: .venv/bin/python bench/bench_health.py [--dests N] [--seconds S] [--rounds R]
+Usage: .venv/bin/python bench/bench_health.py [--dests N] [--seconds S] [--rounds R] [--fin]
 Target: <= 5 % of one core for the checks (2,500 connects a second), and the poller's tick not delayed.
 
 The listeners live in a child process (5,000 sockets on 127.0.0.1, accepting and closing with epoll),
@@ -14,6 +14,10 @@ R times alternated, each for S seconds after a warm-up of 2.5 s:
 - C floor (when a C compiler is there, for information): the peer's loop in C (health_floor.c).
   Its CPU is almost all the kernel's: on loopback the prober's context also runs the listener's half
   of each handshake.
+
+All three close each probe's socket with an RST (SO_LINGER 0, as HAProxy's checks do). With --fin the
+peer and the C floor also run with a plain close (FIN) in every round, side by side, and each line
+says how many sockets were in TIME_WAIT on loopback at the end of its window (/proc/net/tcp).
 
 CPU is the process's user+system time over the window (getrusage; the C floor's own), divided by the
 wall time: the share of one core. Each line says the
@@ -136,8 +140,8 @@ def run_lvstop(snap: Snapshot, seconds: float) -> tuple[Window, int]:
     return window, sum(1 for h in view.values() if h.state is State.UP)
 
 
-def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
-    """The floor: epoll, non-blocking connects every 2 s, RST close; and how many connects failed."""
+def run_peer(ports: list[int], seconds: float, rst: bool = True) -> tuple[Window, int]:
+    """The floor: epoll, non-blocking connects every 2 s, RST close (or FIN); how many connects failed."""
     ep = select.epoll()
     stop = threading.Event()
     done = [0, 0]
@@ -151,7 +155,8 @@ def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
 
         def close(fd: int, s: socket.socket) -> None:
             ep.unregister(fd)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            if rst:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
             s.close()
 
         while not stop.is_set():
@@ -187,6 +192,20 @@ def run_peer(ports: list[int], seconds: float) -> tuple[Window, int]:
     return window, done[1]
 
 
+def time_wait() -> int:
+    """Sockets in TIME_WAIT (state 06) on this host, IPv4 and IPv6."""
+    count = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(path) as f:
+            next(f)
+            count += sum(1 for line in f if line.split(None, 4)[3] == "06")
+    return count
+
+
+def tw_line() -> str:
+    return f"{time_wait()} in TIME_WAIT"
+
+
 def c_floor(workdir: str) -> Path | None:
     """health_floor.c compiled into `workdir` (None without a C compiler)."""
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -200,13 +219,16 @@ def c_floor(workdir: str) -> Path | None:
     return exe
 
 
-def run_c_floor(ports: list[int], seconds: float, workdir: str) -> Window | None:
+def run_c_floor(ports: list[int], seconds: float, workdir: str, rst: bool = True) -> Window | None:
     """The peer's loop in C: what the kernel alone costs per probe."""
     exe = c_floor(workdir)
     if exe is None:
         return None
     out = subprocess.run(
-        [str(exe), str(seconds), *map(str, ports)], capture_output=True, text=True, check=True
+        [str(exe), str(seconds), "rst" if rst else "fin", *map(str, ports)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     user, system, probes = out.stdout.split()
     return Window(float(user), float(system), seconds, int(probes))
@@ -267,6 +289,7 @@ def main() -> int:
     ap.add_argument("--dests", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fin", action="store_true", help="also the peer and the C floor closing with a FIN")
     args = ap.parse_args()
     resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     child = subprocess.Popen(
@@ -290,17 +313,35 @@ def main() -> int:
         floors: list[Window] = []
         due = len(ports) / 2.0
         workdir = tempfile.mkdtemp(prefix="bench_health")
+        fins: dict[str, list[Window]] = {"peer": [], "C floor": []}
         for r in range(args.rounds):
             window, up = run_lvstop(snap, args.seconds)
             ours.append(window)
-            print(f"  round {r + 1} {window.line('lvstop ', due)}, {up}/{len(ports)} up")
+            print(f"  round {r + 1} {window.line('lvstop ', due)}, {up}/{len(ports)} up; {tw_line()}")
             window, failed = run_peer(ports, args.seconds)
             peers.append(window)
-            print(f"  round {r + 1} {window.line('peer   ', due)}, {failed} failed")
+            print(f"  round {r + 1} {window.line('peer   ', due)}, {failed} failed; {tw_line()}")
             floor = run_c_floor(ports, args.seconds, workdir)
             if floor is not None:
                 floors.append(floor)
-                print(f"  round {r + 1} {floor.line('C floor', due)}")
+                print(f"  round {r + 1} {floor.line('C floor', due)}; {tw_line()}")
+            if not args.fin:
+                continue
+            window, failed = run_peer(ports, args.seconds, rst=False)
+            fins["peer"].append(window)
+            print(f"  round {r + 1} {window.line('peer FIN', due)}, {failed} failed; {tw_line()}")
+            floor = run_c_floor(ports, args.seconds, workdir, rst=False)
+            if floor is not None:
+                fins["C floor"].append(floor)
+                print(f"  round {r + 1} {floor.line('C FIN  ', due)}; {tw_line()}")
+        for name, rsts in (("peer", peers), ("C floor", floors)):
+            if fins[name]:
+                fin = statistics.median(w.per_probe_us() for w in fins[name])
+                rst = statistics.median(w.per_probe_us() for w in rsts)
+                print(
+                    f"median CPU per probe, {name:7s}: RST close {rst:.1f} us, FIN close {fin:.1f} us: "
+                    f"RST/FIN {rst / fin:.2f}"
+                )
 
         med = statistics.median(w.share for w in ours)
         pmed = statistics.median(w.share for w in peers)
@@ -336,7 +377,7 @@ def main() -> int:
                     runner.update(snap)
                 if name == "C floor":
                     other = subprocess.Popen(
-                        [str(exe), str(args.seconds + 5), *map(str, ports)], stdout=subprocess.DEVNULL
+                        [str(exe), str(args.seconds + 5), "rst", *map(str, ports)], stdout=subprocess.DEVNULL
                     )
                 time.sleep(2.5)
                 a, b, c = poller_ticks(args.seconds, runner, snap)

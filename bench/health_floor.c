@@ -1,6 +1,7 @@
-/* bench_health.py's C floor: the Python peer's loop in C. Usage: health_floor SECONDS PORT...
-   Connects to 127.0.0.1:PORT for every port every 2 s (non-blocking, one epoll, RST close) and, after a
-   2.5 s warm-up, prints the user and system seconds and the probes of the next SECONDS seconds. */
+/* bench_health.py's C floor: the Python peer's loop in C. Usage: health_floor SECONDS rst|fin PORT...
+   Connects to 127.0.0.1:PORT for every port every 2 s (non-blocking, one epoll; closed with an RST
+   (SO_LINGER 0) or a plain close (FIN)) and, after a 2.5 s warm-up, prints the user and system seconds
+   and the probes of the next SECONDS seconds. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -22,15 +23,19 @@ static double secs(struct timeval a, struct timeval b) {
   return (b.tv_sec - a.tv_sec) + (b.tv_usec - a.tv_usec) * 1e-6;
 }
 
-static void close_rst(int s) {
-  struct linger rst = {1, 0};
-  setsockopt(s, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+static int rst = 1;
+
+static void close_probe(int s) {
+  struct linger zero = {1, 0};
+  if (rst)
+    setsockopt(s, SOL_SOCKET, SO_LINGER, &zero, sizeof zero);
   close(s);
 }
 
 int main(int argc, char **argv) {
-  int n = argc - 2, i = 0, measuring = 0, ep = epoll_create1(0);
+  int n = argc - 3, i = 0, measuring = 0, ep = epoll_create1(0);
   double t0 = now(), start = t0 + 2.5, end = start + atof(argv[1]);
+  rst = strcmp(argv[2], "fin") != 0;
   int *port = malloc(n * sizeof *port);
   double *due = malloc(n * sizeof *due);
   long done = 0, done0 = 0;
@@ -38,7 +43,7 @@ int main(int argc, char **argv) {
   struct rusage r0, r1;
   struct sockaddr_in a;
   for (int k = 0; k < n; k++) {
-    port[k] = atoi(argv[k + 2]);
+    port[k] = atoi(argv[k + 3]);
     due[k] = t0 + 2.0 * k / n;
   }
   memset(&a, 0, sizeof a);
@@ -54,7 +59,7 @@ int main(int argc, char **argv) {
       int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       a.sin_port = htons(port[i]);
       if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
-        close_rst(s);
+        close_probe(s);
         done++;
         continue;
       }
@@ -63,7 +68,7 @@ int main(int argc, char **argv) {
     }
     int k = epoll_wait(ep, ev, 256, 10);
     for (int j = 0; j < k; j++, done++)
-      close_rst(ev[j].data.fd);
+      close_probe(ev[j].data.fd);
   }
   getrusage(RUSAGE_SELF, &r1);
   printf("%f %f %ld\n", secs(r0.ru_utime, r1.ru_utime), secs(r0.ru_stime, r1.ru_stime), done - done0);
