@@ -13,13 +13,20 @@ import fnmatch
 import ipaddress
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
+from lvstop.codec import dest_key_from_dict, dest_key_to_dict, service_key_from_dict, service_key_to_dict
 from lvstop.errors import ParseError
 from lvstop.model import AF_INET, AF_INET6, DestKey, Protocol, ServiceKey, normalize_address
 from lvstop.sources.netns import netns_path
+
+if TYPE_CHECKING:
+    from lvstop.control import WeightManagers
 
 KEEPALIVED_CONF = "/etc/keepalived/keepalived.conf"
 LDIRECTORD_CONF = "/etc/ha.d/ldirectord.cf"
@@ -417,6 +424,92 @@ def by_service(
         for m in what:
             owned[m.key] = (*owned.get(m.key, ()), (pid, m))
     return owned, unread
+
+
+ManagedMap = Mapping[ServiceKey, tuple[Claim, ...]]
+CLAIMS_TTL = 30.0  # seconds between re-reads of the managers' configurations (a reload keeps its pid)
+
+
+class ManagedLookup:
+    """claims() per service, re-read at most every CLAIMS_TTL seconds and at once when the running
+    managers change: for the dashboard (on a feed's builder thread) and the exporter's /api/v1/managed.
+    It reads /proc and the managers' files."""
+
+    def __init__(
+        self,
+        netns: str | None = None,
+        running: WeightManagers | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from lvstop.control import WeightManagers  # control imports this module
+
+        self.netns = netns
+        self.running = running if running is not None else WeightManagers()
+        self._clock = clock
+        self._cache: tuple[tuple[tuple[str, int], ...], float, ManagedMap, tuple[str, ...]] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> tuple[ManagedMap, tuple[str, ...]]:
+        """(service -> the blocks that name it, a line per manager whose configuration is unreadable)."""
+        with self._lock:
+            running = self.running()
+            now = self._clock()
+            cache = self._cache
+            if cache is None or cache[0] != running or not cache[1] <= now < cache[1] + CLAIMS_TTL:
+                owned, unread = (
+                    by_service(claims(running, self.running.proc_root, self.netns)) if running else ({}, [])
+                )
+                cache = self._cache = (running, now, owned, tuple(unread))
+            return cache[2], cache[3]
+
+
+def managed_to_dict(owned: ManagedMap, unread: tuple[str, ...]) -> dict[str, Any]:
+    """GET /api/v1/managed: the services keepalived or ldirectord manage, and the managers whose
+    configuration could not be read (they may manage any service)."""
+    return {
+        "services": [
+            {
+                "service": service_key_to_dict(key),
+                "managers": [
+                    {
+                        "manager": m.manager,
+                        "pid": pid,
+                        "block": m.block,
+                        "where": m.where,
+                        "keeps_failed": m.keeps_failed,
+                        "weights": [{"dest": dest_key_to_dict(d), "weight": w} for d, w in m.weights.items()],
+                    }
+                    for pid, m in found
+                ],
+            }
+            for key, found in owned.items()
+        ],
+        "unread": list(unread),
+    }
+
+
+def managed_from_dict(doc: object) -> tuple[ManagedMap, tuple[str, ...]]:
+    """managed_to_dict's form back; ValueError (or KeyError, TypeError) on anything else."""
+    if not isinstance(doc, dict):
+        raise ValueError("expected an object")
+    owned: dict[ServiceKey, tuple[Claim, ...]] = {}
+    for i, s in enumerate(doc["services"]):
+        key = service_key_from_dict(s["service"], f"services[{i}].service")
+        owned[key] = tuple(
+            (
+                int(m["pid"]),
+                ManagedService(
+                    str(m["manager"]),
+                    key,
+                    str(m["block"]),
+                    str(m["where"]),
+                    MappingProxyType({dest_key_from_dict(w["dest"]): int(w["weight"]) for w in m["weights"]}),
+                    bool(m["keeps_failed"]),
+                ),
+            )
+            for m in s["managers"]
+        )
+    return owned, tuple(str(line) for line in doc["unread"])
 
 
 def edit_warnings(

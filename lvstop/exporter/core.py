@@ -257,6 +257,9 @@ class Exporter:
         # Why the drain state file cannot be read (None: it can): the exporter is then not ready.
         self.drain_error: str | None = None
         self.acting: Callable[[], dict[str, Any]] | None = None  # HealthActor.status, when acting on health
+        # GET /api/v1/health and /api/v1/managed (set by lvstop.exporter.main): what `lvstop --connect` shows
+        self.dest_health: Callable[[], dict[str, Any]] = lambda: {"checks": False, "dests": []}
+        self.managed: Callable[[], dict[str, Any]] = lambda: {"services": [], "unread": []}
         poller.subscribe(self._new_snapshot)
 
     def _new_snapshot(self, snap: Snapshot) -> None:

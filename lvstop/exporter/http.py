@@ -97,6 +97,8 @@ READ_ROUTES = (
     "/api/v1/events",
     "/api/v1/drains",
     "/api/v1/status",
+    "/api/v1/health",
+    "/api/v1/managed",
     "/api/v1/ramps",
     "/api/v1/openapi.json",
 )
@@ -114,6 +116,7 @@ _LANDING = b"""<!doctype html><html><head><title>lvstop exporter</title></head><
 <ul><li><a href="/metrics">/metrics</a></li><li><a href="/api/v1/snapshot">/api/v1/snapshot</a></li>
 <li><a href="/api/v1/events">/api/v1/events</a></li><li><a href="/api/v1/drains">/api/v1/drains</a></li>
 <li><a href="/api/v1/status">/api/v1/status</a></li>
+<li><a href="/api/v1/health">/api/v1/health</a></li><li><a href="/api/v1/managed">/api/v1/managed</a></li>
 <li><a href="/api/v1/openapi.json">/api/v1/openapi.json</a></li>
 </ul></body></html>
 """
@@ -722,6 +725,8 @@ class Exchange:
                 "/api/v1/events": lambda: app.events(query),
                 "/api/v1/drains": app.drains,
                 "/api/v1/status": app.status,
+                "/api/v1/health": lambda: (200, app.exporter.dest_health()),
+                "/api/v1/managed": lambda: (200, app.exporter.managed()),
                 "/api/v1/ramps": app.ramp_list,
             }
             self._json(*handlers[path]())

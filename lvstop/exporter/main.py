@@ -24,6 +24,7 @@ from lvstop.exporter.core import CountingSource, Exporter, WatchingEventLog
 from lvstop.exporter.http import App, Server, WriteSettings, is_loopback, parse_listen_address
 from lvstop.exporter.metrics import DEST_LABELS, BackendHealth, ConnStats, Options, RuntimeMetrics
 from lvstop.exporter.ramp import Ramps
+from lvstop.managers import ManagedLookup, managed_to_dict
 from lvstop.poller import Poller
 from lvstop.sources import Source
 from lvstop.sources.factory import KINDS, open_source
@@ -304,6 +305,10 @@ def start(args: argparse.Namespace, source: Source, *, audit_stream: TextIO = sy
         backends=(lambda: _backends(health)) if health is not None else lambda: None,
     )
     holder.append(exporter)
+    if health is not None:
+        exporter.dest_health = lambda: _dest_health(health)
+    claims = ManagedLookup(args.netns, managers)  # the dashboard's own lookup, for `lvstop --connect`
+    exporter.managed = lambda: managed_to_dict(*claims())
     reader = None
     if options.conntable_metrics:
         reader = ConnTableReader(
@@ -390,6 +395,20 @@ def _health_runner(
 def _backends(health: HealthRunner) -> BackendHealth:
     # States, not rows: a row per dest per scrape cost 0.4-1.1 s at 100k dests (bench/results/render.txt).
     return BackendHealth(dict(health.view().states()), health.probe_counts())
+
+
+def _dest_health(health: HealthRunner) -> dict[str, Any]:
+    """GET /api/v1/health: every checked dest's health object, as `lvstop list --json` has it."""
+    from lvstop.codec import dest_key_to_dict, service_key_to_dict
+    from lvstop.health.state import health_to_dict
+
+    return {
+        "checks": True,
+        "dests": [
+            {"service": service_key_to_dict(s), "dest": dest_key_to_dict(d), "health": health_to_dict(h)}
+            for (s, d), h in health.view().items()
+        ],
+    }
 
 
 def tune_runtime() -> None:

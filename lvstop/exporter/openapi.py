@@ -25,6 +25,8 @@ def _text(description: str) -> dict[str, Any]:
 
 _ERROR = _json(_ref("Error"), "Refused or failed; `error` says why")
 _NULLABLE_INT = {"type": "integer", "nullable": True}
+_NULLABLE_NUMBER = {"type": "number", "nullable": True}
+_STATE = {"type": "string", "enum": ["up", "down", "unknown"]}
 _WEIGHT = {"type": "integer", "minimum": 0, "maximum": MAX_WEIGHT}
 
 _PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
@@ -186,6 +188,16 @@ def document() -> dict[str, Any]:
             ),
             "/api/v1/status": _read(
                 "Poll health, write settings and warnings", _json(_ref("Status"), "Status")
+            ),
+            "/api/v1/health": _read(
+                "Health checks (--health.config): every checked dest's health, as `lvstop list --json` "
+                "has it; `checks` false and no dests without checks",
+                _json(_ref("DestHealths"), "DestHealths"),
+            ),
+            "/api/v1/managed": _read(
+                "The services keepalived or ldirectord manage (their running configurations), and the "
+                "managers whose configuration could not be read (they may manage any service)",
+                _json(_ref("Managed"), "Managed"),
             ),
             "/api/v1/openapi.json": _read("This document", _json({"type": "object"}, "OpenAPI 3.0")),
             "/api/v1/weight": _write("Set a weight", "WeightRequest", edit_ok),
@@ -398,6 +410,115 @@ def document() -> dict[str, Any]:
                                 },
                             },
                         }
+                    },
+                },
+                "DestHealths": {
+                    "type": "object",
+                    "required": ["checks", "dests"],
+                    "properties": {
+                        "checks": {"type": "boolean"},
+                        "dests": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["service", "dest", "health"],
+                                "properties": {
+                                    "service": _ref("ServiceKey"),
+                                    "dest": _ref("DestKey"),
+                                    "health": _ref("DestHealth"),
+                                },
+                            },
+                        },
+                    },
+                },
+                "DestHealth": {
+                    "type": "object",
+                    "required": ["state", "since", "latency", "reason", "checks"],
+                    "properties": {
+                        "state": _STATE,
+                        "since": _NULLABLE_NUMBER,
+                        "latency": _NULLABLE_NUMBER,
+                        "reason": {"type": "string"},
+                        "checks": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": [
+                                    "check",
+                                    "state",
+                                    "since",
+                                    "time",
+                                    "ok",
+                                    "latency",
+                                    "reason",
+                                    "weight",
+                                    "percent",
+                                ],
+                                "properties": {
+                                    "check": {"type": "string"},
+                                    "state": _STATE,
+                                    "since": _NULLABLE_NUMBER,
+                                    "time": _NULLABLE_NUMBER,
+                                    "ok": {"type": "boolean", "nullable": True},
+                                    "latency": _NULLABLE_NUMBER,
+                                    "reason": {"type": "string", "nullable": True},
+                                    "weight": _NULLABLE_INT,
+                                    "percent": _NULLABLE_INT,
+                                },
+                            },
+                        },
+                    },
+                },
+                "Managed": {
+                    "type": "object",
+                    "required": ["services", "unread"],
+                    "properties": {
+                        "services": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["service", "managers"],
+                                "properties": {
+                                    "service": _ref("ServiceKey"),
+                                    "managers": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": [
+                                                "manager",
+                                                "pid",
+                                                "block",
+                                                "where",
+                                                "keeps_failed",
+                                                "weights",
+                                            ],
+                                            "properties": {
+                                                "manager": {
+                                                    "type": "string",
+                                                    "enum": ["keepalived", "ldirectord"],
+                                                },
+                                                "pid": {"type": "integer"},
+                                                "block": {"type": "string"},
+                                                "where": {"type": "string", "description": "file:line"},
+                                                "keeps_failed": {"type": "boolean"},
+                                                "weights": {
+                                                    "type": "array",
+                                                    "items": {
+                                                        "type": "object",
+                                                        "required": ["dest", "weight"],
+                                                        "properties": {
+                                                            "dest": _ref("DestKey"),
+                                                            "weight": {"type": "integer"},
+                                                        },
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "unread": {"type": "array", "items": {"type": "string"}},
                     },
                 },
                 "Status": {

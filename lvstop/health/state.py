@@ -138,3 +138,37 @@ def health_to_dict(h: DestHealth) -> dict[str, Any]:
             for c in h.checks
         ],
     }
+
+
+def health_from_dict(doc: object) -> DestHealth:
+    """health_to_dict's form back (a remote exporter's /api/v1/health); ValueError, KeyError or
+    TypeError on anything else. The counts of successes and failures in a row are not sent: 0."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"a dest's health: expected an object, got {type(doc).__name__}")
+    checks = []
+    for c in doc["checks"]:
+        last = None
+        if c["ok"] is not None:
+            last = ProbeResult(
+                bool(c["ok"]), float(c["latency"]), str(c["reason"]), _int(c["weight"]), _int(c["percent"])
+            )
+        checks.append(
+            CheckHealth(str(c["check"]), State(c["state"]), _time(c["since"]), last, _time(c["time"]))
+        )
+    return DestHealth(State(doc["state"]), _time(doc["since"]), tuple(checks))
+
+
+def _time(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a time in seconds, got {value!r}")
+    return float(value)
+
+
+def _int(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value

@@ -1,4 +1,6 @@
-"""Another director's state, read from its lvstop-exporter (GET {url}/api/v1/snapshot): `lvstop --connect`.
+"""Another director's state, read from its lvstop-exporter (GET {url}/api/v1/snapshot): `lvstop --connect`;
+beside it, what the dashboard shows that a snapshot does not carry: the exporter's health checks
+(GET {url}/api/v1/health) and which services keepalived or ldirectord manage (GET {url}/api/v1/managed).
 
 The snapshot keeps the remote's mono_time: only differences of it mean anything, and those are the
 remote's own poll intervals, so rates computed here come out as the remote measured them (reading the
@@ -9,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
+import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import Message
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -23,8 +27,12 @@ from lvstop.model import IssueKind, Snapshot
 
 if TYPE_CHECKING:
     from lvstop.control import ControlResult
+    from lvstop.health.state import HealthMap
+    from lvstop.managers import ManagedMap
 
 PREVIEW_PATH = "/api/v1/preview"
+HEALTH_PATH = "/api/v1/health"
+MANAGED_PATH = "/api/v1/managed"
 MAX_BYTES = 512 << 20  # a 100k-dest snapshot is ~60 MB of JSON; bounds the reply as sent and as decompressed
 
 
@@ -119,32 +127,51 @@ class RemoteSource:
         netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
         if parts.port is not None:
             netloc += f":{parts.port}"
-        base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-        self.url = f"{base}/api/v1/snapshot"
+        self.base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        self.url = f"{self.base}/api/v1/snapshot"
         self.timeout = timeout
         self._headers = {"Accept": "application/json", "Accept-Encoding": "gzip", **basic_auth(url)}
 
-    def read(self) -> Snapshot:
-        req = urllib.request.Request(self.url, headers=self._headers)
+    def _get(self, url: str) -> bytes:
+        """The body of GET `url`, decompressed; SourceError for anything but a 200 within MAX_BYTES."""
+        req = urllib.request.Request(url, headers=self._headers)
         try:
             with urlopen(req, self.timeout) as resp:
-                data = resp.read(MAX_BYTES + 1)
+                data: bytes = resp.read(MAX_BYTES + 1)
                 encoding = resp.headers.get("Content-Encoding", "")
         except urllib.error.HTTPError as e:
-            kind = {401: IssueKind.NO_PERMISSION, 403: IssueKind.NO_PERMISSION, 503: IssueKind.UNAVAILABLE}
-            raise SourceError(
-                kind.get(e.code, IssueKind.IO), f"{self.url}: HTTP {e.code} {e.reason}"
-            ) from None
+            kind = {
+                401: IssueKind.NO_PERMISSION,
+                403: IssueKind.NO_PERMISSION,
+                404: IssueKind.UNAVAILABLE,  # an exporter older than the route
+                503: IssueKind.UNAVAILABLE,
+            }
+            raise SourceError(kind.get(e.code, IssueKind.IO), f"{url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise SourceError(IssueKind.IO, f"{self.url}: {reason}") from None
+            raise SourceError(IssueKind.IO, f"{url}: {reason}") from None
         if len(data) > MAX_BYTES:
-            raise SourceError(IssueKind.MALFORMED, f"{self.url}: reply larger than {MAX_BYTES} bytes")
+            raise SourceError(IssueKind.MALFORMED, f"{url}: reply larger than {MAX_BYTES} bytes")
         if encoding == "gzip":
             try:
                 data = gunzip(data, MAX_BYTES)
             except ValueError as e:
-                raise SourceError(IssueKind.MALFORMED, f"{self.url}: gzip reply: {e}") from None
+                raise SourceError(IssueKind.MALFORMED, f"{url}: gzip reply: {e}") from None
+        return data
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """GET {url}{path}: a JSON object, or SourceError."""
+        url = f"{self.base}{path}"
+        try:
+            doc = json.loads(self._get(url))
+        except (ValueError, RecursionError) as e:
+            raise SourceError(IssueKind.MALFORMED, f"{url}: not JSON: {e}") from None
+        if not isinstance(doc, dict):
+            raise SourceError(IssueKind.MALFORMED, f"{url}: the reply is not a JSON object")
+        return doc
+
+    def read(self) -> Snapshot:
+        data = self._get(self.url)
         try:
             snap = loads(data)  # every malformed reply (bad JSON, too deep, huge numbers) is a ParseError
         except ParseError as e:
@@ -156,3 +183,75 @@ class RemoteSource:
 
     def close(self) -> None:
         """Nothing held between reads."""
+
+
+def health_map_from_dict(doc: dict[str, Any]) -> HealthMap:
+    """GET /api/v1/health's `dests` as the dashboard reads health; ValueError, KeyError or TypeError on
+    anything else."""
+    from lvstop.health.state import health_from_dict
+
+    return {
+        (service_key_from_dict(e["service"]), dest_key_from_dict(e["dest"])): health_from_dict(e["health"])
+        for e in doc["dests"]
+    }
+
+
+class RemoteHealth:
+    """A remote exporter's health checks, for `lvstop --connect`: fetched in the poller's thread after
+    each poll (`update`, a poller subscriber), read without I/O (`view`).
+
+    view() is None while the exporter runs no checks, or is older than /api/v1/health: no Health columns
+    then, as for a local director without --health.config. A failed fetch keeps the last view and says
+    why in `error`."""
+
+    def __init__(self, source: RemoteSource) -> None:
+        self._source = source
+        self._view: HealthMap | None = None
+        self.error: str | None = None
+
+    def update(self, snap: Snapshot | None = None) -> None:
+        try:
+            doc = self._source.get_json(HEALTH_PATH)
+            self._view = health_map_from_dict(doc) if doc.get("checks") is True else None
+            self.error = None
+        except SourceError as e:
+            if e.kind is IssueKind.UNAVAILABLE:  # an exporter older than the route: no checks to show
+                self._view = None
+            self.error = str(e)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self.error = f"{self._source.base}{HEALTH_PATH}: unexpected reply ({e!r})"
+
+    def view(self) -> HealthMap | None:
+        return self._view
+
+
+class RemoteManaged:
+    """Which services of a remote director keepalived or ldirectord manage, for `lvstop --connect`:
+    fetched in the poller's thread at most every CLAIMS_TTL seconds (`update`, a poller subscriber),
+    read without I/O by calling it, as the dashboard calls lvstop.managers.ManagedLookup. A failed
+    fetch keeps the last answer and says why in `error` (an exporter older than the route: none)."""
+
+    def __init__(self, source: RemoteSource, clock: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._clock = clock
+        self._at: float | None = None
+        self._managed: tuple[ManagedMap, tuple[str, ...]] = ({}, ())
+        self.error: str | None = None
+
+    def update(self, snap: Snapshot | None = None) -> None:
+        from lvstop.managers import CLAIMS_TTL, managed_from_dict
+
+        now = self._clock()
+        if self._at is not None and self._at <= now < self._at + CLAIMS_TTL:
+            return
+        self._at = now
+        try:
+            self._managed = managed_from_dict(self._source.get_json(MANAGED_PATH))
+            self.error = None
+        except SourceError as e:
+            self.error = str(e)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            self.error = f"{self._source.base}{MANAGED_PATH}: unexpected reply ({e!r})"
+
+    def __call__(self) -> tuple[ManagedMap, tuple[str, ...]]:
+        return self._managed

@@ -349,12 +349,25 @@ def health_runner(config: HealthConfig, source: Source, poller: Poller, netns: s
     return runner
 
 
+def _remote(source: Source, poller: Poller) -> tuple[HealthChecks | None, Managed | None]:
+    """A remote director's health checks and who manages its services, as its exporter says (fetched
+    after each poll, in the poller's thread); (None, None) for any other source."""
+    from lvstop.sources.remote import RemoteHealth, RemoteManaged, RemoteSource
+
+    if not isinstance(source, RemoteSource):
+        return None, None
+    health, managed = RemoteHealth(source), RemoteManaged(source)
+    poller.subscribe(health.update)
+    poller.subscribe(managed.update)
+    return health, managed
+
+
 def _managed(source: Source, netns: str | None) -> Managed | None:
     """keepalived and ldirectord are looked for on this host, for the IPVS this host reads (its own or
-    --netns); the demo, recordings and remote directors are nobody's here."""
+    --netns); the demo and recordings are nobody's here (a remote director's: see _remote)."""
     if source.name not in ("netlink", "proc"):
         return None
-    from lvstop.tui.managed import ManagedLookup
+    from lvstop.managers import ManagedLookup
 
     return ManagedLookup(netns)
 
@@ -423,13 +436,15 @@ def run(args: argparse.Namespace) -> int:
             runners = [health_runner(config, s, p, args.netns) for s, p in zip(sources, pollers, strict=True)]
             for r in runners:
                 r.start()
+        remote = [_remote(s, p) for s, p in zip(sources, pollers, strict=True)]  # --connect: theirs
+        checks: list[HealthChecks | None] = [*runners] or [h for h, _ in remote]
         app = make_app(
             pollers,
             writers=writers,
             labels=labels,
             playbacks=playbacks,
-            checks=runners or None,
-            managed=[_managed(s, args.netns) for s in sources],
+            checks=checks if any(c is not None for c in checks) else None,
+            managed=[m or _managed(s, args.netns) for (_, m), s in zip(remote, sources, strict=True)],
         )
         app.startup_warnings = warnings
         end_on_signals(app)

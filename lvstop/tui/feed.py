@@ -55,10 +55,10 @@ class PollerLike(Protocol):
 class HealthChecks(Protocol):
     """The part of lvstop.health.runner.HealthRunner the UI reads: per-dest health, from any thread."""
 
-    def view(self) -> vm.HealthMap: ...
+    def view(self) -> vm.HealthMap | None: ...  # None: no checks (a remote exporter runs none)
 
 
-Managed = Callable[[], tuple[vm.ManagedMap, tuple[str, ...]]]  # lvstop.tui.managed.ManagedLookup
+Managed = Callable[[], tuple[vm.ManagedMap, tuple[str, ...]]]  # lvstop.managers.ManagedLookup
 
 
 class Writer(Protocol):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from stage import Stage, play, settle
+from textual.pilot import Pilot
 
 from lvstop.cli import Environment, main
 from lvstop.control import DrainRecord
@@ -23,7 +24,7 @@ from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
 from lvstop.tui import units
 from lvstop.tui import viewmodel as vm
-from lvstop.tui.app import health_checks, health_runner
+from lvstop.tui.app import LvstopApp, health_checks, health_runner
 from lvstop.tui.screens.confirm import ConfirmScreen
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.widgets.spans import ChunkLines, SpanLines
@@ -241,6 +242,17 @@ def test_latency_unit() -> None:
     ]
 
 
+async def api_dead_is_down(app: LvstopApp, pilot: Pilot[int]) -> LiveTable:
+    """Enter on the API service: its 192.0.2.24 shows DOWN, timed out. The dests table."""
+    app.query_one("#services-table", LiveTable).select_key(str(API))
+    await pilot.press("enter")
+    await settle(app, pilot)
+    dests = app.query_one("#dests-table", LiveTable)
+    assert cells(dests.model, "health")[str(DEAD)].startswith("DOWN ")
+    assert cells(dests.model, "check")[str(DEAD)] == "timed out after 2 s"
+    return dests
+
+
 class TestDashboard:
     """The staged demo with the checks `lvstop --demo` runs (simulated answers, one per poll)."""
 
@@ -253,12 +265,7 @@ class TestDashboard:
                 services = app.query_one("#services-table", LiveTable)
                 assert cells(services.model, "health")[str(API)] == "3/4 DOWN"
                 assert "DOWN with weight" in app.query_one("#header", ChunkLines).plain
-                services.select_key(str(API))
-                await pilot.press("enter")
-                await settle(app, pilot)
-                dests = app.query_one("#dests-table", LiveTable)
-                assert cells(dests.model, "health")[str(DEAD)].startswith("DOWN ")
-                assert cells(dests.model, "check")[str(DEAD)] == "timed out after 2 s"
+                dests = await api_dead_is_down(app, pilot)
                 assert "check" in dests.shown_columns and "health" in dests.shown_columns
                 assert "192.0.2.24:8080  DOWN for" in app.query_one("#dest-notes", SpanLines).plain
                 await pilot.press("4")

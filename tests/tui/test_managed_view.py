@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from stage import Stage, play, settle
 
 from lvstop.control import WeightManagers
-from lvstop.managers import by_service, claims
+from lvstop.managers import ManagedLookup, by_service, claims, managed_from_dict, managed_to_dict
 from lvstop.model import ServiceKey
 from lvstop.tui import viewmodel as vm
-from lvstop.tui.managed import ManagedLookup
 from lvstop.tui.screens.confirm import ConfirmScreen, describe
 from lvstop.tui.widgets.live_table import LiveTable
 from lvstop.tui.widgets.spans import SpanLines
@@ -101,6 +101,17 @@ class TestLookup:
         assert list(lookup()[0]) == [WEB]
         (proc / "40/comm").write_text("bash\n")  # ...or at once when keepalived goes
         assert lookup() == ({}, ())
+
+    def test_claims_cross_the_api_unchanged(self, tmp_path: Path) -> None:
+        """/api/v1/managed (lvstop --connect): the remote dashboard rebuilds what the exporter read."""
+        proc = fake_proc(tmp_path, KEEPALIVED.replace("protocol TCP", "protocol TCP\n    inhibit_on_failure"))
+        owned, _ = ManagedLookup(running=WeightManagers(str(proc)))()
+        assert owned[HTTPS][0][1].keeps_failed and owned[HTTPS][0][1].weights
+        assert managed_from_dict(managed_to_dict(owned, ("x (pid 9) ...",))) == (owned, ("x (pid 9) ...",))
+        bad = managed_to_dict(owned, ())
+        bad["services"][0]["managers"][0]["pid"] = "forty"
+        with pytest.raises(ValueError):
+            managed_from_dict(bad)
 
 
 class TestDashboard:

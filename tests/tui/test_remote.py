@@ -14,25 +14,29 @@ from lvstop.errors import ControlError
 from lvstop.exporter.main import Running, build_parser, start
 from lvstop.model import DestKey, ServiceKey
 from lvstop.poller import Poller
-from lvstop.sources.remote import RemoteSource
+from lvstop.sources.remote import RemoteHealth, RemoteSource
 from lvstop.sources.sim import SimSource
-from lvstop.tui.app import make_app, writer_for
+from lvstop.tui.app import _remote, make_app, writer_for
 from lvstop.tui.widgets.director_view import DirectorView
 from lvstop.tui.widgets.live_table import LiveTable
+from lvstop.tui.widgets.spans import SpanLines
 from lvstop.tui.writes import RemoteWriter
+
+from .test_health_view import API, api_dead_is_down, cells
+from .test_managed_view import fake_proc
 
 HTTPS = ServiceKey.tcp("203.0.113.10", 443)
 NTP = ServiceKey.udp("203.0.113.15", 123)
 DEST = DestKey(2, "192.0.2.13", 8443)
 
 
-def exporter(tmp: Path) -> Running:
+def exporter(tmp: Path, *extra: str) -> Running:
     """An exporter on the demo director, writes on (loopback, no auth), its own drain state."""
-    (tmp / "proc").mkdir(parents=True)
+    (tmp / "proc").mkdir(parents=True, exist_ok=True)
     args = build_parser().parse_args([
         "--source", "demo", "--web.listen-address", "127.0.0.1:0", "--write.listen-address", "127.0.0.1:0",
         "--write.enable", "--drain-state", str(tmp / "drains.json"), "--audit-log", str(tmp / "audit.jsonl"),
-        "--proc-root", str(tmp / "proc"), "--no-collector.conntable",
+        "--proc-root", str(tmp / "proc"), "--no-collector.conntable", *extra,
     ])  # fmt: skip
     running = start(args, SimSource(seed=1), audit_stream=io.StringIO())
     deadline = time.monotonic() + 10
@@ -119,3 +123,57 @@ async def test_two_directors_in_tabs_and_side_by_side(remote: Running, tmp_path:
             assert other.exporter.source.source.get_dest(HTTPS, DEST).weight == 100  # type: ignore[attr-defined]
     finally:
         other.stop()
+
+
+async def test_a_remote_directors_health_checks_and_managers_show_as_a_local_ones(tmp_path: Path) -> None:
+    """`lvstop --connect`: the Health columns and the Managed by column come from the exporter's
+    /api/v1/health and /api/v1/managed (the checks run there, keepalived runs there)."""
+    fake_proc(tmp_path)  # keepalived (pid 40) manages HTTPS on the exporter's host
+    checks = tmp_path / "checks.yaml"
+    checks.write_text(
+        "checks:\n  - {service: 'TCP 203.0.113.11:8080', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n"
+    )
+    there = exporter(tmp_path, "--health.config", str(checks))
+    try:
+        poller = Poller(RemoteSource(there.servers[0].url))
+        health, managed = _remote(poller.source, poller)
+        assert isinstance(health, RemoteHealth)
+        app = make_app(
+            [poller], checks=[health], managed=[managed], autostart=False, resolver=lambda _a: None
+        )
+        async with app.run_test(size=(160, 40)) as pilot:
+            services = app.query_one("#services-table", LiveTable)
+            deadline = time.monotonic() + 20
+            while "health" not in [c.id for c in services.model.columns] or (
+                cells(services.model, "health").get(str(API)) != "3/4 DOWN"
+            ):
+                assert time.monotonic() < deadline, health.error
+                poller.poll_once()
+                await settle(app, pilot)
+            assert cells(services.model, "managed")[str(HTTPS)] == "keepalived"
+            await api_dead_is_down(app, pilot)
+            await pilot.press("escape")
+            services.select_key(str(HTTPS))
+            await pilot.press("enter")
+            await settle(app, pilot)
+            where = "virtual_server 203.0.113.10 443, /etc/keepalived/keepalived.conf:1"
+            assert app.query_one("#dest-notes", SpanLines).plain.startswith(
+                f"managed by keepalived (pid 40, {where})"
+            )
+    finally:
+        there.stop()
+
+
+async def test_a_remote_director_without_checks_shows_no_health(remote: Running) -> None:
+    poller = Poller(RemoteSource(remote.servers[0].url))
+    health, managed = _remote(poller.source, poller)
+    assert isinstance(health, RemoteHealth) and managed is not None
+    poller.poll_once()
+    assert health.view() is None and health.error is None  # {"checks": false}: no Health columns
+    assert managed() == ({}, ())
+    app = make_app([poller], checks=[health], managed=[managed], autostart=False, resolver=lambda _a: None)
+    async with app.run_test(size=(160, 40)) as pilot:
+        poller.poll_once()
+        await settle(app, pilot)
+        services = app.query_one("#services-table", LiveTable)
+        assert services.model.rows and "health" not in [c.id for c in services.model.columns]

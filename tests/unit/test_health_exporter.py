@@ -3,21 +3,32 @@ director (simulated results, nothing leaves the machine), and the exposition che
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lvstop.exporter.main import USAGE, _backends, build_parser, main, start
+from lvstop.exporter.main import USAGE, Running, _backends, build_parser, main, start
 from lvstop.exporter.metrics import BackendHealth, Health, Inputs, Options, render_inputs
 from lvstop.health.checks import Done, Target
 from lvstop.health.config import CheckSpec, parse
 from lvstop.health.runner import HealthRunner
-from lvstop.health.state import CheckHealth, DestHealth, ProbeResult, combine
+from lvstop.health.state import (
+    CheckHealth,
+    DestHealth,
+    ProbeResult,
+    State,
+    combine,
+    health_from_dict,
+    health_to_dict,
+)
 from lvstop.model import AF_INET, Dest, DestKey, FwdMethod, Service, ServiceKey, Snapshot
 from lvstop.sources.factory import open_source
+from lvstop.sources.remote import RemoteHealth, RemoteSource
 
 PROMTOOL = "/usr/bin/promtool"
 WEB = ServiceKey.tcp("203.0.113.10", 80)
@@ -111,7 +122,8 @@ def test_a_scrape_reads_each_dests_state_without_making_its_row(monkeypatch: pyt
     assert got.probes["tcp"][0] >= 2 and got.probes["http"][1] >= 1
 
 
-def test_the_exporter_on_the_demo_shows_health(tmp_path: Path) -> None:
+def demo_with_checks(tmp_path: Path) -> Running:
+    """An exporter on the demo, a tcp check of the API service's dests every 100 ms (fall 1)."""
     cfg = tmp_path / "h.yaml"
     cfg.write_text(
         "checks:\n  - {service: 'TCP 203.0.113.11:8080', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n"
@@ -121,6 +133,11 @@ def test_the_exporter_on_the_demo_shows_health(tmp_path: Path) -> None:
          "--drain-state", str(tmp_path / "d.json"), "--health.config", str(cfg)]
     )  # fmt: skip
     running = start(args, open_source("demo", warn=lambda _: None))
+    return running
+
+
+def test_the_exporter_on_the_demo_shows_health(tmp_path: Path) -> None:
+    running = demo_with_checks(tmp_path)
     try:
         url = running.servers[0].url + "/metrics"
         deadline = time.monotonic() + 20
@@ -159,3 +176,78 @@ def test_a_bad_health_config_is_one_line_and_exit_2(
     assert err[-1] == f"lvstop-exporter: health config {cfg}:2: key 'type': unknown type 'smtp' " + (
         "(one of tcp, http, https, dns, exec, agent)"
     )
+
+
+def test_the_health_api_gives_what_list_json_gives_and_a_remote_reads_it_back(tmp_path: Path) -> None:
+    running = demo_with_checks(tmp_path)
+    try:
+        url = running.servers[0].url
+        remote = RemoteHealth(RemoteSource(url))
+        deadline = time.monotonic() + 20
+        while True:
+            remote.update()
+            view = remote.view()
+            assert view is not None, remote.error
+            if len(view) == 4 and all(h.state is not State.UNKNOWN for h in view.values()):
+                break
+            assert time.monotonic() < deadline, view
+            time.sleep(0.1)
+        with urllib.request.urlopen(url + "/api/v1/health", timeout=5) as r:
+            doc = json.loads(r.read())
+        older = RemoteHealth(RemoteSource(url + "/older"))  # no such route: as an exporter before it
+        older.update()
+    finally:
+        running.stop()
+    api = ServiceKey.tcp("203.0.113.11", 8080)
+    states = {(s, d.address): h.state for (s, d), h in view.items()}
+    assert states == {
+        (api, "192.0.2.21"): State.UP,
+        (api, "192.0.2.22"): State.UP,
+        (api, "192.0.2.23"): State.UP,
+        (api, "192.0.2.24"): State.DOWN,
+    }
+    assert view[(api, DestKey(AF_INET, "192.0.2.24", 8080))].reason == "timed out after 2 s"
+    assert doc["checks"] is True and len(doc["dests"]) == 4
+    for e in doc["dests"]:
+        assert health_to_dict(health_from_dict(e["health"])) == e["health"]  # nothing lost on the way
+    assert older.view() is None and older.error is not None and "404" in older.error
+
+
+class _Replies:
+    """A RemoteSource that answers /api/v1/health with the given documents, one per call."""
+
+    base = "http://192.0.2.1:9736"
+
+    def __init__(self, *docs: Any) -> None:
+        self.docs = list(docs)
+
+    def get_json(self, path: str) -> Any:
+        assert path == "/api/v1/health"
+        return self.docs.pop(0)
+
+
+def test_a_bad_health_reply_keeps_the_last_view_and_says_why() -> None:
+    good = {
+        "checks": True,
+        "dests": [
+            {
+                "service": {"family": "inet", "protocol": "tcp", "address": "203.0.113.11", "port": 8080},
+                "dest": {"family": "inet", "address": "192.0.2.24", "port": 8080},
+                "health": health_to_dict(combine([CheckHealth("tcp", State.DOWN, 1.0, None, None)])),
+            }
+        ],
+    }
+    bad_state = json.loads(json.dumps(good))
+    bad_state["dests"][0]["health"]["state"] = "sideways"
+    bad_time = json.loads(json.dumps(good))
+    bad_time["dests"][0]["health"]["since"] = "yesterday"
+    remote = RemoteHealth(_Replies(good, bad_state, bad_time, {"checks": True}, {"checks": False}))  # type: ignore[arg-type]
+    remote.update()
+    first = remote.view()
+    assert first is not None and remote.error is None
+    for why in ("sideways", "yesterday", "dests"):
+        remote.update()
+        assert remote.view() is first and remote.error is not None and why in remote.error
+        assert remote.error.startswith("http://192.0.2.1:9736/api/v1/health: unexpected reply")
+    remote.update()
+    assert remote.view() is None and remote.error is None  # the exporter's checks were turned off

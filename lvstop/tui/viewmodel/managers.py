@@ -7,14 +7,10 @@ empty when no manager runs, and then nothing here shows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from lvstop.managers import Claim
-from lvstop.model import ServiceKey
+from lvstop.managers import ManagedMap as ManagedMap  # the dashboard names it here
 from lvstop.tui.viewmodel.table import Column
 from lvstop.tui.viewmodel.tones import ACCENT, WARN, Span
-
-ManagedMap = Mapping[ServiceKey, tuple[Claim, ...]]
 
 MANAGED_COLUMN = Column("managed", "Managed by", numeric=False, priority=3)
 
