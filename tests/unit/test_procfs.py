@@ -624,3 +624,18 @@ def test_first_bad_line_is_named_whichever_parse_meets_it() -> None:
     with pytest.raises(ParseError, match="before any service") as ei:
         parse_ip_vs("\n".join(early))
     assert ei.value.line == 5
+
+
+def test_a_poll_of_proc_keeps_its_columns_and_their_none() -> None:
+    """/proc has no counters: the poller fills nothing in, so it publishes the source's own columns
+    (no copies of 100k x 5 rates), and every rate stays None."""
+    from lvstop.poller import Poller  # the poller's side of the /proc columns
+
+    src = ProcSource(root=str(SAMPLE), hz=250)
+    poller = Poller(src)
+    for _ in range(2):
+        snap = poller.poll_once()
+        d, own = snap.table.dests, src.read().table.dests
+        assert d.rates is own.rates and d.instant is own.instant and d.has_rates is own.has_rates
+        assert all(x.rates is None and x.instant is None for s in snap.services for x in s.dests)
+        assert len(d) == sum(len(s.dests) for s in snap.services) > 0
