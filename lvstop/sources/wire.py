@@ -880,33 +880,29 @@ def _is_clean_done(data: bytes) -> bool:
 
 def decode_services(data: bytes, family_id: int, *, fast: bool = True) -> list[Service]:
     """A GET_SERVICE dump -> services, without dests."""
-    return _decode_dump(
-        data,
-        family_id,
-        CMD_NEW_SERVICE,
-        "netlink GET_SERVICE reply",
-        _service_walk,
-        _build_service,
-        _SERVICE_DEFAULTS,
-        _SERVICE_LAYOUTS,
-        0,
-        fast,
-    )
+    return _service_dump(data, family_id, _build_service, fast)
 
 
 def decode_service_keys(data: bytes, family_id: int) -> list[ServiceKey]:
     """A GET_SERVICE dump -> the keys of its services alone (checked as decode_services checks)."""
+    return _service_dump(data, family_id, _build_service_key, True)
+
+
+def _service_dump(
+    data: bytes, family_id: int, build: Callable[[tuple[Any, ...], int], _T], fast: bool
+) -> list[_T]:
+    what = "netlink GET_SERVICE reply"
     return _decode_dump(
         data,
         family_id,
         CMD_NEW_SERVICE,
-        "netlink GET_SERVICE reply",
+        what,
         _service_walk,
-        _build_service_key,
+        build,
         _SERVICE_DEFAULTS,
         _SERVICE_LAYOUTS,
         0,
-        True,
+        fast,
     )
 
 
