@@ -109,10 +109,12 @@ def test_list_is_ipvsadm_byte_for_byte(lab: Lab, ns: str, mode: tuple[str, ...])
         print(f"[note] {ns} {' '.join(mode)}: {len(torn)} torn read(s) of ip_vs_conn before one matched")
     if conns:
         hi, lo = _expiries(expected), _expiries(after)
+        # A timer re-armed inside the window (a new connection on a persistence template) reads higher
+        # after than before: lvstop's reading then came before the re-arm (<= before) or after it (>= after).
         late = [
             f"{k.strip()}: {v}s not in [{lo[k]}, {hi[k]}]"
             for k, v in _expiries(got).items()
-            if not lo[k] <= v <= hi[k]
+            if not (lo[k] <= v <= hi[k] or (lo[k] > hi[k] and (v <= hi[k] or v >= lo[k])))
         ]
         assert not late, "expiry timers out of the window ipvsadm saw:\n" + "\n".join(late[:10])
     if mode == ("-Ln",) and ns == MASTER:

@@ -84,6 +84,16 @@ def _listen(ns: str, addr: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _wait_listening(lab: Lab, ns: str, addr: str) -> None:
+    """Until the real server accepts on PORT: keepalived adds its servers as up and would remove one whose
+    first check met a listener still starting (python's start-up takes seconds under TCG)."""
+    deadline = time.monotonic() + 120
+    while not lab.in_ns(ns, ["ss", "-Hltn", f"src {addr}:{PORT}"], check=False).stdout.strip():
+        assert _LISTENERS[ns].poll() is None, f"the listener in {ns} exited"
+        assert time.monotonic() < deadline, f"nothing listens on {addr}:{PORT} in {ns}"
+        time.sleep(0.5)
+
+
 def _weights(lab: Lab) -> dict[str, int]:
     """{address:port: weight} of the managed service as `ipvsadm -Ln` lists it ({} while it is missing)."""
     out = lab.in_ns(MASTER, ["ipvsadm", "-Ln", "-t", f"{VIP}:{PORT}"], check=False).stdout
@@ -99,6 +109,8 @@ def keepalived(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     conf = d / "keepalived.conf"
     conf.write_text(CONF)
     _LISTENERS.update({SERVERS[0]: _listen(SERVERS[0], RS1), SERVERS[1]: _listen(SERVERS[1], RS2)})
+    _wait_listening(lab, SERVERS[0], RS1)
+    _wait_listening(lab, SERVERS[1], RS2)
     argv = [
         "ip",
         "netns",
