@@ -277,8 +277,9 @@ def dumps(s: Snapshot, *, indent: int | None = None, managed: ManagedMap | None 
 # ---------------------------------------------------------------------------------------------- decode
 
 
-class _Reader:
-    """Typed access to one JSON object; errors name the path of the offending value."""
+class JsonReader:
+    """Typed access to one JSON object (a snapshot, an API reply); errors are ParseErrors naming the
+    path of the offending value."""
 
     __slots__ = ("d", "path")
 
@@ -331,22 +332,50 @@ class _Reader:
             raise self._bad(key, "a string", v)
         return v
 
+    def boolean(self, key: str) -> bool:
+        v = self._get(key, _MISSING)
+        if type(v) is not bool:
+            raise self._bad(key, "true or false", v)
+        return v
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        """A list of strings; a missing key is an empty list."""
+        v = self._get(key, [])
+        if type(v) is not list:
+            raise self._bad(key, "a list", v)
+        for i, x in enumerate(v):
+            if type(x) is not str:
+                raise ParseError(f"{self._at(key)}[{i}]: expected a string, got {_kind(x)}")
+        return tuple(v)
+
+    def service_key(self, key: str) -> ServiceKey:
+        try:
+            return service_key_from_dict(self._get(key, _MISSING), self._at(key))
+        except ValueError as e:
+            raise ParseError(str(e)) from None
+
+    def dest_key(self, key: str) -> DestKey:
+        try:
+            return dest_key_from_dict(self._get(key, _MISSING), self._at(key))
+        except ValueError as e:
+            raise ParseError(str(e)) from None
+
     def opt_text(self, key: str) -> str | None:
         v = self._get(key, None)
         return None if v is None else self.text(key)
 
-    def obj(self, key: str) -> _Reader:
-        return _Reader(self._get(key, _MISSING), self._at(key))
+    def obj(self, key: str) -> JsonReader:
+        return JsonReader(self._get(key, _MISSING), self._at(key))
 
-    def opt_obj(self, key: str) -> _Reader | None:
+    def opt_obj(self, key: str) -> JsonReader | None:
         v = self._get(key, None)
-        return None if v is None else _Reader(v, self._at(key))
+        return None if v is None else JsonReader(v, self._at(key))
 
-    def items(self, key: str, item: Callable[[_Reader], T]) -> tuple[T, ...]:
+    def items(self, key: str, item: Callable[[JsonReader], T]) -> tuple[T, ...]:
         v = self._get(key, [])
         if type(v) is not list:
             raise self._bad(key, "a list", v)
-        return tuple(item(_Reader(x, f"{self._at(key)}[{i}]")) for i, x in enumerate(v))
+        return tuple(item(JsonReader(x, f"{self._at(key)}[{i}]")) for i, x in enumerate(v))
 
     def enum(self, key: str, cls: type[E], default: object = _MISSING) -> E:
         v = self._get(key, default)
@@ -444,26 +473,19 @@ def _key_port(obj: dict[str, Any], path: str) -> int:
     return v
 
 
-def _read_counters(r: _Reader | None) -> Counters | None:
+def _read_counters(r: JsonReader | None) -> Counters | None:
     if r is None:
         return None
     return Counters(*(r.integer(f) for f in _COUNTER_FIELDS))
 
 
-def _read_rates(r: _Reader | None) -> Rates | None:
+def _read_rates(r: JsonReader | None) -> Rates | None:
     if r is None:
         return None
     return Rates(*(r.number(f) for f in _RATE_FIELDS))
 
 
-def _read_key(r: _Reader) -> ServiceKey:
-    try:
-        return service_key_from_dict(r.d, r.path)
-    except ValueError as e:
-        raise ParseError(str(e)) from None
-
-
-def _read_dest(r: _Reader) -> Dest:
+def _read_dest(r: JsonReader) -> Dest:
     family = r.family("family")
     try:
         address = _key_address(r.d, r.path, family)  # listings and keys need an IP address and a port
@@ -490,9 +512,9 @@ def _read_dest(r: _Reader) -> Dest:
     )
 
 
-def _read_service(r: _Reader) -> Service:
+def _read_service(r: JsonReader) -> Service:
     return Service(
-        _read_key(r.obj("key")),
+        r.service_key("key"),
         r.text("scheduler"),
         r.integer("flags", 0),
         r.integer("timeout", 0),
@@ -506,7 +528,7 @@ def _read_service(r: _Reader) -> Service:
     )
 
 
-def _read_daemon(r: _Reader) -> Daemon:
+def _read_daemon(r: JsonReader) -> Daemon:
     return Daemon(
         r.enum("state", DaemonState),
         r.text("mcast_ifn"),
@@ -519,13 +541,13 @@ def _read_daemon(r: _Reader) -> Daemon:
     )
 
 
-def _read_issue(r: _Reader) -> Issue:
-    svc = r.opt_obj("service")
-    return Issue(r.enum("kind", IssueKind), r.text("message"), None if svc is None else _read_key(svc))
+def _read_issue(r: JsonReader) -> Issue:
+    svc = None if r.d.get("service") is None else r.service_key("service")
+    return Issue(r.enum("kind", IssueKind), r.text("message"), svc)
 
 
-def _read_sysctls(r: _Reader) -> Mapping[str, int]:
-    s = _Reader(r._get("sysctls", {}), r._at("sysctls"))
+def _read_sysctls(r: JsonReader) -> Mapping[str, int]:
+    s = JsonReader(r._get("sysctls", {}), r._at("sysctls"))
     return MappingProxyType({name: s.integer(name) for name in s.d})
 
 
@@ -535,7 +557,7 @@ def _read_cpulist(text: str | None) -> str | None:
 
 def snapshot_from_dict(d: object) -> Snapshot:
     """The inverse of snapshot_to_dict. Raises ParseError naming the offending path."""
-    r = _Reader(d, "")
+    r = JsonReader(d, "")
     version = r.integer("schema")
     if version > SCHEMA_VERSION:
         raise ParseError(f"schema {version} is newer than this lvstop understands ({SCHEMA_VERSION})")

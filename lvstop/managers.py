@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from lvstop.codec import dest_key_from_dict, dest_key_to_dict, service_key_from_dict, service_key_to_dict
+from lvstop.codec import JsonReader, dest_key_to_dict, service_key_to_dict
 from lvstop.errors import ParseError
 from lvstop.model import AF_INET, AF_INET6, DestKey, Protocol, ServiceKey, normalize_address
 from lvstop.sources.netns import netns_path
@@ -489,27 +489,28 @@ def managed_to_dict(owned: ManagedMap, unread: tuple[str, ...]) -> dict[str, Any
 
 
 def managed_from_dict(doc: object) -> tuple[ManagedMap, tuple[str, ...]]:
-    """managed_to_dict's form back; ValueError (or KeyError, TypeError) on anything else."""
-    if not isinstance(doc, dict):
-        raise ValueError("expected an object")
-    owned: dict[ServiceKey, tuple[Claim, ...]] = {}
-    for i, s in enumerate(doc["services"]):
-        key = service_key_from_dict(s["service"], f"services[{i}].service")
-        owned[key] = tuple(
-            (
-                int(m["pid"]),
-                ManagedService(
-                    str(m["manager"]),
-                    key,
-                    str(m["block"]),
-                    str(m["where"]),
-                    MappingProxyType({dest_key_from_dict(w["dest"]): int(w["weight"]) for w in m["weights"]}),
-                    bool(m["keeps_failed"]),
-                ),
-            )
-            for m in s["managers"]
+    """managed_to_dict's form back (a remote exporter's /api/v1/managed); ParseError naming the path
+    of the first value that is not what managed_to_dict writes."""
+    r = JsonReader(doc, "")
+    return dict(r.items("services", _read_claims)), r.texts("unread")
+
+
+def _read_claims(r: JsonReader) -> tuple[ServiceKey, tuple[Claim, ...]]:
+    key = r.service_key("service")
+
+    def claim(m: JsonReader) -> Claim:
+        weights = {w.dest_key("dest"): w.integer("weight") for w in m.items("weights", lambda w: w)}
+        manager = ManagedService(
+            m.text("manager"),
+            key,
+            m.text("block"),
+            m.text("where"),
+            MappingProxyType(weights),
+            m.boolean("keeps_failed"),
         )
-    return owned, tuple(str(line) for line in doc["unread"])
+        return m.integer("pid"), manager
+
+    return key, r.items("managers", claim)
 
 
 def edit_warnings(

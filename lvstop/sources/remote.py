@@ -250,8 +250,8 @@ class RemoteManaged:
             self.error = None
         except SourceError as e:
             self.error = str(e)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            self.error = f"{self._source.base}{MANAGED_PATH}: unexpected reply ({e!r})"
+        except ParseError as e:
+            self.error = f"{self._source.base}{MANAGED_PATH}: unexpected reply: {e}"
 
     def __call__(self) -> tuple[ManagedMap, tuple[str, ...]]:
         return self._managed

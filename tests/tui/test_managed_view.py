@@ -4,12 +4,14 @@ the drain dialog's warning (Control's own, from the same configuration)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from stage import Stage, play, settle
 
 from lvstop.control import WeightManagers
+from lvstop.errors import ParseError
 from lvstop.managers import ManagedLookup, by_service, claims, managed_from_dict, managed_to_dict
 from lvstop.model import ServiceKey
 from lvstop.tui import viewmodel as vm
@@ -108,10 +110,31 @@ class TestLookup:
         owned, _ = ManagedLookup(running=WeightManagers(str(proc)))()
         assert owned[HTTPS][0][1].keeps_failed and owned[HTTPS][0][1].weights
         assert managed_from_dict(managed_to_dict(owned, ("x (pid 9) ...",))) == (owned, ("x (pid 9) ...",))
+
+    @pytest.mark.parametrize(
+        ("where", "value", "says"),
+        [
+            ("pid", "forty", "services[0].managers[0].pid: expected an integer, got the string 'forty'"),
+            ("keeps_failed", "false", "services[0].managers[0].keeps_failed: expected true or false"),
+            ("weights", [{"dest": {"address": "192.0.2.1", "port": 80}, "weight": 1.5}], "weights[0].weight"),
+            ("weights", [{"dest": {"address": "192.0.2.1", "port": 70000}, "weight": 1}], "dest.port"),
+            ("manager", None, "services[0].managers[0].manager: expected a string, got null"),
+        ],
+    )
+    def test_a_bad_claim_is_refused_naming_its_field(
+        self, tmp_path: Path, where: str, value: object, says: str
+    ) -> None:
+        """A remote exporter's /api/v1/managed is input: a wrong type is refused, never coerced
+        (bool("false") would claim keeps_failed)."""
+        owned, _ = ManagedLookup(running=WeightManagers(str(fake_proc(tmp_path))))()
         bad = managed_to_dict(owned, ())
-        bad["services"][0]["managers"][0]["pid"] = "forty"
-        with pytest.raises(ValueError):
+        bad["services"][0]["managers"][0][where] = value
+        with pytest.raises(ParseError, match=re.escape(says)):
             managed_from_dict(bad)
+
+    def test_a_bad_unread_line_is_refused(self, tmp_path: Path) -> None:
+        with pytest.raises(ParseError, match=re.escape("unread[1]: expected a string, got the number 3")):
+            managed_from_dict({"services": [], "unread": ["x", 3]})
 
 
 class TestDashboard:

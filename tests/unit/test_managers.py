@@ -11,15 +11,19 @@ from lvstop.errors import ParseError
 from lvstop.managers import (
     KEEPALIVED_CONF,
     LDIRECTORD_CONF,
+    ManagedService,
     by_service,
     claims,
     config_path,
     edit_warnings,
+    managed_from_dict,
     managed_services,
+    managed_to_dict,
     parse_keepalived,
     parse_ldirectord,
 )
 from lvstop.model import AF_INET, AF_INET6, DestKey, Protocol, ServiceKey
+from lvstop.sources.remote import RemoteManaged
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "managers"
 DK = DestKey(AF_INET, "192.0.2.11", 80)
@@ -214,3 +218,36 @@ def test_by_service_names_each_services_managers(tmp_path: Path) -> None:
     )
     assert list(owned) == [ServiceKey.tcp("203.0.113.10", 80)]
     assert len(unread) == 1 and unread[0].startswith("ldirectord (pid 41) is running and its configuration")
+
+
+class _ManagedReplies:
+    """A RemoteSource that answers /api/v1/managed with the given documents, one per call."""
+
+    base = "http://192.0.2.1:9736"
+
+    def __init__(self, *docs: object) -> None:
+        self.docs = list(docs)
+
+    def get_json(self, path: str) -> object:
+        assert path == "/api/v1/managed"
+        return self.docs.pop(0)
+
+
+def test_a_bad_managed_reply_keeps_the_last_answer_and_says_where() -> None:
+    web = ServiceKey(AF_INET, Protocol.TCP, "203.0.113.10", 80)
+    owned = {web: ((40, ManagedService("keepalived", web, "virtual_server", "k.conf:3")),)}
+    good, bad = managed_to_dict(owned, ()), managed_to_dict(owned, ())
+    assert managed_from_dict(good) == (owned, ())
+    bad["services"][0]["managers"][0]["keeps_failed"] = "no"
+    now = [0.0]
+    remote = RemoteManaged(_ManagedReplies(good, bad), clock=lambda: now[0])  # type: ignore[arg-type]
+    remote.update()
+    first = remote()
+    assert list(first[0]) == [web] and remote.error is None
+    now[0] = 1000.0
+    remote.update()
+    assert remote() is first
+    assert remote.error == (
+        "http://192.0.2.1:9736/api/v1/managed: unexpected reply: "
+        "services[0].managers[0].keeps_failed: expected true or false, got the string 'no'"
+    )
