@@ -80,6 +80,7 @@ and, with --health.config, to each Dest a `health` object (lvstop.health.state.h
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import json
 import math
@@ -124,7 +125,7 @@ _PROTOCOL_BY_NAME = {v: k for k, v in _PROTOCOLS.items()}
 _COUNTER_FIELDS = ("conns", "inpkts", "outpkts", "inbytes", "outbytes")
 _RATE_FIELDS = ("cps", "inpps", "outpps", "inbps", "outbps")
 
-E = TypeVar("E", FwdMethod, TunType, DaemonState, IssueKind)
+E = TypeVar("E", bound=enum.Enum)
 T = TypeVar("T")
 _MISSING = object()
 _MAX_FLOAT_INT = int(sys.float_info.max)
@@ -371,8 +372,9 @@ class JsonReader:
         v = self._get(key, None)
         return None if v is None else JsonReader(v, self._at(key))
 
-    def items(self, key: str, item: Callable[[JsonReader], T]) -> tuple[T, ...]:
-        v = self._get(key, [])
+    def items(self, key: str, item: Callable[[JsonReader], T], *, required: bool = False) -> tuple[T, ...]:
+        """A list of objects, each read by `item`; a missing key is an empty list unless `required`."""
+        v = self._get(key, _MISSING if required else [])
         if type(v) is not list:
             raise self._bad(key, "a list", v)
         return tuple(item(JsonReader(x, f"{self._at(key)}[{i}]")) for i, x in enumerate(v))

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lvstop.codec import JsonReader
 from lvstop.model import DestKey, ServiceKey
 
 
@@ -140,35 +141,23 @@ def health_to_dict(h: DestHealth) -> dict[str, Any]:
     }
 
 
-def health_from_dict(doc: object) -> DestHealth:
-    """health_to_dict's form back (a remote exporter's /api/v1/health); ValueError, KeyError or
-    TypeError on anything else. The counts of successes and failures in a row are not sent: 0."""
-    if not isinstance(doc, dict):
-        raise ValueError(f"a dest's health: expected an object, got {type(doc).__name__}")
-    checks = []
-    for c in doc["checks"]:
-        last = None
-        if c["ok"] is not None:
-            last = ProbeResult(
-                bool(c["ok"]), float(c["latency"]), str(c["reason"]), _int(c["weight"]), _int(c["percent"])
-            )
-        checks.append(
-            CheckHealth(str(c["check"]), State(c["state"]), _time(c["since"]), last, _time(c["time"]))
+def health_from_dict(doc: object, path: str = "health") -> DestHealth:
+    """health_to_dict's form back (a remote exporter's /api/v1/health); ParseError naming the path of
+    the first wrong value. The counts of successes and failures in a row are not sent: 0."""
+    r = JsonReader(doc, path)
+    return DestHealth(r.enum("state", State), r.opt_number("since"), r.items("checks", _read_check))
+
+
+def _read_check(c: JsonReader) -> CheckHealth:
+    last = None
+    if c.d.get("ok") is not None:
+        last = ProbeResult(
+            c.boolean("ok"),
+            c.number("latency"),
+            c.text("reason"),
+            c.opt_integer("weight"),
+            c.opt_integer("percent"),
         )
-    return DestHealth(State(doc["state"]), _time(doc["since"]), tuple(checks))
-
-
-def _time(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a time in seconds, got {value!r}")
-    return float(value)
-
-
-def _int(value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    return value
+    return CheckHealth(
+        c.text("check"), c.enum("state", State), c.opt_number("since"), last, c.opt_number("time")
+    )

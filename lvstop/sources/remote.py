@@ -21,13 +21,13 @@ from email.message import Message
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from lvstop.codec import dest_key_from_dict, loads, service_key_from_dict
+from lvstop.codec import JsonReader, dest_key_from_dict, loads, service_key_from_dict
 from lvstop.errors import ControlError, ParseError, SourceError
-from lvstop.model import IssueKind, Snapshot
+from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot
 
 if TYPE_CHECKING:
     from lvstop.control import ControlResult
-    from lvstop.health.state import HealthMap
+    from lvstop.health.state import DestHealth, HealthMap
     from lvstop.managers import ManagedMap
 
 PREVIEW_PATH = "/api/v1/preview"
@@ -185,15 +185,17 @@ class RemoteSource:
         """Nothing held between reads."""
 
 
-def health_map_from_dict(doc: dict[str, Any]) -> HealthMap:
-    """GET /api/v1/health's `dests` as the dashboard reads health; ValueError, KeyError or TypeError on
-    anything else."""
+def health_map_from_dict(doc: object) -> HealthMap:
+    """GET /api/v1/health's `dests` as the dashboard reads health; ParseError naming the path of the
+    first wrong value."""
     from lvstop.health.state import health_from_dict
 
-    return {
-        (service_key_from_dict(e["service"]), dest_key_from_dict(e["dest"])): health_from_dict(e["health"])
-        for e in doc["dests"]
-    }
+    def entry(e: JsonReader) -> tuple[tuple[ServiceKey, DestKey], DestHealth]:
+        return (e.service_key("service"), e.dest_key("dest")), health_from_dict(
+            e.d.get("health"), e.path + ".health"
+        )
+
+    return dict(JsonReader(doc, "").items("dests", entry, required=True))
 
 
 class RemoteHealth:
@@ -218,8 +220,8 @@ class RemoteHealth:
             if e.kind is IssueKind.UNAVAILABLE:  # an exporter older than the route: no checks to show
                 self._view = None
             self.error = str(e)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            self.error = f"{self._source.base}{HEALTH_PATH}: unexpected reply ({e!r})"
+        except ParseError as e:
+            self.error = f"{self._source.base}{HEALTH_PATH}: unexpected reply: {e}"
 
     def view(self) -> HealthMap | None:
         return self._view

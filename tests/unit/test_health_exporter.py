@@ -241,11 +241,19 @@ def test_a_bad_health_reply_keeps_the_last_view_and_says_why() -> None:
     bad_state["dests"][0]["health"]["state"] = "sideways"
     bad_time = json.loads(json.dumps(good))
     bad_time["dests"][0]["health"]["since"] = "yesterday"
-    remote = RemoteHealth(_Replies(good, bad_state, bad_time, {"checks": True}, {"checks": False}))  # type: ignore[arg-type]
+    bad_ok = json.loads(json.dumps(good))  # a string is not coerced: bool("false") is True
+    bad_ok["dests"][0]["health"]["checks"][0].update(ok="false", latency=0.1, reason="refused")
+    replies = _Replies(good, bad_state, bad_time, bad_ok, {"checks": True}, {"checks": False})
+    remote = RemoteHealth(replies)  # type: ignore[arg-type]
     remote.update()
     first = remote.view()
     assert first is not None and remote.error is None
-    for why in ("sideways", "yesterday", "dests"):
+    for why in (
+        "dests[0].health.state: expected one of unknown, up, down, got the string 'sideways'",
+        "dests[0].health.since: expected a finite number, got the string 'yesterday'",
+        "dests[0].health.checks[0].ok: expected true or false, got the string 'false'",
+        "dests: missing",
+    ):
         remote.update()
         assert remote.view() is first and remote.error is not None and why in remote.error
         assert remote.error.startswith("http://192.0.2.1:9736/api/v1/health: unexpected reply")
