@@ -378,19 +378,13 @@ class Exporter:
             backends=self._backends(),
         )
 
-    def _keep(self, cache: PageCache) -> int:
-        """The identity limit for the next page: none after a page too big to keep (a big director stays
-        big), so that a 100k-dest render does not buffer keep_limit bytes only to throw them away."""
-        last = cache.body
-        return 0 if last is not None and last.size > self._keep_limit else self._keep_limit
-
     def _render_metrics(self) -> Body:
-        return render_inputs(self.inputs(), self._keep(self.metrics_cache))
+        return render_inputs(self.inputs(), self._keep_limit)
 
     def _render_snapshot(self) -> Body | None:
         snap = self.poller.latest
         if snap is None:
             return None
-        w = BodyWriter(self._keep(self.snapshot_cache))
+        w = BodyWriter(self._keep_limit)
         write_snapshot(snap, w)
         return w.finish()

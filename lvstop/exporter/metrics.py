@@ -36,7 +36,6 @@ from lvstop.model import (
     Table,
     TunType,
     address_text,
-    optional_values,
 )
 
 # node_exporter's ipvs labels plus `family`, which keeps IPv4 and IPv6 fwmark services with the same
@@ -73,7 +72,7 @@ Row = tuple[str, int | float | None]  # label text (without braces), value (None
 @dataclass(slots=True)
 class Family:
     spec: Spec
-    rows: Sequence[Row] | Columns | Iterator[Row]  # an iterator is consumed once, while rendering
+    rows: Sequence[Row] | Columns | DestRows | Iterator[Row]  # an iterator is consumed once, while rendering
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,8 +516,9 @@ def _sums_of(items: Sequence[tuple[str, Service]], rows: list[int], sums: Array)
 class DestCollector:
     """Per real server, or summed over dropped labels (node_exporter's --collector.ipvs.backend-labels).
 
-    Rendered from the snapshot's dest columns: a dest's label text is made once and reused by every
-    family, values are whole columns; no dest row is built."""
+    Rendered from the snapshot's dest columns, values a chunk at a time; no dest row is built. With the
+    default labels a line's label text is composed as it is written from strings the dests share (their
+    service's labels, address and port texts): 100k dests never have 100k label texts at once."""
 
     def collect(self, inp: Inputs) -> Iterator[Family]:
         s = inp.snapshot
@@ -526,79 +526,137 @@ class DestCollector:
             return
         table = s.table
         d = table.dests
-        labs = _dest_label_column(table, inp.options.dest_labels)
-        # Label sets are unique unless labels were dropped: only duplicates pay for the groups.
-        single = len(set(labs)) == len(labs)
-        groups: dict[str, list[int]] = {}
-        if not single:
-            for i, lab in enumerate(labs):
-                groups.setdefault(lab, []).append(i)
-
-        def column(values: list[int | None]) -> Columns:
-            if single:
-                return Columns(labs, values)
-            sums: list[int | float | None] = []
-            for idx in groups.values():
-                vals = [v for v in (values[i] for i in idx) if v is not None]
-                sums.append(sum(vals) if vals else None)
-            return Columns(list(groups), sums)
-
+        columns: list[tuple[Spec, Array, Array | None]] = []  # spec, values, which have a sample (None: all)
         for values, present, specs in (
             (d.counters, d.has_counters, DEST_COUNTERS),
             (d.rates, d.has_rates, DEST_RATES),
         ):
             every = bool(present.all())
-            flags = None if every else present.tolist()
-            for j, (_f, spec) in enumerate(specs):
-                col = values[:, j].tolist()
-                if flags is not None:
-                    col = [v if ok else None for v, ok in zip(col, flags, strict=True)]
-                yield Family(spec, column(col))
+            columns += [
+                (spec, values[:, j], None if every else present) for j, (_f, spec) in enumerate(specs)
+            ]
         for spec, name in DEST_GAUGES:
-            yield Family(spec, column(optional_values(getattr(d, name))))
-        cache: dict[tuple[int, int, int, int], str] = {}
+            col = getattr(d, name)
+            columns.append((spec, col, None if col.min(initial=0) >= 0 else col >= 0))  # -1: no sample
+        keep = inp.options.dest_labels
+        if keep == DEST_LABELS:  # a dest's labels are its key: one series per dest
+            yield from _per_dest(table, columns)
+        else:
+            yield from _grouped(table, keep, columns)
 
-        def info_labels() -> Iterator[str]:
-            for lab, *k in zip(
-                labs,
-                d.fwd.tolist(),
-                d.tun_type.tolist(),
-                d.tun_port.tolist(),
-                d.tun_flags.tolist(),
+
+@dataclass(frozen=True, slots=True)
+class DestRows:
+    """One sample per dest, with the default labels; `present` False (or a value None): no sample.
+
+    Object columns of shared strings: a line's label text is made only while its chunk is written."""
+
+    service: Array  # the dest's service labels
+    address: Array  # remote_address text
+    port: Array  # remote_port text
+    values: Array
+    present: Array | None = None
+    info: Array | None = None  # the info metric's settings labels, after the dest's
+
+    def texts(self, name: str) -> Iterator[str]:
+        """The sample lines, CHUNK_LINES dests at a time."""
+        for i in range(0, len(self.values), CHUNK_LINES):
+            j = i + CHUNK_LINES
+            values = self.values[i:j].tolist()
+            if self.present is not None:
+                values = [v if ok else None for v, ok in zip(values, self.present[i:j].tolist(), strict=True)]
+            parts = zip(self.service[i:j], self.address[i:j], self.port[i:j], values, strict=True)
+            if self.info is None:
+                yield "".join(
+                    [
+                        f'{name}{{{s},remote_address="{a}",remote_port="{p}"}} {v}\n'
+                        for s, a, p, v in parts
+                        if v is not None
+                    ]
+                )
+            else:
+                yield "".join(
+                    [
+                        f'{name}{{{s},remote_address="{a}",remote_port="{p}",{x}}} {v}\n'
+                        for (s, a, p, v), x in zip(parts, self.info[i:j], strict=True)
+                        if v is not None
+                    ]
+                )
+
+
+def _per_dest(table: Table, columns: list[tuple[Spec, Array, Array | None]]) -> Iterator[Family]:
+    d = table.dests
+    service = np.array([service_labels(s.key) for s in table.services], dtype=object)[d.service]
+    address = np.empty(len(d), dtype=object)
+    info = np.empty(len(d), dtype=object)
+    cache: dict[tuple[int, int, int, int], str] = {}
+    for i in range(0, len(d), CHUNK_LINES):  # chunked: the lists of Python objects stay small
+        j = i + CHUNK_LINES
+        address[i:j] = [
+            address_text(f, raw) for f, raw in zip(d.family[i:j].tolist(), d.addr[i:j].tolist(), strict=True)
+        ]
+        info[i:j] = [
+            cache.get(k) or cache.setdefault(k, dest_info_labels(*k))
+            for k in zip(
+                d.fwd[i:j].tolist(),
+                d.tun_type[i:j].tolist(),
+                d.tun_port[i:j].tolist(),
+                d.tun_flags[i:j].tolist(),
                 strict=True,
-            ):
-                key = tuple(k)
-                extra = cache.get(key) or cache.setdefault(key, dest_info_labels(*k))
-                yield f"{lab},{extra}" if lab else extra
+            )
+        ]
+    ports, which = np.unique(d.port, return_inverse=True)
+    port = np.array([str(p) for p in ports.tolist()], dtype=object)[which]
+    for spec, values, present in columns:
+        yield Family(spec, DestRows(service, address, port, values, present))
+    yield Family(DEST_INFO, DestRows(service, address, port, np.broadcast_to(1, len(d)), info=info))
 
-        if single:  # one series per dest: written as generated (a page of 100k long labels never exists)
-            yield Family(DEST_INFO, ((lab, 1) for lab in info_labels()))
-            return
-        info: dict[str, int] = {}
-        for key in info_labels():
-            info[key] = info.get(key, 0) + 1
-        yield Family(DEST_INFO, list(info.items()))
+
+def _grouped(
+    table: Table, keep: tuple[str, ...], columns: list[tuple[Spec, Array, Array | None]]
+) -> Iterator[Family]:
+    """Rows of the kept labels; dests sharing them are summed (None when none of them has a sample)."""
+    d = table.dests
+    labs = _dest_label_column(table, keep)
+    # Label sets are unique unless the labels dropped made them equal: only duplicates pay for the groups.
+    single = len(set(labs)) == len(labs)
+    groups: dict[str, list[int]] = {}
+    if not single:
+        for i, lab in enumerate(labs):
+            groups.setdefault(lab, []).append(i)
+    for spec, col, present in columns:
+        values: list[int | None] = col.tolist()
+        if present is not None:
+            values = [v if ok else None for v, ok in zip(values, present.tolist(), strict=True)]
+        if single:
+            yield Family(spec, Columns(labs, values))
+            continue
+        sums: list[int | float | None] = []
+        for idx in groups.values():
+            vals = [v for v in (values[i] for i in idx) if v is not None]
+            sums.append(sum(vals) if vals else None)
+        yield Family(spec, Columns(list(groups), sums))
+    cache: dict[tuple[int, int, int, int], str] = {}
+    info: dict[str, int] = {}
+    for lab, *k in zip(
+        labs, d.fwd.tolist(), d.tun_type.tolist(), d.tun_port.tolist(), d.tun_flags.tolist(), strict=True
+    ):
+        key = tuple(k)
+        extra = cache.get(key) or cache.setdefault(key, dest_info_labels(*k))
+        text = f"{lab},{extra}" if lab else extra
+        info[text] = info.get(text, 0) + 1
+    yield Family(DEST_INFO, list(info.items()))
 
 
 def _dest_label_column(table: Table, keep: tuple[str, ...]) -> list[str]:
     """Each dest's label text (the kept labels, in `keep` order)."""
     d = table.dests
-    family = d.family.tolist()
-    raw = d.addr.tolist()
-    names = {fa: address_text(*fa) for fa in set(zip(family, raw, strict=True))}
-    remote = [names[fa] for fa in zip(family, raw, strict=True)]
-    ports = d.port.tolist()
-    service = d.service.tolist()
-    if keep == DEST_LABELS:  # the common case: the service's labels formatted once, per service
-        base = [service_labels(s.key) for s in table.services]
-        return [
-            f'{base[i]},remote_address="{a}",remote_port="{p}"'
-            for i, a, p in zip(service, remote, ports, strict=True)
-        ]
     values = [service_label_values(s.key) for s in table.services]
     out = []
-    for i, a, p in zip(service, remote, ports, strict=True):
-        v = {**values[i], "remote_address": a, "remote_port": str(p)}
+    for i, f, raw, p in zip(
+        d.service.tolist(), d.family.tolist(), d.addr.tolist(), d.port.tolist(), strict=True
+    ):
+        v = {**values[i], "remote_address": address_text(f, raw), "remote_port": str(p)}
         out.append(",".join(f'{n}="{v[n]}"' for n in keep))
     return out
 
@@ -749,32 +807,28 @@ class Body:
 
 
 class BodyWriter:
-    """Collects text into gzip (level 1: the text is very repetitive) and, below keep_limit, as is.
+    """Collects text into gzip (level 1: the text is very repetitive); a page of at most keep_limit bytes
+    also keeps its identity bytes, inflated from the gzip once it is complete.
 
-    Into BytesIO buffers, whose getvalue() hands its buffer over: no second copy of a page at the end.
+    Only the compressed page is held while writing: a page too big to keep is never buffered plain
+    (before its end its size is unknown). Into a BytesIO buffer, whose getvalue() hands its buffer over.
     """
 
     def __init__(self, keep_limit: int = 32 << 20) -> None:
         self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self._gzip = io.BytesIO()
-        self._identity: io.BytesIO | None = io.BytesIO() if keep_limit > 0 else None
         self._limit = keep_limit
         self.size = 0
 
     def write(self, text: str) -> None:
         b = text.encode()
         self.size += len(b)
-        if self._identity is not None:
-            if self.size <= self._limit:
-                self._identity.write(b)
-            else:
-                self._identity = None
         self._gzip.write(self._z.compress(b))
 
     def finish(self) -> Body:
         self._gzip.write(self._z.flush())
-        identity = self._identity.getvalue() if self._identity is not None else None
-        return Body(self._gzip.getvalue(), self.size, identity)
+        page = self._gzip.getvalue()
+        return Body(page, self.size, zlib.decompress(page, wbits=31) if self.size <= self._limit else None)
 
 
 def help_text(spec: Spec, tick: float) -> str:
@@ -804,20 +858,25 @@ def render(families: Iterable[Family], out: BodyWriter, tick: float) -> None:
             if rows[0][1] is not None:
                 out.write(f"{header}{name} {rows[0][1]}\n")
             continue
-        chunks: Iterable[Iterable[Row]]
-        if isinstance(rows, Columns):
-            labs, vals = rows.labels, rows.values
-            chunks = (
-                zip(labs[i : i + CHUNK_LINES], vals[i : i + CHUNK_LINES], strict=True)
-                for i in range(0, len(labs), CHUNK_LINES)
-            )
-        else:
-            chunks = _batches(rows)
-        for lines in chunks:
-            text = "".join([f"{name}{{{lab}}} {v}\n" for lab, v in lines if v is not None])
+        for text in rows.texts(name) if isinstance(rows, DestRows) else _texts(name, rows):
             if text:
                 out.write(header + text if header else text)  # no header for a family without samples
                 header = ""
+
+
+def _texts(name: str, rows: Sequence[Row] | Columns | Iterator[Row]) -> Iterator[str]:
+    """The sample lines, CHUNK_LINES rows at a time."""
+    chunks: Iterable[Iterable[Row]]
+    if isinstance(rows, Columns):
+        labs, vals = rows.labels, rows.values
+        chunks = (
+            zip(labs[i : i + CHUNK_LINES], vals[i : i + CHUNK_LINES], strict=True)
+            for i in range(0, len(labs), CHUNK_LINES)
+        )
+    else:
+        chunks = _batches(rows)
+    for lines in chunks:
+        yield "".join([f"{name}{{{lab}}} {v}\n" for lab, v in lines if v is not None])
 
 
 def render_inputs(inp: Inputs, keep_limit: int = 32 << 20) -> Body:

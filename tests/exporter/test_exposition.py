@@ -12,6 +12,7 @@ import os
 import subprocess
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +21,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvstop import codec, gcpolicy
-from lvstop.exporter import core
 from lvstop.exporter.core import (
     SNAPSHOT_CHUNK,
-    CountingSource,
-    Exporter,
     PageCache,
-    WatchingEventLog,
     write_snapshot,
 )
 from lvstop.exporter.metrics import (
@@ -59,8 +56,6 @@ from lvstop.model import (
     ServiceKey,
     Snapshot,
 )
-from lvstop.poller import Poller
-from lvstop.sources.sim import SimSource
 
 from .support import FIXTURES, conn_of, demo_director, golden_inputs, kernel_snapshot
 
@@ -214,29 +209,41 @@ def test_rows_generated_while_rendering_equal_rows_given_as_a_list() -> None:
     assert [v for (_n, _l), v in samples(text).items()] == list(range(CHUNK_LINES * 2 + 1))
 
 
-def test_after_a_page_too_big_to_keep_the_next_render_does_not_buffer_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    limits: list[int] = []
-    real = render_inputs
+@pytest.mark.parametrize("keep", [0, 64 << 20])
+def test_a_page_is_held_only_compressed_while_it_is_written(keep: int) -> None:
+    """The identity bytes of a page small enough to keep are inflated from the gzip at its end, never
+    buffered while it is written: a page too big to keep costs no plain copy, not keep_limit bytes of one
+    thrown away when it outgrows them (before its end, its size is unknown)."""
+    line = "x" * 1000 + "\n"
+    w = BodyWriter(keep)
+    tracemalloc.start()
+    try:
+        for _ in range(20_000):  # 20 MB of text
+            w.write(line)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    body = w.finish()
+    assert held < 2 << 20
+    assert body.size == 20_000 * len(line) and gzip.decompress(body.gzip) == (line * 20_000).encode()
+    assert body.identity == (None if keep == 0 else gzip.decompress(body.gzip))
 
-    def spy(inp: Inputs, keep_limit: int = 32 << 20) -> Body:
-        limits.append(keep_limit)
-        return real(inp, keep_limit)
 
-    monkeypatch.setattr(core, "render_inputs", spy)
-    source = CountingSource(SimSource(seed=1, services=2, dests_per_service=2), on_failure=lambda: None)
-    poller = Poller(source)
-    poller.poll_once()
-    for keep, expected in ((1 << 20, [1 << 20, 1 << 20]), (1000, [1000, 0])):
-        limits.clear()
-        exporter = Exporter(poller, source, WatchingEventLog(), keep_limit=keep)
-        exporter.metrics_page()
-        exporter.changed()
-        second = exporter.metrics_page()
-        assert limits == expected
-        assert (second.identity is None) is (keep == 1000)
-        assert b"".join(second.identity_chunks()) == gzip.decompress(second.gzip)
+def test_rendering_dests_makes_no_label_text_per_dest() -> None:
+    """With the default labels a dest's label text is composed while its line is written: what a render
+    holds grows by far less per dest than one label text (~180 bytes) plus one value per family."""
+    peaks = []
+    for services in (50, 200):  # 5,000 and 20,000 dests
+        snap, _ = demo_director(polls=1, services=services, dests_per_service=100)
+        inp = Inputs(snap, Health("demo", True, 0.0, 0.0))
+        render_inputs(inp, 0)  # the snapshot's columns and caches are made
+        tracemalloc.start()
+        try:
+            render_inputs(inp, 0)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert (peaks[1] - peaks[0]) / 15_000 < 200  # bytes per dest (labels made up front: ~360)
 
 
 def test_per_dest_and_conntable_metrics_can_be_turned_off() -> None:
