@@ -23,11 +23,12 @@ from typing import NoReturn, Protocol
 from lvstop import explain
 
 # Keys as JSON (the API, the drain state) are codec's; re-exported for the write path's users.
+from lvstop.codec import JsonReader
 from lvstop.codec import dest_key_from_dict as dest_key_from_dict
 from lvstop.codec import dest_key_to_dict as dest_key_to_dict
 from lvstop.codec import service_key_from_dict as service_key_from_dict
 from lvstop.codec import service_key_to_dict as service_key_to_dict
-from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.errors import ControlError, LvstopError, ParseError, SourceError
 from lvstop.events import DRAIN_CLOSED, Event, EventLog
 from lvstop.managers import edit_warnings
 from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
@@ -70,6 +71,23 @@ class DrainRecord:
     actor: str
     reason: str | None = None
     cause: str = "operator"  # one of CAUSES
+
+
+def drains_from_dict(doc: object) -> dict[tuple[ServiceKey, DestKey], DrainRecord]:
+    """The drain state file's `drains`, or GET /api/v1/drains' (which adds fields, ignored here);
+    ParseError naming the path of the first wrong value."""
+
+    def record(r: JsonReader) -> tuple[tuple[ServiceKey, DestKey], DrainRecord]:
+        previous = r.integer("previous")
+        if not 0 < previous <= MAX_WEIGHT:
+            raise ParseError(f"{r.path}.previous: the weight to restore, {previous}, is not 1..{MAX_WEIGHT}")
+        cause = r.text("cause", "operator")  # written before causes existed: every drain an operator's
+        if cause not in CAUSES:
+            raise ParseError(f"{r.path}.cause: {cause!r} is not one of {', '.join(CAUSES)}")
+        rec = DrainRecord(previous, r.number("since"), r.text("actor"), r.opt_text("reason"), cause)
+        return (r.service_key("service"), r.dest_key("dest")), rec
+
+    return dict(JsonReader(doc, "").items("drains", record, required=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,18 +200,8 @@ class DrainState:
             doc = json.loads(text)
             if not isinstance(doc, dict) or doc.get("version") != self.VERSION:
                 raise ValueError(f"expected an object with version {self.VERSION}")
-            out: dict[tuple[ServiceKey, DestKey], DrainRecord] = {}
-            for i, rec in enumerate(doc["drains"]):
-                key = (service_key_from_dict(rec["service"]), dest_key_from_dict(rec["dest"]))
-                prev = rec["previous"]
-                if type(prev) is not int or not 0 < prev <= MAX_WEIGHT:
-                    raise ValueError(f"drain {i}: previous weight {prev!r} is not 1..{MAX_WEIGHT}")
-                cause = rec.get("cause", "operator")
-                if cause not in CAUSES:
-                    raise ValueError(f"drain {i}: cause {cause!r} is not one of {', '.join(CAUSES)}")
-                out[key] = DrainRecord(prev, float(rec["since"]), str(rec["actor"]), rec.get("reason"), cause)
-            return out
-        except (ValueError, KeyError, TypeError) as e:
+            return drains_from_dict(doc)
+        except (ValueError, ParseError) as e:
             # Never overwrite a file we cannot read: it may hold the only copy of someone's weights.
             raise LvstopError(f"{self.path}: unreadable drain state ({e}); fix or move it away") from None
 

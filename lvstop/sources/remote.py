@@ -21,7 +21,7 @@ from email.message import Message
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from lvstop.codec import JsonReader, dest_key_from_dict, loads, service_key_from_dict
+from lvstop.codec import JsonReader, loads
 from lvstop.errors import ControlError, ParseError, SourceError
 from lvstop.model import DestKey, IssueKind, ServiceKey, Snapshot
 
@@ -84,25 +84,26 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def edit_result(doc: Any, where: str) -> ControlResult:
+def edit_result(doc: object, where: str) -> ControlResult:
     """The EditResult of the exporter's write API (an edit's answer, or a preview's `result`)."""
     from lvstop.control import ControlResult
 
     try:
+        r = JsonReader(doc, "")
         return ControlResult(
-            doc["action"],
-            doc["outcome"],
-            service_key_from_dict(doc["service"]),
-            dest_key_from_dict(doc["dest"]),
-            doc["old"],
-            doc["requested"],
-            doc.get("verified"),
-            doc.get("active_conns", 0),
-            tuple(doc.get("warnings", ())),
-            doc.get("previous"),
+            r.text("action"),
+            r.text("outcome"),
+            r.service_key("service"),
+            r.dest_key("dest"),
+            r.integer("old"),
+            r.integer("requested"),
+            r.opt_integer("verified"),
+            r.integer("active_conns", 0),
+            r.texts("warnings"),
+            r.opt_integer("previous"),
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as e:
-        raise ControlError(f"{where}: unexpected reply ({e})", status=502) from None
+    except ParseError as e:
+        raise ControlError(f"{where}: unexpected reply: {e}", status=502) from None
 
 
 def edit_preview(doc: Any, where: str) -> tuple[ControlResult | None, str | None, str | None]:

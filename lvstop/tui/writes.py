@@ -16,12 +16,10 @@ from typing import TYPE_CHECKING, Any
 from lvstop.codec import service_key_to_dict
 from lvstop.control import (
     ControlResult,
-    DrainRecord,
-    dest_key_from_dict,
     dest_key_to_dict,
-    service_key_from_dict,
+    drains_from_dict,
 )
-from lvstop.errors import ControlError, LvstopError
+from lvstop.errors import ControlError, LvstopError, ParseError
 from lvstop.exporter.openapi import CSRF_HEADER
 from lvstop.model import DestKey, ServiceKey
 from lvstop.sources.remote import PREVIEW_PATH, RemoteSource, basic_auth, edit_preview, edit_result, urlopen
@@ -176,15 +174,6 @@ class RemoteWriter:
     def drains(self) -> DrainMap:
         doc = self._call("GET", "/api/v1/drains")
         try:
-            return {
-                (service_key_from_dict(d["service"]), dest_key_from_dict(d["dest"])): DrainRecord(
-                    int(d["previous"]),
-                    float(d["since"]),
-                    str(d["actor"]),
-                    d.get("reason"),
-                    d.get("cause", "operator"),  # an exporter older than causes: every drain an operator's
-                )
-                for d in doc["drains"]
-            }
-        except (KeyError, ValueError, TypeError) as e:
-            raise ControlError(f"{self.base}/api/v1/drains: unexpected reply ({e})", status=502) from None
+            return drains_from_dict(doc)
+        except ParseError as e:
+            raise ControlError(f"{self.base}/api/v1/drains: unexpected reply: {e}", status=502) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -13,13 +14,15 @@ from lvstop.codec import service_key_to_dict
 from lvstop.control import (
     Control,
     ControlResult,
+    DrainRecord,
     DrainState,
     EditError,
     WeightManagers,
     detect_weight_managers,
+    drains_from_dict,
     service_key_from_dict,
 )
-from lvstop.errors import ControlError, LvstopError, SourceError
+from lvstop.errors import ControlError, LvstopError, ParseError, SourceError
 from lvstop.events import WEIGHT_CHANGED, Event, EventLog
 from lvstop.exporter.ramp import Ramps
 from lvstop.model import (
@@ -35,6 +38,7 @@ from lvstop.model import (
     Snapshot,
     TunType,
 )
+from lvstop.sources.remote import edit_result
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 STICKY = ServiceKey.tcp("203.0.113.10", 443)
@@ -776,7 +780,9 @@ def test_the_cause_of_a_drain_is_kept_and_old_files_read_as_operator_drains(
     assert {r.cause for r in control.drains().values()} == {"operator"}
     doc["drains"][0]["cause"] = "cosmic rays"
     path.write_text(json.dumps(doc))
-    with pytest.raises(LvstopError, match="cause 'cosmic rays' is not one of operator, health"):
+    with pytest.raises(
+        LvstopError, match=re.escape("drains[0].cause: 'cosmic rays' is not one of operator, health")
+    ):
         control.drains()
 
 
@@ -813,3 +819,67 @@ def test_a_drain_can_remember_another_weight_and_refuses_bad_causes(
             control.drain(WEB, dk("192.0.2.13"), actor="a", **kw)
         assert e.value.status == 400
     assert target.weight(WEB, "192.0.2.13") == 2
+
+
+def _drain_doc(**change: object) -> dict[str, object]:
+    rec: dict[str, object] = {
+        "service": service_key_to_dict(WEB),
+        "dest": {"address": "192.0.2.12", "port": 8080},
+    }
+    rec.update(
+        previous=3, since=1.5, actor="alice", reason=None, cause="health", weight=0
+    )  # weight: the API's
+    rec.update(change)
+    return {"drains": [rec]}
+
+
+def test_drain_records_read_the_same_from_the_file_and_the_api() -> None:
+    assert drains_from_dict(_drain_doc()) == {
+        (WEB, dk("192.0.2.12")): DrainRecord(3, 1.5, "alice", None, "health")
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"since": "yesterday"}, "drains[0].since: expected a finite number, got the string 'yesterday'"),
+        ({"previous": True}, "drains[0].previous: expected an integer, got a boolean"),
+        ({"previous": 0}, "drains[0].previous: the weight to restore, 0, is not 1..65535"),
+        ({"actor": 7}, "drains[0].actor: expected a string, got the number 7"),
+        (
+            {"dest": {"address": "192.0.2.12"}},
+            "drains[0].dest.port: expected an integer 0..65535, got nothing",
+        ),
+    ],
+)
+def test_a_wrong_drain_record_is_refused_naming_its_field(change: dict[str, object], says: str) -> None:
+    """The drain state file and a remote exporter's GET /api/v1/drains: nothing is coerced (str(7) is "7")."""
+    with pytest.raises(ParseError, match=re.escape(says)):
+        drains_from_dict(_drain_doc(**change))
+    with pytest.raises(ParseError, match=re.escape("drains: missing")):
+        drains_from_dict({})
+
+
+def test_a_wrong_edit_reply_is_refused_naming_its_field() -> None:
+    good = {
+        "action": "drain",
+        "outcome": "applied",
+        "service": service_key_to_dict(WEB),
+        "dest": {"address": "192.0.2.12", "port": 8080},
+        "old": 3,
+        "requested": 0,
+        "verified": 0,
+        "active_conns": 2,
+        "warnings": ["w"],
+        "previous": 3,
+    }
+    assert edit_result(good, "x").warnings == ("w",)
+    for key, value, says in (
+        ("old", "3", "old: expected an integer"),
+        ("warnings", [1], "warnings[0]: expected"),
+    ):
+        with pytest.raises(
+            ControlError, match=re.escape(f"http://e/api/v1/drain: unexpected reply: {says}")
+        ) as e:
+            edit_result({**good, key: value}, "http://e/api/v1/drain")
+        assert e.value.status == 502
