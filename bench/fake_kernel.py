@@ -28,7 +28,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -38,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from lvstop.model import Dest, Rates, Service, Snapshot  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources import wire  # noqa: E402
+from lvstop.sources.netlink import KernelSocket  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 import netlink_replies as replies  # noqa: E402
@@ -275,24 +275,16 @@ def _conn_loop(kernel: Kernel, fifo: Path) -> None:
                 pass  # the reader's budget ran out: it closed the file
 
 
-class _Socket:
-    """The NetlinkSocket calls on a connected SOCK_SEQPACKET socket (one datagram per send and receive)."""
+class _Socket(KernelSocket):
+    """A connected SOCK_SEQPACKET socket (one datagram per send and receive) with NetlinkSource's own
+    kernel socket behaviour (its timeout is SO_RCVTIMEO, no poll before each call)."""
 
     def __init__(self, path: str) -> None:
-        self._s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._s.connect(path)
+        super().__init__(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.connect(path)
 
-    def sendto(self, data: bytes, address: tuple[int, int], /) -> int:
-        return self._s.send(data)
-
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]:
-        return self._s.recvmsg(bufsize)
-
-    def settimeout(self, value: float | None, /) -> None:
-        self._s.settimeout(value)
-
-    def close(self) -> None:
-        self._s.close()
+    def sendto(self, data: bytes, address: tuple[int, int], /) -> int:  # type: ignore[override]
+        return self.send(data)
 
 
 def connect(directory: str | os.PathLike[str]) -> Callable[[], _Socket]:

@@ -7,6 +7,7 @@ import errno
 import gc
 import json
 import os
+import socket
 import struct
 import threading
 from collections.abc import Callable
@@ -430,6 +431,100 @@ def test_missing_proc_files_are_issues(tmp_path: Path) -> None:
     assert snap.totals is None and snap.total_rates is None and dict(snap.sysctls) == {}
     assert [i.kind for i in snap.issues] == [IssueKind.IO, IssueKind.IO]
     assert "ip_vs_stats" in snap.issues[0].message
+
+
+def _vs_dir(h: Harness) -> Path:
+    return Path(h.root) / "sys" / "net" / "ipv4" / "vs"
+
+
+def test_sysctls_are_opened_once_and_a_change_shows_at_the_next_read(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = h.source()
+    listed: list[str] = []
+    listdir = os.listdir
+
+    def counted(d: str) -> list[str]:
+        listed.append(d)
+        return listdir(d)
+
+    monkeypatch.setattr(os, "listdir", counted)
+    first = src.read()
+    (_vs_dir(h) / "expire_nodest_conn").write_text("1\n")  # in place: the open file sees the new value
+    (_vs_dir(h) / "sync_threshold").write_text("7\t90\n")
+    second = src.read()
+    assert first.sysctls["expire_nodest_conn"] == 0 and second.sysctls["expire_nodest_conn"] == 1
+    assert (second.sysctls["sync_threshold.0"], second.sysctls["sync_threshold.1"]) == (7, 90)
+    assert listed == [str(_vs_dir(h))], "the sysctl files are listed and opened once, then read in place"
+    assert dict(second.sysctls) == {
+        **first.sysctls,
+        "expire_nodest_conn": 1,
+        "sync_threshold.0": 7,
+        "sync_threshold.1": 90,
+    }
+    src.close()
+    assert not src._sysctl_files._fds
+
+
+def test_a_sysctl_that_fails_to_read_has_them_all_listed_again(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ip_vs unloaded and loaded again: the old files answer ENOENT; the next read opens the new ones."""
+    src = h.source()
+    before = src.read().sysctls
+    pread = os.pread
+    gone = [src._sysctl_files._fds["expire_nodest_conn"]]  # the old file, once (its number is reused)
+
+    def pread_gone(fd: int, n: int, off: int) -> bytes:
+        if fd in gone:
+            gone.remove(fd)
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        return pread(fd, n, off)
+
+    monkeypatch.setattr(os, "pread", pread_gone)
+    (_vs_dir(h) / "expire_nodest_conn").write_text("1\n")
+    snap = src.read()
+    assert not gone and not snap.issues and dict(snap.sysctls) == {**before, "expire_nodest_conn": 1}
+
+
+def test_a_sysctl_directory_that_appears_later_is_read(tmp_path: Path) -> None:
+    src = nl.NetlinkSource(proc_root=str(tmp_path), socket_factory=FakeKernel)
+    snap = src.read()
+    assert dict(snap.sysctls) == {} and any("cannot list" in i.message for i in snap.issues)
+    vs = tmp_path / "sys" / "net" / "ipv4" / "vs"
+    vs.mkdir(parents=True)
+    (vs / "expire_nodest_conn").write_text("1\n")
+    (vs / "est_cpulist").write_text("0-3\n")
+    snap = src.read()
+    assert dict(snap.sysctls) == {"expire_nodest_conn": 1} and snap.est_cpulist == "0-3"
+    assert not any("cannot list" in i.message for i in snap.issues)
+    (vs / "est_cpulist").write_text("0-3 x\n")
+    snap = src.read()
+    assert snap.est_cpulist is None and [i.kind for i in snap.issues][-1] is IssueKind.MALFORMED
+
+
+class _Connected(nl.KernelSocket):
+    def sendto(self, data: bytes, address: tuple[int, int], /) -> int:  # type: ignore[override]
+        return self.send(data)
+
+
+def test_the_kernel_socket_times_out_in_the_kernel_and_the_read_says_no_reply() -> None:
+    """KernelSocket's timeout is SO_RCVTIMEO on a blocking socket (no poll before every call)."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)  # a kernel that never answers
+    sock = _Connected(fileno=mine.detach())
+    with pytest.raises(SourceError) as e:
+        nl.NetlinkSource(timeout=0.05, socket_factory=lambda: sock)
+    assert e.value.kind is IssueKind.IO and "no reply from the kernel within 0.05 s" in str(e.value)
+    assert theirs.recv(1 << 16)  # the family list request went out
+    assert sock.fileno() == -1  # dropped: closed
+    theirs.close()
+    fresh = nl.KernelSocket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    fresh.settimeout(2.5)  # whole jiffies at any HZ: read back exactly
+    assert fresh.gettimeout() is None
+    timeval = struct.pack("@ll", 2, 500000)
+    assert fresh.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, len(timeval)) == timeval
+    assert fresh.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, len(timeval)) == timeval
+    fresh.close()
 
 
 def test_gc_is_back_on_after_a_read_and_after_a_failure(h: Harness) -> None:
