@@ -203,7 +203,7 @@ def _malformed(what: str, detail: str) -> ParseError:
 _RUN: Final = 8  # from this many same-size messages on, scan_chunk checks their lengths at once
 
 
-def scan_chunk(chunk: bytes, what: object) -> tuple[int, bool]:
+def scan_chunk(chunk: bytes | memoryview, what: object) -> tuple[int, bool]:
     """(seq of the first message, True if this chunk ends the reply).
 
     One recv() returns whole messages of one reply. A reply ends with NLMSG_DONE, NLMSG_ERROR (an
@@ -767,12 +767,12 @@ class DestColumns:
                 offsets.append(f.offset - off)
         self.dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": mlen})
 
-    def bad_rows(self, body: bytes) -> Array:
+    def bad_rows(self, body: bytes | memoryview) -> Array:
         """Rows of `body` (whole messages of this size) whose headers differ from the layout's."""
         words = np.frombuffer(body, "<u4").reshape(-1, self.size // 4)[:, self.words]
         return np.flatnonzero(((words & self.mask) != self.expected).any(axis=1))
 
-    def table(self, body: bytes, service: Array, svc_family: Array) -> tuple[DestTable, Array]:
+    def table(self, body: bytes | memoryview, service: Array, svc_family: Array) -> tuple[DestTable, Array]:
         """The dests of `body` and the rows with values the model has no name for (the reference
         path says which)."""
         a = np.frombuffer(body, self.dtype)
@@ -799,52 +799,84 @@ class DestColumns:
 _DEST_COLUMNS: dict[int, DestColumns] = {}
 
 
-def dest_columns(data: bytes, family_id: int) -> DestColumns | None:
+def dest_columns(data: bytes | memoryview, family_id: int, *, ended: bool = False) -> DestColumns | None:
     """The compiled layout of the reply's dest messages if the reply is nothing but dest messages of
-    one size and an NLMSG_DONE without error (the kernel's usual answer); None otherwise."""
+    one size and an NLMSG_DONE without error (the kernel's usual answer); None otherwise. `ended`:
+    the reply's clean NLMSG_DONE was checked and left out by the caller (see decode_dest_table)."""
     n = len(data)
-    if n < DONE_LEN or _NLH.unpack_from(data, n - DONE_LEN)[:2] != (DONE_LEN, NLMSG_DONE):
-        return None
-    if _I32.unpack_from(data, n - 4)[0] or n == DONE_LEN:
+    if not ended:
+        if n < DONE_LEN or _NLH.unpack_from(data, n - DONE_LEN)[:2] != (DONE_LEN, NLMSG_DONE):
+            return None
+        if _I32.unpack_from(data, n - 4)[0] or n == DONE_LEN:
+            return None
+        n -= DONE_LEN
+    if n < _HDR_LEN:
         return None
     mlen, mtype = _LEN_TYPE_FLAGS.unpack_from(data, 0)[:2]
-    if mtype != family_id or mlen < _HDR_LEN or (n - DONE_LEN) % mlen:
+    if mtype != family_id or mlen < _HDR_LEN or n % mlen:
         return None
     layout = _DEST_COLUMNS.get(mlen)
     if layout is None:
         what = "netlink GET_DEST reply"
+        first = bytes(data[:mlen])
         try:
-            _check_genl(data, 0, mlen, CMD_NEW_DEST, what)
-            headers, fields = _dest_walk(data, 0, mlen, what)
-            layout = DestColumns(data, 0, mlen, [_NLH.size, *headers], fields)
+            _check_genl(first, 0, mlen, CMD_NEW_DEST, what)
+            headers, fields = _dest_walk(first, 0, mlen, what)
+            layout = DestColumns(first, 0, mlen, [_NLH.size, *headers], fields)
         except (ParseError, ValueError):
             return None  # the reference path says what is wrong
         _DEST_COLUMNS[mlen] = layout
     return layout
 
 
-def decode_dest_table(
-    replies: list[bytes], family_id: int, svc_families: list[int]
-) -> tuple[DestTable, dict[int, Exception]]:
-    """GET_DEST dumps (one per service, reply i of service i) -> one DestTable of all their dests,
-    and the error of each reply that could not be decoded (its dests are left out).
+Span = tuple[int, int, bool]
+"""A reply in a receive buffer: its start and end, and whether the caller left out the clean NLMSG_DONE
+that ended it (an NLMSG_DONE alone in the last datagram, as the kernel sends it)."""
+CLEAN_DONE: Final = _NLH.pack(DONE_LEN, NLMSG_DONE, NLM_F_MULTI, 0, 0) + _I32.pack(0)
 
-    Replies of the kernel's usual shape are decoded together on columns; any other (an error, an
-    odd layout, a value the model cannot name) goes through decode_dests, which says what is wrong.
+
+def is_clean_done(data: bytes | memoryview) -> bool:
+    """Whether `data` is one NLMSG_DONE without error, nothing else."""
+    return (
+        len(data) == DONE_LEN
+        and _NLH.unpack_from(data, 0)[:2] == (DONE_LEN, NLMSG_DONE)
+        and not _I32.unpack_from(data, _NLH.size)[0]
+    )
+
+
+def decode_dest_table(
+    buf: bytes | bytearray | memoryview, spans: list[Span], family_id: int, svc_families: list[int]
+) -> tuple[DestTable, dict[int, Exception]]:
+    """GET_DEST dumps (one per service, reply i of service i at spans[i] of `buf`) -> one DestTable of
+    all their dests, and the error of each reply that could not be decoded (its dests are left out).
+
+    Replies of the kernel's usual shape are decoded together on columns, straight from `buf` when their
+    messages lie back to back there (no copy); any other (an error, an odd layout, a value the model
+    cannot name) goes through decode_dests, which says what is wrong.
     """
+    view = memoryview(buf)
     fast: dict[int, list[int]] = {}  # layout size -> replies
     slow: list[int] = []
-    for i, data in enumerate(replies):
-        layout = dest_columns(data, family_id)
+    ends: list[int] = []  # where each reply's dest messages end
+    for i, (start, end, ended) in enumerate(spans):
+        ends.append(end if ended else end - DONE_LEN)
+        if ended and start == end:
+            continue  # an empty dump
+        layout = dest_columns(view[start:end], family_id, ended=ended)
         if layout is not None:
             fast.setdefault(layout.size, []).append(i)
-        elif not (len(data) == DONE_LEN and _is_clean_done(data)):  # not an empty dump
+        elif not (not ended and is_clean_done(view[start:end])):  # not an empty dump
             slow.append(i)
     parts: list[DestTable] = []
     for size, which in fast.items():
         layout = _DEST_COLUMNS[size]
-        body = b"".join([memoryview(replies[i])[: len(replies[i]) - DONE_LEN] for i in which])
-        counts = np.array([(len(replies[i]) - DONE_LEN) // size for i in which])
+        starts = [spans[i][0] for i in which]
+        stops = [ends[i] for i in which]
+        if starts[1:] == stops[:-1]:  # back to back: the usual poll
+            body: bytes | memoryview = view[starts[0] : stops[-1]]
+        else:
+            body = b"".join([view[a:b] for a, b in zip(starts, stops, strict=True)])
+        counts = (np.array(stops) - np.array(starts)) // size
         service = np.repeat(np.array(which, np.intp), counts)
         t, invalid = layout.table(body, service, np.array(svc_families, np.uint16)[service])
         bad = np.union1d(layout.bad_rows(body), invalid)
@@ -855,8 +887,11 @@ def decode_dest_table(
         parts.append(t)
     errors: dict[int, Exception] = {}
     for i in slow:
+        start, end, ended = spans[i]
         try:
-            rows = decode_dests(replies[i], family_id, svc_families[i])
+            rows = decode_dests(
+                bytes(view[start:end]) + (CLEAN_DONE if ended else b""), family_id, svc_families[i]
+            )
         except (ParseError, SourceError) as e:
             # kept without its traceback: the decoder's frames hold memoryviews with live exports, and
             # a reference cycle through them (errors -> traceback -> this frame) crashes the collector
@@ -869,10 +904,6 @@ def decode_dest_table(
     if len(parts) > 1:
         table = table.take(np.argsort(table.service, kind="stable"))
     return table, errors
-
-
-def _is_clean_done(data: bytes) -> bool:
-    return _NLH.unpack_from(data, 0)[1] == NLMSG_DONE and not _I32.unpack_from(data, _NLH.size)[0]
 
 
 # --------------------------------------------------------------------------- public decoders

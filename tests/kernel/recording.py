@@ -81,10 +81,10 @@ class _TappedSocket:
         self.tap.exchanges.append((bytes(data), []))
         return self.sock.sendto(data, address)
 
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]:
-        data, anc, flags, addr = self.sock.recvmsg(bufsize)
-        self.tap.exchanges[-1][1].append(data)
-        return data, anc, flags, addr
+    def recvmsg_into(self, buffers: list[memoryview], /) -> tuple[int, list[Any], int, Any]:
+        n, anc, flags, addr = self.sock.recvmsg_into(buffers)
+        self.tap.exchanges[-1][1].append(bytes(buffers[0][:n]))
+        return n, anc, flags, addr
 
     def settimeout(self, value: float | None, /) -> None:
         self.sock.settimeout(value)

@@ -6,6 +6,7 @@ import dataclasses
 import errno
 import gc
 import json
+import mmap
 import os
 import socket
 import struct
@@ -133,10 +134,13 @@ class FakeKernel:
         self.queue += [with_seq(c, seq) for c in chunks]
         return len(data)
 
-    def recvmsg(self, bufsize: int, /) -> tuple[bytes, list[Any], int, Any]:
+    def recvmsg_into(self, buffers: list[memoryview], /) -> tuple[int, list[Any], int, Any]:
         if not self.queue:
             raise TimeoutError
-        return self.queue.pop(0), [], 0, None
+        data = self.queue.pop(0)
+        n = min(len(data), len(buffers[0]))
+        buffers[0][:n] = data[:n]
+        return n, [], socket.MSG_TRUNC if n < len(data) else 0, None
 
     def settimeout(self, value: float | None, /) -> None:
         pass
@@ -282,6 +286,57 @@ def test_dest_dump_repeated_by_churn_drops_duplicates_and_says_so(h: Harness) ->
     assert svc.dests == want.dests and svc.error == nl.CHANGED
     (issue,) = snap.issues
     assert issue.kind is IssueKind.INCONSISTENT and issue.service == svc.key and "duplicate" in issue.message
+
+
+def test_a_table_bigger_than_the_receive_buffer_reads_whole(h: Harness) -> None:
+    """600 dests in datagrams of <= 32 KiB: the receive mapping grows in the middle of the poll, and every
+    span received before stays where it was."""
+    name = "TCP 203.0.113.10:80"
+    want = next(s for s in expected_services() if str(s.key) == name)
+    many = tuple(
+        dataclasses.replace(want.dests[0], family=AF_INET, address=f"198.51.100.{i % 250}", port=8000 + i)
+        for i in range(600)
+    )
+    msgs = [
+        wire.message(
+            family_of(MAIN),
+            wire.CMD_NEW_DEST,
+            wire.nla(wire.CMD_ATTR_DEST, replies.encode_dest(d)),
+            flags=wire.NLM_F_MULTI,
+            seq=0,
+        )
+        for d in many
+    ]
+    per = (32 << 10) // len(msgs[0])
+    grams = [b"".join(msgs[i : i + per]) for i in range(0, len(msgs), per)]
+    assert sum(map(len, grams)) > 1 << 16 and len(grams) > 2
+    h.next.replies = {key(name): [*grams, replies.done(0)]}
+    snap = h.source().read()
+    assert not snap.issues
+    got = {str(s.key): s.dests for s in snap.services}
+    assert got == {str(s.key): (many if str(s.key) == name else s.dests) for s in expected_services()}
+
+
+def test_a_datagram_larger_than_the_receive_buffer_is_malformed(h: Harness) -> None:
+    padding = struct.pack("=IHHII", 16 + (1 << 16), wire.NLMSG_NOOP, 0, 0, 0) + bytes(1 << 16)
+    h.next.replies = {"info": [padding + (MAIN / "info.bin").read_bytes()]}
+    with pytest.raises(SourceError) as e:
+        h.source().read()
+    assert e.value.kind is IssueKind.MALFORMED and "larger than the receive buffer" in str(e.value)
+
+
+def test_the_receiver_gives_back_what_lies_beyond_its_resident_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nl, "_RESIDENT", mmap.PAGESIZE)
+    rx = nl._Receiver()
+    for i in range(3):  # grows twice: 64 -> 128 -> 256 KiB, the bytes before pos copied along
+        room = rx.room()
+        room[: 1 << 16] = bytes([i + 1]) * (1 << 16)
+        rx.pos += 1 << 16
+    assert len(rx.view) == 1 << 18
+    assert [rx.view[k << 16] for k in range(3)] == [1, 2, 3]
+    rx.release()
+    assert rx.pos == 0 and rx.view[0] == 1 and rx.view[mmap.PAGESIZE - 1] == 1
+    assert rx.view[mmap.PAGESIZE : 3 << 16] == bytes((3 << 16) - mmap.PAGESIZE)  # pages given back
 
 
 def test_service_dump_repeated_by_churn_lists_each_service_once(h: Harness) -> None:
