@@ -30,7 +30,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -172,7 +172,9 @@ class NetlinkSource:
         self._seq = itertools.count(1)
         self._sock: NetlinkSocket | None = None
         self._family = 0
-        self._dest_requests: dict[ServiceKey, bytes] = {}  # of the family id of the socket
+        # the GET_DEST request of each service of the last read, of the family id of the socket
+        self._dest_requests: tuple[list[ServiceKey], list[bytes]] = ([], [])
+        self._keys: list[ServiceKey] = []  # the services of the last read, each once
         self._rx = _Receiver()
         self._ns = _Namespace(netns_path(netns)) if netns is not None else None
         # /proc/net follows the opening thread's namespace only through thread-self
@@ -208,7 +210,7 @@ class NetlinkSource:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        self._dest_requests = {}
+        self._dest_requests = ([], [])
 
     def _resolve_family(self) -> int:
         """The IPVS family id, from the list of registered generic netlink families.
@@ -284,13 +286,18 @@ class NetlinkSource:
         seq = next(self._seq)
         return self._reply(build(self._family, seq), seq, what)
 
-    def _dest_dump(self, key: ServiceKey, requests: dict[ServiceKey, bytes]) -> tuple[wire.Span, int]:
-        """GET_DEST of one service, its request built once per socket and kept while the service is."""
+    def _requests_for(self, keys: list[ServiceKey]) -> list[bytes]:
+        """The GET_DEST request of each service, built once per socket and kept while the service is;
+        by position when the services are those of the last read (the usual poll: no key hashed)."""
         self._connect()
-        request = self._dest_requests.get(key)
-        if request is None:
-            request = wire.get_dests_request(self._family, 0, key)
-        requests[key] = request
+        known_keys, known = self._dest_requests
+        if keys != known_keys:  # equal lists of the same key objects compare by identity (wire caches keys)
+            by_key = dict(zip(known_keys, known, strict=True))
+            known = [by_key.get(k) or wire.get_dests_request(self._family, 0, k) for k in keys]
+            self._dest_requests = (keys, known)
+        return known
+
+    def _dest_dump(self, request: bytes, key: ServiceKey) -> tuple[wire.Span, int]:
         seq = next(self._seq)
         return self._transact(wire.with_seq(request, seq), seq, _What(key))
 
@@ -372,7 +379,11 @@ class NetlinkSource:
 
     def _unique_services(self, issues: list[Issue]) -> list[Service]:
         services = self._services()
-        services, dropped = _unique(services, [s.key for s in services])
+        keys = [s.key for s in services]
+        if keys == self._keys:  # the services of the last read (compared by identity): none repeated
+            return services
+        services, dropped = _unique(services, keys)
+        self._keys = [s.key for s in services]
         if dropped:
             issues.append(
                 Issue(
@@ -390,11 +401,15 @@ class NetlinkSource:
         read: list[int] = []  # the service of each reply
         spanning: list[int] = []  # replies of more than one datagram
         problems: dict[int, list[Issue]] = {}
-        requests: dict[ServiceKey, bytes] = {}
+        keys = [s.key for s in services]
+        requests = self._requests_for(keys)
         sock = self._sock
         for i, svc in enumerate(services):
+            if self._sock is not sock:  # reconnected after a garbled reply, maybe with another family id
+                requests = self._requests_for(keys)
+                sock = self._sock
             try:
-                span, chunks = self._dest_dump(svc.key, requests)
+                span, chunks = self._dest_dump(requests[i], svc.key)
             except SourceError as e:
                 if e.kind is not IssueKind.MALFORMED:
                     raise  # no reply at all: the whole read fails
@@ -406,8 +421,6 @@ class NetlinkSource:
                 spanning.append(len(replies))
             read.append(i)
             replies.append(span)
-        if sock is not None and self._sock is sock:  # not reconnected meanwhile (maybe another family id)
-            self._dest_requests = requests  # those of services that are gone are dropped
         table, errors = wire.decode_dest_table(
             self._rx.view, replies, self._family, [services[i].key.family for i in read]
         )
@@ -456,9 +469,12 @@ class NetlinkSource:
         """
         data = self._request(wire.get_services_request, "netlink GET_SERVICE dump")
         try:
-            still = set(wire.decode_service_keys(data, self._family))
+            keys = wire.decode_service_keys(data, self._family)
         except ParseError as e:
             raise SourceError(IssueKind.MALFORMED, str(e)) from None
+        if keys == self._keys:  # none went away (the usual poll: compared by identity)
+            return services
+        still = set(keys)
         return [s if s.key in still or s.error else self._vanished(s, issues) for s in services]
 
     @staticmethod
@@ -642,7 +658,7 @@ def _dest_ids(table: DestTable, rows: np.ndarray) -> list[tuple[int, bytes, int]
     )
 
 
-def _unique(items: list[_T], keys: list[Hashable]) -> tuple[list[_T], int]:
+def _unique(items: list[_T], keys: Sequence[Hashable]) -> tuple[list[_T], int]:
     """First occurrence of each key, in order, and how many repeats were dropped (only churn repeats)."""
     if len(set(keys)) == len(keys):
         return items, 0

@@ -375,6 +375,37 @@ def test_service_deleted_after_its_dest_dump_keeps_what_was_read(h: Harness) -> 
     assert [i.kind for i in snap.issues] == [IssueKind.INCONSISTENT]
 
 
+def test_reads_after_the_first_still_see_services_vanish_and_repeat(h: Harness) -> None:
+    """From the second read on the service keys are those of the last read (compared by identity, requests
+    reused by position): a service gone during the read and a dump repeated by churn still show."""
+    src = h.source()
+    first = src.read()
+    second = src.read()
+    assert list(second.services) == list(first.services) == expected_services() and not second.issues
+    gone = "UDP 203.0.113.10:53"
+    dumps = iter(
+        [
+            datagrams((MAIN / "services.bin").read_bytes()),
+            without(gone),  # the third read's re-check
+            repeated(MAIN / "services.bin"),  # the fourth read's dump
+            datagrams((MAIN / "services.bin").read_bytes()),
+        ]
+    )
+    h.kernel.replies["recheck"] = lambda request: next(dumps)  # every service dump after the first
+    third = src.read()
+    assert [s.key for s in third.services if s.error == nl.VANISHED] == [
+        s.key for s in expected_services() if str(s.key) == gone
+    ]
+    assert [i.kind for i in third.issues] == [IssueKind.INCONSISTENT]
+    fourth = src.read()
+    assert list(fourth.services) == expected_services()
+    assert [i.kind for i in fourth.issues] == [IssueKind.INCONSISTENT] and "duplicate" in fourth.issues[
+        0
+    ].message
+    n = len(expected_services())
+    assert len(h.kernel.labels) == 1 + 4 * (3 + 1 + n + 1)  # one socket: family list, then 4 reads
+
+
 def test_a_service_that_really_has_no_dests(h: Harness) -> None:
     empty = "FWM 1"
     h.next.replies = {key(empty): datagrams((ERRORS / "dests_missing.bin").read_bytes())}

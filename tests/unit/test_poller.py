@@ -20,13 +20,14 @@ from lvstop.model import (
     Dest,
     FwdMethod,
     IssueKind,
+    Protocol,
     Rates,
     Service,
     ServiceKey,
     Snapshot,
     dest_key_bytes,
 )
-from lvstop.poller import Poller
+from lvstop.poller import Poller, with_rates
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 DNS = ServiceKey.udp("203.0.113.10", 53)
@@ -448,3 +449,27 @@ def test_on_demand_the_thread_polls_until_one_poll_succeeded_then_leaves_it_to_c
         assert not poller._worker.is_alive() and poller.latest is not None and src.reads == 1
     finally:
         poller.stop()
+
+
+def test_with_rates_is_replace_of_the_rates() -> None:
+    """poller.with_rates builds the Service positionally: every field must land where replace puts it."""
+    dest = Dest(AF_INET, "192.0.2.11", 80, FwdMethod.ROUTE, 1)
+    svc = Service(
+        ServiceKey(AF_INET, Protocol.TCP, "192.0.2.1", 80),
+        "wlc",
+        flags=3,
+        timeout=300,
+        netmask=0xFFFFFF00,
+        pe_name="sip",
+        counters=Counters(1, 2, 3, 4, 5),
+        rates=Rates(6, 7, 8, 9, 10),
+        instant=Rates(11, 12, 13, 14, 15),
+        dests=(dest,),
+        error="vanished during the read",
+    )
+    assert all(
+        getattr(svc, f.name) != f.default for f in dataclasses.fields(Service)
+    )  # nothing left at default
+    rates, instant = Rates(1.5, 2, 3, 4, 5), Rates(0.5, 1, 1, 2, 2)
+    assert with_rates(svc, rates, instant) == dataclasses.replace(svc, rates=rates, instant=instant)
+    assert with_rates(svc, None, None) == dataclasses.replace(svc, rates=None, instant=None)
