@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bcrypt
-import yaml
-
 from lvstop.errors import LvstopError
 
 
@@ -94,24 +91,28 @@ _HEADERS: dict[str, tuple[str, ...]] = {
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (PyYAML keeps the last one: a user silently changed)."""
+def _yaml_load(text: str) -> Any:
+    """PyYAML's safe load, refusing a key given twice (PyYAML keeps the last one: a user silently
+    changed). Imported here: an exporter without --web.config.file never loads PyYAML."""
+    import yaml
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} given twice", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=StrictLoader)
 
 
 # $2a$/$2b$/$2y$, a two-digit cost, then 22 characters of salt and 31 of hash in bcrypt's base64.
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
-DEFAULT_COST = 10
 # bcrypt reads the first 72 bytes; the bcrypt package (5.x) raises ValueError for longer passwords.
 MAX_PASSWORD = 72
 
@@ -136,9 +137,11 @@ def _unknown(path: Path, doc: Mapping[str, Any], known: set[str], what: str) -> 
 
 def load_web_config(path: str | Path) -> WebConfig:
     """Read and check a web-config.yml; every problem is one LvstopError naming the file."""
+    import yaml
+
     p = Path(path)
     try:
-        doc = yaml.load(p.read_text(), Loader=_StrictLoader)
+        doc = _yaml_load(p.read_text())
     except OSError as e:
         raise _fail(p, f"cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
@@ -324,9 +327,14 @@ class Authenticator:
         self.all_guesses = (
             all_guesses if all_guesses is not None else RateLimiter(GUESS_RATE_ALL, GUESS_BURST_ALL)
         )
-        # An unknown user costs what the dearest known one does: no timing tells them apart.
-        cost = max((int(h.split(b"$")[2]) for h in config.users.values()), default=DEFAULT_COST)
-        self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
+        # An unknown user costs what the dearest known one does: no timing tells them apart. Without
+        # users nobody is checked: bcrypt is not even loaded.
+        self._dummy = b""
+        if config.auth:
+            import bcrypt
+
+            cost = max(int(h.split(b"$")[2]) for h in config.users.values())
+            self._dummy = bcrypt.hashpw(b"lvstop-dummy", bcrypt.gensalt(cost))
         self._good: OrderedDict[tuple[str, bytes], None] = OrderedDict()  # verified credentials
         self._lock = threading.Lock()
 
@@ -336,6 +344,8 @@ class Authenticator:
         Raises Throttled when `client`'s network, or everyone, had too many unverified credentials checked."""
         if not self.config.auth:
             return self.anonymous
+        import bcrypt  # loaded by __init__ already
+
         creds = _basic(authorization)
         if creds is None:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 import re
 import signal
@@ -130,3 +131,26 @@ def test_after_auto_falls_back_to_proc_the_write_api_refuses_with_503(
 
 def test_malloc_is_tuned_on_glibc_and_left_alone_elsewhere() -> None:
     assert tune_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
+PROC_SAMPLE = str(Path(__file__).parent.parent / "fixtures" / "proc" / "sample-6.1")
+
+
+def test_an_exporter_without_web_config_loads_neither_yaml_nor_bcrypt(tmp_path: Path) -> None:
+    """Start-up imports only what the command uses (issue 9): PyYAML reads --web.config.file and bcrypt
+    checks its users; without one, a running exporter that served a page has loaded neither."""
+    code = (
+        "import json, sys\n"
+        "from lvstop.exporter.main import build_parser, start\n"
+        "from lvstop.sources.factory import open_source\n"
+        f"args = build_parser().parse_args(['--source', 'proc', '--proc-root', {PROC_SAMPLE!r},\n"
+        f"    '--web.listen-address', '127.0.0.1:0', '--drain-state', {str(tmp_path / 'd.json')!r}])\n"
+        "running = start(args, open_source('proc', proc_root=args.proc_root, warn=print))\n"
+        "page = running.exporter.metrics_page()\n"
+        "running.stop()\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('yaml', 'bcrypt'))\n"
+        "print(json.dumps([page.size, loaded]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    size, loaded = json.loads(run.stdout.splitlines()[-1])
+    assert size > 1000 and loaded == []
