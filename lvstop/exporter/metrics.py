@@ -45,7 +45,7 @@ DEST_LABELS = (*SERVICE_LABELS, "remote_address", "remote_port")
 ERROR_KINDS = (*(k.value for k in IssueKind), "internal")
 EDIT_OUTCOMES = ("applied", "unchanged", "dry_run", "rejected", "failed")
 WEIGHT_MANAGERS = ("keepalived", "ldirectord")
-CHUNK_LINES = 4096  # lines per chunk handed to the compressor
+CHUNK_LINES = 1024  # lines per chunk handed to the compressor
 
 
 @dataclass(frozen=True, slots=True)
