@@ -124,7 +124,14 @@ def _watch(
     config: HealthConfig, source: Source, start: Starter | None, args: argparse.Namespace, env: Environment
 ) -> int:
     changes: SimpleQueue[Transition] = SimpleQueue()
-    runner = HealthRunner(config, start=start, netns=args.netns, on_transition=changes.put, clock=env.clock)
+    runner = HealthRunner(
+        config,
+        start=start,
+        netns=args.netns,
+        on_transition=changes.put,
+        on_trouble=lambda message, _: print(f"lvstop: {message}", file=env.stderr),
+        clock=env.clock,
+    )
     with contextlib.ExitStack() as stack:
         actor = _actor(config, source, runner, args, env, stack) if _acts(config, args) else None
         runner.start()

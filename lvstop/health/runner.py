@@ -11,17 +11,22 @@ every command it starts is then in that namespace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import heapq
 import itertools
+import logging
+import os
 import random
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 
+from lvstop.errors import LvstopError
 from lvstop.health import checks
 from lvstop.health.checks import Prober, Starter, Target
 from lvstop.health.config import CheckSpec, HealthConfig
@@ -36,8 +41,17 @@ from lvstop.health.state import (
     combine,
     initial,
 )
+from lvstop.health.worker import Child
 from lvstop.model import DestKey, ServiceKey, Snapshot
 from lvstop.sources.netns import enter_netns
+
+_log = logging.getLogger("lvstop.health")
+
+
+def _logged(message: str, working: bool) -> None:
+    """Where a runner's trouble goes unless told (the exporter's log)."""
+    _log.log(logging.INFO if working else logging.WARNING, message)
+
 
 DEFAULT_CONCURRENCY = 256
 PairKey = tuple[int, ServiceKey, DestKey]  # (index of the check in the file, service, dest)
@@ -172,6 +186,23 @@ class Book:
             self._published = (groups, self._keys.copy(), health)
             self.version += 1
         return changes, removed
+
+    def live(self) -> list[Change]:
+        """Every pair as a change: what a new checks' process is told first."""
+        return [(s, self._gen[s], *pair) for s, pair in enumerate(self._pairs) if pair is not None]
+
+    def lost(self, reason: str) -> None:
+        """The results stopped coming (the checks' process ended): every pair is unknown, for `reason`,
+        until its next result. No transitions: one report says why, not one per dest."""
+        now = self._clock()
+        gone = ProbeResult(False, 0.0, reason)
+        health = [
+            None if h is None else CheckHealth(h.check, State.UNKNOWN, None, gone, now) for h in self._health
+        ]
+        self._health = health
+        groups, keys, _ = self._published
+        self._published = (groups, keys, health)
+        self.version += 1
 
     def _new_slot(self, health: list[CheckHealth | None]) -> int:
         if self._free:
@@ -356,13 +387,23 @@ class HealthView(Mapping[tuple[ServiceKey, DestKey], DestHealth]):
         return len(self._groups)
 
 
-class HealthRunner:
-    """The checks in a thread of their own, with its own asyncio loop, beside the poller and the UI.
+RESTART_FIRST = 0.5  # seconds before a checks' process that ended is started again
+RESTART_MAX = 30.0  # the backoff doubles up to this; it starts over after a process that lived this long
 
-    `update(snapshot)` and `view()` from any thread; neither costs its caller more than a few
-    microseconds. update() hands the snapshot over: the checks' thread works out the targets, only
-    when the dests, their weights or forwarding changed. view() copies a list; rows are made when
-    read (HealthView). With `--netns` the thread enters the namespace before it makes its loop.
+
+class HealthRunner:
+    """The checks beside the poller and the UI: `update(snapshot)` and `view()` from any thread, each
+    costing its caller a few microseconds; view() copies a list and rows are made when read.
+
+    The probes run in a process of their own (worker.py: the Scheduler and its asyncio loop), so the
+    poller and the UI never wait for the interpreter (the GIL) while probes run. This process keeps
+    the Book, in one thread that only works out the targets (when the dests, their weights or
+    forwarding changed), sends them down and records the results that come back in batches. A
+    process that ends is reported (`on_trouble(line, False)`; `(line, True)` once a new one runs),
+    every check turns unknown, and it is
+    started again after a backoff. With `--netns` the process enters the namespace first. Given
+    `start` (the demo's simulated answers, tests' probers), the probes run in this process, in the
+    thread's own asyncio loop, and nothing is started.
     """
 
     def __init__(
@@ -373,15 +414,20 @@ class HealthRunner:
         netns: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         on_transition: Callable[[Transition], None] | None = None,
+        on_trouble: Callable[[str, bool], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self._start = start
         self._netns = netns
         self._concurrency = concurrency
+        self._on_trouble = on_trouble or _logged
         self._book = Book(clock, on_transition)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # in-process: the probes' loop
         self._scheduler: Scheduler | None = None
+        self._child: Child | None = None  # otherwise: their process
+        self._wake: tuple[int, int] | None = None  # a pipe that wakes the thread: a snapshot, or stop()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self._view = (-1, HealthView(({}, [])))
         self._lock = threading.Lock()
@@ -390,10 +436,116 @@ class HealthRunner:
         self.skipped: list[Skipped] = []
 
     def start(self) -> None:
+        """A namespace that cannot be entered, or a process that cannot start, fails here, in the caller."""
+        if self._start is None:
+            self._child = Child(self._netns, self._concurrency)
+            self._wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self._thread = threading.Thread(target=self._parent, name="lvstop-health", daemon=True)
+            self._thread.start()
+            return
         started: Future[None] = Future()
         self._thread = threading.Thread(target=self._main, args=(started,), name="lvstop-health", daemon=True)
         self._thread.start()
-        started.result()  # a namespace that cannot be entered fails here, in the caller
+        started.result()
+
+    # --- the probes in a process of their own: this thread keeps the Book -----------------------
+
+    def _parent(self) -> None:
+        child = self._child
+        assert child is not None and self._wake is not None
+        wake = self._wake[0]
+        backoff = RESTART_FIRST
+        while self._serve(child, wake):
+            why = child.status()
+            child.close(0.0)
+            self._child = None
+            if time.monotonic() - child.started >= RESTART_MAX:
+                backoff = RESTART_FIRST
+            self._book.lost(f"the checks' process ended ({why})")
+            self._on_trouble(
+                f"health checks: their process ended ({why}); every check is unknown; "
+                f"starting it again in {backoff:g} s",
+                False,
+            )
+            restarted = self._restart(backoff, wake)
+            if restarted is None:
+                return
+            child, backoff = restarted
+            self._on_trouble("health checks: their process started again", True)
+        child.close()
+
+    def _serve(self, child: Child, wake: int) -> bool:
+        """Until the child ends (True) or stop() (False): targets down, results up."""
+        poll = select.poll()
+        poll.register(wake, select.POLLIN)
+        poll.register(child.sock.fileno(), select.POLLIN)
+        self._targets()  # a snapshot given before start()
+        if not self._send(child, (self._book.live(), [])):
+            return True
+        while True:
+            for fd, _ in poll.poll():
+                if fd == wake:
+                    if self._woken(wake):
+                        return False
+                    work = self._targets()
+                    if work is not None and (work[0] or work[1]) and not self._send(child, work):
+                        return True
+                    continue
+                try:
+                    data = child.sock.recv(1 << 20)
+                except OSError:
+                    data = b""
+                if not data:
+                    return True
+                for _, batch in child.frames.feed(data):
+                    self._book.record((s, g, ProbeResult(*r)) for s, g, *r in batch)
+
+    @staticmethod
+    def _send(child: Child, work: tuple[list[Change], list[int]]) -> bool:
+        try:
+            child.send(work)
+        except OSError:
+            return False  # it ended: its end of the socket will say so; a new one is told everything
+        return True
+
+    def _restart(self, backoff: float, wake: int) -> tuple[Child, float] | None:
+        """A new child after `backoff` s (doubling while it cannot start), told every pair; None: stop()."""
+        while True:
+            deadline = time.monotonic() + backoff
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([wake], [], [], left)[0]:
+                    if self._woken(wake):
+                        return None
+                    self._targets()  # into the Book: the new child is told all of them
+            backoff = min(RESTART_MAX, backoff * 2)
+            try:
+                child = Child(self._netns, self._concurrency)
+            except (OSError, LvstopError) as e:
+                self._on_trouble(
+                    f"health checks: their process did not start again ({e}); next try in {backoff:g} s",
+                    False,
+                )
+                continue
+            with self._lock:
+                if self._stopping:
+                    child.close()
+                    return None
+                self._child = child
+            return child, backoff
+
+    def _woken(self, wake: int) -> bool:
+        """Empties the wake pipe; True when stop() woke it."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(wake, 4096)
+        return self._stopping
+
+    def _wake_up(self) -> None:
+        """Called with the lock held (stop() closes the pipe under it)."""
+        if self._wake is not None:
+            with contextlib.suppress(BlockingIOError):  # full: it is awake already
+                os.write(self._wake[1], b"\0")
+
+    # --- the probes in this process (the demo, tests) ---------------------------------------------
 
     def _main(self, started: Future[None]) -> None:
         try:
@@ -419,6 +571,15 @@ class HealthRunner:
     async def _make_scheduler(self) -> Scheduler:
         return Scheduler(self._book.record, self._start, concurrency=self._concurrency)
 
+    def _retarget(self) -> None:
+        if self._scheduler is None:
+            return
+        work = self._targets()
+        if work is not None:
+            self._scheduler.apply(*work)
+
+    # ---
+
     def update(self, snap: Snapshot) -> None:
         """The dests to check are those of `snap`; thread-safe, returns at once (snapshots given
         faster than the checks' thread takes them are replaced by the newest)."""
@@ -426,21 +587,24 @@ class HealthRunner:
             handed = self._latest is None
             self._latest = snap
             loop = self._loop
+            if handed:
+                self._wake_up()
         if handed and loop is not None:
             loop.call_soon_threadsafe(self._retarget)
 
-    def _retarget(self) -> None:
+    def _targets(self) -> tuple[list[Change], list[int]] | None:
+        """The newest snapshot's pairs into the Book: what changed, or None if the dests did not."""
         with self._lock:
             snap, self._latest = self._latest, None
-        if snap is None or self._scheduler is None:
-            return
+        if snap is None:
+            return None
         table = snap.table
         seen = (table.dest_keys().tobytes(), table.dests.weight.tobytes(), table.dests.fwd.tobytes())
         if seen == self._seen:
-            return  # the same dests as last time: the same targets
+            return None  # the same dests as last time: the same targets
         self._seen = seen
         pairs, self.skipped = targets(self.config, snap)
-        self._scheduler.apply(*self._book.set_targets(pairs))
+        return self._book.set_targets(pairs)
 
     @property
     def results(self) -> int:
@@ -466,11 +630,22 @@ class HealthRunner:
         return self._book.pairs()
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Ends the checks (and their process, which ends when its socket closes)."""
         with self._lock:
+            self._stopping = True
             loop, self._loop = self._loop, None  # update() after stop() only keeps the snapshot
-        if loop is not None and self._thread is not None:
+            self._wake_up()
+        if loop is not None:
             loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                return  # it still reads the pipe
+        with self._lock:
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            for fd in wake:
+                os.close(fd)
 
 
 async def run_round(

@@ -335,7 +335,7 @@ def health_checks(args: argparse.Namespace) -> HealthConfig | None:
 def health_runner(config: HealthConfig, source: Source, poller: Poller, netns: str | None) -> HealthRunner:
     """The checks of one director's dests, told the dests by its poller; every transition goes to its
     event log. The demo's answers are simulated."""
-    from lvstop.events import health_event
+    from lvstop.events import HEALTH_DOWN, HEALTH_UP, Event, health_event
     from lvstop.health.runner import HealthRunner, SimProber
 
     def transition(t: Transition) -> None:
@@ -343,8 +343,11 @@ def health_runner(config: HealthConfig, source: Source, poller: Poller, netns: s
         if event is not None:
             poller.events.append(event)
 
+    def trouble(message: str, working: bool) -> None:  # the checks' process ended, or runs again
+        poller.events.append(Event(time.time(), HEALTH_UP if working else HEALTH_DOWN, message))
+
     start = SimProber().start if source.name == "demo" else None
-    runner = HealthRunner(config, start=start, netns=netns, on_transition=transition)
+    runner = HealthRunner(config, start=start, netns=netns, on_transition=transition, on_trouble=trouble)
     poller.subscribe(runner.update)
     return runner
 

@@ -4,11 +4,14 @@ and `lvstop health` end to end (the demo, and loopback listeners)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import itertools
 import json
+import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +25,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvstop.cli import Environment, main
+from lvstop.errors import SourceError
 from lvstop.health.checks import Starter, Target
 from lvstop.health.config import CheckSpec, DestMatch, HealthConfig, parse
 from lvstop.health.runner import (
@@ -480,3 +484,146 @@ def test_probes_run_in_the_namespace_given() -> None:
     there, here = out.stdout.splitlines()
     assert there == "True up connected"
     assert here.startswith("False down ") and "unreachable" in here
+
+
+# --- the probes in a process of their own -------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def children() -> set[int]:
+    """This process's children now (any thread's)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def gone(pid: int) -> bool:
+    """Ended (a zombie nobody reaped yet counts: it runs no more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+FAST_TCP = "checks:\n  - {service: '*', type: tcp, interval: 100ms, jitter: 0, fall: 1}\n"
+
+
+def test_the_probes_and_exec_checks_run_in_a_child_that_ends_with_stop() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    cfg = parse(
+        "checks:\n  - {service: '*', type: tcp, interval: 100ms, jitter: 0}\n"
+        "  - {service: '*', type: exec, command: [sh, -c, 'echo $PPID'], interval: 100ms, jitter: 0}\n"
+    )
+    before = children()
+    runner = HealthRunner(cfg)
+    runner.update(snapshot(Service(WEB, "wlc", dests=(dest("127.0.0.1", port),))))  # before start()
+    runner.start()
+    try:
+        assert runner._child is not None
+        pid = runner._child.proc.pid
+        assert children() - before == {pid}
+        assert wait_for(lambda: [h.state for h in runner.view().values()] == [State.UP])
+        (h,) = runner.view().values()
+    finally:
+        runner.stop()
+        listener.close()
+    assert sorted(c.last.reason for c in h.checks if c.last is not None) == ["connected", f"exit 0: {pid}"]
+    assert gone(pid) and children() - before == set()
+
+
+def test_a_child_that_dies_is_reported_its_checks_unknown_and_it_is_started_again() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: list[Transition] = []
+    said: list[tuple[str, bool, list[State]]] = []
+    runner = HealthRunner(
+        parse(FAST_TCP),
+        on_transition=seen.append,
+        on_trouble=lambda line, up: said.append((line, up, [h.state for h in runner.view().values()])),
+    )
+    runner.start()
+    try:
+        runner.update(snapshot(Service(WEB, "wlc", dests=(dest("127.0.0.1", port),))))
+        assert wait_for(lambda: [h.state for h in runner.view().values()] == [State.UP])
+        assert runner._child is not None
+        first = runner._child.proc.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: len(said) == 2)
+        new = runner._child
+        assert new is not None and new.proc.pid != first
+        key = (WEB, DestKey(AF_INET, "127.0.0.1", port))
+        assert wait_for(lambda: runner.view()[key].reason == "connected")
+        after = runner.view()[key].state
+    finally:
+        runner.stop()
+        listener.close()
+    (ended, up_after_end, states), (started, up_after_start, _) = said
+    assert (up_after_end, up_after_start) == (False, True)
+    assert "killed by SIGKILL" in ended and "unknown" in ended and states == [State.UNKNOWN]
+    assert started == "health checks: their process started again"
+    assert after is State.UP and gone(first) and gone(new.proc.pid)
+    # up -> unknown is the one report above, not a transition per dest; then unknown -> up again
+    assert [(t.old, t.new) for t in seen] == [(State.UNKNOWN, State.UP)] * 2
+
+
+def test_a_namespace_that_cannot_be_entered_fails_at_start_and_leaves_no_child() -> None:
+    before = children()
+    runner = HealthRunner(parse(FAST_TCP), netns="/nonexistent/netns")
+    with pytest.raises(SourceError, match="/nonexistent/netns"):
+        runner.start()
+    assert children() - before == set()
+
+
+def test_the_demo_starts_no_process() -> None:
+    before = children()
+    runner = HealthRunner(parse(FAST_TCP), start=SimProber().start)
+    runner.start()
+    try:
+        runner.update(snapshot(Service(WEB, "wlc", dests=(dest("192.0.2.11", 80),))))
+        assert wait_for(lambda: [h.state for h in runner.view().values()] == [State.UP])
+        assert runner._child is None and children() - before == set()
+    finally:
+        runner.stop()
+
+
+ORPHAN_SCRIPT = r"""
+import os, signal, sys, time
+from lvstop.health.config import parse
+from lvstop.health.runner import HealthRunner
+runner = HealthRunner(parse("checks:\n  - {service: '*', type: tcp}\n"))
+runner.start()
+print(runner._child.proc.pid, flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+time.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
+def test_the_child_ends_when_its_parent_is_killed(sig: str) -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN_SCRIPT, sig], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None and parent.stdin is not None
+        child = int(parent.stdout.readline())
+        assert not gone(child)
+        parent.stdin.write("\n")
+        parent.stdin.flush()
+        assert parent.wait(30) == -getattr(signal, sig)
+        assert wait_for(lambda: gone(child))
+    finally:
+        parent.kill()
+        parent.wait()
