@@ -1,11 +1,12 @@
-"""Running the checks: which dests each check applies to, the scheduler, its thread, one round, the demo.
+"""Running the checks: which dests each check applies to, the scheduler, the runner, one round, the demo.
 
-The checks live in their own thread with its own asyncio loop, so no probe ever waits on the poller
-or the UI and neither waits on a probe. Each (check, dest) pair is probed every interval +- jitter,
-never twice at once, with a bound on how many probes run together (Scheduler: when, and the probes);
-the Book keeps the pairs' health (hysteresis, transitions) and what readers in other threads see.
-With `--netns` the thread enters the namespace before it makes its loop: every socket it opens and
-every command it starts is then in that namespace.
+The probes live in a process of their own (worker.py) with its own asyncio loop, so no probe ever
+waits on the poller or the UI and neither waits on a probe, nor on the probes' interpreter. Each
+(check, dest) pair is probed every interval +- jitter, never twice at once, with a bound on how many
+probes run together (Scheduler: when, and the probes); the Book, in lvstop's own process, keeps the
+pairs' health (hysteresis, transitions) and what readers in other threads see. With `--netns` the
+checks' process enters the namespace before it makes its loop: every socket it opens and every
+command it starts is then in that namespace.
 """
 
 from __future__ import annotations
