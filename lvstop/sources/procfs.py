@@ -16,12 +16,13 @@ Formats follow the kernel's seq_file code (net/netfilter/ipvs/ip_vs_ctl.c, ip_vs
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import socket
 import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from types import MappingProxyType
@@ -702,12 +703,59 @@ def _read(path: str, missing: IssueKind, what: str) -> bytes:
     return data
 
 
-def _stream(f: IO[str], path: str) -> Iterator[str]:
+def _stream(f: IO[str], path: str) -> Generator[str, None, None]:
     with f:
         try:
             yield from f
         except (OSError, UnicodeDecodeError) as e:
             raise SourceError(IssueKind.IO, f"{path}: {e}") from None
+
+
+class ConnFile(Iterator[str]):
+    """An open ip_vs_conn(_sync): its lines as a text file gives them (ASCII, universal newlines), or,
+    for a reader that counts bytes (lvstop.conntable), the same text in blocks of whole lines. A read
+    uses one or the other."""
+
+    def __init__(self, f: IO[bytes], path: str) -> None:
+        self.path = path
+        self._f = f
+        self._lines: Generator[str, None, None] | None = None
+        self._rest = b""  # read but not handed out: the start of a line
+
+    def __next__(self) -> str:
+        if self._lines is None:
+            self._lines = _stream(io.TextIOWrapper(self._f, encoding="ascii"), self.path)
+        return next(self._lines)
+
+    def block(self, size: int) -> bytes:
+        """The next whole lines, about `size` bytes (at least one line), newlines as the lines have them
+        (the file's last line may have none); b"" at the end of the file."""
+        data = self._rest
+        try:
+            while True:
+                more = self._f.read(size)
+                data += more
+                cut = data.rfind(b"\n") + 1
+                if cut or not more:
+                    break
+        except OSError as e:
+            raise SourceError(IssueKind.IO, f"{self.path}: {e.strerror or e}") from None
+        if not more:
+            cut = len(data)  # the end of the file: its last line, newline or not
+        data, self._rest = data[:cut], data[cut:]
+        if not data.isascii():
+            try:
+                data.decode("ascii")
+            except UnicodeDecodeError as e:  # always: names the first other byte
+                raise SourceError(IssueKind.IO, f"{self.path}: {e}") from None
+        if b"\r" in data:  # never from a kernel: newlines as a text file translates them
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data
+
+    def close(self) -> None:
+        if self._lines is not None:
+            self._lines.close()
+        self._f.close()
 
 
 class ProcSource:
@@ -818,8 +866,9 @@ class ProcSource:
             path,
             missing,
             f"no {path}" if missing is IssueKind.UNAVAILABLE else f"ip_vs is not loaded (no {path})",
+            "rb",
         )
-        return _stream(f, path)
+        return ConnFile(f, path)
 
     def close(self) -> None:
         """Nothing stays open between reads."""
