@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from itertools import islice
@@ -40,7 +40,17 @@ import numpy as np
 
 from lvstop import gcpolicy
 from lvstop.errors import LvstopError, ParseError, SourceError
-from lvstop.model import ConnEntry, DestKey, IssueKind, Protocol, Service, ServiceKey
+from lvstop.model import (
+    ConnEntry,
+    DestKey,
+    IssueKind,
+    Protocol,
+    Service,
+    ServiceKey,
+    ServiceRows,
+    Table,
+    address_text,
+)
 from lvstop.sources import Source
 from lvstop.sources.procfs import (
     CONN_ORIGINS,
@@ -194,8 +204,8 @@ class _Reading:
         self.keep = table.max_entries
         self.total = 0
         # what chunks counted by columns have seen: keys (-> their entries) and clients (-> texts)
-        self.keys = _Registry(_KEY_WORDS)
-        self.client_reg = _Registry(_CLIENT_WORDS)
+        self.keys = _Registry(_KEY_CLASSES[-1])
+        self.client_reg = _Registry(_CLIENT_CLASSES[-1])
 
     def lines(
         self, chunk: list[str], first: int, widths: frozenset[int], key_of: Callable[[list[str]], Any]
@@ -270,13 +280,13 @@ class _Reading:
         keys = self.keys
         try:
             # 1. the chunk's keys: known ones by hash, new ones resolved in order of first appearance
-            kids = keys.find(cols.key_rows)
-            if kids is None:
+            found = _lookup(keys, [(idx, cols.key_rows(idx, w)) for idx, w in cols.key_classes()])
+            if found is None:
                 return False
-            new = np.flatnonzero(kids < 0)
-            found: list[list[Any]] = []
+            kid, is_new, new_first, parts = found
+            values: list[list[Any]] = []
             for i, template in zip(
-                cols.key_first[new].tolist(), cols.key_template[new].tolist(), strict=True
+                cols.line[new_first].tolist(), cols.template[new_first].tolist(), strict=True
             ):
                 k = key_of(chunk.line(i).split())  # spelt as lines() spells it (spaces may differ)
                 counts = self.tcounts if template else self.counts
@@ -284,10 +294,9 @@ class _Reading:
                 if e is None:
                     res = table._resolve(k, template, filters)
                     e = counts[k] = [res[2], 0, res]
-                found.append(e)
-            if found:
-                kids[new] = keys.add(cols.key_rows[new], found, [e[0] for e in found])
-            kid = kids[cols.key_of_line]
+                values.append(e)
+            if values:
+                kid[is_new] += keys.add(parts, values, [e[0] for e in values])
             ok = keys.ok[kid]
             # 2. the client prefix, once per distinct client
             if prefix is not None:
@@ -303,7 +312,7 @@ class _Reading:
             # 3. the clients counted: new ones checked once
             cid: np.ndarray | None = None
             if table.detail:
-                cid = self._client_ids(cols.client[np.flatnonzero(ok & ~cols.template)])
+                cid = self._client_ids(cols, np.flatnonzero(ok & ~cols.template))
                 if cid is None:
                     return False
         except ValueError:
@@ -319,27 +328,28 @@ class _Reading:
         self.total += len(cols.line)
         return True
 
-    def _client_ids(self, rows: np.ndarray) -> np.ndarray | None:
-        """Each row's number among the clients seen by columns; a new one is checked first (raises
-        ValueError as lines() would). None on a hash collision (then lines() counts the chunk)."""
+    def _client_ids(self, cols: _Cols, entries: np.ndarray) -> np.ndarray | None:
+        """The number of each of these entries' clients among those seen by columns; a new one is
+        checked first (raises ValueError as lines() would). None on a hash collision."""
         reg = self.client_reg
-        if not len(rows):
-            return np.zeros(0, dtype=np.intp)
-        first, group = _groups(rows.view(np.uint64))
-        distinct = _fixed(rows[first], _CLIENT_WORDS)
-        ids = reg.find(distinct)
-        if ids is None:
+        found = _lookup(
+            reg, [(idx, cols.client_rows(entries[idx], w)) for idx, w in cols.client_classes(entries)]
+        )
+        if found is None:
             return None
-        new = np.flatnonzero(ids < 0)
-        if len(new):
-            raws = rows[first[new]].view(f"S{rows.shape[1]}").ravel().tolist()
-            texts = [raw.decode("ascii") for raw in raws]
+        cid, is_new, _, parts = found
+        if len(parts):
+            texts: list[str] = [""] * sum(len(rows) for rows, _ in parts)
+            for rows, places in parts:
+                for raw, i in zip(
+                    rows.view(f"S{rows.shape[1] * 8}").ravel().tolist(), places.tolist(), strict=True
+                ):
+                    texts[i] = raw.decode("ascii")
             for c in texts:
                 if c not in self.clients and not _USUAL_ADDR.fullmatch(c):
                     parse_addr(c)  # validated once per distinct client
-            ids[new] = reg.add(distinct[new], texts, [True] * len(texts))
-        out: np.ndarray = ids[group]
-        return out
+            cid[is_new] += reg.add(parts, texts, [True] * len(texts))
+        return cid
 
     def flush(self) -> None:
         """Counts gathered by columns into the dicts lines() counts in (in order of first appearance)."""
@@ -359,21 +369,22 @@ class _Reading:
         of_line = np.zeros(len(mask), dtype=np.intp)
         if not len(idx):
             return [], of_line
-        rows = cols.client[idx]
-        first, group = _groups(rows.view(np.uint64))
-        texts = [raw.decode("ascii") for raw in rows[first].view(f"S{rows.shape[1]}").ravel().tolist()]
+        rows = cols.client_rows(idx, _CLIENT_CLASSES[-1])
+        first, group = _groups(rows)
+        texts = [raw.decode("ascii") for raw in rows[first].view(f"S{_MAX_CLIENT}").ravel().tolist()]
         of_line[:] = len(texts)
         of_line[idx] = group
         return texts, of_line
 
 
 class _Registry:
-    """Distinct rows of a fixed number of u64 words, numbered in order of first appearance, each with
-    a value, a count and (for keys) whether it passes the filter. A chunk's rows find their numbers
-    by hash (a sorted array and searchsorted), checked word for word."""
+    """Distinct rows of u64 words, numbered in order of first appearance, each with a value, a count
+    and (for keys) whether it passes the filter. A row's width (in words) is part of what it is: a
+    chunk's rows find their numbers by hash (a sorted array and searchsorted), checked word for word."""
 
     def __init__(self, words: int) -> None:
-        self._rows = np.zeros((64, words), dtype=np.uint64)  # rows[:n] in use: room to grow in place
+        self._rows = np.zeros((64, words), dtype=np.uint64)  # [:n] in use, zero padded; room to grow
+        self._width = np.zeros(64, dtype=np.intp)
         self.order = np.zeros(0, dtype=np.intp)  # numbers by hash
         self.sorted = np.zeros(0, dtype=np.uint64)  # their hashes
         self.values: list[Any] = []
@@ -387,29 +398,72 @@ class _Registry:
             return ids
         h = _hash(rows)
         pos = np.minimum(np.searchsorted(self.sorted, h), len(self.sorted) - 1)
-        hit = self.sorted[pos] == h
-        ids[hit] = self.order[pos[hit]]
-        if not np.array_equal(self._rows[ids[hit]], rows[hit]):
+        hit = np.flatnonzero(self.sorted[pos] == h)
+        ids[hit] = got = self.order[pos[hit]]
+        w = rows.shape[1]
+        if not (np.array_equal(self._rows[got, :w], rows[hit]) and np.all(self._width[got] == w)):
             return None
         return ids
 
-    def add(self, rows: np.ndarray, values: list[Any], ok: list[bool]) -> np.ndarray:
-        """Number new distinct rows; returns their numbers."""
+    def add(self, parts: list[tuple[np.ndarray, np.ndarray]], values: list[Any], ok: list[bool]) -> int:
+        """Number new distinct rows: `parts` are rows of one width each and their places among
+        `values` (numbered in that order). Returns the first new number."""
         n, k = len(self.values), len(values)
         if n + k > len(self._rows):  # doubling: a chunk's few new rows do not copy all the others
-            grown = np.zeros((max(2 * len(self._rows), n + k), self._rows.shape[1]), dtype=np.uint64)
-            grown[:n] = self._rows[:n]
-            self._rows = grown
-        self._rows[n : n + k] = rows
-        h = _hash(rows)
+            size = max(2 * len(self._rows), n + k)
+            rows, width = np.zeros((size, self._rows.shape[1]), dtype=np.uint64), np.zeros(size, np.intp)
+            rows[:n], width[:n] = self._rows[:n], self._width[:n]
+            self._rows, self._width = rows, width
+        hashes, numbers = [], []
+        for rows, places in parts:
+            self._rows[n + places, : rows.shape[1]] = rows
+            self._width[n + places] = rows.shape[1]
+            hashes.append(_hash(rows))
+            numbers.append(n + places)
+        h, num = np.concatenate(hashes), np.concatenate(numbers)
         by_hash = np.argsort(h, kind="stable")
         at = np.searchsorted(self.sorted, h[by_hash], side="right")  # merged in: no sort of them all
         self.sorted = np.insert(self.sorted, at, h[by_hash])
-        self.order = np.insert(self.order, at, n + by_hash)
+        self.order = np.insert(self.order, at, num[by_hash])
         self.values += values
         self.count = np.concatenate([self.count, np.zeros(k, dtype=np.int64)])
         self.ok = np.concatenate([self.ok, np.array(ok, dtype=bool)])
-        return np.arange(n, n + k)
+        return n
+
+
+def _lookup(
+    reg: _Registry, parts: list[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]] | None:
+    """Entries found in `reg` by their rows (`parts`: entry indexes and their rows, one width each).
+    Returns each entry's number, or for an entry whose row is new the place of its row among the new
+    ones (numbered in order of first appearance); which entries are new; the first entry of each new
+    row; and the new rows with their places, for _Registry.add. None on a hash collision."""
+    n = sum(len(idx) for idx, _ in parts)
+    ids, is_new = np.empty(n, dtype=np.intp), np.zeros(n, dtype=bool)
+    news = []
+    for idx, rows in parts:
+        found = reg.find(rows)
+        if found is None:
+            return None
+        ids[idx] = found
+        miss = np.flatnonzero(found < 0)
+        if len(miss):  # only rows never seen are grouped: after the first chunks, few
+            first, group = _groups(rows[miss])
+            news.append((idx[miss], group, idx[miss[first]], rows[miss[first]]))
+    if not news:
+        return ids, is_new, np.zeros(0, dtype=np.intp), []
+    firsts = np.concatenate([f for _, _, f, _ in news])
+    order = np.argsort(firsts, kind="stable")
+    place = np.empty_like(order)
+    place[order] = np.arange(len(order))
+    out, at = [], 0
+    for entries, group, f, rows in news:
+        p = place[at : at + len(f)]
+        at += len(f)
+        ids[entries] = p[group]
+        is_new[entries] = True
+        out.append((rows, p))
+    return ids, is_new, firsts[order], out
 
 
 # ASCII whitespace as str.split() sees it
@@ -417,38 +471,66 @@ _WS = np.zeros(256, dtype=bool)
 _WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 _WS_BYTES = _WS.astype(np.uint8).tobytes()  # for bytes.translate: 3x faster than indexing _WS
 _MIX = np.uint64(0x9E3779B97F4A7C15)
-_MAX_KEY = 200  # bytes from vaddr to state (or origin): IPv6 needs 3 x 39 + 27; longer goes line by line
-_MAX_CLIENT = 48
-_KEY_WORDS = (1 + 4 + _MAX_KEY + 7) // 8  # a key as the registry keeps it: flag, protocol, span
-_CLIENT_WORDS = _MAX_CLIENT // 8
+# Rows in classes of widths (u64 words) by length: a row always has the same width, so it always
+# hashes alike, and short rows (IPv4) cost no padding to the longest.
+_KEY_CLASSES = (7, 16, 26)  # template flag, protocol (4), span: IPv4 keys, IPv6, up to _MAX_KEY
+_CLIENT_CLASSES = (1, 6)  # an IPv4 client, any other up to _MAX_CLIENT
+_MAX_KEY = 8 * _KEY_CLASSES[-1] - 5  # bytes from vaddr to state (or origin): IPv6 needs 3 x 39 + 27
+_MAX_CLIENT = 8 * _CLIENT_CLASSES[-1]
+_WINDOW = 8 * _KEY_CLASSES[-1]  # the widest row
+
+
+def _classes(length: np.ndarray, classes: tuple[int, ...]) -> Iterator[tuple[np.ndarray, int]]:
+    """The indexes of the rows of each class (rows of `length` bytes) and its width in words."""
+    low = -1
+    for words in classes:
+        idx = np.flatnonzero((length > low) & (length <= 8 * words))
+        low = 8 * words
+        if len(idx):
+            yield idx, words
 
 
 @dataclass(frozen=True, slots=True)
 class _Cols:
-    """A chunk's entries (its non-blank lines) as columns."""
+    """A chunk's entries (its non-blank lines) as columns: where their fields are in the text."""
 
+    windows: np.ndarray  # the text's sliding_window_view (_WINDOW bytes): a row is one copy
     line: np.ndarray  # per entry: its index in the chunk
     template: np.ndarray  # per entry: client port 0000
-    key_of_line: np.ndarray  # per entry: its key's number; keys numbered in order of first appearance
-    key_first: np.ndarray  # per key: the chunk index of its first entry
-    key_template: np.ndarray  # per key
-    key_rows: np.ndarray  # per key: its bytes (template flag, protocol, vaddr to state), _KEY_WORDS u64
-    client: np.ndarray  # per entry: the client's text, zero padded to whole u64 words (uint8 rows)
+    p_start: np.ndarray  # the protocol
+    p_len: np.ndarray
+    k_start: (
+        np.ndarray
+    )  # from vaddr to state (origin): one span, the kernel printing its fields one space apart
+    k_len: np.ndarray
+    c_start: np.ndarray  # the client
+    c_len: np.ndarray
+
+    def key_classes(self) -> Iterator[tuple[np.ndarray, int]]:
+        return _classes(self.k_len + 5, _KEY_CLASSES)
+
+    def key_rows(self, idx: np.ndarray, words: int) -> np.ndarray:
+        """The keys of entries `idx`: template flag, protocol, span, zero padded to `words` u64."""
+        rows = np.zeros((len(idx), 8 * words), dtype=np.uint8)
+        rows[:, 0] = self.template[idx]
+        rows[:, 1:5] = _rows(self.windows, self.p_start[idx], self.p_len[idx], 4)
+        rows[:, 5:] = _rows(self.windows, self.k_start[idx], self.k_len[idx], 8 * words - 5)
+        return rows.view(np.uint64)
+
+    def client_classes(self, entries: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+        """_classes of the clients of `entries` (indexes into `entries`)."""
+        return _classes(self.c_len[entries], _CLIENT_CLASSES)
+
+    def client_rows(self, idx: np.ndarray, words: int) -> np.ndarray:
+        return _rows(self.windows, self.c_start[idx], self.c_len[idx], 8 * words).view(np.uint64)
 
 
 def _rows(windows: np.ndarray, start: np.ndarray, length: np.ndarray, width: int) -> np.ndarray:
     """(n, width) uint8: each row the `length` bytes from `start`, zero padded. `windows` is the text's
     sliding_window_view: a row is one copy, not `width` lookups."""
     out = windows[start, :width]
-    out[np.arange(width) >= length[:, None]] = 0
+    out *= np.arange(width) < length[:, None]  # 1.5x faster than out[mask] = 0
     return out
-
-
-def _padded(parts: list[np.ndarray]) -> np.ndarray:
-    """Byte columns side by side, zero padded to whole u64 words: (n, 8k) uint8, contiguous."""
-    n = len(parts[0])
-    pad = -sum(p.shape[1] for p in parts) % 8
-    return np.ascontiguousarray(np.concatenate([*parts, np.zeros((n, pad), dtype=np.uint8)], axis=1))
 
 
 def _hash(words: np.ndarray) -> np.ndarray:
@@ -458,13 +540,6 @@ def _hash(words: np.ndarray) -> np.ndarray:
         h ^= words[:, c]
         h *= _MIX
     return h
-
-
-def _fixed(rows: np.ndarray, words: int) -> np.ndarray:
-    """uint8 rows zero padded to `words` u64 words: (n, words) u64."""
-    out = np.zeros((len(rows), words * 8), dtype=np.uint8)
-    out[:, : rows.shape[1]] = rows
-    return out.view(np.uint64)
 
 
 def _groups(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -479,41 +554,6 @@ def _groups(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     return first[order], rank[inv.ravel()]
-
-
-def _keys(
-    windows: np.ndarray,
-    template: np.ndarray,
-    p_start: np.ndarray,
-    p_len: np.ndarray,
-    k_start: np.ndarray,
-    k_len: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The entries' keys grouped: (first entry of each key, key of each entry, each key's bytes as
-    _KEY_WORDS u64), keys numbered in order of first appearance. IPv4 keys (short) and the others are
-    grouped apart, each in rows of its own width: equal keys have equal lengths."""
-    firsts, groups, rows = [], [], []
-    short = k_len <= 48  # an IPv4 key, sync origin included
-    for idx in (np.flatnonzero(short), np.flatnonzero(~short)):
-        if not len(idx):
-            continue
-        width = int(k_len[idx].max())
-        keys = np.zeros((len(idx), (5 + width + 7) // 8 * 8), dtype=np.uint8)
-        keys[:, 0] = template[idx]
-        keys[:, 1:5] = _rows(windows, p_start[idx], p_len[idx], 4)
-        keys[:, 5 : 5 + width] = _rows(windows, k_start[idx], k_len[idx], width)
-        first, group = _groups(keys.view(np.uint64))
-        firsts.append(idx[first])
-        groups.append((idx, group + sum(len(f) for f in firsts[:-1])))
-        rows.append(_fixed(keys[first], _KEY_WORDS))
-    first = np.concatenate(firsts)
-    order = np.argsort(first, kind="stable")  # both kinds together, in order of first appearance
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    key_of_line = np.empty(len(k_len), dtype=np.intp)
-    for idx, group in groups:
-        key_of_line[idx] = rank[group]
-    return first[order], key_of_line, np.concatenate(rows)[order]
 
 
 class _Chunk:
@@ -554,18 +594,22 @@ class _Chunk:
             starts[1:] = np.flatnonzero(text == 10)[:-1] + 1
             self._starts = starts
         else:
-            np.cumsum(np.fromiter(map(len, self._lines), dtype=np.int64, count=self.n)[:-1] + 1, out=starts[1:])
+            np.cumsum(
+                np.fromiter(map(len, self._lines), dtype=np.int64, count=self.n)[:-1] + 1, out=starts[1:]
+            )
         return starts
 
 
-def _columns(chunk: _Chunk, widths: frozenset[int], sync: bool) -> _Cols | None:
-    """The chunk as columns; None unless every line is ASCII with a field count of `widths` (or blank)
-    and no field is longer than the kernel ever prints."""
+def _columns(chunk: _Chunk | list[str], widths: frozenset[int], sync: bool) -> _Cols | None:
+    """The chunk as columns; None unless every line is ASCII with a field count of `widths` (or blank),
+    no NUL byte (rows are zero padded) and no field longer than the kernel ever prints."""
+    if isinstance(chunk, list):
+        chunk = _Chunk(chunk)
     buf = chunk.text()
-    if buf is None:
+    if buf is None or b"\0" in buf:
         return None
-    a = np.frombuffer(buf + bytes(_MAX_KEY), dtype=np.uint8)  # zeros after: every window is whole
-    windows = np.lib.stride_tricks.sliding_window_view(a, _MAX_KEY)
+    a = np.frombuffer(buf + bytes(_WINDOW), dtype=np.uint8)  # zeros after: every window is whole
+    windows = np.lib.stride_tricks.sliding_window_view(a, _WINDOW)
     starts = chunk.starts(a[: len(buf)])
     ws = np.frombuffer(buf.translate(_WS_BYTES), dtype=np.int8)
     # fields start (-1) and end (+1) by turns, the text ending in a blank: [start, end)
@@ -580,25 +624,14 @@ def _columns(chunk: _Chunk, widths: frozenset[int], sync: bool) -> _Cols | None:
         return None  # blank lines only
     base = (np.cumsum(ntok) - ntok)[line]  # each entry's first field
     p_start, p_len = tstart[base], tend[base] - tstart[base]
-    # from vaddr to state (origin): one span, as the kernel prints its fields one space apart
     k_start = tstart[base + 3]
     k_len = tend[base + (8 if sync else 7)] - k_start
     c_start, c_len = tstart[base + 1], tend[base + 1] - tstart[base + 1]
-    k_width, c_width = int(k_len.max()), int(c_len.max())
-    if int(p_len.max()) > 4 or k_width > _MAX_KEY or c_width > _MAX_CLIENT:
+    if int(p_len.max()) > 4 or int(k_len.max()) > _MAX_KEY or int(c_len.max()) > _MAX_CLIENT:
         return None
     cport = windows[tstart[base + 2], :5]  # "0000" and a blank after it: a template
     template = np.all(cport[:, :4] == 48, axis=1) & _WS[cport[:, 4]]
-    first, key_of_line, key_rows = _keys(windows, template, p_start, p_len, k_start, k_len)
-    return _Cols(
-        line=line,
-        template=template,
-        key_of_line=key_of_line,
-        key_first=line[first],
-        key_template=template[first],
-        key_rows=key_rows,
-        client=_padded([_rows(windows, c_start, c_len, c_width)]),
-    )
+    return _Cols(windows, line, template, p_start, p_len, k_start, k_len, c_start, c_len)
 
 
 def _line_chunks(it: Iterator[str]) -> tuple[str | None, Iterator[_Chunk]]:
@@ -630,6 +663,18 @@ def _blocks(f: ConnFile) -> tuple[str | None, Iterator[_Chunk]]:
     return (block[:cut].decode("ascii") if block else None), chunks()
 
 
+def _column_keys(table: Table, i: int) -> frozenset[DestKey]:
+    """The dest keys of service `i` of `table`, from its columns."""
+    lo, hi = int(table.starts[i]), int(table.starts[i + 1])
+    d = table.dests
+    return frozenset(
+        DestKey(f, address_text(f, a), p)
+        for f, a, p in zip(
+            d.family[lo:hi].tolist(), d.addr[lo:hi].tolist(), d.port[lo:hi].tolist(), strict=True
+        )
+    )
+
+
 class ConnTable:
     """Aggregates ip_vs_conn(_sync) text against the known services (see the module doc)."""
 
@@ -647,23 +692,44 @@ class ConnTable:
         self.top_clients = top_clients
         self.detail = detail
         self._known = services is not None
-        self._vip: dict[tuple[Protocol, int, str, int], Service] = {}
-        self._fwm: dict[tuple[int, int], Service] = {}
-        self._fwm_by_dest: defaultdict[DestKey, list[Service]] = defaultdict(list)
-        self._dests: dict[ServiceKey, frozenset[DestKey]] = {}
+        # The services as rows without their dests, and their dest keys when first needed: from the
+        # snapshot's columns when it has them (no Dest rows: 24 MB at 100k dests), else from the rows.
+        if isinstance(services, ServiceRows):
+            table = services.table
+            self._services: Sequence[Service] = table.services
+            self._keys_of: Callable[[int], frozenset[DestKey]] = lambda i: _column_keys(table, i)
+        else:
+            rows = self._services = tuple(services or ())
+            self._keys_of = lambda i: frozenset(d.key for d in rows[i].dests)
+        self._dest_keys: dict[int, frozenset[DestKey]] = {}
+        self._vip: dict[tuple[Protocol, int, str, int], int] = {}  # -> the service's index
+        self._fwm: dict[tuple[int, int], int] = {}
+        self._fwm_by_dest: dict[DestKey, list[int]] | None = None  # made when first needed
         # (protocol, vaddr, vport, daddr, dport) -> where it goes; templates apart (other rules)
         self._located: dict[tuple[str, ...], tuple[ServiceKey, DestKey, bool]] = {}
         self._tlocated: dict[tuple[str, ...], tuple[ServiceKey, DestKey, bool]] = {}
         self._addrs: dict[str, tuple[int, str]] = {}  # few distinct vaddrs and daddrs, many keys
-        for s in services or ():
+        for i, s in enumerate(self._services):
             k = s.key
-            self._dests[k] = frozenset(d.key for d in s.dests)
             if k.is_fwmark:
-                self._fwm[(k.family, k.fwmark)] = s
-                for d in s.dests:
-                    self._fwm_by_dest[d.key].append(s)
+                self._fwm[(k.family, k.fwmark)] = i
             else:
-                self._vip[(k.protocol, k.family, k.address, k.port)] = s
+                self._vip[(k.protocol, k.family, k.address, k.port)] = i
+
+    def _dests(self, i: int) -> frozenset[DestKey]:
+        keys = self._dest_keys.get(i)
+        if keys is None:
+            keys = self._dest_keys[i] = self._keys_of(i)
+        return keys
+
+    def _fwmark_owners(self, dkey: DestKey) -> list[int]:
+        """The fwmark services that have this dest."""
+        if self._fwm_by_dest is None:
+            self._fwm_by_dest = defaultdict(list)
+            for i in self._fwm.values():
+                for d in self._dests(i):
+                    self._fwm_by_dest[d].append(i)
+        return self._fwm_by_dest.get(dkey, [])
 
     def _addr(self, text: str) -> tuple[int, str]:
         a = self._addrs.get(text)
@@ -673,7 +739,7 @@ class ConnTable:
 
     def _attribute(
         self, proto: str, vaddr: str, vport: str, dkey: DestKey, template: bool
-    ) -> tuple[ServiceKey, Service | None]:
+    ) -> tuple[ServiceKey, int | None]:
         protocol = CONN_PROTOCOLS.get(proto)
         if protocol is None:
             raise ValueError(f"unknown protocol {proto!r}")
@@ -681,20 +747,22 @@ class ConnTable:
         if protocol is Protocol.NONE:
             mark = _fwmark_of(vaddr)
             svc = self._fwm.get((family, mark))
-            return (svc.key if svc else ServiceKey.mark(mark, family)), svc
+            return (self._services[svc].key if svc is not None else ServiceKey.mark(mark, family)), svc
         port = parse_hex(vport, 4)
-        svc = self._vip.get((protocol, family, address, port)) or self._vip.get(
-            (protocol, family, address, 0)
-        )
-        if svc is None or not (template or _port_zero_match(dkey, self._dests[svc.key])):
+        svc = self._vip.get((protocol, family, address, port))
+        if svc is None:
+            svc = self._vip.get((protocol, family, address, 0))
+        if svc is None or not (template or _port_zero_match(dkey, self._dests(svc))):
             owners = [
-                s
-                for s in self._fwm_by_dest.get(dkey, ()) or self._fwm_by_dest.get(_any_port(dkey), ())
-                if s.key.family == family
+                i
+                for i in self._fwmark_owners(dkey) or self._fwmark_owners(_any_port(dkey))
+                if self._services[i].key.family == family
             ]
             if len(owners) == 1:
                 svc = owners[0]
-        return (svc.key if svc else ServiceKey(family, protocol, address, port)), svc
+        return (
+            self._services[svc].key if svc is not None else ServiceKey(family, protocol, address, port)
+        ), svc
 
     def _locate(
         self, proto: str, vaddr: str, vport: str, daddr: str, dport: str, template: bool
@@ -703,11 +771,12 @@ class ConnTable:
         dkey = DestKey(dfamily, dest_address, parse_hex(dport, 4))
         skey, svc = self._attribute(proto, vaddr, vport, dkey, template)
         if svc is not None:
+            dests = self._dests(svc)
             if template and dkey.port == 0:
-                same = [d for d in svc.dests if d.family == dkey.family and d.address == dkey.address]
+                same = [d for d in dests if d.family == dkey.family and d.address == dkey.address]
                 if len(same) == 1:
-                    dkey = same[0].key
-            elif dkey not in self._dests[svc.key] and _any_port(dkey) in self._dests[svc.key]:
+                    dkey = same[0]
+            elif dkey not in dests and _any_port(dkey) in dests:
                 dkey = _any_port(dkey)  # a dest with port 0 takes the packet's own port
         return skey, dkey, svc is not None
 
