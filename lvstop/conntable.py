@@ -380,30 +380,54 @@ class _Reading:
 class _Registry:
     """Distinct rows of u64 words, numbered in order of first appearance, each with a value, a count
     and (for keys) whether it passes the filter. A row's width (in words) is part of what it is: a
-    chunk's rows find their numbers by hash (a sorted array and searchsorted), checked word for word."""
+    chunk's rows find their numbers by hash in an open-addressing table (linear probing, at most a
+    quarter full), checked word for word."""
 
     def __init__(self, words: int) -> None:
         self._rows = np.zeros((64, words), dtype=np.uint64)  # [:n] in use, zero padded; room to grow
         self._width = np.zeros(64, dtype=np.intp)
-        self.order = np.zeros(0, dtype=np.intp)  # numbers by hash
-        self.sorted = np.zeros(0, dtype=np.uint64)  # their hashes
+        self._hash = np.zeros(64, dtype=np.uint64)
+        self._slots = np.full(256, -1, dtype=np.intp)  # numbers by hash, -1 free
         self.values: list[Any] = []
         self.count = np.zeros(0, dtype=np.int64)
         self.ok = np.zeros(0, dtype=bool)
 
+    def _home(self, h: np.ndarray) -> np.ndarray:
+        # Fibonacci hashing: the top bits of h * _MIX depend on all of h (a one-word row is its hash)
+        return ((h * _MIX) >> np.uint64(65 - len(self._slots).bit_length())).astype(np.intp)
+
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """The number of each row, -1 for rows never seen; None if a hash matched another row."""
         ids = np.full(len(rows), -1, dtype=np.intp)
-        if not len(self.sorted):
+        if not self.values:
             return ids
         h = _hash(rows)
-        pos = np.minimum(np.searchsorted(self.sorted, h), len(self.sorted) - 1)
-        hit = np.flatnonzero(self.sorted[pos] == h)
-        ids[hit] = got = self.order[pos[hit]]
-        w = rows.shape[1]
+        slot, mask = self._home(h), len(self._slots) - 1
+        todo = np.arange(len(rows))
+        while len(todo):  # the table has free slots: every probe sequence ends
+            num = self._slots[slot[todo]]
+            used = num >= 0
+            same = used & (self._hash[num] == h[todo])
+            ids[todo[same]] = num[same]
+            todo = todo[used & ~same]
+            slot[todo] = (slot[todo] + 1) & mask
+        hit = np.flatnonzero(ids >= 0)
+        got, w = ids[hit], rows.shape[1]
         if not (np.array_equal(self._rows[got, :w], rows[hit]) and np.all(self._width[got] == w)):
             return None
         return ids
+
+    def _place(self, numbers: np.ndarray) -> None:
+        """Put `numbers` (not in the table yet) in their slots."""
+        slot, mask = self._home(self._hash[numbers]), len(self._slots) - 1
+        todo = np.arange(len(numbers))
+        while len(todo):
+            s = slot[todo]
+            _, first = np.unique(s, return_index=True)  # one number per free slot per round
+            first = first[self._slots[s[first]] < 0]
+            self._slots[s[first]] = numbers[todo[first]]
+            todo = np.delete(todo, first)
+            slot[todo] = (slot[todo] + 1) & mask
 
     def add(self, parts: list[tuple[np.ndarray, np.ndarray]], values: list[Any], ok: list[bool]) -> int:
         """Number new distinct rows: `parts` are rows of one width each and their places among
@@ -411,20 +435,22 @@ class _Registry:
         n, k = len(self.values), len(values)
         if n + k > len(self._rows):  # doubling: a chunk's few new rows do not copy all the others
             size = max(2 * len(self._rows), n + k)
-            rows, width = np.zeros((size, self._rows.shape[1]), dtype=np.uint64), np.zeros(size, np.intp)
-            rows[:n], width[:n] = self._rows[:n], self._width[:n]
-            self._rows, self._width = rows, width
-        hashes, numbers = [], []
+            rows = np.zeros((size, self._rows.shape[1]), dtype=np.uint64)
+            width, hashes = np.zeros(size, np.intp), np.zeros(size, np.uint64)
+            rows[:n], width[:n], hashes[:n] = self._rows[:n], self._width[:n], self._hash[:n]
+            self._rows, self._width, self._hash = rows, width, hashes
         for rows, places in parts:
             self._rows[n + places, : rows.shape[1]] = rows
             self._width[n + places] = rows.shape[1]
-            hashes.append(_hash(rows))
-            numbers.append(n + places)
-        h, num = np.concatenate(hashes), np.concatenate(numbers)
-        by_hash = np.argsort(h, kind="stable")
-        at = np.searchsorted(self.sorted, h[by_hash], side="right")  # merged in: no sort of them all
-        self.sorted = np.insert(self.sorted, at, h[by_hash])
-        self.order = np.insert(self.order, at, num[by_hash])
+            self._hash[n + places] = _hash(rows)
+        if 4 * (n + k) > len(self._slots):  # a quarter full at most: probes stay short
+            size = len(self._slots)
+            while 4 * (n + k) > size:
+                size *= 2
+            self._slots = np.full(size, -1, dtype=np.intp)
+            self._place(np.arange(n + k))
+        else:
+            self._place(np.arange(n, n + k))
         self.values += values
         self.count = np.concatenate([self.count, np.zeros(k, dtype=np.int64)])
         self.ok = np.concatenate([self.ok, np.array(ok, dtype=bool)])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import numpy as np
 import pytest
 from test_conntable_equiv import (
     FILTERS,
@@ -220,3 +221,28 @@ def test_services_from_columns_with_dests_of_port_zero() -> None:
     by_cols = outcome(lines, ServiceRows(table), False, None)
     assert by_cols == outcome(lines, HANDMADE_SERVICES, False, None)
     assert any(k.is_fwmark for k, _ in by_cols[1][1])
+
+
+# ------------------------------------------------------------------ the registry's hashing
+
+
+def test_crowded_slots_and_colliding_hashes(tmp_path: Path) -> None:
+    """Rows whose slots collide are found by probing (counted by columns all the same), and rows whose
+    hashes collide make their chunk go line by line: the summary does not change either way."""
+    data = (SAMPLE / "ip_vs_conn").read_bytes()
+    want = both(tmp_path / "a", data, SAMPLE_SERVICES)
+    calls: list[bool] = []
+    real = conntable._columns
+
+    def spy(*args: Any) -> Any:
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    with mock.patch.object(conntable._Registry, "_home", lambda self, h: np.zeros(len(h), dtype=np.intp)):
+        with mock.patch.object(conntable, "_columns", spy):
+            assert both(tmp_path / "b", data, SAMPLE_SERVICES) == want
+        assert calls and all(calls)
+    weak = conntable._hash
+    with mock.patch.object(conntable, "_hash", lambda words: weak(words) & np.uint64(3)):
+        assert both(tmp_path / "c", data, SAMPLE_SERVICES) == want
