@@ -1,11 +1,14 @@
 """The connection table, read off the poller's tick: streaming aggregation of ip_vs_conn lines.
 
 Reading /proc/net/ip_vs_conn can be slow (quadratic on kernels before 6.14), so a read has a time
-budget and a summary that was cut short says so (`partial`). Parsing is lazy: each line is split
-once; hex is decoded only once per distinct (protocol, vaddr, vport, daddr, dport, state) key, and
+budget and a summary that was cut short says so (`partial`). Parsing is lazy: the text is counted
+in chunks by columns (numpy: field edges, each entry's key and client as rows of bytes, found by hash
+among those already seen); /proc's file is read in blocks of whole lines, so an entry costs no str
+at all. Hex is decoded only once per distinct (protocol, vaddr, vport, daddr, dport, state) key, and
 a client is checked once (a regex for the forms /proc prints, parse_addr for anything else), never
 per line. Fields no aggregate needs (client port beyond the template test, expiry, PE data) are
-decoded only for the entries kept for display.
+decoded only for the entries kept for display. A chunk that is not well formed is counted line by
+line, which names the line of an error.
 
 Attribution of an entry to a service (the table shows what the packet carried, not the service):
 1. a persistence template of a fwmark service has protocol IP and the mark as vaddr (the kernel
