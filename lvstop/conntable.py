@@ -401,19 +401,22 @@ class _Registry:
 
     def find(self, rows: np.ndarray) -> np.ndarray | None:
         """The number of each row, -1 for rows never seen; None if a hash matched another row."""
-        ids = np.full(len(rows), -1, dtype=np.intp)
         if not self.values:
-            return ids
+            return np.full(len(rows), -1, dtype=np.intp)
         h = _hash(rows)
         slot, mask = self._home(h), len(self._slots) - 1
-        todo = np.arange(len(rows))
+        num = self._slots[slot]  # most rows: found, or known to be new, at their first slot
+        used = num >= 0
+        same = used & (self._hash[num] == h)
+        ids = np.where(same, num, -1)
+        todo = np.flatnonzero(used & ~same)
         while len(todo):  # the table has free slots: every probe sequence ends
+            slot[todo] = (slot[todo] + 1) & mask
             num = self._slots[slot[todo]]
             used = num >= 0
             same = used & (self._hash[num] == h[todo])
             ids[todo[same]] = num[same]
             todo = todo[used & ~same]
-            slot[todo] = (slot[todo] + 1) & mask
         hit = np.flatnonzero(ids >= 0)
         got, w = ids[hit], rows.shape[1]
         if not (np.array_equal(self._rows[got, :w], rows[hit]) and np.all(self._width[got] == w)):
