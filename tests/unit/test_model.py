@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -113,6 +114,21 @@ def test_align_finds_moved_added_and_removed_keys(moved: int) -> None:
     perm = rng.permutation(100)
     assert align(prev, prev[perm]).tolist() == perm.tolist()
     assert align(prev[:0], prev[:3]).tolist() == [-1, -1, -1]
+
+
+def test_aligning_equal_keys_copies_neither() -> None:
+    """The usual poll (the same dests in the same order) is matched in place: at 100k dests a copy of
+    both key columns was 9.6 MB held for a moment in every poll (the exporter's peak RSS)."""
+    keys = np.arange(100_000 * 6, dtype=np.uint64).view("V48")
+    same = keys.copy()
+    tracemalloc.start()
+    try:
+        got = align(keys, same)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.tolist() == list(range(100_000))
+    assert held < 2 << 20  # the index array (0.8 MB) and a bool per key
 
 
 MODEL = [ServiceKey, DestKey, Counters, Rates, Dest, Service, Daemon, Timeouts, Issue, ConnEntry]
