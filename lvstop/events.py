@@ -103,7 +103,10 @@ def _dest_events(t: float, pt: Table, ct: Table, pairs: Array) -> dict[int, list
     old = match[m]
     weight_changed = pd.weight[old] != cd.weight[m]
     drained = (cd.weight[m] == 0) & (pd.active[old] > 0) & (cd.active[m] == 0)
-    reset = pd.has_counters[old] & cd.has_counters[m] & (cd.counters[m] < pd.counters[old]).any(axis=1)
+    reset = pd.has_counters[old] & cd.has_counters[m]
+    if reset.any():  # /proc has no counters: no copies of them to compare (8 MB at 100k dests)
+        both = np.flatnonzero(reset)
+        reset[both] = (cd.counters[m[both]] < pd.counters[old[both]]).any(axis=1)
     flagged = np.zeros(len(cd), bool)
     flagged[m] = weight_changed | drained | reset
     added = comparable & (match < 0)

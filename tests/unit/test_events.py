@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import tracemalloc
+
+import numpy as np
+
 from lvstop.events import (
     COUNTERS_RESET,
     DEST_ADDED,
@@ -23,8 +27,11 @@ from lvstop.model import (
     IssueKind,
     Service,
     ServiceKey,
+    ServiceRows,
     Snapshot,
+    Table,
 )
+from lvstop.model import DestTable as Dests
 
 WEB = ServiceKey.tcp("203.0.113.10", 80)
 DNS = ServiceKey.udp("203.0.113.10", 53)
@@ -191,3 +198,25 @@ def test_extend_applies_attribution_to_each_event() -> None:
     log.expect_weight(WEB, dk(11), 2, "bob")
     log.extend([change(1, 2, t=1.0), change(1, 2, t=1.0, last=12)])
     assert [e.actor for e in log.recent()] == ["bob", None]
+
+
+def test_dests_without_counters_are_diffed_without_copying_counter_columns() -> None:
+    """/proc has no counters: at 100k dests the reset check copied both snapshots' counter columns
+    (2 x 4 MB) in every poll, the exporter's peak. Both tables' keys are made before measuring (each
+    snapshot keeps its own)."""
+    n, services = 100_000, [Service(ServiceKey.tcp(f"203.0.113.{i}", 80), "wlc") for i in range(100)]
+    snaps = []
+    for t in (1.0, 3.0):
+        d = Dests.empty(n)
+        d.service[:] = np.arange(n) // 1000
+        d.addr[:] = np.arange(n * 2, dtype=np.uint64).view("V16")
+        table = Table.build(services, d)
+        table.dest_keys()
+        snaps.append(Snapshot("proc", "lab", t, t, ServiceRows(table)))
+    tracemalloc.start()
+    try:
+        events = diff_snapshots(*snaps)
+        held = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert events == [] and held < 6 << 20  # was 12 MB
