@@ -43,7 +43,7 @@ from lvstop.health.state import (
     initial,
 )
 from lvstop.health.worker import Child
-from lvstop.model import DestKey, ServiceKey, Snapshot
+from lvstop.model import DestKey, ServiceKey, Snapshot, dest_key_bytes
 from lvstop.sources.netns import enter_netns
 
 _log = logging.getLogger("lvstop.health")
@@ -126,10 +126,12 @@ class Book:
         self._free: list[int] = []
         self._gens = itertools.count(1)
         self._health: list[CheckHealth | None] = []  # by slot; results write here
-        self._published: tuple[Groups, list[PairKey | None], list[CheckHealth | None]] = (
+        # what readers see: the groups, the pairs by slot, their health, and each group's dest key bytes
+        self._published: tuple[Groups, list[PairKey | None], list[CheckHealth | None], list[bytes]] = (
             {},
             [],
             self._health,
+            [],
         )
         self._counts: dict[str, list[float]] = {}  # by check type: probes, failures, seconds
         self.version = 0  # moves whenever a result arrives, so readers can skip rebuilding their view
@@ -147,12 +149,12 @@ class Book:
         return {t: (int(n), int(f), s) for t, (n, f, s) in list(self._counts.items())}
 
     def table(self) -> Table:
-        groups, _, health = self._published
-        return groups, health.copy()
+        groups, _, health, packed = self._published
+        return groups, health.copy(), packed
 
     def pairs(self) -> list[tuple[PairKey, CheckHealth]]:
         """Every pair and its health, for a reader in another thread."""
-        _, keys, health = self._published
+        _, keys, health, _ = self._published
         return [(k, h) for k, h in zip(keys, health.copy(), strict=True) if k is not None and h is not None]
 
     def set_targets(self, pairs: Pairs) -> tuple[list[Change], list[int]]:
@@ -184,7 +186,8 @@ class Book:
             for key, s in self._slot.items():
                 groups[key[1], key[2]].append(s)
             self._health = health
-            self._published = (groups, self._keys.copy(), health)
+            packed = [dest_key_bytes(s, d.family, d.address, d.port) for s, d in groups]
+            self._published = (groups, self._keys.copy(), health, packed)
             self.version += 1
         return changes, removed
 
@@ -201,8 +204,8 @@ class Book:
             None if h is None else CheckHealth(h.check, State.UNKNOWN, None, gone, now) for h in self._health
         ]
         self._health = health
-        groups, keys, _ = self._published
-        self._published = (groups, keys, health)
+        groups, keys, _, packed = self._published
+        self._published = (groups, keys, health, packed)
         self.version += 1
 
     def _new_slot(self, health: list[CheckHealth | None]) -> int:
@@ -345,7 +348,7 @@ class Scheduler:
 
 
 Groups = dict[tuple[ServiceKey, DestKey], list[int]]  # the slots of each dest's checks
-Table = tuple[Groups, list[CheckHealth | None]]
+Table = tuple[Groups, list[CheckHealth | None], list[bytes]]  # and each group's dest key bytes
 
 
 def health_map(items: Iterable[tuple[PairKey, CheckHealth]]) -> HealthMap:
@@ -360,10 +363,10 @@ class HealthView(Mapping[tuple[ServiceKey, DestKey], DestHealth]):
     """Per (service, dest) health at one moment. A dest's row is made when first read: the TUI reads
     the rows it shows, not all 5,000 of them in its frame (bench/bench_health.py)."""
 
-    __slots__ = ("_groups", "_health", "_rows")
+    __slots__ = ("_groups", "_health", "_packed", "_rows")
 
     def __init__(self, table: Table) -> None:
-        self._groups, self._health = table
+        self._groups, self._health, self._packed = table
         self._rows: dict[tuple[ServiceKey, DestKey], DestHealth] = {}
 
     def __getitem__(self, key: tuple[ServiceKey, DestKey]) -> DestHealth:
@@ -383,6 +386,11 @@ class HealthView(Mapping[tuple[ServiceKey, DestKey], DestHealth]):
         for key, slots in self._groups.items():
             h = health[slots[0]] if len(slots) == 1 else None
             yield key, h.state if h is not None else self[key].state
+
+    def keyed_states(self) -> dict[bytes, State]:
+        """The states by each dest's key bytes (model.dest_key_bytes): counts from a snapshot's key
+        column, with no dest row made (lvstop.tui.viewmodel.health.row_states)."""
+        return dict(zip(self._packed, (state for _, state in self.states()), strict=True))
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -430,7 +438,7 @@ class HealthRunner:
         self._wake: tuple[int, int] | None = None  # a pipe that wakes the thread: a snapshot, or stop()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._view = (-1, HealthView(({}, [])))
+        self._view = (-1, HealthView(({}, [], [])))
         self._lock = threading.Lock()
         self._latest: Snapshot | None = None  # the newest snapshot not yet taken
         self._seen: tuple[bytes, ...] | None = None  # what decided the targets last

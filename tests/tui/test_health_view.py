@@ -17,9 +17,9 @@ from lvstop.control import DrainRecord
 from lvstop.errors import UsageError
 from lvstop.events import HEALTH_DOWN, HEALTH_UP, health_event
 from lvstop.health.config import parse
-from lvstop.health.runner import HealthView, targets
+from lvstop.health.runner import Book, HealthView, targets
 from lvstop.health.state import CheckHealth, DestHealth, ProbeResult, State, Transition, combine
-from lvstop.model import DestKey, ServiceKey
+from lvstop.model import DestKey, ServiceKey, ServiceRows, dest_key_bytes
 from lvstop.poller import Poller
 from lvstop.sources.sim import SimSource
 from lvstop.tui import units
@@ -192,7 +192,8 @@ def test_counts_over_every_dest_make_no_rows_of_the_runners_view() -> None:
     """The services' healthy/total and the header count all dests: from HealthView.states(), without
     a DestHealth per dest each build (at 5,000 dests the rows are made only for the dests shown)."""
     checks = [CheckHealth("tcp", State.UP, NOW, None, NOW), CheckHealth("tcp", State.DOWN, NOW, None, NOW)]
-    view = HealthView(({(WEB, dest(1).key): [0], (WEB, dest(2).key): [1]}, list(checks)))
+    packed = [dest_key_bytes(WEB, d.family, d.address, d.port) for d in (dest(1), dest(2))]
+    view = HealthView(({(WEB, dest(1).key): [0], (WEB, dest(2).key): [1]}, list(checks), packed))
     snap = snapshot(service(WEB, dest(1), dest(2)))
     model = vm.services_table(snap, vm.ViewSettings(), vm.History(), health=view)
     header = vm.header_lines(snap, vm.History(), vm.ViewSettings(), view)
@@ -416,3 +417,26 @@ def test_record_refuses_a_health_config_it_would_ignore(tmp_path: Path) -> None:
     argv = ["--health.config", str(tmp_path / "c.yaml"), "record", "--demo", str(tmp_path / "r.gz")]
     assert main(argv, Environment(stdout=io.StringIO(), stderr=err)) == 2
     assert "not `record`" in err.getvalue() and not (tmp_path / "r.gz").exists()
+
+
+def test_counts_are_made_from_the_dest_columns_without_a_dest_row() -> None:
+    """healthy/total per service and the header's counts come from the snapshot's dest key and weight
+    columns: no service's row with its dests is made for them (Snapshot.services builds those)."""
+    source = SimSource(services=3, dests_per_service=2)
+    book = Book()
+    book.set_targets(targets(parse("checks:\n  - {service: '*', type: tcp}\n"), source.read())[0])
+    snap = source.read()  # the next poll's, whose rows nobody has read
+    table = snap.table
+    first = table.services[0].key
+    book.record((s, g, ProbeResult(t.service != first, 0.001, "x")) for s, g, _, t in book.live())
+    rows = snap.services
+    assert isinstance(rows, ServiceRows) and rows._rows == [None] * 3
+    model = vm.services_table(snap, vm.ViewSettings(), vm.History(), health=HealthView(book.table()))
+    header = vm.header_lines(snap, vm.History(), vm.ViewSettings(), HealthView(book.table()))
+    assert rows._rows == [None] * 3
+    assert cells(model, "health") == {
+        str(table.services[0].key): "0/2",  # one failure: unknown yet (fall 3)
+        str(table.services[1].key): "2/2",
+        str(table.services[2].key): "2/2",
+    }
+    assert "  health 4 up, 2 unknown" in ["".join(t for t, _ in c.spans) for c in header[2]]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from lvstop.model import Snapshot
 from lvstop.tui import units
 from lvstop.tui.viewmodel.columns import service_sums
-from lvstop.tui.viewmodel.health import HealthMap, health_counts, health_states
+from lvstop.tui.viewmodel.health import HealthMap, health_counts, row_states
 from lvstop.tui.viewmodel.history import History
 from lvstop.tui.viewmodel.settings import ViewSettings
 from lvstop.tui.viewmodel.tones import ACCENT, BAD, DIM, DRAINED, GOOD, WARN, Span
@@ -138,7 +138,7 @@ def header_lines(
         if dead:
             third.append(Chunk(((f", {dead} with no live dest", BAD),)))
         if health is not None:
-            counts, alarm = health_counts(snap, health_states(health))
+            counts, alarm = health_counts(table, row_states(health, table))
             if alarm:
                 third.append(Chunk(alarm))
             third.append(Chunk(counts, drop=1))

@@ -9,9 +9,12 @@ Each says so in words (DOWN, unchecked), not by colour alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
 
 from lvstop.health.state import DestHealth, State
-from lvstop.model import Dest, DestKey, Service, ServiceKey, Snapshot
+from lvstop.model import Array, Dest, DestKey, Service, ServiceKey, Table, dest_key_bytes
 from lvstop.tui import units
 from lvstop.tui.viewmodel.table import Column
 from lvstop.tui.viewmodel.tones import BAD, DIM, DRAINED, GOOD, WARN, Span
@@ -51,28 +54,54 @@ def last_check(h: DestHealth | None) -> tuple[str, str, float]:
     return f"{units.latency(latency)} {h.reason}", "", latency
 
 
-States = Mapping[tuple[ServiceKey, DestKey], State]
+NO_CHECK, UNKNOWN, UP, DOWN = -1, 0, 1, 2  # a dest row's health code (row_states)
+_CODES = {State.UNKNOWN: UNKNOWN, State.UP: UP, State.DOWN: DOWN}
 
 
-def health_states(health: HealthMap) -> States:
-    """The state of every checked dest, for counts over all of them: from the runner's view without
-    making each dest's row (HealthView.states), else from the rows."""
-    states = getattr(health, "states", None)
-    return dict(states()) if states is not None else {k: h.state for k, h in health.items()}
+def row_states(health: HealthMap, table: Table) -> Array:
+    """Each dest row's health code, matched on the dests' key column: no dest row is made for counts
+    (the runner's view gives its states by those keys, HealthView.keyed_states; other maps are keyed
+    here)."""
+    keyed = getattr(health, "keyed_states", None)
+    if keyed is not None:
+        states = keyed()
+    else:
+        states = {dest_key_bytes(s, d.family, d.address, d.port): h.state for (s, d), h in health.items()}
+    codes = {k: _CODES[v] for k, v in states.items()}
+    keys = table.dest_keys().tolist()
+    return np.fromiter((codes.get(k, NO_CHECK) for k in keys), np.int8, len(keys))
 
 
-def service_health(svc: Service, states: States) -> tuple[str, str, tuple[int, int, int]]:
-    """healthy/total of a service, DOWN when a dest with weight is down, unchecked when one has no check."""
-    up = checked = weighted_down = weighted_unchecked = 0
-    for d in svc.dests:
-        state = states.get((svc.key, d.key))
-        if state is None:
-            weighted_unchecked += d.weight > 0
-            continue
-        checked += 1
-        up += state is State.UP
-        weighted_down += state is State.DOWN and d.weight > 0
-    total = len(svc.dests)
+@dataclass(frozen=True, slots=True)
+class ServiceCounts:
+    """Per service (by index): dests up, checked, down with weight, with weight and no check, all."""
+
+    up: list[int]
+    checked: list[int]
+    weighted_down: list[int]
+    weighted_unchecked: list[int]
+    total: list[int]
+
+
+def service_counts(table: Table, codes: Array) -> ServiceCounts:
+    n, svc, weighted = len(table.services), table.dests.service, table.dests.weight > 0
+
+    def per(mask: Array) -> list[int]:
+        return np.bincount(svc[mask], minlength=n).tolist()  # type: ignore[no-any-return]
+
+    return ServiceCounts(
+        per(codes == UP),
+        per(codes != NO_CHECK),
+        per((codes == DOWN) & weighted),
+        per((codes == NO_CHECK) & weighted),
+        np.diff(table.starts).tolist(),
+    )
+
+
+def service_health(counts: ServiceCounts, i: int) -> tuple[str, str, tuple[int, int, int]]:
+    """healthy/total of service i, DOWN when a dest with weight is down, unchecked when one has no check."""
+    up, checked, weighted_down = counts.up[i], counts.checked[i], counts.weighted_down[i]
+    weighted_unchecked, total = counts.weighted_unchecked[i], counts.total[i]
     raw = (-weighted_down, -weighted_unchecked, up - total)
     if not checked:
         return ("unchecked", WARN, raw) if weighted_unchecked else ("-", DIM, raw)
@@ -84,22 +113,13 @@ def service_health(svc: Service, states: States) -> tuple[str, str, tuple[int, i
     return text, GOOD if up == total else DRAINED, raw
 
 
-def health_counts(snap: Snapshot, states: States) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
+def health_counts(table: Table, codes: Array) -> tuple[tuple[Span, ...], tuple[Span, ...]]:
     """The header's health counts (up, down, unknown, unchecked), and apart, so that it is never cut
     from a narrow header, how many dests are down with weight."""
-    up = down = weighted_down = unknown = unchecked = 0
-    for svc in snap.services:
-        for d in svc.dests:
-            state = states.get((svc.key, d.key))
-            if state is None:
-                unchecked += d.weight > 0
-            elif state is State.UP:
-                up += 1
-            elif state is State.DOWN:
-                down += 1
-                weighted_down += d.weight > 0
-            else:
-                unknown += 1
+    weighted = table.dests.weight > 0
+    up, down, unknown = (int((codes == c).sum()) for c in (UP, DOWN, UNKNOWN))
+    weighted_down = int(((codes == DOWN) & weighted).sum())
+    unchecked = int(((codes == NO_CHECK) & weighted).sum())
     counts: list[Span] = [("  health ", DIM), (f"{up} up", GOOD)]
     if down:
         counts.append((f", {down} down", DRAINED))

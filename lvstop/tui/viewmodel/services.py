@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from lvstop.model import Service, ServiceKey, Snapshot
 from lvstop.tui import units
 from lvstop.tui.viewmodel.columns import dest_texts, service_sums
-from lvstop.tui.viewmodel.health import SERVICE_HEALTH_COLUMN, HealthMap, health_states, service_health
+from lvstop.tui.viewmodel.health import (
+    SERVICE_HEALTH_COLUMN,
+    HealthMap,
+    row_states,
+    service_counts,
+    service_health,
+)
 from lvstop.tui.viewmodel.history import TREND_WIDTH, History, with_trend_scale
 from lvstop.tui.viewmodel.labels import (
     Names,
@@ -62,17 +68,16 @@ def services_table(
     sums = service_sums(table)
     top = units.trend_top(history.service(s.key) for s in table.services)
     managed = managed or {}
-    states = health_states(health) if health is not None else None
+    counts = service_counts(table, row_states(health, table)) if health is not None else None
     shows_managed = any(s.key in managed for s in table.services)
     entries: list[tuple[Sequence[object], Row]] = []
-    context = (human, settings.instant, top, shows_managed, states is not None)
+    context = (human, settings.instant, top, shows_managed, counts is not None)
     old = cache.rows if cache is not None and cache.context == context else {}
     kept: dict[ServiceKey, tuple[object, str, tuple[object, ...], Row]] = {}
     for i, svc in enumerate(table.services):
         key = svc.key
         label = vip_label(key, names)
-        # health is per dest: the service's row with its dests, made only when checks run
-        checked = service_health(snap.services[i], states) if states is not None else None
+        checked = service_health(counts, i) if counts is not None else None  # counted from columns
         owner = managed_cell(managed.get(key, ()))
         live, total = int(sums.live[i]), int(sums.dests[i])
         active, inactive, persist = int(sums.active[i]), int(sums.inactive[i]), sums.persist_of(i)
