@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -410,6 +412,33 @@ class TestCommandLine:
         finally:
             runner.stop()
             source.close()
+
+
+def test_the_checks_process_ending_is_an_event_and_so_is_its_new_start() -> None:
+    """Off the demo the probes run in a process of their own; when it dies the events say so, and
+    again when a new one runs. The check matches no dest of this director: no probe is sent."""
+
+    class Director(SimSource):
+        name = "netlink"  # not the demo's simulated answers: real probes, in the checks' process
+
+    source = Director(seed=1)
+    poller = Poller(source, interval=2.0)
+    runner = health_runner(
+        parse('checks:\n  - {service: "TCP 127.0.0.1:9", type: tcp}\n'), source, poller, None
+    )
+    runner.start()
+    try:
+        assert runner._child is not None
+        os.kill(runner._child.proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while len(poller.events.recent()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        events = [(e.kind, e.message) for e in poller.events.recent()]
+    finally:
+        runner.stop()
+        source.close()
+    assert events[0][0] == HEALTH_DOWN and "ended (killed by SIGKILL)" in events[0][1]
+    assert events[1] == (HEALTH_UP, "health checks: their process started again")
 
 
 def test_record_refuses_a_health_config_it_would_ignore(tmp_path: Path) -> None:
