@@ -8,7 +8,8 @@ so their CPU is not counted; every probe goes to 127.0.0.1. Three probers run on
 R times alternated, each for S seconds after a warm-up of 2.5 s:
 
 - lvstop: HealthRunner with the real tcp probes, hysteresis and view, exactly as the TUI and the
-  exporter run it, in its own thread.
+  exporter run it: the probes in a process of its own, the Book in a thread of this one. Its CPU is
+  both processes' (the checks' process's from /proc/PID/stat), and the checks' process's apart.
 - peer: the least a Python checker can do for the same probes: one thread, one epoll, non-blocking
   connect to every dest every 2 s, no asyncio, no state. Its CPU is the floor for Python.
 - C floor (when a C compiler is there, for information): the peer's loop in C (health_floor.c).
@@ -23,9 +24,10 @@ CPU is the process's user+system time over the window (getrusage; the C floor's 
 wall time: the share of one core. Each line says the
 share of the due probes done and how many dests ended up (lvstop) or how many probes failed (peer).
 Then the poller (SimSource 500 x 10, every 2 s, handing each snapshot to the checks as the exporter
-does) runs in the main thread alone, beside lvstop's checks and beside the C floor (a prober that
-shares no GIL with it), R times alternated: how late its ticks start, how long its polls take, how
-long update() takes. Last, what a UI tick pays for health beside the checks:
+does) runs in the main thread alone, beside lvstop's checks, beside the same checks run in a thread
+of this process (as before they had a process of their own: they share the GIL) and beside the C
+floor (a prober that shares no GIL with it), R times alternated: how late its ticks start, how long
+its polls take, how long update() takes. Last, what a UI tick pays for health beside the checks:
 view() and the 50 rows a screen shows, and view() and the state of all 5,000 dests.
 """
 
@@ -49,7 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvstop.health.config import parse
+from lvstop.health.checks import Done, Probes, Target
+from lvstop.health.config import CheckSpec, parse
 from lvstop.health.runner import HealthRunner, HealthView
 from lvstop.health.state import State
 from lvstop.model import AF_INET, Dest, FwdMethod, Service, ServiceKey, Snapshot
@@ -108,11 +111,36 @@ class Window:
         )
 
 
-def measure(seconds: float, count: Callable[[], int]) -> Window:
-    r0, t0, p0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), count()
+def usage(pid: int | None) -> tuple[float, float]:
+    """User and system seconds of this process, or of process `pid` (/proc/PID/stat)."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime, r.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / hz, int(fields[12]) / hz
+
+
+def measure(seconds: float, count: Callable[[], int], pid: int | None = None) -> tuple[Window, Window]:
+    """The window's CPU: this process's and the checks' process's (`pid`) together, and the latter's."""
+    (u0, s0), (cu0, cs0), t0, p0 = usage(None), usage(pid) if pid else (0, 0), time.monotonic(), count()
     time.sleep(seconds)
-    r1, t1, p1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), count()
-    return Window(r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime, t1 - t0, p1 - p0)
+    (u1, s1), (cu1, cs1), t1, p1 = usage(None), usage(pid) if pid else (0, 0), time.monotonic(), count()
+    child = Window(cu1 - cu0, cs1 - cs0, t1 - t0, p1 - p0)
+    return Window(u1 - u0 + child.user, s1 - s0 + child.system, t1 - t0, p1 - p0), child
+
+
+class InThread:
+    """lvstop's real tcp probes run in the runner's own thread (as before its checks' process): the
+    runner runs a given starter in-process; this one makes its Probes in the loop on first use."""
+
+    def __init__(self) -> None:
+        self._probes: Probes | None = None
+
+    def __call__(self, spec: CheckSpec, target: Target, done: Done) -> None:
+        if self._probes is None:
+            self._probes = Probes()
+        self._probes.start(spec, target, done)
 
 
 def snapshot(ports: list[int]) -> Snapshot:
@@ -128,16 +156,18 @@ def snapshot(ports: list[int]) -> Snapshot:
 CONFIG = "checks:\n  - {service: '*', type: tcp, interval: 2s, timeout: 1s, jitter: 200ms}\n"
 
 
-def run_lvstop(snap: Snapshot, seconds: float) -> tuple[Window, int]:
-    """lvstop's checks over the window, and how many dests were up at its end."""
+def run_lvstop(snap: Snapshot, seconds: float) -> tuple[Window, Window, int]:
+    """lvstop's checks over the window (both processes, and the checks' process alone) and how many
+    dests were up at its end."""
     runner = HealthRunner(parse(CONFIG))
     runner.start()
     runner.update(snap)
+    assert runner._child is not None
     time.sleep(2.5)  # the first round is spread over one interval
-    window = measure(seconds, lambda: runner.results)
+    window, child = measure(seconds, lambda: runner.results, runner._child.proc.pid)
     view = runner.view()
     runner.stop()
-    return window, sum(1 for h in view.values() if h.state is State.UP)
+    return window, child, sum(1 for h in view.values() if h.state is State.UP)
 
 
 def run_peer(ports: list[int], seconds: float, rst: bool = True) -> tuple[Window, int]:
@@ -186,7 +216,7 @@ def run_peer(ports: list[int], seconds: float, rst: bool = True) -> tuple[Window
     th = threading.Thread(target=main)
     th.start()
     time.sleep(2.5)
-    window = measure(seconds, lambda: done[0])
+    window, _ = measure(seconds, lambda: done[0])
     stop.set()
     th.join()
     return window, done[1]
@@ -309,15 +339,18 @@ def main() -> int:
         print(f"dests: {len(ports)} tcp checks every 2 s (jitter 0.2 s) against listeners on 127.0.0.1")
         print(f"window: {args.seconds:g} s after a 2.5 s warm-up, {args.rounds} rounds alternated")
         ours: list[Window] = []
+        children: list[Window] = []
         peers: list[Window] = []
         floors: list[Window] = []
         due = len(ports) / 2.0
         workdir = tempfile.mkdtemp(prefix="bench_health")
         fins: dict[str, list[Window]] = {"peer": [], "C floor": []}
         for r in range(args.rounds):
-            window, up = run_lvstop(snap, args.seconds)
+            window, own, up = run_lvstop(snap, args.seconds)
             ours.append(window)
+            children.append(own)
             print(f"  round {r + 1} {window.line('lvstop ', due)}, {up}/{len(ports)} up; {tw_line()}")
+            print(f"          of which the checks' process: {own.line('', due)[2:]}")
             window, failed = run_peer(ports, args.seconds)
             peers.append(window)
             print(f"  round {r + 1} {window.line('peer   ', due)}, {failed} failed; {tw_line()}")
@@ -352,6 +385,15 @@ def main() -> int:
             f"ratio {med / pmed:.2f}"
         )
         print(f"median CPU per probe  : lvstop {per:.1f} us, peer {pper:.1f} us: ratio {per / pper:.2f}")
+        cuser = statistics.median(w.user / max(1, w.probes) * 1e6 for w in children)
+        puser = statistics.median(
+            (w.user - c.user) / max(1, w.probes) * 1e6 for w, c in zip(ours, children, strict=True)
+        )
+        peer_user = statistics.median(w.user / max(1, w.probes) * 1e6 for w in peers)
+        print(
+            f"median user CPU per probe: the checks' process {cuser:.1f} us, lvstop's own process "
+            f"{puser:.1f} us (the Book), the peer {peer_user:.1f} us"
+        )
         if floors:
             fper = statistics.median(w.per_probe_us() for w in floors)
             fsys = statistics.median(w.system / w.wall for w in floors)
@@ -363,14 +405,22 @@ def main() -> int:
         print(f"lvstop at the full rate ({due:.0f} probes/s): {projected * 100:.2f} % of a core")
         print(f"target <= 5 % of a core: {'met' if max(med, projected) <= 0.05 else 'NOT met'}")
         # the poller alone, beside lvstop's checks, beside the C floor (another process: no GIL shared)
-        polls: dict[str, tuple[list[float], list[float]]] = {"alone": ([], []), "lvstop": ([], [])}
+        polls: dict[str, tuple[list[float], list[float]]] = {
+            "alone": ([], []),
+            "lvstop": ([], []),
+            "lvstop thread": ([], []),
+        }
         exe = c_floor(workdir)
         if exe is not None:
             polls["C floor"] = ([], [])
         handed: list[float] = []
         for _ in range(args.rounds):
             for name, (late, took) in polls.items():
-                runner = HealthRunner(parse(CONFIG)) if name == "lvstop" else None
+                runner = None
+                if name == "lvstop":
+                    runner = HealthRunner(parse(CONFIG))
+                elif name == "lvstop thread":
+                    runner = HealthRunner(parse(CONFIG), start=InThread())
                 other = None
                 if runner is not None:
                     runner.start()
@@ -393,7 +443,7 @@ def main() -> int:
         for name, (late, took) in polls.items():
             label = name if name == "alone" else f"beside {name}"
             print(
-                f"poller 500x10 {label:14s}: tick late max {max(late) * 1e3:6.1f} ms, poll wall "
+                f"poller 500x10 {label:20s}: tick late max {max(late) * 1e3:6.1f} ms, poll wall "
                 f"p50 {statistics.median(took) * 1e3:6.1f} max {max(took) * 1e3:6.1f} ms ({len(took)} polls)"
             )
         print(f"poller's health.update(snapshot): max {max(handed) * 1e6:.0f} us ({len(handed)} calls)")
