@@ -207,8 +207,8 @@ class _Reading:
         self.keep = table.max_entries
         self.total = 0
         # what chunks counted by columns have seen: keys (-> their entries) and clients (-> texts)
-        self.keys = _Registry(_KEY_CLASSES[-1])
-        self.client_reg = _Registry(_CLIENT_CLASSES[-1])
+        self.keys = _Registry()
+        self.client_reg = _Registry()
 
     def lines(
         self, chunk: list[str], first: int, widths: frozenset[int], key_of: Callable[[list[str]], Any]
@@ -386,9 +386,11 @@ class _Registry:
     chunk's rows find their numbers by hash in an open-addressing table (linear probing, at most a
     quarter full), checked word for word."""
 
-    def __init__(self, words: int) -> None:
-        self._rows = np.zeros((64, words), dtype=np.uint64)  # [:n] in use, zero padded; room to grow
-        self._width = np.zeros(64, dtype=np.intp)
+    def __init__(self) -> None:
+        self._rows: dict[int, np.ndarray] = {}  # the rows of each width, each its own width wide
+        self._used: dict[int, int] = {}  # how many of them
+        self._width = np.zeros(64, dtype=np.intp)  # by number: the row's width, its place among
+        self._pos = np.zeros(64, dtype=np.intp)  # those of its width, its hash
         self._hash = np.zeros(64, dtype=np.uint64)
         self._slots = np.full(256, -1, dtype=np.intp)  # numbers by hash, -1 free
         self.values: list[Any] = []
@@ -419,7 +421,9 @@ class _Registry:
             todo = todo[used & ~same]
         hit = np.flatnonzero(ids >= 0)
         got, w = ids[hit], rows.shape[1]
-        if not (np.array_equal(self._rows[got, :w], rows[hit]) and np.all(self._width[got] == w)):
+        if len(hit) and not (
+            np.all(self._width[got] == w) and np.array_equal(self._rows[w][self._pos[got]], rows[hit])
+        ):
             return None
         return ids
 
@@ -439,15 +443,15 @@ class _Registry:
         """Number new distinct rows: `parts` are rows of one width each and their places among
         `values` (numbered in that order). Returns the first new number."""
         n, k = len(self.values), len(values)
-        if n + k > len(self._rows):  # doubling: a chunk's few new rows do not copy all the others
-            size = max(2 * len(self._rows), n + k)
-            rows = np.zeros((size, self._rows.shape[1]), dtype=np.uint64)
-            width, hashes = np.zeros(size, np.intp), np.zeros(size, np.uint64)
-            rows[:n], width[:n], hashes[:n] = self._rows[:n], self._width[:n], self._hash[:n]
-            self._rows, self._width, self._hash = rows, width, hashes
+        self._width, self._pos, self._hash = (_room(a, n + k) for a in (self._width, self._pos, self._hash))
         for rows, places in parts:
-            self._rows[n + places, : rows.shape[1]] = rows
-            self._width[n + places] = rows.shape[1]
+            w = rows.shape[1]
+            used = self._used.get(w, 0)
+            store = self._rows[w] = _room(self._rows.get(w, np.zeros((64, w), np.uint64)), used + len(rows))
+            store[used : used + len(rows)] = rows
+            self._used[w] = used + len(rows)
+            self._width[n + places] = w
+            self._pos[n + places] = np.arange(used, used + len(rows))
             self._hash[n + places] = _hash(rows)
         if 4 * (n + k) > len(self._slots):  # a quarter full at most: probes stay short
             size = len(self._slots)
@@ -461,6 +465,16 @@ class _Registry:
         self.count = np.concatenate([self.count, np.zeros(k, dtype=np.int64)])
         self.ok = np.concatenate([self.ok, np.array(ok, dtype=bool)])
         return n
+
+
+def _room(a: np.ndarray, n: int) -> np.ndarray:
+    """`a` (its first rows in use), or a copy of it with room for `n` rows: doubling, so a chunk's few
+    new rows do not copy all the others."""
+    if n <= len(a):
+        return a
+    out = np.zeros((max(2 * len(a), n), *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
+    return out
 
 
 def _lookup(
