@@ -13,6 +13,7 @@ reported beside wall time because other jobs inflate the wall clock.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import subprocess
@@ -91,6 +92,16 @@ def machine() -> str:
         cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "?")
     nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
     return f"nproc={nproc} cpu={cpu} python={platform.python_version()}"
+
+
+def tree_at(rev: str, into: Path) -> dict[str, str]:
+    """An environment for a child Python that imports lvstop as of git revision `rev` (extracted into
+    `into`): the code before, run beside the current one."""
+    root = Path(__file__).resolve().parent.parent
+    into.mkdir()
+    tar = subprocess.run(["git", "archive", rev, "lvstop"], cwd=root, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar.stdout, check=True)
+    return {**os.environ, "PYTHONPATH": str(into)}
 
 
 def older(rev: str) -> ModuleType:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_conntable import machine
+from bench_conntable import machine, tree_at
 from procgen import write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +71,7 @@ def main() -> None:
         print(f"input: {args.lines} lines ({conn.stat().st_size / 1e6:.0f} MB), bench/procgen.py 200 x 10")
         pythons: dict[str, dict[str, str] | None] = {"lvstop": None}
         if args.against:
-            (tmp / "base").mkdir()
-            tar = subprocess.run(
-                ["git", "archive", args.against, "lvstop"], cwd=ROOT, capture_output=True, check=True
-            )
-            subprocess.run(["tar", "-x", "-C", str(tmp / "base")], input=tar.stdout, check=True)
-            pythons[f"lvstop@{args.against}"] = {**os.environ, "PYTHONPATH": str(tmp / "base")}
+            pythons[f"lvstop@{args.against}"] = tree_at(args.against, tmp / "base")
         best: dict[str, float] = {}
         found: dict[str, str] = {}
         for _ in range(args.repeat):

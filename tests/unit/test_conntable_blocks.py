@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from unittest import mock
 
 import numpy as np
@@ -21,7 +21,7 @@ from test_conntable_equiv import (
     SAMPLE,
     SAMPLE_SERVICES,
     by_columns,
-    plain,
+    outcome,
 )
 
 from lvstop import conntable
@@ -46,25 +46,16 @@ def put(root: Path, data: bytes, sync: bool = False) -> ProcSource:
     return ProcSource(str(root), hz=250)
 
 
-def outcome(lines: Any, services: Any, sync: bool, flt: ConnFilter | None, max_entries: int = 7) -> Any:
-    table = ConnTable(services, max_entries=max_entries, top_clients=5)
-    try:
-        s = table.summarize(lines, sync=sync, budget_s=None, filters=flt, clock=lambda: 0.0)
-    except ParseError as e:
-        return "error", e.source, e.line, e.reason
-    return "summary", plain(s)
-
-
 def both(root: Path, data: bytes, services: Any, *, sync: bool = False, flt: ConnFilter | None = None) -> Any:
     """The summary of the file read in blocks, checked against that of its lines (as a text file
     gives them); small blocks and big ones, counted by columns however few their lines."""
     src = put(root, data, sync)
-    want = outcome(list(src.conn_lines(sync)), services, sync, flt)
+    want = outcome(services, list(src.conn_lines(sync)), sync=sync, filters=flt, max_entries=7)
     for ctx in (small_blocks, contextmanager(lambda: iter([None]))):
         with ctx(), by_columns():
             lines = src.conn_lines(sync)
             assert isinstance(lines, ConnFile)
-            got = outcome(lines, services, sync, flt)
+            got = outcome(services, cast(Any, lines), sync=sync, filters=flt, max_entries=7)
         assert got == want
     return want
 
@@ -205,8 +196,8 @@ def test_services_from_columns_attribute_as_rows_do(
     table = parse_ip_vs_table(ip_vs.read_bytes(), hz=250)
     lines = conns.read_text().splitlines(keepends=True)
     columns = ServiceRows(table)
-    got = outcome(lines, columns, sync, flt)
-    assert got == outcome(lines, rows_of(table), sync, flt)
+    got = outcome(cast(Any, columns), lines, sync=sync, filters=flt)
+    assert got == outcome(rows_of(table), lines, sync=sync, filters=flt)
     assert columns._rows == [None] * len(table.services)  # no row was made
     assert got[0] == "summary"
     if flt is None:  # entries mostly attributed to known services: the dest keys were found
@@ -218,8 +209,8 @@ def test_services_from_columns_with_dests_of_port_zero() -> None:
     dest: both ways alike."""
     table = Table.from_rows(HANDMADE_SERVICES)
     lines = (HANDMADE / "ip_vs_conn").read_text().splitlines(keepends=True)
-    by_cols = outcome(lines, ServiceRows(table), False, None)
-    assert by_cols == outcome(lines, HANDMADE_SERVICES, False, None)
+    by_cols = outcome(cast(Any, ServiceRows(table)), lines)
+    assert by_cols == outcome(HANDMADE_SERVICES, lines)
     assert any(k.is_fwmark for k, _ in by_cols[1][1])
 
 
