@@ -1,9 +1,11 @@
 """Decode a synthetic IPVS netlink dump of 2,000 services x 50 dests (built with lvstop's encoder).
 
-Measures what NetlinkSource.read() does with the bytes once the kernel has answered: decode the
-service dump, decode one dest dump per service, attach the dests to their services. Target: <= 150 ms.
+Measures what NetlinkSource.read() did with the bytes once the kernel has answered: decode the
+service dump, decode one dest dump per service, attach the dests to their services (rows). Target: <= 150 ms.
+Then the columnar decode a poll does now (the service dump, every dest dump into one DestTable, the dumps
+back to back in one buffer as NetlinkSource receives them), beside --peer's lvstop in alternating processes.
 
-    .venv/bin/python bench/bench_decode.py [--services 2000] [--dests 50] [--repeat 5]
+    .venv/bin/python bench/bench_decode.py [--services 2000] [--dests 50] [--repeat 5] [--peer DIR]
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import argparse
 import dataclasses
 import datetime
 import gc
+import inspect
+import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -111,6 +116,54 @@ def decode_all(svc_dump: bytes, dumps: list[tuple[ServiceKey, bytes]], *, fast: 
     return out
 
 
+def columnar(svc_dump: bytes, dumps: list[tuple[ServiceKey, bytes]]) -> Callable[[], object]:
+    """The decode of a poll on columns, in this process's lvstop (whichever API it has: the dumps as a
+    list of replies, or back to back in one buffer with each lone NLMSG_DONE left out)."""
+    families = [key.family for key, _ in dumps]
+    if len(inspect.signature(wire.decode_dest_table).parameters) == 3:  # a peer from before the buffer
+        replies_ = [d for _, d in dumps]
+        return lambda: (
+            wire.decode_services(svc_dump, FAMILY_ID),
+            wire.decode_dest_table(replies_, FAMILY_ID, families),  # type: ignore[call-arg, arg-type]
+        )
+    buf = bytearray()
+    spans = []
+    for _, d in dumps:
+        body = d[: -wire.DONE_LEN]
+        spans.append((len(buf), len(buf) + len(body), True))
+        buf += body
+    return lambda: (
+        wire.decode_services(svc_dump, FAMILY_ID),
+        wire.decode_dest_table(buf, spans, FAMILY_ID, families),
+    )
+
+
+def columnar_one(args: argparse.Namespace) -> None:
+    svc_dump, dumps = synthetic(args.services, args.dests)
+    fn = columnar(svc_dump, dumps)
+    fn()  # compiled layouts, first faults
+    cpu = [timed(fn, gc_paused=True)[1] for _ in range(args.repeat)]
+    print(json.dumps({"min": min(cpu), "median": statistics.median(cpu)}))
+
+
+def columnar_side_by_side(args: argparse.Namespace) -> None:
+    code = {"this": None, "peer": args.peer} if args.peer else {"this": None}
+    n = args.services * args.dests
+    for _ in range(args.rounds):
+        for label, path in code.items():
+            env = dict(os.environ, PYTHONPATH=path) if path else None
+            cmd = [sys.executable, __file__, "--columnar-one", "--services", str(args.services)]
+            cmd += ["--dests", str(args.dests), "--repeat", str(args.repeat)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            r = json.loads(out.splitlines()[-1])
+            where = f"{label}: {path}" if path else label
+            lo, mid = r["min"] * 1e3, r["median"] * 1e3
+            print(
+                f"columnar decode ({where}), {args.repeat} runs, gc paused: CPU min {lo:.1f} ms, "
+                f"median {mid:.1f} ms ({r['median'] / n * 1e6:.2f} us per dest)"
+            )
+
+
 def timed(fn: Callable[[], object], *, gc_paused: bool) -> tuple[float, float]:
     """(wall, CPU) seconds of one call. CPU time is what the decode costs the director; wall time on a
     shared machine also counts waiting for a core."""
@@ -144,7 +197,13 @@ def main() -> None:
     p.add_argument("--services", type=int, default=2000)
     p.add_argument("--dests", type=int, default=50)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--peer", help="a directory whose lvstop package is the peer of the columnar decode")
+    p.add_argument("--rounds", type=int, default=2, help="alternating runs of the columnar decode per code")
+    p.add_argument("--columnar-one", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.columnar_one:
+        columnar_one(args)
+        return
     print(f"command: {' '.join([os.path.relpath(sys.executable), *sys.argv])}")
     print(f"date: {datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}")
     print(machine())
@@ -182,6 +241,7 @@ def main() -> None:
         f"median {statistics.median(cpu) * 1e3:.0f} ms"
     )
     print(verdict + f" (CPU min of the gc-paused decode, {args.services} x {args.dests})")
+    columnar_side_by_side(args)
     few = max(1, args.services // 20)
     _, ref = timed(
         lambda: [wire.decode_dests(d, FAMILY_ID, AF_INET, fast=False) for _, d in dumps[:few]], gc_paused=True

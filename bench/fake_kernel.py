@@ -37,7 +37,11 @@ sys.path.insert(0, str(ROOT))
 from lvstop.model import Dest, Rates, Service, Snapshot  # noqa: E402
 from lvstop.poller import Poller  # noqa: E402
 from lvstop.sources import wire  # noqa: E402
-from lvstop.sources.netlink import KernelSocket  # noqa: E402
+
+try:  # the client socket behaves as the NetlinkSource under test's own (bench_poll --peer runs older code)
+    from lvstop.sources.netlink import KernelSocket as _ClientSocket
+except ImportError:  # code from before KernelSocket: a plain socket, Python's timeout
+    _ClientSocket = socket.socket  # type: ignore[misc, assignment]
 
 sys.path.insert(0, str(ROOT / "tests"))
 import netlink_replies as replies  # noqa: E402
@@ -275,9 +279,9 @@ def _conn_loop(kernel: Kernel, fifo: Path) -> None:
                 pass  # the reader's budget ran out: it closed the file
 
 
-class _Socket(KernelSocket):
+class _Socket(_ClientSocket):
     """A connected SOCK_SEQPACKET socket (one datagram per send and receive) with NetlinkSource's own
-    kernel socket behaviour (its timeout is SO_RCVTIMEO, no poll before each call)."""
+    kernel socket behaviour (KernelSocket: its timeout is SO_RCVTIMEO, no poll before each call)."""
 
     def __init__(self, path: str) -> None:
         super().__init__(socket.AF_UNIX, socket.SOCK_SEQPACKET)
