@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from lvstop.conntable import ConnTable
+from lvstop.conntable import ConnSummary, ConnTable
 from lvstop.model import DaemonState, ServiceKey
 from lvstop.sources.netlink import NetlinkSource
+from lvstop.sources.procfs import ConnFile
 
 from .compare import listing_of, sandwich
 from .lab import BACKUP, MASTER, Lab, traffic_plan
@@ -108,15 +109,21 @@ def test_conntable_equals_ipvsadm_lnc(lab: Lab, sources: dict[str, NetlinkSource
     snap = source.read()
     sync = ns == BACKUP
 
-    def read() -> tuple[list[str], list[str]]:
-        return list(source.conn_lines(sync=sync)), list(source.conn_lines(sync=not sync))
+    def read() -> tuple[ConnSummary, list[str], list[str]]:
+        seq = source.conn_lines(sync=sync)
+        assert isinstance(seq, ConnFile), "the seq file is not read in blocks"
+        blocks = ConnTable(snap.services).summarize(seq, sync=sync, budget_s=None, filters=None)
+        return blocks, list(source.conn_lines(sync=sync)), list(source.conn_lines(sync=not sync))
 
-    # the set of entries must stay put around our read; their expiry timers may tick
-    (text,), (lines, other), _ = sandwich(lab, ns, [("-Lnc",)], read, same=_entry_set)
+    # the set of entries must stay put around our reads; their expiry timers may tick
+    (text,), (blocks, lines, other), _ = sandwich(lab, ns, [("-Lnc",)], read, same=_entry_set)
     conns = parse_conns(text)
     assert conns, f"{ns}: the lab's traffic left no connection entries"
     summary = ConnTable(snap.services).summarize(lines, sync=sync, budget_s=None, filters=None)
     assert not summary.partial and summary.total == len(conns) == len(other) - 1
+    # the seq file itself read in blocks of whole lines (the exporter's and the TUI's way) counts the same
+    fields = ("overall", "by_service", "by_dest", "top_clients", "distinct_clients", "total", "unattributed")
+    assert {f: getattr(blocks, f) for f in fields} == {f: getattr(summary, f) for f in fields}
 
     states, templates, by_dest, unattributed = _oracle(conns, listing_of([lab.ipvsadm("-Ln", ns=ns)]))
     got_states = Counter(
