@@ -41,3 +41,17 @@ class FakeNetlink:
 
     def set_dest(self, skey: ServiceKey, dest: Dest) -> None:
         self.writes.append(dest)
+
+
+class Replies:
+    """Stands in for RemoteSource.get_json: answers `path` with the given documents, one per call."""
+
+    base = "http://192.0.2.1:9736"
+
+    def __init__(self, path: str, *docs: object) -> None:
+        self.path = path
+        self.docs = list(docs)
+
+    def get_json(self, path: str) -> object:
+        assert path == self.path
+        return self.docs.pop(0)

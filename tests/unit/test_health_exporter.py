@@ -8,9 +8,9 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fakes import Replies
 
 from lvstop.exporter.main import USAGE, Running, _backends, build_parser, main, start
 from lvstop.exporter.metrics import BackendHealth, Health, Inputs, Options, render_inputs
@@ -213,19 +213,6 @@ def test_the_health_api_gives_what_list_json_gives_and_a_remote_reads_it_back(tm
     assert older.view() is None and older.error is not None and "404" in older.error
 
 
-class _Replies:
-    """A RemoteSource that answers /api/v1/health with the given documents, one per call."""
-
-    base = "http://192.0.2.1:9736"
-
-    def __init__(self, *docs: Any) -> None:
-        self.docs = list(docs)
-
-    def get_json(self, path: str) -> Any:
-        assert path == "/api/v1/health"
-        return self.docs.pop(0)
-
-
 def test_a_bad_health_reply_keeps_the_last_view_and_says_why() -> None:
     good = {
         "checks": True,
@@ -243,7 +230,9 @@ def test_a_bad_health_reply_keeps_the_last_view_and_says_why() -> None:
     bad_time["dests"][0]["health"]["since"] = "yesterday"
     bad_ok = json.loads(json.dumps(good))  # a string is not coerced: bool("false") is True
     bad_ok["dests"][0]["health"]["checks"][0].update(ok="false", latency=0.1, reason="refused")
-    replies = _Replies(good, bad_state, bad_time, bad_ok, {"checks": True}, {"checks": False})
+    replies = Replies(
+        "/api/v1/health", good, bad_state, bad_time, bad_ok, {"checks": True}, {"checks": False}
+    )
     remote = RemoteHealth(replies)  # type: ignore[arg-type]
     remote.update()
     first = remote.view()

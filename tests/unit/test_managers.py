@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fakes import Replies
 
 from lvstop.errors import ParseError
 from lvstop.managers import (
@@ -220,19 +221,6 @@ def test_by_service_names_each_services_managers(tmp_path: Path) -> None:
     assert len(unread) == 1 and unread[0].startswith("ldirectord (pid 41) is running and its configuration")
 
 
-class _ManagedReplies:
-    """A RemoteSource that answers /api/v1/managed with the given documents, one per call."""
-
-    base = "http://192.0.2.1:9736"
-
-    def __init__(self, *docs: object) -> None:
-        self.docs = list(docs)
-
-    def get_json(self, path: str) -> object:
-        assert path == "/api/v1/managed"
-        return self.docs.pop(0)
-
-
 def test_a_bad_managed_reply_keeps_the_last_answer_and_says_where() -> None:
     web = ServiceKey(AF_INET, Protocol.TCP, "203.0.113.10", 80)
     owned = {web: ((40, ManagedService("keepalived", web, "virtual_server", "k.conf:3")),)}
@@ -240,7 +228,7 @@ def test_a_bad_managed_reply_keeps_the_last_answer_and_says_where() -> None:
     assert managed_from_dict(good) == (owned, ())
     bad["services"][0]["managers"][0]["keeps_failed"] = "no"
     now = [0.0]
-    remote = RemoteManaged(_ManagedReplies(good, bad), clock=lambda: now[0])  # type: ignore[arg-type]
+    remote = RemoteManaged(Replies("/api/v1/managed", good, bad), clock=lambda: now[0])  # type: ignore[arg-type]
     remote.update()
     first = remote()
     assert list(first[0]) == [web] and remote.error is None
